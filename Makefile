@@ -1,0 +1,27 @@
+# `make test` creates .venv when missing, installs the package with its test extras, runs pytest.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test install bench clean proto
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/convert.py
+
+proto: $(STAMP)
+	$(PY) -m tools.protogen
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Jigsaw-puzzle self-supervised pretraining of the Context-Free Network (Noroozi & Favaro 2016)."""

@@ -1,0 +1,95 @@
+"""What every layer shares: the Layer base class, the registry and Caffe's axis/geometry rules."""
+import torch
+from torch import nn
+
+from .. import caffe_pb2 as pb
+from ..errors import CaffeError
+
+LAYERS = {}
+FLT_MAX = 3.4028234663852886e38
+
+
+def register(*types):
+    def deco(cls):
+        for t in types:
+            LAYERS[t] = cls
+        return cls
+    return deco
+
+
+class Layer(nn.Module):
+    """One Caffe layer: `forward(*bottoms)` returns a tuple with one tensor per top.
+
+    `blob_names` lists, in Caffe's blob order, the attribute names of the learnable
+    parameters and state buffers that a .caffemodel stores for this layer.
+    """
+    blob_names = ()
+
+    def __init__(self, lp, bottom_shapes, ctx):
+        super().__init__()
+        self.layer_name, self.layer_type = lp.name, lp.type
+        self.n_bottom, self.n_top = len(lp.bottom), len(lp.top)
+
+    def fail(self, what):
+        raise CaffeError(f"layer '{self.layer_name}' ({self.layer_type}): {what}")
+
+    def check_bottoms(self, shapes, n, at_most=None):
+        if len(shapes) < n or (at_most is not None and len(shapes) > at_most):
+            want = n if at_most in (None, n) else f"{n} to {at_most}"
+            self.fail(f"expects {want} bottom blob(s), got {len(shapes)}")
+
+    def extra_repr(self):
+        return f"name={self.layer_name!r}"
+
+
+def canonical_axis(axis, ndim, layer):
+    if not -ndim <= axis < max(ndim, 1):
+        layer.fail(f"axis {axis} is out of range for a {ndim}-D blob")
+    return axis % ndim if ndim else 0
+
+
+def spatial_geometry(p, nd, layer, kind):
+    """Kernel, stride, pad, dilation tuples for `nd` spatial axes from a Convolution/Pooling param."""
+    def pick(repeated, h, w, default, name):
+        has_hw = p.HasField(h) or p.HasField(w)
+        values = list(repeated) if repeated is not None else []
+        if has_hw:
+            if nd != 2:
+                layer.fail(f"{h}/{w} only apply to 2-D {kind}")
+            if values:
+                layer.fail(f"give either {name} or {h}/{w}, not both")
+            return (getattr(p, h), getattr(p, w))
+        if not values:
+            if default is None:
+                layer.fail(f"{name} is required")
+            return (default,) * nd
+        if len(values) == 1:
+            return (values[0],) * nd
+        if len(values) != nd:
+            layer.fail(f"{name} has {len(values)} values for {nd} spatial axes")
+        return tuple(values)
+
+    def scalar(name):
+        return [getattr(p, name)] if p.HasField(name) else []
+
+    conv = isinstance(p, pb.ConvolutionParameter)
+    kernel = pick(p.kernel_size if conv else scalar("kernel_size"), "kernel_h", "kernel_w",
+                  None, "kernel_size")
+    stride = pick(p.stride if conv else scalar("stride"), "stride_h", "stride_w", 1, "stride")
+    pad = pick(p.pad if conv else scalar("pad"), "pad_h", "pad_w", 0, "pad")
+    dilation = (1,) * nd
+    if conv and p.dilation:
+        dilation = tuple(p.dilation) * (nd if len(p.dilation) == 1 else 1)
+        if len(dilation) != nd:
+            layer.fail(f"dilation has {len(p.dilation)} values for {nd} spatial axes")
+    if any(k <= 0 for k in kernel) or any(s <= 0 for s in stride):
+        layer.fail(f"kernel {kernel} and stride {stride} must be positive")
+    return kernel, stride, pad, dilation
+
+
+def broadcast_shape(param_shape, axis, ndim):
+    return (1,) * axis + tuple(param_shape) + (1,) * (ndim - axis - len(param_shape))
+
+
+def as_index(t):
+    return t.to(torch.long) if t.dtype != torch.long else t

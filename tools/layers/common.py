@@ -1,0 +1,203 @@
+"""Shape and arithmetic layers: InnerProduct, Softmax, Concat, Slice, Split, Flatten, Reshape, Eltwise, Crop, Silence."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .. import caffe_pb2 as pb
+from .base import Layer, canonical_axis, register
+
+
+@register("InnerProduct")
+class InnerProduct(Layer):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1, 1)
+        p = lp.inner_product_param
+        if not p.num_output:
+            self.fail("inner_product_param.num_output must be set and positive")
+        self.axis = canonical_axis(p.axis, len(shapes[0]), self)
+        k = math.prod(shapes[0][self.axis:])
+        self.transpose = p.transpose
+        ctx.param(self, "weight", 0, (k, p.num_output) if p.transpose else (p.num_output, k),
+                  p.weight_filler)
+        self.bias = None
+        self.blob_names = ("weight",)
+        if p.bias_term:
+            ctx.param(self, "bias", 1, (p.num_output,), p.bias_filler)
+            self.blob_names = ("weight", "bias")
+
+    def forward(self, x):
+        flat = x.reshape(tuple(x.shape[:self.axis]) + (-1,))
+        w = self.weight.t() if self.transpose else self.weight
+        return (F.linear(flat, w, self.bias),)
+
+
+@register("Softmax")
+class Softmax(Layer):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1, 1)
+        self.axis = canonical_axis(lp.softmax_param.axis, len(shapes[0]), self)
+
+    def forward(self, x):
+        return (torch.softmax(x, self.axis),)
+
+
+@register("Concat")
+class Concat(Layer):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1)
+        p = lp.concat_param
+        axis = p.concat_dim if p.HasField("concat_dim") and not p.HasField("axis") else p.axis
+        self.axis = canonical_axis(axis, len(shapes[0]), self)
+        for s in shapes[1:]:
+            if len(s) != len(shapes[0]) or any(a != b for i, (a, b) in enumerate(zip(s, shapes[0]))
+                                               if i != self.axis):
+                self.fail(f"bottom shapes {shapes} differ outside the concat axis {self.axis}")
+
+    def forward(self, *xs):
+        return (xs[0] if len(xs) == 1 else torch.cat(xs, self.axis),)
+
+
+@register("Slice")
+class Slice(Layer):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1, 1)
+        p = lp.slice_param
+        axis = p.slice_dim if p.HasField("slice_dim") and not p.HasField("axis") else p.axis
+        self.axis = canonical_axis(axis, len(shapes[0]), self)
+        length, n = shapes[0][self.axis], self.n_top
+        points = list(p.slice_point)
+        if points:
+            if len(points) != n - 1:
+                self.fail(f"{len(points)} slice_point(s) for {n} tops (need {n - 1})")
+            bounds = [0] + points + [length]
+            self.sizes = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+            if any(s <= 0 for s in self.sizes):
+                self.fail(f"slice_point {points} must increase within 1..{length - 1}")
+        else:
+            if n == 0 or length % n:
+                self.fail(f"axis {self.axis} of size {length} does not split evenly into {n} tops")
+            self.sizes = [length // n] * n
+
+    def forward(self, x):
+        return tuple(torch.split(x, self.sizes, self.axis))
+
+
+@register("Split")
+class Split(Layer):
+    def forward(self, x):
+        return (x,) * self.n_top
+
+
+@register("Silence")
+class Silence(Layer):
+    def forward(self, *xs):
+        return ()
+
+
+@register("Flatten")
+class Flatten(Layer):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1, 1)
+        nd = len(shapes[0])
+        self.start = canonical_axis(lp.flatten_param.axis, nd, self)
+        self.end = canonical_axis(lp.flatten_param.end_axis, nd, self)
+
+    def forward(self, x):
+        return (torch.flatten(x, self.start, self.end),)
+
+
+@register("Reshape")
+class Reshape(Layer):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1, 1)
+        p = lp.reshape_param
+        nd = len(shapes[0])
+        start = p.axis + nd + 1 if p.axis < 0 else p.axis
+        if not 0 <= start <= nd:
+            self.fail(f"reshape axis {p.axis} is out of range for a {nd}-D blob")
+        end = nd if p.num_axes == -1 else start + p.num_axes
+        if p.num_axes < -1 or end > nd:
+            self.fail(f"num_axes {p.num_axes} is out of range from axis {start} of a {nd}-D blob")
+        dims = list(p.shape.dim)
+        if sum(d == -1 for d in dims) > 1 or any(d < -1 for d in dims):
+            self.fail(f"shape {dims}: at most one -1 and no other negative dims")
+        self.start, self.end, self.dims = start, end, dims
+        self.forward(torch.empty(shapes[0], device="meta"))  # validate counts now
+
+    def forward(self, x):
+        shape = list(x.shape)
+        mid = [shape[self.start + i] if d == 0 else d for i, d in enumerate(self.dims)]
+        new = shape[:self.start] + mid + shape[self.end:]
+        if -1 in new:
+            known = math.prod(d for d in new if d != -1)
+            total = math.prod(shape)
+            if known == 0 or total % known:
+                self.fail(f"cannot infer -1 in {new} for a blob of {total} values")
+            new[new.index(-1)] = total // known
+        if math.prod(new) != math.prod(shape):
+            self.fail(f"shape {tuple(new)} holds {math.prod(new)} values, the input {tuple(shape)} "
+                      f"holds {math.prod(shape)}")
+        return (x.reshape(new),)
+
+
+@register("Eltwise")
+class Eltwise(Layer):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 2)
+        p = lp.eltwise_param
+        if any(s != shapes[0] for s in shapes):
+            self.fail(f"all bottoms must have the same shape, got {shapes}")
+        self.op = {pb.EltwiseParameter.SUM: "sum", pb.EltwiseParameter.PROD: "prod",
+                   pb.EltwiseParameter.MAX: "max"}[p.operation]
+        self.coeff = list(p.coeff)
+        if self.coeff and (self.op != "sum" or len(self.coeff) != len(shapes)):
+            self.fail("coeff needs the SUM operation and one value per bottom")
+
+    def forward(self, *xs):
+        if self.op == "sum":
+            if not self.coeff:
+                out = xs[0]
+                for x in xs[1:]:
+                    out = out + x
+                return (out,)
+            out = xs[0] * self.coeff[0]
+            for c, x in zip(self.coeff[1:], xs[1:]):
+                out = out + c * x
+            return (out,)
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x if self.op == "prod" else torch.maximum(out, x)
+        return (out,)
+
+
+@register("Crop")
+class Crop(Layer):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 2, 2)
+        p = lp.crop_param
+        src, ref = shapes
+        self.axis = canonical_axis(p.axis, len(src), self)
+        n = len(src) - self.axis
+        offsets = list(p.offset)
+        if len(offsets) not in (0, 1, n):
+            self.fail(f"{len(offsets)} offsets for {n} cropped axes (need 0, 1 or {n})")
+        offsets = offsets * n if len(offsets) == 1 else (offsets or [0] * n)
+        for i, off in enumerate(offsets):
+            a = self.axis + i
+            if off + ref[a] > src[a]:
+                self.fail(f"crop of axis {a}: offset {off} + size {ref[a]} exceeds {src[a]}")
+        self.offsets = offsets
+
+    def forward(self, x, ref):
+        idx = [slice(None)] * self.axis + [slice(o, o + ref.shape[self.axis + i])
+                                            for i, o in enumerate(self.offsets)]
+        return (x[tuple(idx)],)

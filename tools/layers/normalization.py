@@ -1,0 +1,105 @@
+"""BatchNorm (with Caffe's scale-factor blob), Scale and Bias."""
+import torch
+
+from .. import caffe_pb2 as pb
+from .base import Layer, broadcast_shape, canonical_axis, register
+
+
+@register("BatchNorm")
+class BatchNorm(Layer):
+    """Caffe's BatchNorm: no affine part; blobs are (mean, variance) sums and their scale factor."""
+    blob_names = ("mean", "variance", "scale_factor")
+
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1, 1)
+        p = lp.batch_norm_param
+        self.channels = 1 if len(shapes[0]) == 1 else shapes[0][1]
+        self.eps, self.maf = p.eps, p.moving_average_fraction
+        self.use_global_stats = p.use_global_stats if p.HasField("use_global_stats") else None
+        for name, shape in (("mean", (self.channels,)), ("variance", (self.channels,)),
+                            ("scale_factor", (1,))):
+            ctx.buffer(self, name, shape)
+
+    def _view(self, t, x):
+        return t.reshape((1, -1) + (1,) * (x.dim() - 2)) if x.dim() > 1 else t
+
+    def forward(self, x):
+        use_global = (not self.training) if self.use_global_stats is None else self.use_global_stats
+        if use_global:
+            s = self.scale_factor[0]
+            factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
+            mean, var = self.mean * factor, self.variance * factor
+        else:
+            dims = [d for d in range(x.dim()) if d != 1]
+            mean = x.mean(dim=dims)
+            var = ((x - self._view(mean, x)) ** 2).mean(dim=dims)
+            if self.training:
+                with torch.no_grad():  # Caffe's running sums, with its m/(m-1) variance correction
+                    m = x.numel() // self.channels
+                    self.scale_factor.mul_(self.maf).add_(1)
+                    self.mean.mul_(self.maf).add_(mean)
+                    self.variance.mul_(self.maf).add_(var * (m / max(m - 1, 1)))
+        return ((x - self._view(mean, x)) / torch.sqrt(self._view(var, x) + self.eps),)
+
+
+class _Affine(Layer):
+    """Shared logic of Scale and Bias: a parameter (or second bottom) broadcast from `axis`."""
+
+    def setup(self, lp, shapes, ctx, p, name, default_value, filler):
+        self.check_bottoms(shapes, 1, 2)
+        x = shapes[0]
+        if len(shapes) == 2:
+            other = shapes[1]
+            self.axis = 0 if len(other) == 0 else canonical_axis(p.axis, len(x), self)
+            if tuple(x[self.axis:self.axis + len(other)]) != tuple(other):
+                self.fail(f"second bottom {tuple(other)} does not match input {tuple(x)} "
+                          f"from axis {self.axis}")
+            return
+        self.axis = canonical_axis(p.axis, len(x), self)
+        n = len(x) - self.axis if p.num_axes == -1 else p.num_axes
+        if p.num_axes < -1 or self.axis + n > len(x):
+            self.fail(f"num_axes {p.num_axes} is out of range from axis {self.axis} of {tuple(x)}")
+        shape = tuple(x[self.axis:self.axis + n])
+        if not filler.ByteSize() and default_value is not None:
+            filler = pb.FillerParameter(type="constant", value=default_value)
+        ctx.param(self, name, 0, shape, filler)
+        self.blob_names = (name,)
+
+    def param_view(self, t, x):
+        return t.reshape(broadcast_shape(t.shape, self.axis, x.dim()))
+
+
+@register("Scale")
+class Scale(_Affine):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        p = lp.scale_param
+        self.setup(lp, shapes, ctx, p, "weight", 1.0, p.filler)
+        self.bias = None
+        if p.bias_term:
+            x = shapes[0]
+            n = len(shapes[1]) if len(shapes) == 2 else (
+                len(x) - self.axis if p.num_axes == -1 else p.num_axes)
+            ctx.param(self, "bias", len(self.blob_names), tuple(x[self.axis:self.axis + n]),
+                      p.bias_filler)
+            self.blob_names = self.blob_names + ("bias",)
+
+    def forward(self, x, *scale):
+        s = scale[0] if scale else self.weight
+        out = x * self.param_view(s, x)
+        if self.bias is not None:
+            out = out + self.param_view(self.bias, x)
+        return (out,)
+
+
+@register("Bias")
+class Bias(_Affine):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        p = lp.bias_param
+        self.setup(lp, shapes, ctx, p, "bias", 0.0, p.filler)
+
+    def forward(self, x, *bias):
+        b = bias[0] if bias else self.bias
+        return (x + self.param_view(b, x),)

@@ -1,0 +1,154 @@
+"""Spatial layers with Caffe's exact geometry: Convolution, Deconvolution, Pooling (ceil rounding), LRN."""
+import torch
+import torch.nn.functional as F
+
+from .. import caffe_pb2 as pb
+from .base import FLT_MAX, Layer, register, spatial_geometry
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+@register("Convolution", "Deconvolution")
+class Convolution(Layer):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1)
+        p = lp.convolution_param
+        if p.axis != 1:
+            self.fail(f"convolution axis {p.axis} is not supported (only 1)")
+        if any(s != shapes[0] for s in shapes[1:]):
+            self.fail(f"all bottoms must have the same shape, got {shapes}")
+        nd = len(shapes[0]) - 2
+        if nd not in _CONV:
+            self.fail(f"needs a 3-D to 5-D input (N, C, spatial...), got shape {shapes[0]}")
+        self.kernel, self.stride, self.pad, self.dilation = spatial_geometry(p, nd, self, "convolution")
+        self.group, self.deconv = p.group, lp.type == "Deconvolution"
+        channels, out = shapes[0][1], p.num_output
+        if not out:
+            self.fail("convolution_param.num_output must be set and positive")
+        if self.group < 1 or channels % self.group or out % self.group:
+            self.fail(f"group {self.group} must divide input channels {channels} and num_output {out}")
+        shape = ((channels, out // self.group) if self.deconv else
+                 (out, channels // self.group)) + self.kernel
+        ctx.param(self, "weight", 0, shape, p.weight_filler)
+        self.bias = None
+        self.blob_names = ("weight",)
+        if p.bias_term:
+            ctx.param(self, "bias", 1, (out,), p.bias_filler)
+            self.blob_names = ("weight", "bias")
+        self.nd = nd
+
+    def forward(self, *xs):
+        if self.deconv:
+            op = _DECONV[self.nd]
+            return tuple(op(x, self.weight, self.bias, self.stride, self.pad, 0, self.group,
+                            self.dilation) for x in xs)
+        op = _CONV[self.nd]
+        return tuple(op(x, self.weight, self.bias, self.stride, self.pad, self.dilation, self.group)
+                     for x in xs)
+
+
+def caffe_pool_size(size, kernel, stride, pad):
+    """Caffe's pooled length: rounds up, then drops a last window that would start in the padding."""
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    if pad and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _torch_ceil_size(size, kernel, stride, pad):
+    out = (size + 2 * pad - kernel + stride - 1) // stride + 1
+    if (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def caffe_pool2d(x, method, kernel, stride, pad, fast=True):
+    """MAX or AVE pooling of an (N, C, H, W) tensor exactly as Caffe's PoolingLayer computes it."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    h, w = x.shape[-2:]
+    oh, ow = caffe_pool_size(h, kh, sh, ph), caffe_pool_size(w, kw, sw, pw)
+    torch_ok = (fast and ph <= kh // 2 and pw <= kw // 2 and
+                (oh, ow) == (_torch_ceil_size(h, kh, sh, ph), _torch_ceil_size(w, kw, sw, pw)))
+    if torch_ok:  # PyTorch's ceil mode agrees with Caffe here (the usual case): use the fused kernel
+        if method == "max":
+            return F.max_pool2d(x, kernel, stride, pad, ceil_mode=True)
+        return F.avg_pool2d(x, kernel, stride, pad, ceil_mode=True, count_include_pad=True)
+    # General case: pad explicitly to cover every Caffe window, then pool without padding.
+    extra_h, extra_w = (oh - 1) * sh + kh - h - ph, (ow - 1) * sw + kw - w - pw
+    if method == "max":
+        xp = F.pad(x, (pw, extra_w, ph, extra_h), value=float("-inf"))
+        # Caffe starts each window at -FLT_MAX: empty windows and all -inf windows give -FLT_MAX.
+        return F.max_pool2d(xp, kernel, stride).clamp_min(-FLT_MAX)
+    xp = F.pad(x, (pw, extra_w, ph, extra_h))
+    sums = F.avg_pool2d(xp, kernel, stride, divisor_override=1)
+    return sums / _ave_divisor(oh, ow, h, w, kernel, stride, pad, x)
+
+
+def _ave_divisor(oh, ow, h, w, kernel, stride, pad, like):
+    # Caffe divides by the window clipped to the padded input (not to the valid input).
+    def sizes(n_out, size, k, s, p):
+        starts = torch.arange(n_out, device=like.device) * s - p
+        return torch.minimum(starts + k, torch.full_like(starts, size + p)) - starts
+    dh = sizes(oh, h, kernel[0], stride[0], pad[0])
+    dw = sizes(ow, w, kernel[1], stride[1], pad[1])
+    return (dh[:, None] * dw[None, :]).to(like.dtype)
+
+
+@register("Pooling")
+class Pooling(Layer):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1, 1)
+        p = lp.pooling_param
+        if len(shapes[0]) != 4:
+            self.fail(f"pooling needs a 4-D input (N, C, H, W), got shape {shapes[0]}")
+        if p.pool == pb.PoolingParameter.STOCHASTIC:
+            self.fail("STOCHASTIC pooling is not supported (use MAX or AVE)")
+        self.method = "max" if p.pool == pb.PoolingParameter.MAX else "ave"
+        self.global_pool = p.global_pooling
+        if self.global_pool:
+            if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
+                self.fail("global_pooling takes no kernel size")
+            self.kernel, self.stride, self.pad = tuple(shapes[0][2:]), (1, 1), (0, 0)
+            if any(p.HasField(f) and getattr(p, f) for f in ("pad", "pad_h", "pad_w")):
+                self.fail("global_pooling needs pad 0")
+        else:
+            self.kernel, self.stride, self.pad, _ = spatial_geometry(p, 2, self, "pooling")
+        if any(pd >= k for pd, k in zip(self.pad, self.kernel)):
+            self.fail(f"pad {self.pad} must be smaller than kernel {self.kernel}")
+        h, w = shapes[0][2:]
+        if not self.global_pool and any(n + 2 * pd < k for n, pd, k in
+                                        zip((h, w), self.pad, self.kernel)):
+            self.fail(f"kernel {self.kernel} is larger than the padded input {h}x{w}")
+
+    def forward(self, x):
+        if self.global_pool:
+            if self.method == "max":
+                return (x.amax(dim=(2, 3), keepdim=True),)
+            return (x.mean(dim=(2, 3), keepdim=True),)
+        return (caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad),)
+
+
+@register("LRN")
+class LRN(Layer):
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1, 1)
+        p = lp.lrn_param
+        if p.local_size % 2 == 0:
+            self.fail(f"local_size must be odd (Caffe's rule), got {p.local_size}")
+        if len(shapes[0]) != 4:
+            self.fail(f"LRN needs a 4-D input, got shape {shapes[0]}")
+        self.size, self.alpha, self.beta, self.k = p.local_size, p.alpha, p.beta, p.k
+        self.within = p.norm_region == pb.LRNParameter.WITHIN_CHANNEL
+
+    def forward(self, x):
+        if not self.within:
+            return (F.local_response_norm(x, self.size, self.alpha, self.beta, self.k),)
+        # WITHIN_CHANNEL: Caffe averages x^2 over a padded size x size window (always size^2 terms)
+        # and uses 1 + alpha * avg; its `k` does not enter.
+        half = (self.size - 1) // 2
+        avg = caffe_pool2d(x * x, "ave", (self.size,) * 2, (1, 1), (half, half))
+        return (x * torch.pow(1 + self.alpha * avg, -self.beta),)

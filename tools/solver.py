@@ -1,0 +1,160 @@
+"""Caffe's solvers in PyTorch: every lr_policy, and SGD/Nesterov/Adam/RMSProp/AdaGrad/AdaDelta updates
+with lr_mult/decay_mult, L1/L2 regularisation, clip_gradients and iter_size, as Caffe's SGDSolver applies them."""
+import math
+
+import torch
+
+from .errors import CaffeError
+from .prototxt import read_solver
+
+TYPES = ("SGD", "Nesterov", "Adam", "RMSProp", "AdaGrad", "AdaDelta")
+POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+
+
+def learning_rate(sp, it):
+    """The learning rate Caffe uses at iteration `it` (0-based) for SolverParameter `sp`."""
+    policy, base, gamma = sp.lr_policy or "fixed", sp.base_lr, sp.gamma
+    if policy == "fixed":
+        return base
+    if policy == "step":
+        if sp.stepsize <= 0:
+            raise CaffeError("solver: lr_policy 'step' needs a positive stepsize")
+        return base * gamma ** (it // sp.stepsize)
+    if policy == "exp":
+        return base * gamma ** it
+    if policy == "inv":
+        return base * (1 + gamma * it) ** (-sp.power)
+    if policy == "multistep":
+        return base * gamma ** sum(1 for v in sp.stepvalue if it >= v)
+    if policy == "poly":
+        if sp.max_iter <= 0:
+            raise CaffeError("solver: lr_policy 'poly' needs a positive max_iter")
+        return base * (1 - it / sp.max_iter) ** sp.power
+    if policy == "sigmoid":
+        return base / (1 + math.exp(-gamma * (it - sp.stepsize)))
+    raise CaffeError(f"solver: unknown lr_policy '{policy}' (expected one of {', '.join(POLICIES)})")
+
+
+def check_solver(sp):
+    """Reject settings Caffe would reject, with one clear line."""
+    if sp.type not in TYPES:
+        raise CaffeError(f"solver: unknown type '{sp.type}' (expected one of {', '.join(TYPES)})")
+    learning_rate(sp, 0)
+    if sp.regularization_type not in ("L1", "L2"):
+        raise CaffeError(f"solver: regularization_type '{sp.regularization_type}' must be L1 or L2")
+    if sp.iter_size < 1:
+        raise CaffeError(f"solver: iter_size must be at least 1, got {sp.iter_size}")
+    if list(sp.stepvalue) != sorted(sp.stepvalue):
+        raise CaffeError(f"solver: stepvalue {list(sp.stepvalue)} must increase")
+
+
+class CaffeSolver(torch.optim.Optimizer):
+    """A Caffe solver. Param groups may carry `lr_mult` and `decay_mult` (default 1).
+
+    `step()` applies one Caffe update at the solver's own iteration counter (`self.iter`,
+    saved in state_dict) and then advances it. Gradients are the sums over `iter_size`
+    forward/backward passes, as in Caffe; the update divides them by iter_size.
+    """
+
+    def __init__(self, params, solver_param):
+        sp = read_solver(solver_param) if not hasattr(solver_param, "base_lr") else solver_param
+        check_solver(sp)
+        super().__init__(params, dict(lr_mult=1.0, decay_mult=1.0))
+        self.sp = sp
+        self.iter = 0
+
+    @property
+    def lr(self):
+        """The rate for the next step (before lr_mult)."""
+        return learning_rate(self.sp, self.iter)
+
+    def state_dict(self):
+        out = super().state_dict()
+        out["caffe_iter"] = self.iter
+        return out
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        self.iter = int(state_dict.pop("caffe_iter", 0))
+        super().load_state_dict(state_dict)
+
+    def _history(self, p, name):
+        st = self.state[p]
+        if name not in st:
+            st[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return st[name]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        sp, rate = self.sp, self.lr
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if sp.clip_gradients >= 0 and params:
+            norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params))
+            if norm > sp.clip_gradients:
+                for p in params:
+                    p.grad.mul_(sp.clip_gradients / norm)
+        for group in self.param_groups:
+            local_rate = rate * group["lr_mult"]
+            local_decay = sp.weight_decay * group["decay_mult"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if sp.iter_size > 1:
+                    g.div_(sp.iter_size)
+                if local_decay:
+                    g.add_(p if sp.regularization_type == "L2" else torch.sign(p), alpha=local_decay)
+                p.sub_(self._update(p, g, local_rate))
+        self.iter += 1
+        return loss
+
+    def _update(self, p, g, local_rate):
+        sp = self.sp
+        t = sp.type
+        if t in ("SGD", "Nesterov"):
+            h = self._history(p, "history")
+            if t == "SGD":
+                h.mul_(sp.momentum).add_(g, alpha=local_rate)
+                return h
+            prev = h.clone()
+            h.mul_(sp.momentum).add_(g, alpha=local_rate)
+            return h * (1 + sp.momentum) - prev * sp.momentum
+        if t == "AdaGrad":
+            h = self._history(p, "history")
+            h.addcmul_(g, g)
+            return local_rate * g / (h.sqrt() + sp.delta)
+        if t == "RMSProp":
+            h = self._history(p, "history")
+            h.mul_(sp.rms_decay).addcmul_(g, g, value=1 - sp.rms_decay)
+            return local_rate * g / (h.sqrt() + sp.delta)
+        if t == "AdaDelta":
+            h, hu = self._history(p, "history"), self._history(p, "update_history")
+            h.mul_(sp.momentum).addcmul_(g, g, value=1 - sp.momentum)
+            update = g * torch.sqrt((hu + sp.delta) / (h + sp.delta))
+            hu.mul_(sp.momentum).addcmul_(update, update, value=1 - sp.momentum)
+            return local_rate * update
+        m, v = self._history(p, "m"), self._history(p, "v")
+        b1, b2, step = sp.momentum, sp.momentum2, self.iter + 1
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        correction = math.sqrt(1 - b2 ** step) / (1 - b1 ** step)
+        return local_rate * correction * m / (v.sqrt() + sp.delta)
+
+
+def param_groups(net):
+    """Parameter groups of a CaffeNet keyed by each param's (lr_mult, decay_mult) from the prototxt.
+
+    Shared params appear once, with their owner's multipliers; lr_mult 0 params are left out.
+    """
+    groups = {}
+    seen = set()
+    for p in net.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        lr_mult, decay_mult = net.param_specs.get(id(p), (1.0, 1.0))
+        if lr_mult == 0:
+            continue
+        groups.setdefault((lr_mult, decay_mult), []).append(p)
+    return [dict(params=ps, lr_mult=lm, decay_mult=dm) for (lm, dm), ps in groups.items()]

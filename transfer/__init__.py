@@ -1,0 +1,1 @@
+"""Transfer learning: fine-tune a CFN branch or a torchvision backbone on labelled datasets."""
