@@ -231,7 +231,12 @@ class CaffeNet(nn.Module):
 
     def layer(self, name):
         """The module of the Caffe layer called `name`."""
+        if name not in self.layer_keys:
+            raise KeyError(f"no layer named '{name}' in this net")
         return getattr(self, self.layer_keys[name])
+
+    def layer_by_key(self, key):
+        return getattr(self, key)
 
     @torch.no_grad()
     def load_blobs(self, named):

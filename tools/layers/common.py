@@ -8,6 +8,17 @@ from .. import caffe_pb2 as pb
 from .base import Layer, canonical_axis, register
 
 
+def _legacy_axis(layer, p, legacy, ndim):
+    """Caffe: the deprecated non-negative `concat_dim`/`slice_dim` wins when set; not both with axis."""
+    if p.HasField(legacy):
+        if p.HasField("axis"):
+            layer.fail(f"give either axis or {legacy}, not both")
+        if getattr(p, legacy) >= ndim:
+            layer.fail(f"{legacy} {getattr(p, legacy)} is out of range for a {ndim}-D blob")
+        return getattr(p, legacy)
+    return canonical_axis(p.axis, ndim, layer)
+
+
 @register("InnerProduct")
 class InnerProduct(Layer):
     def __init__(self, lp, shapes, ctx):
@@ -49,9 +60,7 @@ class Concat(Layer):
     def __init__(self, lp, shapes, ctx):
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1)
-        p = lp.concat_param
-        axis = p.concat_dim if p.HasField("concat_dim") and not p.HasField("axis") else p.axis
-        self.axis = canonical_axis(axis, len(shapes[0]), self)
+        self.axis = _legacy_axis(self, lp.concat_param, "concat_dim", len(shapes[0]))
         for s in shapes[1:]:
             if len(s) != len(shapes[0]) or any(a != b for i, (a, b) in enumerate(zip(s, shapes[0]))
                                                if i != self.axis):
@@ -67,8 +76,7 @@ class Slice(Layer):
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.slice_param
-        axis = p.slice_dim if p.HasField("slice_dim") and not p.HasField("axis") else p.axis
-        self.axis = canonical_axis(axis, len(shapes[0]), self)
+        self.axis = _legacy_axis(self, p, "slice_dim", len(shapes[0]))
         length, n = shapes[0][self.axis], self.n_top
         points = list(p.slice_point)
         if points:

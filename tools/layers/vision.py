@@ -49,10 +49,11 @@ class Convolution(Layer):
                      for x in xs)
 
 
-def caffe_pool_size(size, kernel, stride, pad):
-    """Caffe's pooled length: rounds up, then drops a last window that would start in the padding."""
+def caffe_pool_size(size, kernel, stride, pad, clip):
+    """Caffe's pooled length: rounds up, then (when any pad is set) drops a last window that
+    would start in the padding."""
     out = -(-(size + 2 * pad - kernel) // stride) + 1
-    if pad and (out - 1) * stride >= size + pad:
+    if clip and (out - 1) * stride >= size + pad:
         out -= 1
     return out
 
@@ -68,7 +69,8 @@ def caffe_pool2d(x, method, kernel, stride, pad, fast=True):
     """MAX or AVE pooling of an (N, C, H, W) tensor exactly as Caffe's PoolingLayer computes it."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
     h, w = x.shape[-2:]
-    oh, ow = caffe_pool_size(h, kh, sh, ph), caffe_pool_size(w, kw, sw, pw)
+    clip = bool(ph or pw)  # Caffe checks both axes whenever either has padding
+    oh, ow = caffe_pool_size(h, kh, sh, ph, clip), caffe_pool_size(w, kw, sw, pw, clip)
     torch_ok = (fast and ph <= kh // 2 and pw <= kw // 2 and
                 (oh, ow) == (_torch_ceil_size(h, kh, sh, ph), _torch_ceil_size(w, kw, sw, pw)))
     if torch_ok:  # PyTorch's ceil mode agrees with Caffe here (the usual case): use the fused kernel
