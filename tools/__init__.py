@@ -1,4 +1,6 @@
 """Read, build and write Caffe nets without Caffe: prototxt/caffemodel I/O, a PyTorch builder, Caffe solvers."""
+import os
+
 from .caffemodel import read_caffemodel, write_caffemodel
 from .errors import CaffeError
 from .net import CaffeNet, LoadReport
@@ -16,7 +18,8 @@ def load_caffe_net(prototxt, weights=None, phase="TEST", input_shapes=None, devi
     """
     net_param = read_net(prototxt, phase=phase, level=level, stages=stages)
     named = read_caffemodel(weights)[1] if weights else None
-    path = prototxt if isinstance(prototxt, str) and len(prototxt) < 4096 else "<net>"
+    path = str(prototxt) if isinstance(prototxt, (str, os.PathLike)) and os.path.exists(prototxt) \
+        else "<net>"
     net = CaffeNet(net_param, input_shapes=input_shapes, device=device, weights=named, seed=seed,
                    path=path)
     net.train(str(phase).upper() == "TRAIN")

@@ -3,6 +3,8 @@
 Blob payloads are cut straight out of the protobuf wire bytes (no per-float Python objects), so a
 250 MB AlexNet file reads in about a second with about one extra copy of its size in memory.
 """
+import math
+import mmap
 import os
 import tempfile
 
@@ -93,13 +95,14 @@ def _repeated_numbers(buf, wire, vs, ve, end, dtype, tag):
     return values, vs - 1 + n * stride
 
 
-def _parse_blob(buf, start, end):
-    shape, legacy, data, doubles = None, {}, [], []
+def _parse_blob(buf, start, end, path=None):
+    shape, legacy, data, doubles, lazy_at = None, {}, [], [], None
     pos = start
     while pos < end:
         number, wire, vs, ve = _next_field(buf, pos, end)
         pos = ve
         if number == _B_DATA and wire in (2, 5):
+            lazy_at = vs if wire == 2 else None
             arr, pos = _repeated_numbers(buf, wire, vs, ve, end, "<f4", 0x2D)
             data.append(arr)
         elif number == _B_DOUBLE and wire in (2, 1):
@@ -117,6 +120,7 @@ def _parse_blob(buf, start, end):
     values = data or doubles
     arr = np.concatenate(values) if len(values) > 1 else (values[0] if values else
                                                           np.zeros(0, np.float32))
+    lazy = lazy_at if len(data) == 1 and lazy_at is not None else None
     is_legacy = shape is None and bool(legacy)
     if shape is None:
         shape = [legacy.get(k, 0) for k in (_B_NUM, _B_CHANNELS, _B_HEIGHT, _B_WIDTH)] \
@@ -129,25 +133,57 @@ def _parse_blob(buf, start, end):
     if arr.size != count:
         raise _Corrupt(f"blob at byte {start} declares shape {tuple(shape)} ({count} values) "
                        f"but holds {arr.size}")
+    if lazy is not None:
+        return Blob(None, is_legacy, shape, src=buf, offset=lazy, path=path)
     return Blob(arr.reshape(shape), is_legacy)
 
 
 class Blob:
-    """One parameter blob: `data` (float32 or float64 array) and whether its shape was the legacy 4-D one."""
-    __slots__ = ("data", "legacy")
+    """One parameter blob. `data` is a NumPy view of the payload (float32, or float64 for
+    double_data); `copy_into` reads the payload straight from the file into a float32 array, so a
+    loader never holds the file's bytes and the weights at once. `legacy`: shape came from num/
+    channels/height/width."""
+    __slots__ = ("shape", "legacy", "_array", "_src", "_offset", "_count", "_dtype", "_path")
 
-    def __init__(self, data, legacy=False):
-        self.data, self.legacy = data, legacy
+    def __init__(self, array=None, legacy=False, shape=None, src=None, offset=0, dtype="<f4",
+                 path=None):
+        self.legacy, self._array, self._src, self._offset, self._dtype, self._path = \
+            legacy, array, src, offset, np.dtype(dtype), path
+        self.shape = tuple(array.shape) if array is not None else tuple(shape)
+        self._count = math.prod(self.shape)
+
+    @property
+    def data(self):
+        if self._array is None:
+            self._array = np.frombuffer(self._src, self._dtype, self._count, self._offset).reshape(self.shape)
+        return self._array
+
+    def copy_into(self, out):
+        """Fill the C-contiguous array `out` (same number of values) with this blob's values."""
+        direct = (self._array is None and self._path is not None and out.dtype == np.float32 and
+                  self._dtype == np.dtype("<f4") and out.flags.c_contiguous and out.size == self._count)
+        if not direct:
+            np.copyto(out, self.data.reshape(out.shape), casting="unsafe")
+            return
+        with open(self._path, "rb", buffering=0) as f:
+            f.seek(self._offset)
+            view, done = memoryview(out).cast("B"), 0
+            while done < view.nbytes:
+                n = f.readinto(view[done:])
+                if not n:
+                    raise CaffeError(f"{self._path}: file changed while reading (blob at byte "
+                                     f"{self._offset} is cut short)")
+                done += n
 
 
-def _strip_layer(buf, start, end, blob_field, nested=None):
+def _strip_layer(buf, start, end, blob_field, nested=None, path=None):
     """Return (layer bytes without blobs, [Blob]) for one (V1/V0/current) layer message."""
     kept, blobs = bytearray(), []
     for number, wire, vs, ve, fs in _fields(buf, start, end):
         if number == blob_field and wire == 2:
-            blobs.append(_parse_blob(buf, vs, ve))
+            blobs.append(_parse_blob(buf, vs, ve, path))
         elif nested is not None and number == nested[0] and wire == 2:
-            inner, inner_blobs = _strip_layer(buf, vs, ve, nested[1])
+            inner, inner_blobs = _strip_layer(buf, vs, ve, nested[1], path=path)
             blobs.extend(inner_blobs)
             kept += _encode_varint((number << 3) | 2) + _encode_varint(len(inner)) + inner
         else:
@@ -171,15 +207,17 @@ def _encode_varint(n):
             return bytes(out)
 
 
-def parse_caffemodel(buf, path="<bytes>"):
-    """Parse caffemodel bytes into (NetParameter without blob data, [(layer name, [Blob])])."""
+def parse_caffemodel(buf, path="<bytes>", file=None):
+    """Parse caffemodel bytes (or an mmap of `file`) into (NetParameter without blob data,
+    [(layer name, [Blob])])."""
     net_bytes, weights = bytearray(), []
     try:
         for number, wire, vs, ve, fs in _fields(buf, 0, len(buf)):
             if number == _NET_LAYER and wire == 2:
-                kept, blobs = _strip_layer(buf, vs, ve, _LAYER_BLOBS)
+                kept, blobs = _strip_layer(buf, vs, ve, _LAYER_BLOBS, path=file)
             elif number == _NET_LAYERS and wire == 2:
-                kept, blobs = _strip_layer(buf, vs, ve, _V1_BLOBS, nested=(_V1_V0, _V0_BLOBS))
+                kept, blobs = _strip_layer(buf, vs, ve, _V1_BLOBS, nested=(_V1_V0, _V0_BLOBS),
+                                           path=file)
             else:
                 net_bytes += buf[fs:ve]
                 continue
@@ -212,17 +250,19 @@ def read_caffemodel(path):
         if size > MAX_FILE_BYTES:
             raise CaffeError(f"{path}: {size} bytes is over Caffe's 2 GB limit for a .caffemodel")
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(512)
             if head.startswith(b"\x89HDF\r\n\x1a\n"):
                 return _read_hdf5(path)
-            buf = head + f.read()
+            if not head:
+                raise CaffeError(f"{path}: empty file, expected a binary .caffemodel")
+            if _looks_like_text(head):
+                raise CaffeError(f"{path}: looks like a text prototxt, expected a binary .caffemodel")
+            # Map rather than read: only tags and lengths are touched while parsing; payloads
+            # are copied later straight into the parameters (Blob.copy_into).
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as e:
         raise CaffeError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not buf:
-        raise CaffeError(f"{path}: empty file, expected a binary .caffemodel")
-    if _looks_like_text(buf[:512]):
-        raise CaffeError(f"{path}: looks like a text prototxt, expected a binary .caffemodel")
-    return parse_caffemodel(buf, path)
+    return parse_caffemodel(buf, path, file=os.path.abspath(path))
 
 
 def _read_hdf5(path):

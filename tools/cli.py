@@ -114,7 +114,7 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    warnings.showwarning = _one_line_warnings
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warnings
     try:
         if not args.summary and not args.output:
             raise CaffeError("nothing to do: give -o OUTPUT and/or --summary")
@@ -132,6 +132,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("caffe-convert: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
     return 0
 
 

@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from . import caffe_pb2 as pb
 from .errors import CaffeError
@@ -166,7 +165,7 @@ class CaffeNet(nn.Module):
             bottom_shapes = [shapes[b] for b in lp.bottom]
             ctx.lp = lp
             layer = cls(lp, bottom_shapes, ctx)
-            tops = self._propagate(layer, bottom_shapes)
+            tops = [torch.Size(t) for t in layer.out_shapes(bottom_shapes)]
             if len(tops) != len(lp.top):
                 raise CaffeError(f"{path}: layer '{lp.name}' ({lp.type}) makes {len(tops)} top(s), "
                                  f"the net names {len(lp.top)}")
@@ -209,18 +208,9 @@ class CaffeNet(nn.Module):
         if consumer is not None and consumer.type == "Convolution" and weights:
             for name, blobs in weights:
                 if name == consumer.name and blobs:
-                    return int(blobs[0].data.shape[1]) * max(consumer.convolution_param.group, 1)
+                    return int(blobs[0].shape[1]) * max(consumer.convolution_param.group, 1)
         warnings.warn(f"{self.path}: channels of input '{top}' not declared; assuming 3", stacklevel=3)
         return 3
-
-    @staticmethod
-    def _propagate(layer, bottom_shapes):
-        state = {k: torch.empty(v.shape, dtype=v.dtype, device="meta")
-                 for k, v in list(layer.named_parameters()) + list(layer.named_buffers())}
-        metas = [torch.empty(s, device="meta") for s in bottom_shapes]
-        with torch.no_grad():
-            tops = functional_call(layer, state, tuple(metas))
-        return [t.shape for t in tops]
 
     def _outputs(self):
         available = list(self.input_shapes)
@@ -258,9 +248,9 @@ class CaffeNet(nn.Module):
                 raise CaffeError(f"weights for layer '{name}' hold {len(blobs)} blob(s), the layer "
                                  f"({layer.layer_type}) has {len(targets)}")
             for i, (blob, target) in enumerate(zip(blobs, targets)):
-                data = getattr(blob, "data", blob)
-                legacy = getattr(blob, "legacy", False)
-                _copy_blob(name, i, data, legacy, target)
+                if not hasattr(blob, "copy_into"):
+                    blob = np.asarray(blob)
+                _copy_blob(name, i, blob, getattr(blob, "legacy", False), target)
                 loaded.add(id(target))
             report.loaded.append(name)
         for key, bottoms, tops in self.plan:
@@ -290,8 +280,8 @@ class CaffeNet(nn.Module):
         return {n: blobs[n] for n in names}
 
 
-def _copy_blob(layer, index, data, legacy, target):
-    src_shape, dst_shape = tuple(data.shape), tuple(target.shape)
+def _copy_blob(layer, index, blob, legacy, target):
+    src_shape, dst_shape = tuple(blob.shape), tuple(target.shape)
     ok = src_shape == dst_shape
     if not ok and legacy:  # Caffe compares old 4-D blobs against the shape padded to 4 axes with 1s
         ok = len(dst_shape) <= 4 and src_shape == (1,) * (4 - len(dst_shape)) + dst_shape
@@ -299,8 +289,11 @@ def _copy_blob(layer, index, data, legacy, target):
         raise CaffeError(f"layer '{layer}' blob {index}: shape {src_shape} in the weights, the net "
                          f"expects {dst_shape}")
     if target.device.type == "cpu" and target.dtype == torch.float32 and target.is_contiguous():
-        np.copyto(target.detach().numpy(), np.asarray(data).reshape(dst_shape), casting="unsafe")
+        out = target.detach().numpy()
+        if hasattr(blob, "copy_into"):
+            blob.copy_into(out)
+        else:
+            np.copyto(out, np.asarray(blob).reshape(dst_shape), casting="unsafe")
     else:
-        arr = np.array(data, dtype=np.float32).reshape(dst_shape)
-        target.copy_(torch.from_numpy(arr))
-
+        data = blob.data if hasattr(blob, "copy_into") else blob
+        target.copy_(torch.from_numpy(np.array(data, dtype=np.float32).reshape(dst_shape)))

@@ -15,7 +15,7 @@ def read_net(source, phase=None, level=0, stages=(), path=None):
     """A NetParameter from a .prototxt path, prototxt text or a message; upgraded, and filtered when phase is given."""
     if isinstance(source, pb.NetParameter):
         net, path = _copy(source), path or "<net>"
-    elif isinstance(source, str) and ("{" in source or "\n" in source) and not os.path.exists(source):
+    elif _is_text(source):
         net, path = parse_text(source, pb.NetParameter(), path or "<text>"), path or "<text>"
     else:
         path = str(source)
@@ -30,7 +30,7 @@ def read_solver(source):
     """A SolverParameter from a solver.prototxt path or text; the legacy solver_type becomes `type`."""
     if isinstance(source, pb.SolverParameter):
         sp, path = _copy(source), "<solver>"
-    elif isinstance(source, str) and not os.path.exists(source) and ":" in source:
+    elif _is_text(source):
         sp, path = parse_text(source, pb.SolverParameter(), "<text>"), "<text>"
     else:
         path = str(source)
@@ -40,6 +40,13 @@ def read_solver(source):
                    5: "Adam"}[sp.solver_type]
         warnings.warn(f"{path}: upgraded legacy solver_type to type: \"{sp.type}\"", stacklevel=2)
     return sp
+
+
+def _is_text(source):
+    """A string holding prototxt text rather than naming a file."""
+    if not isinstance(source, str) or os.path.exists(source):
+        return False
+    return any(c in source for c in "{:\n") and not source.endswith((".prototxt", ".pt"))
 
 
 def _copy(msg):

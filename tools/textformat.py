@@ -190,7 +190,7 @@ class _Parser:
             sub = getattr(msg, field.name)
             sub.SetInParent()
         label = field.name
-        if field.name in ("layer", "layers"):
+        if field.name in ("layer", "layers") and _repeated(field):
             label = f"{field.name} #{len(getattr(msg, field.name))} at line {open_tok[2]}"
         self.message(sub, close, f"{context} > {label}" if context != "net" else label, depth + 1)
 

@@ -1,6 +1,7 @@
 """What every layer shares: the Layer base class, the registry and Caffe's axis/geometry rules."""
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from .. import caffe_pb2 as pb
 from ..errors import CaffeError
@@ -29,6 +30,15 @@ class Layer(nn.Module):
         super().__init__()
         self.layer_name, self.layer_type = lp.name, lp.type
         self.n_bottom, self.n_top = len(lp.bottom), len(lp.top)
+
+    def out_shapes(self, shapes):
+        """Top shapes for these bottom shapes. Generic: run forward on meta tensors; layers whose
+        shapes are simple override this (meta kernels cost seconds of lazy imports on first use)."""
+        state = {k: torch.empty(v.shape, dtype=v.dtype, device="meta")
+                 for k, v in list(self.named_parameters()) + list(self.named_buffers())}
+        metas = tuple(torch.empty(s, device="meta") for s in shapes)
+        with torch.no_grad():
+            return [t.shape for t in functional_call(self, state, metas)]
 
     def fail(self, what):
         raise CaffeError(f"layer '{self.layer_name}' ({self.layer_type}): {what}")

@@ -38,6 +38,9 @@ class InnerProduct(Layer):
             ctx.param(self, "bias", 1, (p.num_output,), p.bias_filler)
             self.blob_names = ("weight", "bias")
 
+    def out_shapes(self, shapes):
+        return [tuple(shapes[0][:self.axis]) + (self.weight.shape[0 if not self.transpose else 1],)]
+
     def forward(self, x):
         flat = x.reshape(tuple(x.shape[:self.axis]) + (-1,))
         w = self.weight.t() if self.transpose else self.weight
@@ -50,6 +53,9 @@ class Softmax(Layer):
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         self.axis = canonical_axis(lp.softmax_param.axis, len(shapes[0]), self)
+
+    def out_shapes(self, shapes):
+        return [shapes[0]]
 
     def forward(self, x):
         return (torch.softmax(x, self.axis),)
@@ -65,6 +71,11 @@ class Concat(Layer):
             if len(s) != len(shapes[0]) or any(a != b for i, (a, b) in enumerate(zip(s, shapes[0]))
                                                if i != self.axis):
                 self.fail(f"bottom shapes {shapes} differ outside the concat axis {self.axis}")
+
+    def out_shapes(self, shapes):
+        out = list(shapes[0])
+        out[self.axis] = sum(s[self.axis] for s in shapes)
+        return [tuple(out)]
 
     def forward(self, *xs):
         return (xs[0] if len(xs) == 1 else torch.cat(xs, self.axis),)
@@ -91,18 +102,29 @@ class Slice(Layer):
                 self.fail(f"axis {self.axis} of size {length} does not split evenly into {n} tops")
             self.sizes = [length // n] * n
 
+    def out_shapes(self, shapes):
+        return [tuple(shapes[0][:self.axis]) + (n,) + tuple(shapes[0][self.axis + 1:]) for n in self.sizes]
+
     def forward(self, x):
         return tuple(torch.split(x, self.sizes, self.axis))
 
 
 @register("Split")
 class Split(Layer):
+    def out_shapes(self, shapes):
+        if len(shapes) != 1:
+            self.fail(f"expects 1 bottom blob, got {len(shapes)}")
+        return [shapes[0]] * self.n_top
+
     def forward(self, x):
         return (x,) * self.n_top
 
 
 @register("Silence")
 class Silence(Layer):
+    def out_shapes(self, shapes):
+        return []
+
     def forward(self, *xs):
         return ()
 

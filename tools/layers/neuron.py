@@ -15,6 +15,9 @@ class Neuron(Layer):
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
 
+    def out_shapes(self, shapes):
+        return [shapes[0]]
+
     def forward(self, x):
         return (self.f(x),)
 

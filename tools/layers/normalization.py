@@ -21,6 +21,9 @@ class BatchNorm(Layer):
                             ("scale_factor", (1,))):
             ctx.buffer(self, name, shape)
 
+    def out_shapes(self, shapes):
+        return [shapes[0]]
+
     def _view(self, t, x):
         return t.reshape((1, -1) + (1,) * (x.dim() - 2)) if x.dim() > 1 else t
 
@@ -45,6 +48,9 @@ class BatchNorm(Layer):
 
 class _Affine(Layer):
     """Shared logic of Scale and Bias: a parameter (or second bottom) broadcast from `axis`."""
+
+    def out_shapes(self, shapes):
+        return [shapes[0]]
 
     def setup(self, lp, shapes, ctx, p, name, default_value, filler):
         self.check_bottoms(shapes, 1, 2)

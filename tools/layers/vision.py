@@ -39,6 +39,18 @@ class Convolution(Layer):
             self.blob_names = ("weight", "bias")
         self.nd = nd
 
+    def out_shapes(self, shapes):
+        out = self.weight.shape[1] * self.group if self.deconv else self.weight.shape[0]
+        spatial = []
+        for n, k, s, p, d in zip(shapes[0][2:], self.kernel, self.stride, self.pad, self.dilation):
+            extent = d * (k - 1) + 1
+            size = s * (n - 1) + extent - 2 * p if self.deconv else (n + 2 * p - extent) // s + 1
+            if size <= 0:
+                self.fail(f"kernel {self.kernel} (dilation {self.dilation}) does not fit the padded "
+                          f"input {tuple(shapes[0][2:])}")
+            spatial.append(size)
+        return [(shapes[0][0], out, *spatial) for _ in shapes]
+
     def forward(self, *xs):
         if self.deconv:
             op = _DECONV[self.nd]
@@ -125,6 +137,14 @@ class Pooling(Layer):
                                         zip((h, w), self.pad, self.kernel)):
             self.fail(f"kernel {self.kernel} is larger than the padded input {h}x{w}")
 
+    def out_shapes(self, shapes):
+        n, c, h, w = shapes[0]
+        if self.global_pool:
+            return [(n, c, 1, 1)]
+        clip = any(self.pad)
+        return [(n, c) + tuple(caffe_pool_size(size, k, s, p, clip) for size, k, s, p in
+                               zip((h, w), self.kernel, self.stride, self.pad))]
+
     def forward(self, x):
         if self.global_pool:
             if self.method == "max":
@@ -145,6 +165,9 @@ class LRN(Layer):
             self.fail(f"LRN needs a 4-D input, got shape {shapes[0]}")
         self.size, self.alpha, self.beta, self.k = p.local_size, p.alpha, p.beta, p.k
         self.within = p.norm_region == pb.LRNParameter.WITHIN_CHANNEL
+
+    def out_shapes(self, shapes):
+        return [shapes[0]]
 
     def forward(self, x):
         if not self.within:
