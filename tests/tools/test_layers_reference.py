@@ -271,3 +271,9 @@ def test_deconvolution_weight_layout_group():
                 {"data": (1, 6, 4, 4)})
     assert tuple(net.layer("L").weight.shape) == (6, 2, 3, 3)
     assert tuple(net.blob_shapes["out"]) == (1, 4, 9, 9)
+
+
+def test_silence_consumes_blobs_so_they_are_not_outputs():
+    net = build('type: "Silence"', {"data": (2, 3), "other": (2,)}, tops=(), bottoms=("other",))
+    assert net.output_names == ["data"]
+    assert list(net(data=torch.zeros(2, 3), other=torch.zeros(2))) == ["data"]

@@ -130,8 +130,8 @@ def test_caffe_sgd_keeps_lr_in_history_unlike_torch_sgd():
         topt.param_groups[0]["lr"] = learning_rate(sp, it)
         topt.step()
     # Caffe: V1 = 0.1, V2 = 0.9*0.1 + 0.01 = 0.1 -> W = -0.2; torch rescales old momentum by the new lr
-    assert abs(float(ours) + 0.2) < 1e-6
-    assert abs(float(theirs) + 0.2) > 1e-3
+    assert abs(ours.item() + 0.2) < 1e-6
+    assert abs(theirs.item() + 0.2) > 1e-3
 
 
 def test_l1_regularisation_clip_and_iter_size():
