@@ -1,0 +1,71 @@
+"""Deterministic shuffled batches with a background reader thread.
+
+Batch k of a run is a pure function of (seed, k): epoch e visits the training images in the order
+of a permutation seeded by (seed, e), and batches are consecutive slices of that endless stream.
+A resumed run therefore reads exactly the batches the uninterrupted run would have read.
+"""
+import queue
+import threading
+
+import numpy as np
+
+
+def split_indices(n, val_fraction, seed):
+    """(train, val) image indices: a seeded shuffle, the last `val_fraction` held out (>= 1 image)."""
+    order = np.random.default_rng([seed, 7]).permutation(n)
+    n_val = 0 if val_fraction <= 0 else max(1, int(round(n * val_fraction)))
+    if n_val >= n:
+        raise ValueError(f"{n} images cannot hold out {n_val} for validation")
+    return np.sort(order[: n - n_val]), np.sort(order[n - n_val:])
+
+
+def batch_indices(pool, batch, k, seed):
+    """Positions of batch k in the endless epoch-shuffled stream over `pool` (an index array)."""
+    n = len(pool)
+    start = k * batch
+    out, filled = np.empty(batch, dtype=np.int64), 0
+    while filled < batch:
+        epoch, offset = divmod(start + filled, n)
+        order = np.random.default_rng([seed, 11, epoch]).permutation(n)
+        take = min(batch - filled, n - offset)
+        out[filled:filled + take] = pool[order[offset:offset + take]]
+        filled += take
+    return out
+
+
+class BatchStream:
+    """Reads batches k = start, start+1, ... of `source` ahead of use on a background thread."""
+
+    def __init__(self, source, pool, batch, seed, start=0, ahead=3, part=slice(None)):
+        self.source, self.pool, self.batch, self.seed, self.part = source, pool, batch, seed, part
+        self.queue = queue.Queue(maxsize=ahead)
+        self.k = start
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        k = self.k
+        try:
+            while not self.stop.is_set():
+                idx = batch_indices(self.pool, self.batch, k, self.seed)[self.part]
+                item = (k, self.source.read(idx))
+                while not self.stop.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                k += 1
+        except BaseException as e:  # surface reader errors in the training thread
+            self.queue.put((None, e))
+
+    def next(self):
+        k, images = self.queue.get()
+        if k is None:
+            raise images
+        return k, images
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=5)

@@ -1,0 +1,115 @@
+"""The CFN in Caffe's own form: prototxt text (deploy, train_val) and solver, with the original names.
+
+Input `data` is (N, 27, 64, 64): nine 3-channel tiles stacked along channels, sliced back into
+`data_s1`..`data_s9`; branch layers are `conv1_s1`..`fc6_s9`, all sharing `conv1_w`, `conv1_b`, ...;
+then Concat, `fc7`, `fc8`, and a Softmax `prob` (deploy) or SoftmaxWithLoss + Accuracy (train_val).
+"""
+
+BRANCH = [  # name, kind, settings
+    ("conv1", "conv", dict(k=11, s=2, p=0, g=1)), ("pool1", "pool", {}), ("norm1", "lrn", {}),
+    ("conv2", "conv", dict(k=5, s=1, p=2, g=2)), ("pool2", "pool", {}), ("norm2", "lrn", {}),
+    ("conv3", "conv", dict(k=3, s=1, p=1, g=1)), ("conv4", "conv", dict(k=3, s=1, p=1, g=2)),
+    ("conv5", "conv", dict(k=3, s=1, p=1, g=2)), ("pool5", "pool", {}),
+]
+FILLERS = {"conv1": (0.01, 0), "conv2": (0.01, 1), "conv3": (0.01, 0), "conv4": (0.01, 1),
+           "conv5": (0.01, 1), "fc6": (0.005, 1), "fc7": (0.005, 1), "fc8": (0.01, 0)}
+
+
+def _params(name, shared):
+    names = (f'name: "{name}_w" ', f'name: "{name}_b" ') if shared else ("", "")
+    return (f"  param {{ {names[0]}lr_mult: 1 decay_mult: 1 }}\n"
+            f"  param {{ {names[1]}lr_mult: 2 decay_mult: 0 }}\n")
+
+
+def _fillers(name):
+    std, bias = FILLERS[name]
+    return (f'    weight_filler {{ type: "gaussian" std: {std} }}\n'
+            f'    bias_filler {{ type: "constant" value: {bias} }}\n')
+
+
+def _branch(i, widths):
+    s, prev, out = f"_s{i}", f"data_s{i}", []
+    for name, kind, kw in BRANCH:
+        top = name + s
+        if kind == "conv":
+            out.append(f'layer {{\n  name: "{top}" type: "Convolution" bottom: "{prev}" top: "{top}"\n'
+                       + _params(name, True) +
+                       f"  convolution_param {{\n    num_output: {widths[name]} kernel_size: {kw['k']} "
+                       f"stride: {kw['s']} pad: {kw['p']} group: {kw['g']}\n" + _fillers(name) + "  }\n}\n")
+            out.append(f'layer {{ name: "relu{name[-1]}{s}" type: "ReLU" bottom: "{top}" top: "{top}" }}\n')
+        elif kind == "pool":
+            out.append(f'layer {{ name: "{top}" type: "Pooling" bottom: "{prev}" top: "{top}" '
+                       "pooling_param { pool: MAX kernel_size: 3 stride: 2 } }\n")
+        else:
+            out.append(f'layer {{ name: "{top}" type: "LRN" bottom: "{prev}" top: "{top}" '
+                       "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }\n")
+        prev = top
+    top = f"fc6{s}"
+    out.append(f'layer {{\n  name: "{top}" type: "InnerProduct" bottom: "{prev}" top: "{top}"\n'
+               + _params("fc6", True) + f"  inner_product_param {{\n    num_output: {widths['fc6']}\n"
+               + _fillers("fc6") + "  }\n}\n")
+    out.append(f'layer {{ name: "relu6{s}" type: "ReLU" bottom: "{top}" top: "{top}" }}\n')
+    out.append(f'layer {{ name: "drop6{s}" type: "Dropout" bottom: "{top}" top: "{top}" '
+               "dropout_param { dropout_ratio: 0.5 } }\n")
+    return "".join(out)
+
+
+def _fc(name, bottom, n):
+    return (f'layer {{\n  name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{name}"\n'
+            + _params(name, False) + f"  inner_product_param {{\n    num_output: {n}\n"
+            + _fillers(name) + "  }\n}\n")
+
+
+def cfn_prototxt(widths, num_permutations, kind="deploy", batch=1, tile=64):
+    """Caffe text of the CFN. `kind`: "deploy" (Input, Softmax prob) or "train_val" (Data layers
+    in the jigsaw fork's form with TRAIN/TEST rules, SoftmaxWithLoss, Accuracy)."""
+    if kind == "deploy":
+        head = (f'name: "CFN"\nlayer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ '
+                f"dim: {batch} dim: 27 dim: {tile} dim: {tile} }} }} }}\n")
+    elif kind == "train_val":
+        head = 'name: "CFN"\n' + "".join(
+            f'layer {{\n  name: "data" type: "Data" top: "data" top: "label"\n'
+            f"  include {{ phase: {phase} }}\n"
+            f'  transform_param {{ crop_size: {tile} hash_file: "permutations_{num_permutations}.bin" '
+            f"jitter_size: 21 siamese_size: 9 patch_size: {tile} }}\n"
+            f'  data_param {{ source: "{source}" batch_size: {bs} backend: LMDB }}\n}}\n'
+            for phase, source, bs in (("TRAIN", "train_lmdb", 256), ("TEST", "val_lmdb", 100)))
+    else:
+        raise ValueError(f"kind must be 'deploy' or 'train_val', got {kind!r}")
+    tops = " ".join(f'top: "data_s{i}"' for i in range(1, 10))
+    text = head + f'layer {{ name: "slice" type: "Slice" bottom: "data" {tops} slice_param {{ axis: 1 }} }}\n'
+    text += "".join(_branch(i, widths) for i in range(1, 10))
+    bottoms = " ".join(f'bottom: "fc6_s{i}"' for i in range(1, 10))
+    text += f'layer {{ name: "fc6_concat" type: "Concat" {bottoms} top: "fc6_concat" }}\n'
+    text += _fc("fc7", "fc6_concat", widths["fc7"])
+    text += ('layer { name: "relu7" type: "ReLU" bottom: "fc7" top: "fc7" }\n'
+             'layer { name: "drop7" type: "Dropout" bottom: "fc7" top: "fc7" dropout_param { dropout_ratio: 0.5 } }\n')
+    text += _fc("fc8", "fc7", num_permutations)
+    if kind == "deploy":
+        text += 'layer { name: "prob" type: "Softmax" bottom: "fc8" top: "prob" }\n'
+    else:
+        text += ('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc8" bottom: "label" top: "loss" }\n'
+                 'layer { name: "accuracy" type: "Accuracy" bottom: "fc8" bottom: "label" top: "accuracy" '
+                 "include { phase: TEST } }\n")
+    return text
+
+
+SOLVER = """# CFN pretraining solver (Noroozi & Favaro 2016): SGD, step policy, batch 256 in the data layer.
+net: "cfn_train_val.prototxt"
+test_iter: 50
+test_interval: 5000
+test_initialization: false
+base_lr: 0.01
+lr_policy: "step"
+gamma: 0.1
+stepsize: 100000
+display: 100
+average_loss: 100
+max_iter: 350000
+momentum: 0.9
+weight_decay: 0.0005
+snapshot: 10000
+snapshot_prefix: "cfn"
+type: "SGD"
+random_seed: 0
+"""

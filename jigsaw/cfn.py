@@ -1,0 +1,151 @@
+"""The Context-Free Network: nine AlexNet branches with shared weights, folded into the batch."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tools import caffe_pb2 as pb
+from tools.caffemodel import read_caffemodel, write_caffemodel
+from tools.errors import CaffeError
+from tools.fillers import fill
+from tools.layers.vision import caffe_pool2d
+from tools.prototxt import read_net, write_prototxt
+
+from .caffe_form import FILLERS, cfn_prototxt
+
+BASE_WIDTHS = dict(conv1=96, conv2=256, conv3=384, conv4=384, conv5=256, fc6=1024, fc7=4096)
+CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+
+
+def widths_for(width=1.0):
+    """Layer widths scaled by a multiplier (even, so group-2 convolutions stay valid)."""
+    return {k: max(2, 2 * round(v * width / 2)) for k, v in BASE_WIDTHS.items()}
+
+
+class CFN(nn.Module):
+    """forward: (B, 9, 3, 64, 64) float tiles -> (B, num_permutations) logits.
+
+    The nine branches run as one trunk call on a (9B, 3, 64, 64) batch. Module names follow the
+    original caffemodel (conv1..conv5, fc6, fc7, fc8), so `from_caffe`/`to_caffe` map 1:1.
+    Pooling rounds up as Caffe's does: a 64 px tile gives pool5 3x3.
+    """
+
+    def __init__(self, num_permutations=1000, width=1.0, tile=64, dropout=0.5, seed=None, init="caffe"):
+        super().__init__()
+        w = widths_for(width) if not isinstance(width, dict) else dict(width)
+        self.widths, self.tile, self.num_permutations, self.dropout = w, tile, num_permutations, dropout
+        self.conv1 = nn.Conv2d(3, w["conv1"], 11, stride=2)
+        self.conv2 = nn.Conv2d(w["conv1"], w["conv2"], 5, padding=2, groups=2)
+        self.conv3 = nn.Conv2d(w["conv2"], w["conv3"], 3, padding=1)
+        self.conv4 = nn.Conv2d(w["conv3"], w["conv4"], 3, padding=1, groups=2)
+        self.conv5 = nn.Conv2d(w["conv4"], w["conv5"], 3, padding=1, groups=2)
+        side = self.pool5_side(tile)
+        self.fc6 = nn.Linear(w["conv5"] * side * side, w["fc6"])
+        self.fc7 = nn.Linear(9 * w["fc6"], w["fc7"])
+        self.fc8 = nn.Linear(w["fc7"], num_permutations)
+        self.reset_parameters(seed, init)
+
+    @staticmethod
+    def pool5_side(tile):
+        side = (tile - 11) // 2 + 1
+        for _ in range(3):
+            side = -(-(side - 3) // 2) + 1  # Caffe's ceil rounding
+        return side
+
+    @torch.no_grad()
+    def reset_parameters(self, seed=None, init="caffe"):
+        """init="caffe": the original fillers (gaussian 0.01 conv, 0.005 fc6/fc7, 0.01 fc8; biases
+        0 or 1), which start slowly (a few hundred iterations at lr 0.01 before loss moves).
+        init="msra": He-normal weights and zero biases, a faster start for short runs."""
+        if init not in ("caffe", "msra"):
+            raise ValueError(f"init must be 'caffe' or 'msra', got {init!r}")
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        for name, (std, bias) in FILLERS.items():
+            layer = getattr(self, name)
+            w = torch.empty(layer.weight.shape)
+            filler = pb.FillerParameter(type="gaussian", std=std) if init == "caffe" else \
+                pb.FillerParameter(type="msra")
+            fill(w, filler, g)
+            layer.weight.copy_(w)
+            layer.bias.fill_(bias if init == "caffe" else 0.0)
+
+    def trunk(self, x, upto="fc6"):
+        """One branch on (N, 3, tile, tile): features at 'pool5' (N, C, 3, 3) or 'fc6' (N, 1024)."""
+        pool = lambda t: caffe_pool2d(t, "max", (3, 3), (2, 2), (0, 0))  # noqa: E731
+        lrn = lambda t: F.local_response_norm(t, 5, 1e-4, 0.75, 1.0)  # noqa: E731
+        x = lrn(pool(F.relu(self.conv1(x))))
+        x = lrn(pool(F.relu(self.conv2(x))))
+        x = F.relu(self.conv5(F.relu(self.conv4(F.relu(self.conv3(x))))))
+        x = pool(x)
+        if upto == "pool5":
+            return x
+        return F.dropout(F.relu(self.fc6(x.flatten(1))), self.dropout, self.training)
+
+    def forward(self, tiles):
+        b, n = tiles.shape[:2]
+        if n != 9:
+            raise ValueError(f"expected (B, 9, 3, {self.tile}, {self.tile}) tiles, got {tuple(tiles.shape)}")
+        feats = self.trunk(tiles.reshape(b * 9, *tiles.shape[2:])).reshape(b, -1)
+        x = F.dropout(F.relu(self.fc7(feats)), self.dropout, self.training)
+        return self.fc8(x)
+
+    def param_groups(self):
+        """Caffe's multipliers for the CFN: weights lr_mult 1 / decay 1, biases lr_mult 2 / decay 0."""
+        weights = [m.weight for m in self._layers()]
+        biases = [m.bias for m in self._layers()]
+        return [dict(params=weights, lr_mult=1.0, decay_mult=1.0),
+                dict(params=biases, lr_mult=2.0, decay_mult=0.0)]
+
+    def _layers(self):
+        return [getattr(self, n) for n in (*CONVS, "fc6", "fc7", "fc8")]
+
+    def caffe_blobs(self):
+        """{caffe layer name: [weight, bias]} for the Caffe form (shared weights under every branch)."""
+        out = {}
+        for name in (*CONVS, "fc6", "fc7", "fc8"):
+            layer = getattr(self, name)
+            arrays = [layer.weight.detach().float().cpu().numpy(), layer.bias.detach().float().cpu().numpy()]
+            names = [f"{name}_s{i}" for i in range(1, 10)] if name in (*CONVS, "fc6") else [name]
+            out.update({n: arrays for n in names})
+        return out
+
+    def to_caffe(self, prototxt_path, caffemodel_path):
+        """Write Caffe's own deploy form (input (1, 27, 64, 64), Slice, shared branches, prob)."""
+        net = read_net(cfn_prototxt(self.widths, self.num_permutations, "deploy", tile=self.tile))
+        write_prototxt(prototxt_path, net)
+        write_caffemodel(caffemodel_path, net, self.caffe_blobs())
+
+    @classmethod
+    def from_caffe(cls, prototxt, caffemodel):
+        """A CFN with the weights of an original (or our) CFN .caffemodel, mapped by layer name."""
+        net = read_net(prototxt) if prototxt else None
+        _, named = read_caffemodel(caffemodel)
+        blobs = {}
+        for name, arrays in named:
+            base = name.rsplit("_s", 1)[0] if "_s" in name else name
+            if base in (*CONVS, "fc6", "fc7", "fc8") and arrays and base not in blobs:
+                blobs[base] = arrays
+        missing = [n for n in (*CONVS, "fc6", "fc7", "fc8") if n not in blobs]
+        if missing:
+            raise CaffeError(f"{caffemodel}: no weights for CFN layer(s) {', '.join(missing)} "
+                             "(expected conv1..conv5 or conv1_s1.., fc6, fc7, fc8)")
+        widths = {n: blobs[n][0].shape[0] for n in (*CONVS, "fc6", "fc7")}
+        perms = blobs["fc8"][0].shape[0]
+        side = int(round(math.sqrt(blobs["fc6"][0].shape[1] // widths["conv5"])))
+        tile = next((t for t in range(32, 256) if cls.pool5_side(t) == side), 64)
+        if net is not None:
+            for layer in net.layer:
+                if layer.name == "fc8" and layer.inner_product_param.num_output not in (0, perms):
+                    raise CaffeError(f"{prototxt}: fc8 has {layer.inner_product_param.num_output} "
+                                     f"outputs, the weights have {perms}")
+        model = cls(num_permutations=perms, width=widths, tile=tile)
+        with torch.no_grad():
+            for name, arrays in blobs.items():
+                layer = getattr(model, name)
+                for target, blob in zip((layer.weight, layer.bias), arrays):
+                    if tuple(blob.shape) != tuple(target.shape) and blob.data.size != target.numel():
+                        raise CaffeError(f"{caffemodel}: layer '{name}' blob shape {tuple(blob.shape)}, "
+                                         f"the CFN expects {tuple(target.shape)}")
+                    target.copy_(torch.from_numpy(blob.data.astype("float32").reshape(target.shape)))
+        return model

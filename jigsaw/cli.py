@@ -1,0 +1,165 @@
+"""`jigsaw`: permutations, prepare, train, evaluate, convert."""
+import argparse
+import os
+import sys
+import warnings
+
+from tools.errors import CaffeError
+
+EPILOG = """examples:
+  jigsaw permutations -n 1000 -o perms.npy
+  jigsaw prepare ~/photos -o store.h5
+  jigsaw train --data store.h5 --permutations perms.npy --out runs/cfn
+  jigsaw train --data store.h5 --permutations perms.npy --out runs/cfn --resume
+  jigsaw evaluate --weights runs/cfn/last.pt --data val.h5
+  jigsaw convert runs/cfn/last.pt -o cfn            # cfn.prototxt + cfn.caffemodel
+  torchrun --nproc_per_node 8 -m jigsaw.cli train --data store.h5 --permutations perms.npy --out runs/cfn
+"""
+
+
+def _positive(kind):
+    def parse(text):
+        v = kind(text)
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return v
+    return parse
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="jigsaw", description="Self-supervised jigsaw pretraining of the "
+                                 "Context-Free Network (Noroozi & Favaro 2016), exact to Caffe.",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("permutations", help="choose a permutation set by maximal Hamming distance")
+    p.add_argument("-n", type=_positive(int), default=1000, help="how many permutations (default 1000)")
+    p.add_argument("-o", "--output", required=True, help=".npy (0-indexed), .bin (original, 1-indexed) or .h5")
+    p.add_argument("--seed", type=int, default=0, help="seed for the first permutation (default 0)")
+    p.add_argument("--criterion", choices=["mean", "min"], default="mean",
+                   help="maximise the mean distance to the set (paper) or the minimum")
+
+    p = sub.add_parser("prepare", help="decode an image folder once into an HDF5 store (resumable)")
+    p.add_argument("source", help="folder of images (searched recursively)")
+    p.add_argument("-o", "--output", required=True, help="store to write, e.g. store.h5")
+    p.add_argument("--list", help="Caffe-style list file ('relative/path [label]' lines) instead of a search")
+    p.add_argument("--size", type=_positive(int), default=256, help="side of the stored squares (default 256)")
+    p.add_argument("--workers", type=_positive(int), help="decoding processes (default: all cores)")
+
+    p = sub.add_parser("train", help="pretrain a CFN with Caffe solver semantics")
+    p.add_argument("--data", required=True, help="prepared store (.h5) or image folder")
+    p.add_argument("--permutations", required=True, help="permutation file (.npy, .bin, .h5)")
+    p.add_argument("--out", required=True, help="run folder: config, logs, checkpoints, plots")
+    p.add_argument("--solver", help="solver.prototxt (default: prototxt/cfn_solver.prototxt)")
+    p.add_argument("--val-data", help="separate validation store; default: hold out --val-fraction")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="images held out (default 0.05)")
+    p.add_argument("--batch-size", type=_positive(int), default=256, help="puzzles per iteration (256)")
+    p.add_argument("--width", type=_positive(float), default=1.0, help="channel width multiplier (1.0)")
+    p.add_argument("--dropout", type=float, default=0.5, help="dropout after fc6/fc7 (0.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--fp32", action="store_true", help="no bf16 autocast / channels_last on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--normalize", choices=["mean", "meanstd"], default="mean",
+                   help="per-tile channel mean removed (original) or mean/std (bbrattoli's port)")
+    p.add_argument("--gray-prob", type=float, default=0.0, help="probability of a grayscale image")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes for an image folder")
+    for name in ("max-iter", "test-interval", "test-iter", "snapshot", "display"):
+        p.add_argument(f"--{name}", type=int, help=f"override the solver's {name.replace('-', '_')}")
+    p.add_argument("--base-lr", type=float, help="override the solver's base_lr")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="pretext accuracy of trained weights")
+    p.add_argument("--weights", required=True, help="checkpoint .pt from `jigsaw train` or a CFN .caffemodel")
+    p.add_argument("--data", required=True, help="store (.h5) or image folder")
+    p.add_argument("--permutations", help="permutation file (needed with a .caffemodel)")
+    p.add_argument("--batch-size", type=_positive(int), default=64)
+    p.add_argument("--repeats", type=_positive(int), default=1, help="puzzles per image (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("convert", help="CFN checkpoint <-> Caffe .prototxt + .caffemodel")
+    p.add_argument("source", help="checkpoint .pt (to Caffe) or .caffemodel (to a checkpoint)")
+    p.add_argument("-o", "--output", required=True, help="stem for NAME.prototxt + NAME.caffemodel, or a .pt")
+    p.add_argument("--prototxt", help="the .caffemodel's net (optional, checked against the weights)")
+    p.add_argument("--permutations", help="permutation file to store with a converted .caffemodel")
+    return ap
+
+
+def _run(args):
+    import numpy as np
+
+    if args.command == "permutations":
+        from .permutations import hamming_stats, make_permutations, save_permutations
+        perms = make_permutations(args.n, args.seed, args.criterion)
+        save_permutations(args.output, perms)
+        mean, low = hamming_stats(perms)
+        print(f"wrote {args.output}: {len(perms)} permutations, Hamming distance mean {mean:.3f}, min {low}")
+    elif args.command == "prepare":
+        from .store import prepare
+        count, skipped = prepare(args.source, args.output, args.size, args.workers, args.list)
+        for path, reason in skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"wrote {args.output}: {count} images ({len(skipped)} skipped)")
+    elif args.command == "train":
+        from .train import DEFAULT_SOLVER, TrainConfig, train
+        cfg = TrainConfig(data=args.data, permutations=args.permutations, out=args.out,
+                          solver=args.solver or DEFAULT_SOLVER, val_data=args.val_data,
+                          val_fraction=args.val_fraction, batch_size=args.batch_size, width=args.width,
+                          dropout=args.dropout, seed=args.seed, device=args.device, fast=not args.fp32,
+                          compile=args.compile, normalize=args.normalize, gray_prob=args.gray_prob,
+                          workers=args.workers, max_iter=args.max_iter, test_interval=args.test_interval,
+                          test_iter=args.test_iter, snapshot=args.snapshot, display=args.display,
+                          base_lr=args.base_lr, resume=args.resume, progress=not args.no_progress)
+        train(cfg)
+    elif args.command == "evaluate":
+        from .evaluate import evaluate
+        m = evaluate(args.weights, args.data, args.permutations, args.batch_size, args.repeats, args.seed)
+        print(f"pretext accuracy on {m['n']} puzzles: top-1 {m['top1']:.4f}, top-5 {m['top5']:.4f}, "
+              f"loss {m['loss']:.4f} (chance {m['chance']:.4f})")
+    elif args.command == "convert":
+        from .evaluate import load_cfn
+        if args.source.endswith(".caffemodel"):
+            import torch
+            from .cfn import CFN
+            from .checkpoint import save_checkpoint
+            from .permutations import load_permutations
+            model = CFN.from_caffe(args.prototxt, args.source)
+            perms = load_permutations(args.permutations) if args.permutations else None
+            save_checkpoint(args.output, dict(model=model.state_dict(), widths=model.widths, iter=0,
+                                              permutations=torch.from_numpy(perms) if perms is not None
+                                              else torch.zeros(0, 9, dtype=torch.long)))
+            print(f"wrote {args.output}")
+        else:
+            model, _ = load_cfn(args.source, None)
+            stem = os.path.splitext(args.output)[0] if args.output.endswith((".prototxt", ".caffemodel")) \
+                else args.output
+            model.to_caffe(stem + ".prototxt", stem + ".caffemodel")
+            print(f"wrote {stem}.prototxt and {stem}.caffemodel")
+    return 0
+
+
+def _one_line(message, category, filename, lineno, file=None, line=None):
+    print(f"jigsaw: warning: {message}", file=sys.stderr)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    shown, warnings.showwarning = warnings.showwarning, _one_line
+    try:
+        return _run(args)
+    except CaffeError as e:
+        print(f"jigsaw: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"jigsaw: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jigsaw: interrupted (a resumable state was kept)", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = shown
+
+
+if __name__ == "__main__":
+    sys.exit(main())

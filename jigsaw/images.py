@@ -1,0 +1,78 @@
+"""Decode any image file into a square uint8 RGB array (shorter side resized, centre crop), robustly."""
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class BadImage(Exception):
+    """An image that cannot be used; the message says why (truncated, not an image, tiny, ...)."""
+
+
+def _to_rgb(img):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / float: scale to 8 bits
+        a = np.asarray(img, dtype=np.float64)
+        hi = a.max() if a.size else 0
+        a = a / (65535.0 if img.mode.startswith("I;16") or hi > 255 else max(hi, 1.0)) * 255.0
+        img = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path, size=256, min_side=64):
+    """(size, size, 3) uint8: shorter side resized to `size` (bilinear), then a centre crop."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if min(img.size) < min_side:
+                    raise BadImage(f"tiny ({img.size[0]}x{img.size[1]}, shorter side < {min_side})")
+                if img.format == "JPEG" and min(img.size) >= 4 * size:
+                    img.draft("RGB", (img.size[0] // 2, img.size[1] // 2))  # faster decode, still >= 2x
+                img.load()
+                img = _to_rgb(img)
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage("huge (over PIL's decompression-bomb limit)") from None
+    except OSError as e:
+        msg = str(e)
+        reason = "truncated" if "truncated" in msg else ("not an image" if "cannot identify" in msg
+                                                        else f"unreadable ({msg})")
+        raise BadImage(reason) from None
+    except (ValueError, SyntaxError, MemoryError) as e:
+        raise BadImage(f"unreadable ({e})") from None
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def list_images(root, list_file=None):
+    """Relative paths of the images under `root` (sorted), or those named in a Caffe list file
+    ('relative/path [label]' per line)."""
+    if list_file:
+        out = []
+        with open(list_file) as f:
+            for line in f:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    out.append(line.rsplit(None, 1)[0] if line.split()[-1].lstrip("-").isdigit()
+                               and len(line.split()) > 1 else line)
+        return out
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.lower().endswith(EXTENSIONS) and not name.startswith("."):
+                out.append(os.path.relpath(os.path.join(dirpath, name), root))
+    return out

@@ -1,0 +1,131 @@
+"""Permutation sets for 3x3 puzzles chosen by maximal Hamming distance (Noroozi & Favaro 2016, Alg. 1).
+
+Greedy: start from one random permutation of all 9! orders, then repeatedly add the candidate
+whose summed (mean) Hamming distance to the chosen set is largest; `criterion="min"` takes the
+candidate whose distance to its nearest chosen permutation is largest instead. Files: .npy
+(0-indexed, the PyTorch ports' form), .bin (the original Caffe release: int32 header [N, 9], then
+N*9 int32, 1-indexed) and .h5 (dataset "permutations", 0-indexed).
+"""
+import itertools
+import os
+
+import numpy as np
+
+from tools.errors import CaffeError
+
+N_TILES = 9
+_ALL = None
+
+
+def all_permutations():
+    """All 9! orders as an (362880, 9) int8 array, lexicographic (cached)."""
+    global _ALL
+    if _ALL is None:
+        _ALL = np.array(list(itertools.permutations(range(N_TILES))), dtype=np.int8)
+    return _ALL
+
+
+def make_permutations(n, seed=0, criterion="mean"):
+    """An (n, 9) int array of 0-indexed permutations chosen greedily for maximal Hamming distance."""
+    if criterion not in ("mean", "min"):
+        raise ValueError(f"criterion must be 'mean' or 'min', got {criterion!r}")
+    pool = all_permutations()
+    if not 1 <= n <= len(pool):
+        raise ValueError(f"n must be between 1 and {len(pool)}, got {n}")
+    rng = np.random.default_rng(seed)
+    columns = np.ascontiguousarray(pool.T)  # position-major: 9 long contiguous rows are fast to compare
+
+    def distance_to(k):
+        d = np.zeros(len(pool), dtype=np.int32)
+        for j in range(N_TILES):
+            d += columns[j] != columns[j, k]
+        return d
+
+    chosen = [int(rng.integers(len(pool)))]
+    # score[k]: summed distance (mean criterion) or nearest distance (min) from candidate k to the set
+    score = distance_to(chosen[0])
+    score[chosen[0]] = -1
+    for _ in range(n - 1):
+        k = int(np.argmax(score))
+        chosen.append(k)
+        dist = distance_to(k)
+        taken = score < 0
+        score = score + dist if criterion == "mean" else np.minimum(score, dist)
+        score[taken] = -1
+        score[k] = -1
+    return pool[chosen].astype(np.int64)
+
+
+def hamming_stats(perms):
+    """(mean, min) pairwise Hamming distance of a permutation set (mean over distinct pairs)."""
+    perms = np.asarray(perms)
+    if len(perms) < 2:
+        return 0.0, 0
+    d = (perms[:, None, :] != perms[None, :, :]).sum(axis=2)
+    iu = np.triu_indices(len(perms), k=1)
+    return float(d[iu].mean()), int(d[iu].min())
+
+
+def validate(perms, source="permutations"):
+    perms = np.asarray(perms)
+    if perms.ndim != 2 or perms.shape[1] != N_TILES:
+        raise CaffeError(f"{source}: expected an (N, 9) array, got shape {perms.shape}")
+    if not (np.sort(perms, axis=1) == np.arange(N_TILES)).all():
+        bad = int(np.flatnonzero((np.sort(perms, axis=1) != np.arange(N_TILES)).any(axis=1))[0])
+        raise CaffeError(f"{source}: row {bad} is not a permutation of 0..8: {perms[bad].tolist()}")
+    if len(np.unique(perms, axis=0)) != len(perms):
+        raise CaffeError(f"{source}: the set holds duplicate permutations")
+    return perms.astype(np.int64)
+
+
+def save_permutations(path, perms):
+    """Write .npy, .bin or .h5 by extension (atomically)."""
+    perms = validate(perms)
+    ext = os.path.splitext(path)[1].lower()
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        if ext == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, perms)
+        elif ext == ".bin":
+            with open(tmp, "wb") as f:
+                np.array(perms.shape, "<i4").tofile(f)
+                (perms + 1).astype("<i4").tofile(f)
+        elif ext in (".h5", ".hdf5"):
+            import h5py
+            with h5py.File(tmp, "w") as f:
+                f["permutations"] = perms
+                f["permutations"].attrs["indexing"] = "0-based"
+        else:
+            raise CaffeError(f"{path}: unknown permutation file type (use .npy, .bin or .h5)")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CaffeError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_permutations(path):
+    """Read .npy (0-indexed), .bin (original, 1-indexed) or .h5; returns 0-indexed (N, 9) int64."""
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".npy":
+            perms = np.load(path, allow_pickle=False)
+        elif ext == ".bin":
+            raw = np.fromfile(path, dtype="<i4")
+            if raw.size < 2 or raw[1] != N_TILES or raw.size != 2 + raw[0] * N_TILES:
+                raise CaffeError(f"{path}: not an original permutation .bin (header [N, 9] then N*9 "
+                                 f"int32; found {raw.size} values, header {raw[:2].tolist()})")
+            perms = raw[2:].reshape(-1, N_TILES) - 1
+        elif ext in (".h5", ".hdf5"):
+            import h5py
+            with h5py.File(path, "r") as f:
+                if "permutations" not in f:
+                    raise CaffeError(f"{path}: no 'permutations' dataset")
+                perms = f["permutations"][()]
+        else:
+            raise CaffeError(f"{path}: unknown permutation file type (use .npy, .bin or .h5)")
+    except (OSError, ValueError) as e:
+        raise CaffeError(f"{path}: cannot read permutations ({e})") from None
+    return validate(perms, path)

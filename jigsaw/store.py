@@ -1,0 +1,202 @@
+"""The prepared image store: `prepare` decodes a folder once into chunked HDF5; `ImageStore` reads
+shuffled batches from it at memory speed; `FolderImages` reads a raw folder (the slower path)."""
+import hashlib
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from tools.errors import CaffeError
+
+from .images import BadImage, list_images, load_image
+
+FLUSH_EVERY = 64
+
+
+def _decode(job):
+    root, rel, size = job
+    try:
+        return rel, load_image(os.path.join(root, rel), size), None
+    except BadImage as e:
+        return rel, None, str(e)
+
+
+def _init_worker():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and keeps progress
+
+
+def prepare(source, out, size=256, workers=None, list_file=None, progress=True):
+    """Decode every image under `source` into `out` (HDF5: images (N, size, size, 3) uint8, one chunk
+    per image; paths; skipped + reasons). Resumable: an interrupted run continues from
+    `out`.partial; the finished store appears at `out` by rename."""
+    if not os.path.isdir(source):
+        raise CaffeError(f"{source}: not a folder of images")
+    files = list_images(source, list_file)
+    if not files:
+        raise CaffeError(f"{source}: no image files found")
+    digest = hashlib.sha1(("\n".join(files) + f"|{size}").encode()).hexdigest()
+    partial = out + ".partial"
+    f = _open_partial(partial, files, size, digest)
+    images, paths = f["images"], f["paths"]
+    start, count = int(f.attrs["next"]), int(f.attrs["count"])
+    skipped = [(p.decode(), r.decode()) for p, r in zip(f["skipped_paths"][()], f["skipped_reasons"][()])]
+    workers = workers or max(1, (os.cpu_count() or 1))
+    jobs = [(source, rel, size) for rel in files[start:]]
+    bar = tqdm(total=len(files), initial=start, unit="img", desc="prepare", disable=not progress)
+    try:
+        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+            for i, (rel, arr, reason) in enumerate(pool.map(_decode, jobs, chunksize=8), start=start + 1):
+                if arr is None:
+                    skipped.append((rel, reason))
+                else:
+                    images[count] = arr
+                    paths[count] = rel
+                    count += 1
+                if i % FLUSH_EVERY == 0 or i == len(files):
+                    _checkpoint(f, i, count, skipped)
+                bar.update(1)
+    except KeyboardInterrupt:
+        _checkpoint(f, i if jobs else start, count, skipped)
+        f.close()
+        raise
+    finally:
+        bar.close()
+    images.resize(count, axis=0)
+    paths.resize(count, axis=0)
+    f.attrs["complete"] = True
+    f.close()
+    if count == 0:
+        raise CaffeError(f"{source}: none of the {len(files)} files could be used "
+                         f"(first: {skipped[0][0]}: {skipped[0][1]})")
+    os.replace(partial, out)
+    return count, skipped
+
+
+def _open_partial(partial, files, size, digest):
+    if os.path.exists(partial):
+        f = h5py.File(partial, "r+")
+        if f.attrs.get("digest") == digest:
+            return f
+        f.close()
+        os.unlink(partial)  # a different source or size: start over
+    f = h5py.File(partial, "w")
+    n = len(files)
+    f.create_dataset("images", (n, size, size, 3), dtype=np.uint8, chunks=(1, size, size, 3),
+                     maxshape=(None, size, size, 3))
+    f.create_dataset("paths", (n,), dtype=h5py.string_dtype(), maxshape=(None,))
+    for name in ("skipped_paths", "skipped_reasons"):
+        f.create_dataset(name, (0,), dtype=h5py.string_dtype(), maxshape=(None,))
+    f.attrs.update(next=0, count=0, size=size, digest=digest, complete=False)
+    return f
+
+
+def _checkpoint(f, next_index, count, skipped):
+    for name, col in (("skipped_paths", 0), ("skipped_reasons", 1)):
+        f[name].resize((len(skipped),))
+        if skipped:
+            f[name][:] = [s[col] for s in skipped]
+    f.attrs["count"] = count
+    f.attrs["next"] = next_index
+    f.flush()
+
+
+class ImageStore:
+    """Random access to a prepared store. When every image sits in its own uncompressed chunk at a
+    regular stride (what `prepare` writes), reads are one NumPy gather over a memory map."""
+
+    def __init__(self, path):
+        try:
+            self.file = h5py.File(path, "r")
+            self.images = self.file["images"]
+        except (OSError, KeyError) as e:
+            raise CaffeError(f"{path}: not a prepared image store ({e}); run `jigsaw prepare`") from None
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise CaffeError(f"{path}: 'images' must be (N, H, W, 3) uint8, got "
+                             f"{self.images.shape} {self.images.dtype}")
+        self.path, self.shape = path, self.images.shape
+        self.offsets = self._chunk_offsets()
+        self.map = np.memmap(path, dtype=np.uint8, mode="r") if self.offsets is not None else None
+
+    def _chunk_offsets(self):
+        """File offset of each image when every image is one uncompressed chunk; else None."""
+        n, per = self.shape[0], int(np.prod(self.shape[1:]))
+        ds = self.images.id
+        if n == 0 or self.images.compression or self.images.chunks != (1, *self.shape[1:]):
+            return None
+        try:
+            if ds.get_num_chunks() != n:
+                return None
+            offsets = np.full(n, -1, dtype=np.int64)
+
+            def visit(info):
+                if info.size == per:
+                    offsets[info.chunk_offset[0]] = info.byte_offset
+            if hasattr(ds, "chunk_iter"):
+                ds.chunk_iter(visit)
+            else:
+                for k in range(n):
+                    visit(ds.get_chunk_info(k))
+        except (AttributeError, RuntimeError, ValueError, KeyError):
+            return None
+        return offsets if (offsets >= 0).all() else None
+
+    def __len__(self):
+        return self.shape[0]
+
+    @property
+    def image_size(self):
+        return self.shape[1:3]
+
+    def read(self, indices):
+        """Images at `indices` as a (k, H, W, 3) uint8 array, in the order given (repeats allowed)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= self.shape[0]):
+            raise IndexError(f"{self.path}: image index out of range 0..{self.shape[0] - 1}")
+        out = np.empty((len(idx), *self.shape[1:]), np.uint8)
+        if self.offsets is not None:  # one memcpy per image straight from the page cache
+            per = out[0].size if len(idx) else 0
+            flat = out.reshape(len(idx), -1)
+            for k, off in enumerate(self.offsets[idx]):
+                flat[k] = self.map[off:off + per]
+            return out
+        uniq, inverse = np.unique(idx, return_inverse=True)  # h5py wants increasing, unique indices
+        return self.images[uniq][inverse]
+
+
+class FolderImages:
+    """A raw image folder read on the fly (decode + resize per image; the slow path)."""
+
+    def __init__(self, root, size=256, workers=0):
+        self.root, self.size = root, size
+        self.files = list_images(root)
+        if not self.files:
+            raise CaffeError(f"{root}: no image files found")
+        self.pool = ProcessPoolExecutor(workers, initializer=_init_worker) if workers else None
+
+    def __len__(self):
+        return len(self.files)
+
+    @property
+    def image_size(self):
+        return (self.size, self.size)
+
+    def read(self, indices):
+        jobs = [(self.root, self.files[i], self.size) for i in indices]
+        results = self.pool.map(_decode, jobs, chunksize=4) if self.pool else map(_decode, jobs)
+        out = np.zeros((len(jobs), self.size, self.size, 3), np.uint8)  # unreadable files stay black
+        for k, (_, arr, _) in enumerate(results):
+            if arr is not None:
+                out[k] = arr
+        return out
+
+
+def open_images(path, size=256, workers=0):
+    """An ImageStore for a prepared .h5 store, or FolderImages for a folder."""
+    if os.path.isdir(path):
+        return FolderImages(path, size, workers)
+    if not os.path.exists(path):
+        raise CaffeError(f"{path}: no such store or folder")
+    return ImageStore(path)

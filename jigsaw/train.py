@@ -1,0 +1,287 @@
+"""CFN pretraining driven by a Caffe solver: the whole loop, top to bottom.
+
+Every random choice of iteration k (which images, the puzzle draws, dropout) is seeded by
+(seed, k), so `--resume` from a checkpoint replays exactly the iterations the uninterrupted run
+would have made. Multi-GPU: launch with torchrun; each process takes a slice of every batch.
+"""
+import csv
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tools.errors import CaffeError
+from tools.prototxt import read_solver
+from tools.solver import CaffeSolver
+
+from .batches import BatchStream, split_indices
+from .cfn import CFN
+from .checkpoint import load_checkpoint, save_checkpoint
+from .permutations import load_permutations
+from .store import open_images
+from .tiles import PuzzleConfig, draw, make_puzzles
+
+PROTOTXT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "prototxt")
+DEFAULT_SOLVER = os.path.join(PROTOTXT_DIR, "cfn_solver.prototxt")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    permutations: str
+    out: str
+    solver: str = DEFAULT_SOLVER
+    val_data: Optional[str] = None
+    val_fraction: float = 0.05
+    batch_size: int = 256
+    width: float = 1.0
+    dropout: float = 0.5
+    init: str = "caffe"          # "caffe" fillers, or "msra" for a faster start
+    seed: int = 0
+    device: str = "auto"
+    fast: bool = True            # CUDA only: bf16 autocast and channels_last
+    compile: bool = False        # torch.compile the model
+    normalize: str = "mean"
+    gray_prob: float = 0.0
+    workers: int = 0             # decoding processes for a raw image folder
+    max_iter: Optional[int] = None
+    test_interval: Optional[int] = None
+    test_iter: Optional[int] = None
+    snapshot: Optional[int] = None
+    display: Optional[int] = None
+    base_lr: Optional[float] = None
+    resume: bool = False
+    progress: bool = True
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to checkpoint and leave after the current iteration."""
+
+    def __init__(self):
+        self.signum = None
+        self.old = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _set(self, signum, frame):
+        if self.signum is not None:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def _solver_param(cfg):
+    sp = read_solver(cfg.solver)
+    for field in ("max_iter", "test_interval", "snapshot", "display", "base_lr"):
+        if getattr(cfg, field) is not None:
+            setattr(sp, field, getattr(cfg, field))
+    if cfg.test_iter is not None:
+        del sp.test_iter[:]
+        sp.test_iter.append(cfg.test_iter)
+    if sp.max_iter <= 0:
+        raise CaffeError(f"{cfg.solver}: max_iter must be positive")
+    return sp
+
+
+def _device(cfg):
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.device == "auto":
+        cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
+    rank = 0
+    if world > 1:
+        dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
+        rank = dist.get_rank()
+        if cfg.device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if cfg.batch_size % world:
+        raise CaffeError(f"batch size {cfg.batch_size} must divide evenly over {world} processes")
+    device = torch.device(f"cuda:{torch.cuda.current_device()}" if cfg.device == "cuda" else cfg.device)
+    return rank, world, device
+
+
+def _rng(seed, *parts):
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0]))
+
+
+class _Logs:
+    """log.csv (one row per iteration) and val.csv; a resumed run drops rows at or after its start."""
+    TRAIN = ["iter", "loss", "top1", "lr", "puzzles_per_s"]
+    VAL = ["iter", "loss", "top1", "top5"]
+
+    def __init__(self, out, start, enabled):
+        self.enabled = enabled
+        self.paths = {"train": os.path.join(out, "log.csv"), "val": os.path.join(out, "val.csv")}
+        if enabled:
+            for kind, cols in (("train", self.TRAIN), ("val", self.VAL)):
+                rows = []
+                if start and os.path.exists(self.paths[kind]):
+                    with open(self.paths[kind]) as f:
+                        rows = [r for r in csv.DictReader(f) if int(r["iter"]) < start]
+                with open(self.paths[kind], "w", newline="") as f:
+                    w = csv.DictWriter(f, cols)
+                    w.writeheader()
+                    w.writerows(rows)
+
+    def write(self, kind, row):
+        if self.enabled:
+            with open(self.paths[kind], "a", newline="") as f:
+                csv.DictWriter(f, self.TRAIN if kind == "train" else self.VAL).writerow(row)
+
+
+@torch.no_grad()
+def evaluate_puzzles(model, source, indices, perms, pcfg, device, batch, seed, fast=False):
+    """Pretext loss and top-1/top-5 accuracy on fixed, seeded puzzles (centre crops) of `indices`."""
+    was = model.training
+    model.eval()
+    n, loss, top1, top5 = 0, 0.0, 0, 0
+    for start in range(0, len(indices), batch):
+        idx = indices[start:start + batch]
+        images = torch.from_numpy(source.read(idx)).to(device)
+        d = draw(len(idx), len(perms), images.shape[1:3], pcfg, _rng(seed, 99991, start), train=False)
+        with torch.autocast(device.type, torch.bfloat16, enabled=fast):
+            logits = model(make_puzzles(images, perms, d, pcfg)).float()
+        label = d.label.to(device)
+        loss += float(F.cross_entropy(logits, label, reduction="sum"))
+        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        top1 += int((best[:, 0] == label).sum())
+        top5 += int((best == label[:, None]).any(dim=1).sum())
+        n += len(idx)
+    model.train(was)
+    return dict(loss=loss / max(n, 1), top1=top1 / max(n, 1), top5=top5 / max(n, 1))
+
+
+def train(cfg):
+    """Train a CFN; returns the final validation metrics (rank 0) and writes everything to cfg.out."""
+    rank, world, device = _device(cfg)
+    sp = _solver_param(cfg)
+    perms_np = load_permutations(cfg.permutations)
+    perms = torch.from_numpy(perms_np).to(device)
+    pcfg = PuzzleConfig(normalize=cfg.normalize, gray_prob=cfg.gray_prob)
+    source = open_images(cfg.data, workers=cfg.workers)
+    if cfg.val_data:
+        val_source, train_pool = open_images(cfg.val_data, workers=cfg.workers), np.arange(len(source))
+        val_pool = np.arange(len(val_source))
+    else:
+        val_source = source
+        train_pool, val_pool = split_indices(len(source), cfg.val_fraction, cfg.seed)
+    if sp.test_iter:  # test_iter batches of validation puzzles, several per image when few images
+        want = sp.test_iter[0] * cfg.batch_size
+        val_pool = np.resize(val_pool, max(want, len(val_pool)) if len(val_pool) < want else want)
+    fast = cfg.fast and device.type == "cuda"
+    model = CFN(len(perms_np), cfg.width, dropout=cfg.dropout, seed=cfg.seed, init=cfg.init).to(device)
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+    solver = CaffeSolver(model.param_groups(), sp)
+    os.makedirs(cfg.out, exist_ok=True)
+    last = os.path.join(cfg.out, "last.pt")
+    start = 0
+    if os.path.exists(last) and not cfg.resume:
+        raise CaffeError(f"{cfg.out} already holds a run (last.pt); pass --resume or choose another --out")
+    if cfg.resume:
+        if not os.path.exists(last):
+            raise CaffeError(f"{last}: nothing to resume")
+        ck = load_checkpoint(last)
+        if not np.array_equal(ck["permutations"].numpy(), perms_np):
+            raise CaffeError(f"{last}: the checkpoint was trained with another permutation set")
+        model.load_state_dict(ck["model"])
+        solver.load_state_dict(ck["solver"])
+        start = int(ck["iter"])
+    if rank == 0:
+        with open(os.path.join(cfg.out, "config.json"), "w") as f:
+            json.dump(dict(asdict(cfg), world_size=world, start_iter=start), f, indent=2)
+    logs = _Logs(cfg.out, start, rank == 0)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+    if cfg.compile:
+        net = torch.compile(net)
+    part = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
+    stream = BatchStream(source, train_pool, cfg.batch_size, cfg.seed, start * sp.iter_size, part=part)
+    stop = _StopFlag()
+
+    def snapshot(it):
+        if rank != 0:
+            return
+        save_checkpoint(last, dict(model=model.state_dict(), solver=solver.state_dict(), iter=it,
+                                   permutations=torch.from_numpy(perms_np), widths=model.widths,
+                                   seed=cfg.seed, normalize=cfg.normalize))
+        caffe_dir = os.path.join(cfg.out, "caffe")
+        os.makedirs(caffe_dir, exist_ok=True)
+        model.to_caffe(os.path.join(caffe_dir, "cfn_deploy.prototxt"),
+                       os.path.join(caffe_dir, f"cfn_iter_{it}.caffemodel"))
+
+    def validate(it):
+        if rank == 0:
+            m = evaluate_puzzles(model, val_source, val_pool, perms, pcfg, device, cfg.batch_size,
+                                 cfg.seed, fast)
+            logs.write("val", dict(iter=it, **{k: f"{v:.6f}" for k, v in m.items()}))
+            tqdm.write(f"Iteration {it}, Testing net: loss = {m['loss']:.4f}, top-1 = {m['top1']:.4f}, "
+                       f"top-5 = {m['top5']:.4f} (chance {1 / len(perms_np):.4f})")
+            return m
+        return None
+
+    it, metrics = start, None
+    bar = tqdm(total=sp.max_iter, initial=start, unit="it", desc="train", disable=not cfg.progress or rank)
+    try:
+        while it < sp.max_iter:
+            if sp.test_interval and it % sp.test_interval == 0 and (it > 0 or sp.test_initialization):
+                metrics = validate(it)
+            t0 = time.perf_counter()
+            loss_sum, hits = 0.0, 0
+            for micro in range(sp.iter_size):
+                k, images = stream.next()
+                d = draw(cfg.batch_size, len(perms_np), images.shape[1:3], pcfg, _rng(cfg.seed, k))
+                d = type(d)(*(getattr(d, f)[part] for f in d.__dataclass_fields__))
+                torch.manual_seed(int(np.random.SeedSequence([cfg.seed, 3, k, rank]).generate_state(1)[0]))
+                tiles = make_puzzles(torch.from_numpy(images).to(device, non_blocking=True), perms, d, pcfg)
+                label = d.label.to(device)
+                with torch.autocast(device.type, torch.bfloat16, enabled=fast):
+                    logits = net(tiles)
+                loss = F.cross_entropy(logits.float(), label)
+                loss.backward()  # gradients add up over iter_size passes; the solver divides
+                loss_sum += loss.item() / sp.iter_size
+                hits += int((logits.argmax(1) == label).sum())
+            lr = solver.lr
+            solver.step()
+            solver.zero_grad(set_to_none=True)
+            if world > 1:
+                t = torch.tensor([loss_sum, hits], dtype=torch.float64, device=device)
+                dist.all_reduce(t)
+                loss_sum, hits = float(t[0]) / world, int(t[1])
+            rate = cfg.batch_size * sp.iter_size / (time.perf_counter() - t0)
+            logs.write("train", dict(iter=it, loss=f"{loss_sum:.6f}",
+                                     top1=f"{hits / (cfg.batch_size * sp.iter_size):.4f}",
+                                     lr=f"{lr:.8g}", puzzles_per_s=f"{rate:.1f}"))
+            if sp.display and it % sp.display == 0:
+                tqdm.write(f"Iteration {it}, loss = {loss_sum:.4f}, lr = {lr:.6g}, {rate:.0f} puzzles/s")
+            it += 1
+            bar.update(1)
+            if sp.snapshot and it % sp.snapshot == 0:
+                snapshot(it)
+            if stop.signum is not None:
+                snapshot(it)
+                raise SystemExit(128 + stop.signum)
+        if sp.snapshot_after_train and not (sp.snapshot and it % sp.snapshot == 0):
+            snapshot(it)
+        if sp.test_interval and it % sp.test_interval == 0:
+            metrics = validate(it)
+    finally:
+        bar.close()
+        stop.restore()
+        stream.close()
+        if rank == 0 and os.path.exists(logs.paths["train"]):
+            from .plots import plot_training
+            plot_training(cfg.out, chance=1 / len(perms_np))
+        if world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+    return metrics

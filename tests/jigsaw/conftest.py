@@ -1,0 +1,25 @@
+"""Fixtures: real photographs (scikit-image's bundled samples) and odd files, written to disk."""
+import numpy as np
+import pytest
+from PIL import Image
+
+PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "camera", "coins", "moon"]
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory):
+    data = pytest.importorskip("skimage.data")
+    root = tmp_path_factory.mktemp("photos")
+    (root / "sub").mkdir()
+    for i, name in enumerate(PHOTOS):
+        folder = root / "sub" if i % 2 else root
+        Image.fromarray(np.asarray(getattr(data, name)())).convert("RGB").save(folder / f"{name}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="session")
+def photo_store(photo_dir, tmp_path_factory):
+    from jigsaw.store import prepare
+    out = str(tmp_path_factory.mktemp("store") / "photos.h5")
+    prepare(str(photo_dir), out, progress=False, workers=1)
+    return out

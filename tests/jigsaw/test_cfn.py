@@ -1,0 +1,91 @@
+"""The CFN module against its Caffe form: our own prototxt files, tools.load_caffe_net and OpenCV."""
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from jigsaw.caffe_form import SOLVER, cfn_prototxt
+from jigsaw.cfn import CFN, widths_for
+from tools import load_caffe_net
+from tools.errors import CaffeError
+
+PROTO = os.path.join(os.path.dirname(__file__), "..", "..", "prototxt")
+
+
+def test_shapes_pool5_and_parameter_sharing():
+    m = CFN(100, width=0.25, seed=0).eval()
+    x = torch.randn(2, 9, 3, 64, 64)
+    assert m(x).shape == (2, 100)
+    assert m.trunk(x[:, 0], upto="pool5").shape[-2:] == (3, 3)
+    full = CFN(1000)
+    assert full.fc6.in_features == 2304 and full.fc7.in_features == 9216
+
+
+def test_committed_prototxt_files_are_what_the_code_generates():
+    w = widths_for(1.0)
+    for name, text in (("cfn_deploy.prototxt", cfn_prototxt(w, 1000, "deploy")),
+                       ("cfn_train_val.prototxt", cfn_prototxt(w, 1000, "train_val")),
+                       ("cfn_solver.prototxt", SOLVER)):
+        with open(os.path.join(PROTO, name)) as f:
+            assert f.read() == text, f"prototxt/{name} is stale"
+
+
+@pytest.mark.parametrize("phase", ["TEST", "TRAIN"])
+def test_train_val_prototxt_built_by_tools_matches_the_module(tmp_path, phase):
+    m = CFN(1000, seed=0).eval()
+    m.to_caffe(str(tmp_path / "d.prototxt"), str(tmp_path / "w.caffemodel"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = load_caffe_net(os.path.join(PROTO, "cfn_train_val.prototxt"), str(tmp_path / "w.caffemodel"),
+                             phase=phase, input_shapes={"data": (2, 27, 64, 64), "label": (2,)})
+    net.eval()
+    assert not net.report.missing
+    x = torch.randn(2, 9, 3, 64, 64)
+    label = torch.tensor([3.0, 999.0])
+    out = net(data=x.reshape(2, 27, 64, 64), label=label, outputs=["fc8", "loss"])
+    logits = m(x)
+    assert torch.allclose(out["fc8"], logits, atol=1e-4)
+    want = torch.nn.functional.cross_entropy(logits, label.long())
+    assert abs(float(out["loss"]) - float(want)) < 1e-4
+
+
+def test_to_caffe_matches_opencv_and_round_trips(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    m = CFN(24, width=0.25, seed=1).eval()
+    proto, model = str(tmp_path / "cfn.prototxt"), str(tmp_path / "cfn.caffemodel")
+    m.to_caffe(proto, model)
+    x = torch.randn(2, 9, 3, 64, 64)
+    cv = cv2.dnn.readNetFromCaffe(proto, model)
+    cv.setInput(x.reshape(2, 27, 64, 64).numpy())
+    with torch.no_grad():
+        want = m(x).numpy()
+    assert np.abs(cv.forward("fc8") - want).max() <= 1e-4
+    back = CFN.from_caffe(proto, model).eval()
+    assert back.widths == m.widths and back.num_permutations == 24
+    with torch.no_grad():
+        assert torch.equal(back(x), m(x))
+
+
+def test_from_caffe_reports_missing_layers(tmp_path):
+    from tools.caffemodel import write_caffemodel
+    from tools.prototxt import read_net
+    m = CFN(8, width=0.25)
+    blobs = {k: v for k, v in m.caffe_blobs().items() if not k.startswith("fc7")}
+    net = read_net(cfn_prototxt(m.widths, 8))
+    write_caffemodel(str(tmp_path / "x.caffemodel"), net, blobs)
+    with pytest.raises(CaffeError, match="no weights for CFN layer"):
+        CFN.from_caffe(None, str(tmp_path / "x.caffemodel"))
+
+
+def test_param_groups_follow_caffe_multipliers():
+    groups = CFN(8, width=0.25).param_groups()
+    assert [(g["lr_mult"], g["decay_mult"], len(g["params"])) for g in groups] == [(1.0, 1.0, 8), (2.0, 0.0, 8)]
+    assert all(p.dim() == 1 for p in groups[1]["params"])
+
+
+def test_caffe_fillers():
+    m = CFN(100, seed=0)
+    assert abs(m.conv1.weight.std().item() - 0.01) < 1e-3 and abs(m.fc7.weight.std().item() - 0.005) < 2e-4
+    assert m.conv2.bias.eq(1).all() and m.conv1.bias.eq(0).all() and m.fc8.bias.eq(0).all()

@@ -1,0 +1,117 @@
+"""Training end to end on real photographs: outputs, exact resume after kill -9, signals, DDP (gloo)."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from jigsaw.cli import main
+from jigsaw.permutations import make_permutations, save_permutations
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FAST = ["--batch-size", "8", "--width", "0.125", "--val-fraction", "0.25", "--test-iter", "1",
+        "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def perms(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("perms") / "p.npy")
+    save_permutations(path, make_permutations(8))
+    return path
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+
+
+def _train_cmd(store, perms, out, *extra):
+    return [sys.executable, "-m", "jigsaw.cli", "train", "--data", store, "--permutations", perms,
+            "--out", str(out), *FAST, *extra]
+
+
+def _losses(out):
+    with open(os.path.join(out, "log.csv")) as f:
+        return [(r["iter"], r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_a_short_run_writes_everything(tmp_path, photo_store, perms, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", photo_store, "--permutations", perms, "--out", str(out), *FAST,
+                 "--max-iter", "4", "--test-interval", "2", "--snapshot", "2", "--seed", "5"])
+    assert code in (0, None)
+    for name in ("config.json", "log.csv", "val.csv", "curves.png", "last.pt",
+                 "caffe/cfn_deploy.prototxt", "caffe/cfn_iter_2.caffemodel", "caffe/cfn_iter_4.caffemodel"):
+        assert (out / name).exists(), name
+    assert '"seed": 5' in (out / "config.json").read_text()
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["iter"] == 4 and ck["solver"]["caffe_iter"] == 4
+    assert len(_losses(out)) == 4
+    assert main(["evaluate", "--weights", str(out / "last.pt"), "--data", photo_store]) == 0
+    assert "chance 0.1250" in capsys.readouterr().out
+    # a second run into the same folder without --resume is refused
+    assert main(["train", "--data", photo_store, "--permutations", perms, "--out", str(out), *FAST]) == 2
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_loss_curve(tmp_path, photo_store, perms):
+    args = ("--max-iter", "10", "--snapshot", "3", "--test-interval", "0")
+    full = tmp_path / "full"
+    subprocess.run(_train_cmd(photo_store, perms, full, *args), env=_env(), check=True, capture_output=True)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(_train_cmd(photo_store, perms, cut, *args), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (cut / "log.csv").exists() and len(_losses(cut)) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (cut / "last.pt").exists() and len(_losses(cut)) < 10
+    torch.load(cut / "last.pt", weights_only=True)  # never a corrupt checkpoint
+    subprocess.run(_train_cmd(photo_store, perms, cut, *args, "--resume"), env=_env(), check=True,
+                   capture_output=True)
+    assert _losses(cut) == _losses(full)
+    a = torch.load(full / "last.pt", weights_only=True)["model"]
+    b = torch.load(cut / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_checkpoints_and_exits(tmp_path, photo_store, perms):
+    out = tmp_path / "term"
+    proc = subprocess.Popen(_train_cmd(photo_store, perms, out, "--max-iter", "100000", "--snapshot", "0",
+                                       "--test-interval", "0"), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "log.csv").exists() and len(_losses(out)) >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["iter"] >= 2 and ck["iter"] == len(_losses(out))
+
+
+def test_refuses_a_checkpoint_that_needs_pickle(tmp_path, photo_store, perms, capsys):
+    out = tmp_path / "evil"
+    out.mkdir()
+    torch.save({"model": object()}, out / "last.pt")
+    code = main(["train", "--data", photo_store, "--permutations", perms, "--out", str(out), *FAST, "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a loadable checkpoint" in err and "Traceback" not in err
+
+
+def test_two_process_ddp_on_gloo_matches_one_process(tmp_path, photo_store, perms):
+    args = ("--max-iter", "3", "--snapshot", "0", "--test-interval", "0", "--dropout", "0")
+    one = tmp_path / "one"
+    subprocess.run(_train_cmd(photo_store, perms, one, *args), env=_env(), check=True, capture_output=True)
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           *_train_cmd(photo_store, perms, two, *args)[1:]]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = _losses(one), _losses(two)
+    assert [i for i, _ in a] == [i for i, _ in b]
+    assert all(abs(float(x) - float(y)) < 1e-4 for (_, x), (_, y) in zip(a, b)), (a, b)
