@@ -1,0 +1,190 @@
+"""CFN pretraining throughput in puzzles/s: model step, end to end from the HDF5 store, end to end
+from a JPEG folder; ours (the real `jigsaw train` path) against a plain baseline measured in the same
+run (fp32, a Python loop over the nine branches, a PIL loader that cuts tiles image by image).
+
+    python benchmarks/pretrain_throughput.py [--device cuda] [--width 1.0] [--batch 256] [--iters 30]
+
+On CPU the defaults use a narrow width (0.25) and a small batch so the run takes minutes; the table
+says which width and batch it measured. Photos are scikit-image's bundled samples, cut into 256 px
+crops and written as JPEGs (the folder case) and as a prepared store.
+"""
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from jigsaw.cfn import CFN  # noqa: E402
+from jigsaw.permutations import make_permutations, save_permutations  # noqa: E402
+from jigsaw.store import prepare  # noqa: E402
+from jigsaw.train import TrainConfig, train  # noqa: E402
+from tools.prototxt import read_solver  # noqa: E402
+from tools.solver import CaffeSolver  # noqa: E402
+
+
+def make_photos(folder, count):
+    from PIL import Image
+    import skimage.data as data
+
+    names = ["astronaut", "chelsea", "coffee", "rocket", "retina", "hubble_deep_field",
+             "immunohistochemistry", "camera", "coins", "moon"]
+    os.makedirs(folder, exist_ok=True)
+    rng, n = np.random.default_rng(0), 0
+    while n < count:
+        im = Image.fromarray(np.asarray(getattr(data, names[n % len(names)])())).convert("RGB")
+        w, h = im.size
+        x, y = int(rng.integers(0, max(1, w - 256))), int(rng.integers(0, max(1, h - 256)))
+        im.crop((x, y, x + 256, y + 256)).resize((320, 320)).save(os.path.join(folder, f"{n:05d}.jpg"), quality=90)
+        n += 1
+
+
+class PlainCFN(torch.nn.Module):
+    """The baseline model: the same layers, the nine branches run one after another in Python."""
+
+    def __init__(self, cfn):
+        super().__init__()
+        self.cfn = cfn
+
+    def forward(self, tiles):
+        feats = [self.cfn.trunk(tiles[:, t]) for t in range(9)]
+        x = F.dropout(F.relu(self.cfn.fc7(torch.cat(feats, 1))), 0.5, self.training)
+        return self.cfn.fc8(x)
+
+
+class PlainPuzzles(torch.utils.data.Dataset):
+    """The baseline loader: PIL decode, resize, crop, cut nine tiles, normalise each, per image."""
+
+    def __init__(self, folder, perms):
+        self.files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+        self.perms = perms
+
+    def __len__(self):
+        return 10 ** 9
+
+    def __getitem__(self, i):
+        from PIL import Image
+        rng = np.random.default_rng(i)
+        img = Image.open(self.files[i % len(self.files)]).convert("RGB").resize((256, 256), Image.BILINEAR)
+        y0, x0 = rng.integers(0, 2, 2)
+        img = img.crop((x0, y0, x0 + 255, y0 + 255))
+        tiles = []
+        for c in range(9):
+            r, q = divmod(c, 3)
+            dy, dx = rng.integers(0, 22, 2)
+            t = np.asarray(img.crop((q * 85 + dx, r * 85 + dy, q * 85 + dx + 64, r * 85 + dy + 64)), np.float32)
+            t = torch.from_numpy(t).permute(2, 0, 1)
+            tiles.append(t - t.mean(dim=(1, 2), keepdim=True))
+        label = int(rng.integers(len(self.perms)))
+        return torch.stack([tiles[j] for j in self.perms[label]]), label
+
+
+def model_step_rate(model, device, batch, iters, perms_n, fast):
+    solver = CaffeSolver(model.cfn.param_groups() if isinstance(model, PlainCFN) else model.param_groups(),
+                         read_solver('base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005 lr_policy: "fixed"'))
+    tiles = torch.randn(batch, 9, 3, 64, 64, device=device)
+    label = torch.randint(0, perms_n, (batch,), device=device)
+    for i in range(iters + 3):
+        if i == 3:
+            sync(device)
+            t0 = time.perf_counter()
+        with torch.autocast(device.type, torch.bfloat16, enabled=fast):
+            loss = F.cross_entropy(model(tiles).float(), label)
+        loss.backward()
+        solver.step()
+        solver.zero_grad(set_to_none=True)
+    sync(device)
+    return batch * iters / (time.perf_counter() - t0)
+
+
+def baseline_end_to_end(model, folder, perms, device, batch, iters, workers):
+    loader = torch.utils.data.DataLoader(PlainPuzzles(folder, perms), batch_size=batch, num_workers=workers)
+    solver = CaffeSolver(model.cfn.param_groups(), read_solver('base_lr: 0.01 momentum: 0.9 lr_policy: "fixed"'))
+    it = iter(loader)
+    for i in range(iters + 3):
+        if i == 3:
+            sync(device)
+            t0 = time.perf_counter()
+        tiles, label = next(it)
+        loss = F.cross_entropy(model(tiles.to(device)), label.to(device))
+        loss.backward()
+        solver.step()
+        solver.zero_grad(set_to_none=True)
+    sync(device)
+    return batch * iters / (time.perf_counter() - t0)
+
+
+def ours_end_to_end(data, perms_path, out, device, batch, iters, width, workers, fast):
+    solver = os.path.join(out, "solver.prototxt")
+    with open(solver, "w") as f:
+        f.write(f'base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005 lr_policy: "step" gamma: 0.1 '
+                f'stepsize: 100000 max_iter: {iters + 3} display: 0 snapshot: 0 snapshot_after_train: false\n')
+    train(TrainConfig(data=data, permutations=perms_path, out=os.path.join(out, "run"), solver=solver,
+                      batch_size=batch, width=width, device=device.type, fast=fast, workers=workers,
+                      test_interval=0, progress=False, val_fraction=0))
+    with open(os.path.join(out, "run", "log.csv")) as f:
+        rows = list(csv.DictReader(f))[3:]
+    return batch * len(rows) / sum(batch / float(r["puzzles_per_s"]) for r in rows)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--width", type=float, default=None, help="default 1.0 on CUDA, 0.25 on CPU")
+    ap.add_argument("--batch", type=int, default=None, help="default 256 on CUDA, 32 on CPU")
+    ap.add_argument("--iters", type=int, default=None, help="timed iterations (default 30 CUDA, 8 CPU)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--perms", type=int, default=1000)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    width = args.width or (1.0 if cuda else 0.25)
+    batch = args.batch or (256 if cuda else 32)
+    iters = args.iters or (30 if cuda else 8)
+    tmp = tempfile.mkdtemp(prefix="cfn-bench-")
+    folder, store = os.path.join(tmp, "jpegs"), os.path.join(tmp, "store.h5")
+    make_photos(folder, max(2 * batch, 64))
+    prepare(folder, store, progress=False)
+    perms = make_permutations(args.perms)
+    perms_path = os.path.join(tmp, "perms.npy")
+    save_permutations(perms_path, perms)
+    torch.manual_seed(0)
+    cfn = CFN(args.perms, width).to(device)
+    rows = []
+    rows.append(("model step", "ours (folded, bf16)" if cuda else "ours (folded, fp32)",
+                 model_step_rate(cfn.to(memory_format=torch.channels_last) if cuda else cfn, device, batch,
+                                 iters, args.perms, cuda)))
+    rows.append(("model step", "baseline (9-branch loop, fp32)",
+                 model_step_rate(PlainCFN(CFN(args.perms, width).to(device)), device, batch, iters, args.perms, False)))
+    rows.append(("end to end, HDF5 store", "ours (jigsaw train)",
+                 ours_end_to_end(store, perms_path, os.path.join(tmp, "a"), device, batch, iters, width, 0, cuda)))
+    rows.append(("end to end, JPEG folder", "ours (jigsaw train)",
+                 ours_end_to_end(folder, perms_path, os.path.join(tmp, "b"), device, batch, iters, width,
+                                 args.workers, cuda)))
+    rows.append(("end to end, JPEG folder", "baseline (PIL loader + loop)",
+                 baseline_end_to_end(PlainCFN(CFN(args.perms, width).to(device)), folder, perms, device, batch,
+                                     iters, args.workers)))
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU ({os.cpu_count()} cores)"
+    print(f"device: {name}; torch {torch.__version__}; width {width}; batch {batch}; {iters} timed "
+          f"iterations; {args.perms} permutations; {args.workers} loader workers")
+    print(f"{'case':26s} {'implementation':32s} {'puzzles/s':>10s}")
+    for case, impl, rate in rows:
+        print(f"{case:26s} {impl:32s} {rate:>10.1f}")
+    print(f"model step ratio ours/baseline: {rows[0][2] / rows[1][2]:.2f}x; "
+          f"JPEG folder ratio: {rows[3][2] / rows[4][2]:.2f}x; store vs baseline folder: {rows[2][2] / rows[4][2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
