@@ -89,7 +89,7 @@ class PlainPuzzles(torch.utils.data.Dataset):
 def model_step_rate(model, device, batch, iters, perms_n, fast):
     solver = CaffeSolver(model.cfn.param_groups() if isinstance(model, PlainCFN) else model.param_groups(),
                          read_solver('base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005 lr_policy: "fixed"'))
-    tiles = torch.randn(batch, 9, 3, 64, 64, device=device)
+    tiles = torch.randn(batch, 9, 3, 64, 64, device=device) * 38  # real tiles: 0-255 scale minus mean
     label = torch.randint(0, perms_n, (batch,), device=device)
     for i in range(iters + 3):
         if i == 3:
@@ -122,6 +122,7 @@ def baseline_end_to_end(model, folder, perms, device, batch, iters, workers):
 
 
 def ours_end_to_end(data, perms_path, out, device, batch, iters, width, workers, fast):
+    os.makedirs(out, exist_ok=True)
     solver = os.path.join(out, "solver.prototxt")
     with open(solver, "w") as f:
         f.write(f'base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005 lr_policy: "step" gamma: 0.1 '

@@ -2,9 +2,8 @@
 import argparse
 import os
 import sys
-import warnings
 
-from tools.errors import CaffeError
+from tools.cli_runner import run_cli
 
 EPILOG = """examples:
   jigsaw permutations -n 1000 -o perms.npy
@@ -56,6 +55,8 @@ def build_parser():
     p.add_argument("--batch-size", type=_positive(int), default=256, help="puzzles per iteration (256)")
     p.add_argument("--width", type=_positive(float), default=1.0, help="channel width multiplier (1.0)")
     p.add_argument("--dropout", type=float, default=0.5, help="dropout after fc6/fc7 (0.5)")
+    p.add_argument("--init", choices=["caffe", "msra"], default="caffe",
+                   help="Caffe's fillers (default) or He init with zero biases for a faster start")
     p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast / channels_last on CUDA")
@@ -106,7 +107,7 @@ def _run(args):
         cfg = TrainConfig(data=args.data, permutations=args.permutations, out=args.out,
                           solver=args.solver or DEFAULT_SOLVER, val_data=args.val_data,
                           val_fraction=args.val_fraction, batch_size=args.batch_size, width=args.width,
-                          dropout=args.dropout, seed=args.seed, device=args.device, fast=not args.fp32,
+                          dropout=args.dropout, init=args.init, seed=args.seed, device=args.device, fast=not args.fp32,
                           compile=args.compile, normalize=args.normalize, gray_prob=args.gray_prob,
                           workers=args.workers, max_iter=args.max_iter, test_interval=args.test_interval,
                           test_iter=args.test_iter, snapshot=args.snapshot, display=args.display,
@@ -139,26 +140,8 @@ def _run(args):
     return 0
 
 
-def _one_line(message, category, filename, lineno, file=None, line=None):
-    print(f"jigsaw: warning: {message}", file=sys.stderr)
-
-
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    shown, warnings.showwarning = warnings.showwarning, _one_line
-    try:
-        return _run(args)
-    except CaffeError as e:
-        print(f"jigsaw: error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as e:
-        print(f"jigsaw: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("jigsaw: interrupted (a resumable state was kept)", file=sys.stderr)
-        return 130
-    finally:
-        warnings.showwarning = shown
+    return run_cli("jigsaw", _run, build_parser().parse_args(argv), (ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from tools.atomic import atomic_open
 from tools.errors import CaffeError
 
 N_TILES = 9
@@ -82,28 +83,18 @@ def save_permutations(path, perms):
     """Write .npy, .bin or .h5 by extension (atomically)."""
     perms = validate(perms)
     ext = os.path.splitext(path)[1].lower()
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    if ext not in (".npy", ".bin", ".h5", ".hdf5"):
+        raise CaffeError(f"{path}: unknown permutation file type (use .npy, .bin or .h5)")
+    with atomic_open(path, "w+b") as f:
         if ext == ".npy":
-            with open(tmp, "wb") as f:
-                np.save(f, perms)
+            np.save(f, perms)
         elif ext == ".bin":
-            with open(tmp, "wb") as f:
-                np.array(perms.shape, "<i4").tofile(f)
-                (perms + 1).astype("<i4").tofile(f)
-        elif ext in (".h5", ".hdf5"):
-            import h5py
-            with h5py.File(tmp, "w") as f:
-                f["permutations"] = perms
-                f["permutations"].attrs["indexing"] = "0-based"
+            f.write(np.array(perms.shape, "<i4").tobytes() + (perms + 1).astype("<i4").tobytes())
         else:
-            raise CaffeError(f"{path}: unknown permutation file type (use .npy, .bin or .h5)")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise CaffeError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            import h5py
+            with h5py.File(f, "w") as h5:
+                h5["permutations"] = perms
+                h5["permutations"].attrs["indexing"] = "0-based"
 
 
 def load_permutations(path):

@@ -4,6 +4,8 @@ import os
 
 import matplotlib
 
+from tools.atomic import atomic_open
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -38,7 +40,7 @@ def plot_training(out, chance=None):
             ax.legend()
     fig.tight_layout()
     path = os.path.join(out, "curves.png")
-    fig.savefig(path + ".tmp.png", dpi=100)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-    os.replace(path + ".tmp.png", path)
     return path

@@ -6,11 +6,11 @@ Blob payloads are cut straight out of the protobuf wire bytes (no per-float Pyth
 import math
 import mmap
 import os
-import tempfile
 
 import numpy as np
 
 from . import caffe_pb2 as pb
+from .atomic import atomic_open
 from .errors import CaffeError
 
 MAX_FILE_BYTES = 1 << 31  # Caffe's own reader stops at 2 GB (protobuf's total-bytes limit)
@@ -297,27 +297,17 @@ def write_caffemodel(path, net, blobs):
     header.CopyFrom(net)
     del header.layer[:]
     del header.layers[:]
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".caffemodel", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.SerializeToString())
-            for layer in net.layer:
-                stripped = pb.LayerParameter()
-                stripped.CopyFrom(layer)
-                del stripped.blobs[:]
-                body = stripped.SerializeToString()
-                parts = [_blob_bytes(a) for a in blobs.get(layer.name, ())]
-                sizes = [len(h) + a.nbytes for h, a in parts]
-                total = len(body) + sum(len(blob_tag) + _len_size(s) + s for s in sizes)
-                f.write(layer_tag + _encode_varint(total) + body)
-                for (head, arr), s in zip(parts, sizes):
-                    f.write(blob_tag + _encode_varint(s) + head)
-                    f.write(memoryview(arr).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        f.write(header.SerializeToString())
+        for layer in net.layer:
+            stripped = pb.LayerParameter()
+            stripped.CopyFrom(layer)
+            del stripped.blobs[:]
+            body = stripped.SerializeToString()
+            parts = [_blob_bytes(a) for a in blobs.get(layer.name, ())]
+            sizes = [len(h) + a.nbytes for h, a in parts]
+            total = len(body) + sum(len(blob_tag) + _len_size(s) + s for s in sizes)
+            f.write(layer_tag + _encode_varint(total) + body)
+            for (head, arr), s in zip(parts, sizes):
+                f.write(blob_tag + _encode_varint(s) + head)
+                f.write(memoryview(arr).cast("B"))

@@ -2,10 +2,11 @@
 import argparse
 import os
 import sys
-import warnings
 
 import torch
 
+from .atomic import atomic_open
+from .cli_runner import run_cli
 from .errors import CaffeError
 
 PT_FORMAT = "caffe-convert/1"
@@ -96,45 +97,25 @@ def _from_torch(args):
 
 
 def _atomic_torch_save(obj, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise CaffeError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
-def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
-    print(f"caffe-convert: warning: {message}", file=sys.stderr)
+def _run(args):
+    if not args.summary and not args.output:
+        raise CaffeError("nothing to do: give -o OUTPUT and/or --summary")
+    if not os.path.exists(args.net):
+        raise CaffeError(f"{args.net}: no such file")
+    if args.net.endswith(".pt"):
+        if args.weights:
+            raise CaffeError("a .pt input already holds its weights; drop the second argument")
+        _from_torch(args)
+    else:
+        _to_torch(args)
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    shown, warnings.showwarning = warnings.showwarning, _one_line_warnings
-    try:
-        if not args.summary and not args.output:
-            raise CaffeError("nothing to do: give -o OUTPUT and/or --summary")
-        if not os.path.exists(args.net):
-            raise CaffeError(f"{args.net}: no such file")
-        if args.net.endswith(".pt"):
-            if args.weights:
-                raise CaffeError("a .pt input already holds its weights; drop the second argument")
-            _from_torch(args)
-        else:
-            _to_torch(args)
-    except CaffeError as e:
-        print(f"caffe-convert: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("caffe-convert: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        warnings.showwarning = shown
-    return 0
+    return run_cli("caffe-convert", _run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

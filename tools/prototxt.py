@@ -1,12 +1,11 @@
 """Read and write .prototxt nets and solvers: parse, upgrade to the current format, filter by phase."""
 import os
-import tempfile
 import warnings
 
 from google.protobuf import text_format
 
 from . import caffe_pb2 as pb
-from .errors import CaffeError
+from .atomic import atomic_open
 from .textformat import parse_text, read_text
 from .upgrade import filter_net, upgrade_net
 
@@ -64,24 +63,9 @@ def net_text(net):
 
 
 def atomic_write(path, data, mode="w"):
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    except OSError as e:
-        raise CaffeError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        os.path.exists(tmp) and os.unlink(tmp)
-        raise CaffeError(f"{path}: cannot write ({e.strerror or e})") from None
-    except BaseException:
-        os.path.exists(tmp) and os.unlink(tmp)
-        raise
+    """Write `data` to `path` atomically (temporary file + rename)."""
+    with atomic_open(path, mode) as f:
+        f.write(data)
 
 
 def write_prototxt(path, msg):

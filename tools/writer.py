@@ -75,7 +75,4 @@ def save_caffe_net(module, prototxt_path, weights_path, net_param=None, input_sh
     if prototxt_path:
         write_prototxt(prototxt_path, net)
     if weights_path:
-        try:
-            write_caffemodel(weights_path, net, blobs)
-        except OSError as e:
-            raise CaffeError(f"{weights_path}: cannot write ({e.strerror or e})") from None
+        write_caffemodel(weights_path, net, blobs)

@@ -1,0 +1,28 @@
+"""Atomic file output: write to a temporary file in the same folder, fsync, then rename."""
+import contextlib
+import os
+import tempfile
+
+from .errors import CaffeError
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="wb"):
+    """Yield a file object; `path` appears only if the block finishes. On any failure the temporary
+    file is removed, and OS errors (read-only folder, disk full) become one-line CaffeErrors."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
+    except OSError as e:
+        raise CaffeError(f"{path}: cannot write ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CaffeError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
