@@ -48,7 +48,7 @@ def test_train_val_prototxt_built_by_tools_matches_the_module(tmp_path, phase):
     logits = m(x)
     assert torch.allclose(out["fc8"], logits, atol=1e-4)
     want = torch.nn.functional.cross_entropy(logits, label.long())
-    assert abs(float(out["loss"]) - float(want)) < 1e-4
+    assert abs(out["loss"].item() - want.item()) < 1e-4
 
 
 def test_to_caffe_matches_opencv_and_round_trips(tmp_path):
