@@ -27,13 +27,15 @@ def load_cfn(weights, permutations=None):
         model = CFN(n, width=dict(ck["widths"]))
         model.load_state_dict(ck["model"])
         perms = load_permutations(permutations) if permutations else ck["permutations"].numpy()
-    if len(perms) != model.num_permutations:
+    if len(perms) and len(perms) != model.num_permutations:
         raise CaffeError(f"{len(perms)} permutations, but the weights predict {model.num_permutations}")
     return model.eval(), perms
 
 
 def evaluate(weights, data, permutations=None, batch=64, repeats=1, seed=0, device=None):
     model, perms = load_cfn(weights, permutations)
+    if not len(perms):
+        raise CaffeError(f"{weights}: holds no permutation set; pass --permutations")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     source = open_images(data)

@@ -15,7 +15,10 @@ def atomic_open(path, mode="wb"):
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
     except OSError as e:
         raise CaffeError(f"{path}: cannot write ({e.strerror or e})") from None
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

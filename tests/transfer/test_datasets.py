@@ -1,0 +1,159 @@
+"""Every loader on a small fixture written in the real on-disk format, plus malformed variants."""
+import gzip
+import os
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transfer.datasets import DatasetError, load_dataset, read_idx
+
+
+def write_idx(path, array, gz=True):
+    head = bytes([0, 0, 8, array.ndim]) + np.array(array.shape, ">u4").tobytes()
+    data = head + np.ascontiguousarray(array, np.uint8).tobytes()
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(data)
+
+
+def mnist_like(root, prefix="", stems=("train", "t10k"), n=(30, 10), gz=True, label_offset=0):
+    os.makedirs(root, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for stem, count in zip(stems, n):
+        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        images[:, 0, 5] = 255  # a marker above the diagonal, to see transposition
+        ext = ".gz" if gz else ""
+        write_idx(os.path.join(root, f"{prefix}{stem}-images-idx3-ubyte{ext}"), images, gz)
+        write_idx(os.path.join(root, f"{prefix}{stem}-labels-idx1-ubyte{ext}"),
+                  (np.arange(count) % 10 + label_offset).astype(np.uint8), gz)
+    return root
+
+
+def test_fashion_mnist_idx_and_validation_from_train_only(tmp_path):
+    root = mnist_like(str(tmp_path / "fm"))
+    d = load_dataset("fashion-mnist", root, val_fraction=0.2, seed=1)
+    assert len(d["train"]) == 24 and len(d["val"]) == 6 and len(d["test"]) == 10
+    assert d["train"].images.shape[1:] == (28, 28) and d["train"].classes[0] == "T-shirt/top"
+    again = load_dataset("fashion-mnist", root, val_fraction=0.2, seed=1)
+    assert np.array_equal(again["val"].labels, d["val"].labels)
+
+
+def test_raw_idx_and_mnist(tmp_path):
+    root = mnist_like(str(tmp_path / "m"), gz=False)
+    assert len(load_dataset("mnist", root)["test"]) == 10
+
+
+def test_emnist_is_turned_upright_and_relabelled(tmp_path):
+    root = mnist_like(str(tmp_path / "e"), prefix="emnist-letters-", stems=("train", "test"), label_offset=1)
+    d = load_dataset("emnist-letters", root, val_fraction=0)
+    assert d["test"].images[0, 5, 0] == 255 and d["train"].labels.min() == 0 and d["train"].classes[0] == "a"
+
+
+@pytest.mark.parametrize("damage,expect", [
+    (lambda b: b[:40], "declares"), (lambda b: b"\x01\x02" + b[2:], "not an idx file"),
+])
+def test_malformed_idx(tmp_path, damage, expect):
+    path = tmp_path / "x-idx3-ubyte"
+    write_idx(str(path), np.zeros((4, 5, 5), np.uint8), gz=False)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DatasetError, match=expect):
+        read_idx(str(path))
+
+
+def test_missing_dataset_folder_is_clear():
+    with pytest.raises(DatasetError, match="no such folder"):
+        load_dataset("mnist", "/nonexistent/mnist")
+
+
+def cifar_fixture(root):
+    base = os.path.join(root, "cifar-100-python")
+    os.makedirs(base)
+    rng = np.random.default_rng(0)
+    names = [f"class{i:02d}".encode() for i in range(100)]
+    with open(os.path.join(base, "meta"), "wb") as f:
+        pickle.dump({b"fine_label_names": names, b"coarse_label_names": []}, f)
+    for split, n in (("train", 60), ("test", 20)):
+        with open(os.path.join(base, split), "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         b"fine_labels": [int(x) for x in np.arange(n) % 40]}, f)
+    return base
+
+
+def test_cifar100_and_the_25_class_subset(tmp_path):
+    cifar_fixture(str(tmp_path))
+    d = load_dataset("cifar100", str(tmp_path), val_fraction=0.1)
+    assert d["train"].images.shape[1:] == (32, 32, 3) and len(d["test"]) == 20
+    sub = load_dataset("cifar100-25", str(tmp_path), val_fraction=0)
+    assert sub["train"].labels.max() < 25 and len(sub["train"].classes) == 25
+
+
+def test_cifar_pickle_carrying_code_is_refused(tmp_path):
+    base = cifar_fixture(str(tmp_path))
+    with open(os.path.join(base, "train"), "wb") as f:
+        pickle.dump({b"data": os.system}, f)  # a global outside the allowed list
+    with pytest.raises(DatasetError, match="refusing to unpickle"):
+        load_dataset("cifar100", str(tmp_path))
+
+
+def _image(path, color=(120, 30, 200), size=(40, 30)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+
+
+def cub_fixture(root, bad_label=False, missing=False):
+    base = os.path.join(root, "CUB_200_2011")
+    rows, labels, split = [], [], []
+    for i in range(1, 9):
+        cls = 1 + i % 2
+        rel = f"{cls:03d}.Bird_{cls}/img_{i}.jpg"
+        if not (missing and i == 3):
+            _image(os.path.join(base, "images", rel))
+        rows.append(f"{i} {rel}")
+        labels.append(f"{i} {99 if bad_label and i == 2 else cls}")
+        split.append(f"{i} {int(i <= 6)}")
+    for name, lines in (("images.txt", rows), ("image_class_labels.txt", labels),
+                        ("train_test_split.txt", split), ("classes.txt", ["1 001.Bird_1", "2 002.Bird_2"])):
+        with open(os.path.join(base, name), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return base
+
+
+def test_cub200_official_lists(tmp_path):
+    cub_fixture(str(tmp_path))
+    d = load_dataset("cub200", str(tmp_path), val_fraction=0.34)
+    assert len(d["test"]) == 2 and len(d["train"]) + len(d["val"]) == 6
+    assert d["train"].classes == ["001.Bird_1", "002.Bird_2"]
+
+
+@pytest.mark.parametrize("kind,expect", [("bad_label", "not in 1..2"), ("missing", "does not exist")])
+def test_cub200_malformed(tmp_path, kind, expect):
+    cub_fixture(str(tmp_path), **{kind: True})
+    with pytest.raises(DatasetError, match=expect):
+        load_dataset("cub200", str(tmp_path))
+
+
+def test_fruits360_keeps_one_in_k_and_first_classes(tmp_path):
+    for split in ("Training", "Test"):
+        for c in ("Apple", "Banana", "Cherry"):
+            for i in range(8):
+                _image(str(tmp_path / split / c / f"{i}_100.jpg"))
+    d = load_dataset("fruits360", str(tmp_path), val_fraction=0, keep_every=4, max_classes=2)
+    assert d["train"].classes == ["Apple", "Banana"] and len(d["train"]) == 4 and len(d["test"]) == 4
+
+
+def test_kaggle_cats_vs_dogs_flat_layout(tmp_path):
+    for i in range(6):
+        _image(str(tmp_path / "train" / f"cat.{i}.jpg"))
+        _image(str(tmp_path / "train" / f"dog.{i}.jpg"))
+    d = load_dataset("cats-vs-dogs", str(tmp_path), val_fraction=0)
+    assert d["train"].classes == ["cat", "dog"] and len(d["train"]) + len(d["test"]) == 12
+
+
+def test_kaggle_blood_cells_layout(tmp_path):
+    for split in ("TRAIN", "TEST"):
+        for c in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"):
+            for i in range(3):
+                _image(str(tmp_path / "dataset2-master" / "images" / split / c / f"_{i}.jpeg"))
+    d = load_dataset("blood-cells", str(tmp_path), val_fraction=0)
+    assert d["train"].classes[0] == "EOSINOPHIL" and len(d["test"]) == 12

@@ -1,0 +1,82 @@
+"""Fine-tuning end to end: summary.json, both phases from a jigsaw checkpoint, resume, the CLI, and a
+short run on the real Fashion-MNIST (Debian's dataset-fashion-mnist; .ci/run installs it)."""
+import json
+import os
+
+import pytest
+import torch
+
+from jigsaw.cfn import CFN
+from jigsaw.checkpoint import save_checkpoint
+from transfer.cli import main
+from transfer.datasets import FASHION_MNIST_DEBIAN
+from transfer.finetune import FinetuneConfig, finetune
+
+from .test_datasets import mnist_like
+
+ADAM = 'type: "Adam" base_lr: 0.001 momentum: 0.9 lr_policy: "fixed"'
+
+
+@pytest.fixture
+def jigsaw_ckpt(tmp_path):
+    cfn = CFN(8, width=0.125, seed=0)
+    path = str(tmp_path / "last.pt")
+    save_checkpoint(path, dict(model=cfn.state_dict(), widths=cfn.widths, iter=0,
+                               permutations=torch.zeros(0, 9, dtype=torch.long)))
+    return path
+
+
+def test_cfn_branch_both_phases_with_early_stopping(tmp_path, jigsaw_ckpt):
+    root = mnist_like(str(tmp_path / "fm"), n=(60, 20))
+    cfg = FinetuneConfig(dataset="fashion-mnist", data_root=root, model="cfn", weights=jigsaw_ckpt,
+                         out=str(tmp_path / "run"), phase="both", epochs=6, batch_size=16,
+                         head_patience=1, finetune_patience=1, eps=10.0,  # nothing improves by 10: fires
+                         head_solver=ADAM, finetune_solver=ADAM, progress=False)
+    summary, model = finetune(cfg)
+    assert summary["phases"]["head"]["early_stopped"] and summary["phases"]["finetune"]["early_stopped"]
+    assert summary["phases"]["head"]["epochs_run"] == 2 and summary["epochs_run"] == 4
+    with open(tmp_path / "run" / "summary.json") as f:
+        on_disk = json.load(f)
+    for key in ("test_accuracy", "epochs_run", "best_val_loss", "per_class_accuracy", "confusion_matrix"):
+        assert key in on_disk
+    assert 0 <= on_disk["test_accuracy"] <= 1 and len(on_disk["confusion_matrix"]) == 10
+    for name in ("curves.png", "lr.png", "history.csv", "lr.csv", "model.pt", "checkpoint.pt", "config.json"):
+        assert (tmp_path / "run" / name).exists(), name
+    # the head phase trained only the head: the backbone equals the jigsaw weights after it
+    hist = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert hist[1].startswith("head,") and hist[-1].startswith("finetune,")
+
+
+def test_resume_continues_the_phase(tmp_path):
+    root = mnist_like(str(tmp_path / "fm"), n=(60, 20))
+    base = dict(dataset="fashion-mnist", data_root=root, model="mlp", phase="finetune", batch_size=16,
+                finetune_patience=100, finetune_solver=ADAM, progress=False, out=str(tmp_path / "r"))
+    full, _ = finetune(FinetuneConfig(**base, epochs=4))
+    finetune(FinetuneConfig(**dict(base, out=str(tmp_path / "r2")), epochs=2))
+    resumed, _ = finetune(FinetuneConfig(**dict(base, out=str(tmp_path / "r2")), epochs=4, resume=True))
+    assert resumed["epochs_run"] == 4
+    assert abs(resumed["best_val_loss"] - full["best_val_loss"]) < 1e-5
+
+
+def test_cli_finetune_and_errors(tmp_path, capsys):
+    root = mnist_like(str(tmp_path / "fm"), n=(40, 10))
+    code = main(["finetune", "--dataset", "fashion-mnist", "--data-root", root, "--model", "mlp",
+                 "--phase", "finetune", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "c"),
+                 "--no-progress"])
+    assert code == 0 and '"test_accuracy"' in capsys.readouterr().out
+    assert main(["finetune", "--dataset", "nope", "--model", "mlp", "--out", str(tmp_path / "x")]) == 2
+    assert main(["finetune", "--dataset", "fashion-mnist", "--data-root", str(tmp_path / "missing"),
+                 "--model", "mlp", "--out", str(tmp_path / "y")]) == 2
+    assert main(["finetune", "--dataset", "fashion-mnist", "--data-root", root, "--model", "resnet50",
+                 "--out", str(tmp_path / "z")]) == 2  # no weights: a clear message, not a download
+    err = capsys.readouterr().err
+    assert "unknown dataset 'nope'" in err and "needs --weights" in err and "Traceback" not in err
+    assert main(["list"]) == 0
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DEBIAN), reason="dataset-fashion-mnist not installed")
+def test_real_fashion_mnist_short_run(tmp_path):
+    summary, _ = finetune(FinetuneConfig(dataset="fashion-mnist", model="fmnist-cnn", phase="finetune",
+                                         out=str(tmp_path / "fm"), limit_train=3000, epochs=2, batch_size=64,
+                                         finetune_solver=ADAM, progress=False))
+    assert summary["n_test"] == 10000 and summary["test_accuracy"] > 0.75

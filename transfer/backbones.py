@@ -1,0 +1,197 @@
+"""Backbones behind one registry with a uniform interface: `features(x) -> (N, D)`, `feature_dim`,
+`input_size`, `in_channels`, `blocks` (named stages, first to last, for partial unfreezing).
+
+`cfn` is one CFN branch (conv1..pool5, optionally fc6) from a `jigsaw train` checkpoint or a CFN
+.caffemodel; torchvision models take weights from a local file or a torchvision weight name; the seeds'
+own small nets (BaseNet, BaseNet++, the Fashion-MNIST CNN and MLP, the EMNIST CNN, the blood-cell CNN)
+are built here and trained from scratch.
+"""
+import torch
+from torch import nn
+
+from tools.errors import CaffeError
+
+BACKBONES = {}
+
+
+def register(name, **meta):
+    def deco(fn):
+        BACKBONES[name] = (fn, meta)
+        return fn
+    return deco
+
+
+class Backbone(nn.Module):
+    def __init__(self, body, feature_dim, input_size, in_channels, blocks, scratch=False):
+        super().__init__()
+        self.body, self.feature_dim, self.input_size, self.in_channels = body, feature_dim, input_size, in_channels
+        self.blocks, self.scratch = blocks, scratch
+
+    def features(self, x):
+        return self.body(x).flatten(1)
+
+    def forward(self, x):
+        return self.features(x)
+
+    def block(self, name):
+        return dict(self.body.named_children())[name] if name in dict(self.body.named_children()) \
+            else self.body.get_submodule(name)
+
+
+def build_backbone(name, weights=None, **kw):
+    if name not in BACKBONES:
+        raise CaffeError(f"unknown model '{name}' (known: {', '.join(sorted(BACKBONES))})")
+    return BACKBONES[name][0](weights=weights, **kw)
+
+
+# ---- CFN branch -------------------------------------------------------------------------------
+
+class _CFNBranch(nn.Module):
+    def __init__(self, cfn, upto):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3, self.conv4, self.conv5 = cfn.conv1, cfn.conv2, cfn.conv3, cfn.conv4, cfn.conv5
+        self.fc6 = cfn.fc6 if upto == "fc6" else None
+        self._trunk = cfn.trunk.__func__
+        self.upto, self.dropout = upto, 0.0
+
+    def forward(self, x):
+        return self._trunk(self, x, self.upto)
+
+
+@register("cfn", input_size=64)
+def cfn_backbone(weights=None, upto="pool5", **kw):
+    from jigsaw.cfn import CFN
+    if weights in (None, "none"):
+        if weights is None:
+            raise CaffeError("model 'cfn' needs --weights: a `jigsaw train` checkpoint (.pt) or a CFN "
+                             ".caffemodel (or --weights none for a random branch)")
+        cfn = CFN(num_permutations=1000)
+    elif str(weights).endswith(".caffemodel"):
+        cfn = CFN.from_caffe(None, weights)
+    else:
+        from jigsaw.evaluate import load_cfn
+        cfn, _ = load_cfn(weights)
+    branch = _CFNBranch(cfn, upto)
+    side = cfn.pool5_side(cfn.tile)
+    dim = cfn.widths["fc6"] if upto == "fc6" else cfn.widths["conv5"] * side * side
+    blocks = ["conv1", "conv2", "conv3", "conv4", "conv5"] + (["fc6"] if upto == "fc6" else [])
+    return Backbone(branch, dim, cfn.tile, 3, blocks)
+
+
+# ---- torchvision ------------------------------------------------------------------------------
+
+def _torchvision(arch, weights):
+    import torchvision
+    builder = getattr(torchvision.models, arch)
+    if weights is None:
+        raise CaffeError(f"model '{arch}' needs --weights: a local .pth state_dict, a torchvision weight "
+                         "name such as IMAGENET1K_V1 (downloads), or 'none' for random initialisation")
+    if weights == "none":
+        return builder(weights=None)
+    if str(weights).endswith((".pth", ".pt")):
+        model = builder(weights=None)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CaffeError(f"{weights}: not a loadable state_dict ({str(e).splitlines()[0][:200]})") from None
+        missing, unexpected = model.load_state_dict(state.get("state_dict", state), strict=False)
+        if missing:
+            raise CaffeError(f"{weights}: missing {len(missing)} tensors for {arch}, e.g. {missing[0]}")
+        return model
+    return builder(weights=weights)
+
+
+@register("alexnet", input_size=224)
+def alexnet(weights=None, **kw):
+    m = _torchvision("alexnet", weights)
+    body = nn.Sequential(m.features, m.avgpool, nn.Flatten(), *list(m.classifier.children())[:-1])
+    return Backbone(body, 4096, 224, 3, ["0", "1", "3", "4", "6"])
+
+
+@register("resnet50", input_size=224)
+def resnet50(weights=None, **kw):
+    m = _torchvision("resnet50", weights)
+    body = nn.Sequential(nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool), m.layer1, m.layer2, m.layer3,
+                         m.layer4, m.avgpool)
+    return Backbone(body, 2048, 224, 3, ["0", "1", "2", "3", "4"])
+
+
+@register("vgg16", input_size=224)
+def vgg16(weights=None, **kw):
+    m = _torchvision("vgg16", weights)
+    return Backbone(nn.Sequential(m.features, nn.AdaptiveAvgPool2d(1)), 512, 224, 3, ["0"])
+
+
+@register("mobilenet_v2", input_size=224)
+def mobilenet_v2(weights=None, **kw):
+    m = _torchvision("mobilenet_v2", weights)
+    return Backbone(nn.Sequential(m.features, nn.AdaptiveAvgPool2d(1)), 1280, 224, 3, ["0"])
+
+
+@register("mobilenet_v3_large", input_size=224)
+def mobilenet_v3_large(weights=None, **kw):
+    m = _torchvision("mobilenet_v3_large", weights)
+    return Backbone(nn.Sequential(m.features, m.avgpool), 960, 224, 3, ["0"])
+
+
+# ---- the seeds' own nets (trained from scratch; the last layer is the head) --------------------
+
+def _scratch(body, dim, size, channels):
+    return Backbone(body, dim, size, channels, [n for n, _ in body.named_children()], scratch=True)
+
+
+@register("basenet", input_size=32)
+def basenet(**kw):  # seed 000: 24,197 parameters with its 25-way head
+    body = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 50), nn.ReLU())
+    return _scratch(body, 50, 32, 3)
+
+
+@register("basenet++", input_size=32)
+def basenet_pp(**kw):  # seed 000: 809,945 parameters with its 25-way head
+    body = nn.Sequential(
+        nn.Conv2d(3, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.Conv2d(128, 128, 3), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(128, 64, 5), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(1600, 256), nn.ReLU(), nn.Dropout(0.25), nn.Linear(256, 128), nn.ReLU(), nn.Dropout(0.25),
+        nn.Linear(128, 64), nn.ReLU(), nn.Dropout(0.25))
+    return _scratch(body, 64, 32, 3)
+
+
+@register("fmnist-cnn", input_size=28)
+def fmnist_cnn(**kw):  # seed 001
+    body = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Dropout(0.25), nn.Flatten(), nn.Linear(64 * 12 * 12, 600), nn.ReLU(),
+                         nn.Dropout(0.25), nn.Linear(600, 120), nn.ReLU())
+    return _scratch(body, 120, 28, 1)
+
+
+@register("mlp", input_size=28)
+def mlp(hidden=512, **kw):  # seed 001: one hidden layer
+    body = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, hidden), nn.ReLU(), nn.Dropout(0.25))
+    return _scratch(body, hidden, 28, 1)
+
+
+@register("emnist-cnn", input_size=28)
+def emnist_cnn(**kw):  # seed 002: Conv 10, MaxPool, Conv 10, Flatten 1960 (padded 'same' convs)
+    body = nn.Sequential(nn.Conv2d(1, 10, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(10, 10, 3, padding=1), nn.ReLU(), nn.Flatten())
+    return _scratch(body, 1960, 28, 1)
+
+
+@register("blood-cnn", input_size=150)
+def blood_cnn(**kw):  # seed 004: 4 x (conv 3x3 + pool), 32 -> 128 filters, dropout, dense 512
+    chans, layers, c_in = (32, 64, 128, 128), [], 3
+    for c in chans:
+        layers += [nn.Conv2d(c_in, c, 3), nn.ReLU(), nn.MaxPool2d(2)]
+        c_in = c
+    body = nn.Sequential(*layers, nn.Flatten(), nn.Dropout(0.3), nn.Linear(128 * 7 * 7, 512), nn.ReLU())
+    return _scratch(body, 512, 150, 3)
+
+
+def conv1_weights(backbone):
+    """The first convolution's weights, for filter plots."""
+    for m in backbone.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.weight.detach()
+    raise CaffeError("this model has no convolution to plot")

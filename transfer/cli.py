@@ -1,0 +1,143 @@
+"""`transfer`: fine-tune a backbone on a labelled dataset, run a seed recipe, list what exists, plot."""
+import argparse
+import json
+import sys
+
+from tools.cli_runner import run_cli
+
+from .datasets import DatasetError
+
+EPILOG = """examples:
+  transfer list
+  transfer finetune --dataset fashion-mnist --model fmnist-cnn --phase finetune --out runs/fm
+  transfer finetune --dataset cifar100 --data-root ~/data --model cfn --weights runs/cfn/last.pt --out runs/c100
+  transfer run cifar100-cfn --data-root ~/data --weights runs/cfn/last.pt --out runs/c100
+  transfer plot filters --weights runs/cfn/last.pt --compare runs/c100/model.pt -o conv1.png
+"""
+
+
+def _common(p):
+    p.add_argument("--data-root", help="dataset folder (Fashion-MNIST defaults to Debian's package)")
+    p.add_argument("--weights", help="backbone weights: jigsaw checkpoint / CFN .caffemodel (cfn), a local "
+                   ".pth or a torchvision weight name, or 'none' for random initialisation")
+    p.add_argument("--out", required=True, help="run folder: summary.json, history.csv, plots, checkpoints")
+    p.add_argument("--epochs", type=int, help="cap on the epochs of each phase")
+    p.add_argument("--batch-size", type=int, help="batch size")
+    p.add_argument("--limit-train", type=int, help="use only the first N training images")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="transfer", description="Fine-tune a CFN branch, a torchvision "
+                                 "backbone or the seeds' own nets; every seed experiment as a recipe.",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="datasets, models and recipes")
+    p = sub.add_parser("finetune", help="fine-tune one model on one dataset")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--phase", choices=["head", "finetune", "both"], default="both")
+    p.add_argument("--head", default="linear", help="'linear' or a spec like 1024,dropout:0.5,512")
+    p.add_argument("--unfreeze", nargs="*", default=(), help="fine-tune only these backbone blocks")
+    p.add_argument("--head-solver", help="solver.prototxt (or text) for the head phase")
+    p.add_argument("--finetune-solver", help="solver.prototxt (or text) for the fine-tune phase")
+    p.add_argument("--patience", type=int, nargs=2, metavar=("HEAD", "FINETUNE"), help="early stopping")
+    p.add_argument("--input-size", type=int, help="resize images to this side (default: the model's)")
+    _common(p)
+    p = sub.add_parser("run", help="run a seed recipe (see `transfer list`)")
+    p.add_argument("recipe")
+    _common(p)
+    p = sub.add_parser("plot", help="plots from a run folder or weights")
+    p.add_argument("kind", choices=["curves", "filters"])
+    p.add_argument("--run", help="run folder (curves)")
+    p.add_argument("--weights", help="weights whose conv1 filters to draw (filters)")
+    p.add_argument("--compare", help="a second set of weights to draw beside the first")
+    p.add_argument("-o", "--output", help="PNG to write (filters)")
+    return ap
+
+
+def _config(args, base):
+    from .finetune import FinetuneConfig
+    fields = dict(base)
+    fields.pop("reported", None)
+    for key in ("data_root", "weights", "epochs", "batch_size", "limit_train", "seed", "workers", "device",
+                "resume"):
+        value = getattr(args, key, None)
+        if value not in (None, False):
+            fields[key] = value
+    fields["out"], fields["progress"] = args.out, not args.no_progress
+    if "unfreeze" in fields:
+        fields["unfreeze"] = tuple(fields["unfreeze"])
+    return FinetuneConfig(**fields)
+
+
+def _run(args):
+    if args.command == "list":
+        from .backbones import BACKBONES
+        from .datasets import DATASETS
+        from .recipes import RECIPES
+        print("datasets: " + ", ".join(sorted(DATASETS)))
+        print("models:   " + ", ".join(sorted(BACKBONES)))
+        print("recipes:")
+        for name, r in RECIPES.items():
+            print(f"  {name:24s} {r['dataset']:15s} {r['model']:18s} {r['reported']}")
+        return 0
+    if args.command == "plot":
+        return _plot(args)
+    from .finetune import finetune, stats_of
+    if args.command == "run":
+        from .recipes import RECIPES
+        if args.recipe not in RECIPES:
+            raise DatasetError(f"unknown recipe '{args.recipe}' (see `transfer list`)")
+        cfg = _config(args, RECIPES[args.recipe])
+    else:
+        base = dict(dataset=args.dataset, model=args.model, phase=args.phase, head=args.head,
+                    unfreeze=tuple(args.unfreeze), input_size=args.input_size)
+        for key in ("head_solver", "finetune_solver"):
+            if getattr(args, key):
+                base[key] = getattr(args, key)
+        if args.patience:
+            base["head_patience"], base["finetune_patience"] = args.patience
+        cfg = _config(args, base)
+    summary, _ = finetune(cfg)
+    print(json.dumps(stats_of(summary)))
+    return 0
+
+
+def _plot(args):
+    from .plots import plot_filters, plot_history, plot_lr
+    if args.kind == "curves":
+        if not args.run:
+            raise DatasetError("plot curves needs --run RUN_FOLDER")
+        print(plot_history(args.run), plot_lr(args.run))
+        return 0
+    if not args.weights or not args.output:
+        raise DatasetError("plot filters needs --weights and -o OUTPUT.png")
+    named = [(w, conv1_of(w)) for w in filter(None, (args.weights, args.compare))]
+    print(plot_filters(args.output, *named))
+    return 0
+
+
+def conv1_of(weights):
+    """First-layer filters from a jigsaw checkpoint, a CFN .caffemodel or a `transfer` model.pt."""
+    from jigsaw.checkpoint import load_checkpoint
+    if weights.endswith(".caffemodel"):
+        from jigsaw.cfn import CFN
+        return CFN.from_caffe(None, weights).conv1.weight.detach()
+    state = load_checkpoint(weights).get("model", {})
+    convs = [v for v in state.values() if hasattr(v, "dim") and v.dim() == 4]
+    if not convs:
+        raise DatasetError(f"{weights}: no convolution weights to plot")
+    return convs[0]
+
+
+def main(argv=None):
+    return run_cli("transfer", _run, build_parser().parse_args(argv), (DatasetError, FileNotFoundError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

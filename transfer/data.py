@@ -1,0 +1,88 @@
+"""Torch datasets over Splits: per-channel statistics of the training split, resizing to the backbone's
+input, grayscale to 3 channels, and the seeds' augmentations as options."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .datasets import DatasetError
+
+
+def _load(item, channels):
+    if isinstance(item, np.ndarray):
+        arr = item
+    else:
+        try:
+            with Image.open(item) as im:
+                arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+        except OSError as e:
+            raise DatasetError(f"{item}: unreadable image ({e})") from None
+    t = torch.from_numpy(np.array(arr))  # a writable copy (idx arrays are read-only views)
+    t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+    return t
+
+
+def channel_stats(split, size, channels, limit=5000, seed=0):
+    """Per-channel mean and std of the (resized) training images on a 0-1 scale."""
+    idx = np.random.default_rng(seed).permutation(len(split))[:limit]
+    total, sq, n = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
+    for i in idx:
+        x = _prepare(_load(split.images[i], channels), size, channels).double()
+        total += x.sum(dim=(1, 2))
+        sq += (x * x).sum(dim=(1, 2))
+        n += x[0].numel()
+    mean = total / n
+    std = (sq / n - mean * mean).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
+
+
+def _prepare(t, size, channels):
+    if t.shape[0] == 1 and channels == 3:
+        t = t.expand(3, -1, -1)  # grayscale sets feed 3-channel backbones by repetition
+    elif t.shape[0] == 3 and channels == 1:
+        t = (0.299 * t[0] + 0.587 * t[1] + 0.114 * t[2])[None]
+    x = t.float() / 255.0
+    if tuple(x.shape[1:]) != (size, size):
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=True)[0]
+    return x
+
+
+class ImageSplit(Dataset):
+    def __init__(self, split, size, channels, mean, std, augment=None):
+        self.split, self.size, self.channels = split, size, channels
+        self.mean, self.std, self.augment = mean[:, None, None], std[:, None, None], augment
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, i):
+        x = _prepare(_load(self.split.images[i], self.channels), self.size, self.channels)
+        if self.augment is not None:
+            x = self.augment(x)
+        return (x - self.mean) / self.std, int(self.split.labels[i])
+
+
+def augmentation(rotation=0.0, hflip=False, shift=0.0, shear=0.0, zoom=0.0):
+    """The seeds' augmentations (Keras ImageDataGenerator-style) as a torchvision transform, or None."""
+    if not any((rotation, hflip, shift, shear, zoom)):
+        return None
+    from torchvision.transforms import v2
+    ops = [v2.RandomAffine(degrees=rotation, translate=(shift, shift) if shift else None,
+                           scale=(1 - zoom, 1 + zoom) if zoom else None, shear=shear or None)]
+    if hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    return v2.Compose(ops)
+
+
+def loaders(splits, size, channels, batch_size, workers=0, augment=None, seed=0, stats=None):
+    """DataLoaders for train (shuffled, seeded), val and test, normalised by training-split statistics."""
+    mean, std = stats if stats is not None else channel_stats(splits["train"], size, channels, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name in ("train", "val", "test"):
+        ds = ImageSplit(splits[name], size, channels, mean, std, augment if name == "train" else None)
+        out[name] = DataLoader(ds, batch_size=batch_size, shuffle=name == "train", generator=g,
+                               num_workers=workers, drop_last=False)
+    return out, (mean, std)

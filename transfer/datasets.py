@@ -1,0 +1,288 @@
+"""Labelled datasets in their official on-disk formats, as uint8 arrays or file lists with labels.
+
+fashion-mnist, mnist, emnist-letters (idx files, .gz or raw; EMNIST is stored transposed and is turned
+upright), cifar100 and cifar100-25 (the `cifar-100-python` pickles, read by a restricted unpickler),
+cub200 (official lists, or a train.txt/test.txt variant), fruits360 (`Training/`, `Test/`),
+cats-vs-dogs and blood-cells (class folders, including the Kaggle layouts) and any image folder.
+"""
+import gzip
+import io
+import os
+import pickle
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+MAX_IDX_BYTES = 1 << 31
+
+
+class DatasetError(ValueError):
+    """A dataset folder or file is missing or malformed; the message names it."""
+
+
+@dataclass
+class Split:
+    """`images`: a (N, H, W) or (N, H, W, C) uint8 array, or a list of image paths; `labels`: (N,) int64."""
+    images: object
+    labels: np.ndarray
+    classes: list = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, idx):
+        idx = np.asarray(idx)
+        images = self.images[idx] if isinstance(self.images, np.ndarray) else [self.images[i] for i in idx]
+        return Split(images, self.labels[idx], self.classes)
+
+
+def read_idx(path):
+    """An idx file (MNIST family) as an array; sizes are checked before anything is allocated."""
+    try:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] or head[1] or head[2] != 0x08:
+                raise DatasetError(f"{path}: not an idx file of unsigned bytes (magic {head.hex()})")
+            dims = np.frombuffer(f.read(4 * head[3]), ">u4").astype(np.int64)
+            if len(dims) != head[3] or np.prod(dims) > MAX_IDX_BYTES:
+                raise DatasetError(f"{path}: bad idx header (dims {dims.tolist()})")
+            data = f.read(int(np.prod(dims)) + 1)
+    except (OSError, EOFError) as e:
+        raise DatasetError(f"{path}: cannot read ({e})") from None
+    if len(data) != int(np.prod(dims)):
+        raise DatasetError(f"{path}: idx header declares {int(np.prod(dims))} bytes, file holds {len(data)}")
+    return np.frombuffer(data, np.uint8).reshape(dims)
+
+
+def _find(root, *names):
+    for name in names:
+        for candidate in (name, name + ".gz"):
+            p = os.path.join(root, candidate)
+            if os.path.exists(p):
+                return p
+    raise DatasetError(f"{root}: none of {', '.join(names)} (or .gz) found")
+
+
+def load_idx_dataset(root, kind="fashion-mnist"):
+    root = root or (FASHION_MNIST_DEBIAN if kind == "fashion-mnist" else None)
+    if not root or not os.path.isdir(root):
+        hint = " (apt-get install dataset-fashion-mnist puts it in /usr/share/datasets/fashion-mnist)" \
+            if kind == "fashion-mnist" else ""
+        raise DatasetError(f"{root}: no such folder for {kind}{hint}")
+    prefix = "emnist-letters-" if kind == "emnist-letters" else ""
+    out = {}
+    for split, stem in (("train", "train"), ("test", "t10k" if not prefix else "test")):
+        images = read_idx(_find(root, f"{prefix}{stem}-images-idx3-ubyte", f"{prefix}{stem}-images.idx3-ubyte"))
+        labels = read_idx(_find(root, f"{prefix}{stem}-labels-idx1-ubyte", f"{prefix}{stem}-labels.idx1-ubyte"))
+        if len(images) != len(labels):
+            raise DatasetError(f"{root}: {split} has {len(images)} images but {len(labels)} labels")
+        if kind == "emnist-letters":
+            images = images.transpose(0, 2, 1)  # EMNIST stores images transposed
+            labels = labels.astype(np.int64) - 1  # letters are labelled 1..26
+        out[split] = Split(np.ascontiguousarray(images), labels.astype(np.int64))
+    n = int(max(out["train"].labels.max(), out["test"].labels.max())) + 1
+    names = {"fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                               "Sneaker", "Bag", "Ankle boot"],
+             "emnist-letters": [chr(ord("a") + i) for i in range(26)]}.get(kind, [str(i) for i in range(n)])
+    for s in out.values():
+        if s.labels.min() < 0 or s.labels.max() >= len(names):
+            raise DatasetError(f"{root}: labels outside 0..{len(names) - 1}")
+        s.classes = names
+    return out
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR's pickles hold dicts, lists, bytes and NumPy arrays; refuse anything else."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise DatasetError(f"refusing to unpickle {module}.{name}")
+
+
+def _unpickle(path):
+    try:
+        with open(path, "rb") as f:
+            return _CifarUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+    except (OSError, pickle.UnpicklingError, EOFError) as e:
+        raise DatasetError(f"{path}: not a CIFAR python pickle ({e})") from None
+
+
+def load_cifar100(root, n_classes=None):
+    base = os.path.join(root, "cifar-100-python") if os.path.isdir(os.path.join(root, "cifar-100-python")) else root
+    meta = _unpickle(_find(base, "meta"))
+    names = [n.decode() for n in meta[b"fine_label_names"]]
+    out = {}
+    for split in ("train", "test"):
+        d = _unpickle(_find(base, split))
+        try:
+            data = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            labels = np.asarray(d[b"fine_labels"], np.int64)
+        except (KeyError, ValueError) as e:
+            raise DatasetError(f"{base}/{split}: missing or malformed field ({e})") from None
+        if len(data) != len(labels) or labels.min() < 0 or labels.max() >= len(names):
+            raise DatasetError(f"{base}/{split}: {len(data)} images, {len(labels)} labels in range "
+                               f"{labels.min()}..{labels.max()} for {len(names)} classes")
+        keep = labels < n_classes if n_classes else np.ones(len(labels), bool)
+        out[split] = Split(np.ascontiguousarray(data[keep]), labels[keep], names[:n_classes or len(names)])
+    return out
+
+
+def _class_folder(root, keep_every=1, max_classes=None):
+    if not os.path.isdir(root):
+        raise DatasetError(f"{root}: no such folder")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    if max_classes:
+        classes = classes[:max_classes]
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        files = sorted(f for f in os.listdir(os.path.join(root, c)) if f.lower().endswith(IMAGE_EXT))
+        for f in files[::keep_every]:
+            paths.append(os.path.join(root, c, f))
+            labels.append(i)
+    if not paths:
+        raise DatasetError(f"{root}: no images in class folders")
+    return Split(paths, np.asarray(labels, np.int64), classes)
+
+
+def _named_sub(root, *names):
+    for entry in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        if entry.lower() in names and os.path.isdir(os.path.join(root, entry)):
+            return os.path.join(root, entry)
+    return None
+
+
+def _kaggle_flat(folder):
+    """Kaggle's cats-vs-dogs `train/cat.0.jpg`: the class is the file name's prefix."""
+    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXT) and "." in f)
+    classes = sorted({f.split(".")[0].lower() for f in files})
+    if not files or len(classes) < 2:
+        return None
+    return Split([os.path.join(folder, f) for f in files],
+                 np.asarray([classes.index(f.split(".")[0].lower()) for f in files], np.int64), classes)
+
+
+def load_folder_dataset(root, keep_every=1, max_classes=None):
+    """train/test class folders (any case: Training/Test, TRAIN/TEST, train/test), Kaggle layouts, or a
+    single class-folder tree (then `test` is None and a test split is cut by the caller)."""
+    if not os.path.isdir(root):
+        raise DatasetError(f"{root}: no such folder")
+    for nested in ("dataset2-master/images", "petimages"):  # Kaggle blood cells, Microsoft PetImages
+        sub = os.path.join(root, nested) if "/" in nested else _named_sub(root, nested)
+        if sub and os.path.isdir(sub):
+            root = sub
+    train = _named_sub(root, "training", "train")
+    test = _named_sub(root, "test", "testing")
+    if train:
+        flat = _kaggle_flat(train)
+        tr = flat or _class_folder(train, keep_every, max_classes)
+        te = _class_folder(test, keep_every, max_classes) if test else None
+        if te is not None and te.classes != tr.classes:
+            te.labels = np.asarray([tr.classes.index(te.classes[l]) if te.classes[l] in tr.classes else -1
+                                    for l in te.labels], np.int64)
+            keep = te.labels >= 0
+            te = Split([p for p, k in zip(te.images, keep) if k], te.labels[keep], tr.classes)
+        return {"train": tr, "test": te}
+    return {"train": _class_folder(root, keep_every, max_classes), "test": None}
+
+
+def load_cub200(root):
+    base = os.path.join(root, "CUB_200_2011") if os.path.isdir(os.path.join(root, "CUB_200_2011")) else root
+
+    def table(name):
+        path = os.path.join(base, name)
+        try:
+            with open(path) as f:
+                rows = [line.split() for line in f if line.strip()]
+        except OSError:
+            raise DatasetError(f"{path}: missing (CUB-200-2011 needs images.txt, image_class_labels.txt, "
+                               "train_test_split.txt, classes.txt)") from None
+        if any(len(r) < 2 for r in rows):
+            raise DatasetError(f"{path}: every line needs an id and a value")
+        return {r[0]: r[1] for r in rows}
+
+    if os.path.exists(os.path.join(base, "train.txt")) and not os.path.exists(os.path.join(base, "images.txt")):
+        return _cub_lists(base)
+    images, labels = table("images.txt"), table("image_class_labels.txt")
+    split, classes = table("train_test_split.txt"), table("classes.txt")
+    names = [classes[k] for k in sorted(classes, key=int)]
+    out = {"train": ([], []), "test": ([], [])}
+    for i, rel in images.items():
+        if i not in labels or i not in split:
+            raise DatasetError(f"{base}: image id {i} has no label or split entry")
+        label = int(labels[i]) - 1
+        if not 0 <= label < len(names):
+            raise DatasetError(f"{base}/image_class_labels.txt: label {labels[i]} for image {i} is not in 1..{len(names)}")
+        path = os.path.join(base, "images", rel)
+        out["train" if split[i] == "1" else "test"][0].append(path)
+        out["train" if split[i] == "1" else "test"][1].append(label)
+    return {k: Split(p, np.asarray(l, np.int64), names) for k, (p, l) in out.items()}
+
+
+def _cub_lists(base):
+    out, names = {}, None
+    for split in ("train", "test"):
+        paths, labels = [], []
+        with open(os.path.join(base, f"{split}.txt")) as f:
+            for line in f:
+                parts = line.split()
+                if not parts:
+                    continue
+                rel = parts[0]
+                label = int(parts[1]) if len(parts) > 1 else int(rel.split("/")[0].split(".")[0]) - 1
+                paths.append(os.path.join(base, "images", rel))
+                labels.append(label)
+        out[split] = Split(paths, np.asarray(labels, np.int64))
+    names = [str(i) for i in range(int(max(out["train"].labels.max(), out["test"].labels.max())) + 1)]
+    for s in out.values():
+        s.classes = names
+    return out
+
+
+def check_files(split, where):
+    """Every listed image file must exist: one clear error naming the first missing one."""
+    if isinstance(split.images, list):
+        for p in split.images:
+            if not os.path.exists(p):
+                raise DatasetError(f"{where}: listed image {p} does not exist")
+
+
+DATASETS = {
+    "fashion-mnist": lambda root, **kw: load_idx_dataset(root, "fashion-mnist"),
+    "mnist": lambda root, **kw: load_idx_dataset(root, "mnist"),
+    "emnist-letters": lambda root, **kw: load_idx_dataset(root, "emnist-letters"),
+    "cifar100": lambda root, **kw: load_cifar100(root),
+    "cifar100-25": lambda root, **kw: load_cifar100(root, 25),
+    "fruits360": lambda root, keep_every=4, max_classes=81, **kw: load_folder_dataset(root, keep_every, max_classes),
+    "cub200": lambda root, **kw: load_cub200(root),
+    "cats-vs-dogs": lambda root, **kw: load_folder_dataset(root),
+    "blood-cells": lambda root, **kw: load_folder_dataset(root),
+    "folder": lambda root, **kw: load_folder_dataset(root),
+}
+
+
+def load_dataset(name, root, val_fraction=0.15, seed=0, limit_train=None, **kw):
+    """{"train", "val", "test"} Splits: `val` is a seeded shuffle of the training split (never the test
+    set); with no test split on disk, one is cut the same way first."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset '{name}' (known: {', '.join(sorted(DATASETS))})")
+    parts = DATASETS[name](root, **kw)
+    rng = np.random.default_rng(seed)
+    train, test = parts["train"], parts.get("test")
+    if test is None:
+        order = rng.permutation(len(train))
+        n_test = max(1, int(round(0.15 * len(train))))
+        test, train = train.subset(np.sort(order[:n_test])), train.subset(np.sort(order[n_test:]))
+    for s, label in ((train, "train"), (test, "test")):
+        check_files(s, f"{root} ({label})")
+    order = rng.permutation(len(train))
+    n_val = int(round(val_fraction * len(train)))
+    val, train = train.subset(order[:n_val]), train.subset(order[n_val:])
+    if limit_train:
+        train = train.subset(np.arange(min(limit_train, len(train))))
+    return {"train": train, "val": val, "test": test}
