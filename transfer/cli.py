@@ -52,8 +52,11 @@ def build_parser():
     p.add_argument("recipe")
     _common(p)
     p = sub.add_parser("plot", help="plots from a run folder or weights")
-    p.add_argument("kind", choices=["curves", "filters"])
-    p.add_argument("--run", help="run folder (curves)")
+    p.add_argument("kind", choices=["curves", "filters", "activations", "featuremaps"])
+    p.add_argument("--run", help="run folder (curves, activations, featuremaps)")
+    p.add_argument("--layer", help="module name inside the run's model, e.g. backbone.body.0 or head.0")
+    p.add_argument("--indices", type=int, nargs="+", default=[0, 1, 2, 3], help="filters or classes")
+    p.add_argument("--image", help="image file for featuremaps")
     p.add_argument("--weights", help="weights whose conv1 filters to draw (filters)")
     p.add_argument("--compare", help="a second set of weights to draw beside the first")
     p.add_argument("-o", "--output", help="PNG to write (filters)")
@@ -115,10 +118,43 @@ def _plot(args):
             raise DatasetError("plot curves needs --run RUN_FOLDER")
         print(plot_history(args.run), plot_lr(args.run))
         return 0
+    if args.kind in ("activations", "featuremaps"):
+        return _plot_model(args)
     if not args.weights or not args.output:
         raise DatasetError("plot filters needs --weights and -o OUTPUT.png")
     named = [(w, conv1_of(w)) for w in filter(None, (args.weights, args.compare))]
     print(plot_filters(args.output, *named))
+    return 0
+
+
+def _plot_model(args):
+    import os
+    import numpy as np
+    import torch
+    from PIL import Image
+    from .finetune import load_run
+    from .plots import plot_activation_maximisation, plot_feature_maps
+    if not args.run or not args.layer:
+        raise DatasetError(f"plot {args.kind} needs --run RUN_FOLDER and --layer NAME")
+    model, conf = load_run(args.run)
+    try:
+        layer = model.get_submodule(args.layer)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n][:30]
+        raise DatasetError(f"no layer '{args.layer}' in the model; some names: {', '.join(names)}") from None
+    size, channels = conf["input_size"], model.backbone.in_channels
+    out = args.output or os.path.join(args.run, f"{args.kind}-{args.layer}.png")
+    if args.kind == "activations":
+        print(plot_activation_maximisation(out, model, layer, args.indices, size, channels,
+                                           title=f"{args.layer}: inputs that maximise / minimise"))
+        return 0
+    if not args.image:
+        raise DatasetError("plot featuremaps needs --image IMAGE")
+    with Image.open(args.image) as im:
+        arr = np.asarray(im.convert("RGB" if channels == 3 else "L").resize((size, size)), np.float32) / 255
+    x = torch.from_numpy(arr).permute(2, 0, 1) if arr.ndim == 3 else torch.from_numpy(arr)[None]
+    mean, std = torch.tensor(conf["mean"])[:, None, None], torch.tensor(conf["std"])[:, None, None]
+    print(plot_feature_maps(out, model, layer, (x - mean) / std, title=f"{args.layer} on {args.image}"))
     return 0
 
 

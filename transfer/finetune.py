@@ -131,6 +131,7 @@ def finetune(cfg):
         json.dump(dict(asdict(cfg), classes=classes, input_size=size, mean=stats[0].tolist(),
                        std=stats[1].tolist()), f, indent=2)
     phases = _phases(cfg, backbone.scratch)
+    conv1_before = _first_conv(model)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     start_phase, start_epoch, history, lr_rows, ck = 0, 0, [], [], None
     if cfg.resume:
@@ -191,10 +192,29 @@ def finetune(cfg):
         json.dump(summary, f, indent=2)
     save_checkpoint(os.path.join(cfg.out, "model.pt"), dict(model=model.state_dict(), classes=classes,
                                                            model_name=cfg.model, head=cfg.head))
-    from .plots import plot_history, plot_lr
+    from .plots import plot_filters, plot_history, plot_lr
     plot_history(cfg.out)
     plot_lr(cfg.out)
+    if conv1_before is not None:
+        plot_filters(os.path.join(cfg.out, "filters.png"), ("conv1 before", conv1_before),
+                     ("conv1 after", _first_conv(model)))
     return summary, model
+
+
+def _first_conv(model):
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return None if conv is None else conv.weight.detach().cpu().clone()
+
+
+def load_run(out):
+    """(model, config dict) of a finished `transfer` run folder, for plots and inference."""
+    with open(os.path.join(out, "config.json")) as f:
+        conf = json.load(f)
+    weights = conf.get("weights") or "none"
+    backbone = build_backbone(conf["model"], weights)
+    model = TransferModel(backbone, make_head(conf["head"], backbone.feature_dim, len(conf["classes"])))
+    model.load_state_dict(load_checkpoint(os.path.join(out, "model.pt"))["model"])
+    return model.eval(), conf
 
 
 def _write_csv(path, rows):

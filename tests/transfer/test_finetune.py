@@ -80,3 +80,22 @@ def test_real_fashion_mnist_short_run(tmp_path):
                                          out=str(tmp_path / "fm"), limit_train=3000, epochs=2, batch_size=64,
                                          finetune_solver=ADAM, progress=False))
     assert summary["n_test"] == 10000 and summary["test_accuracy"] > 0.75
+
+
+def test_plot_commands_on_a_finished_run(tmp_path, capsys):
+    from PIL import Image
+    root = mnist_like(str(tmp_path / "fm"), n=(40, 10))
+    run = tmp_path / "run"
+    assert main(["finetune", "--dataset", "fashion-mnist", "--data-root", root, "--model", "fmnist-cnn",
+                 "--phase", "finetune", "--epochs", "1", "--batch-size", "8", "--out", str(run),
+                 "--no-progress"]) == 0
+    assert (run / "filters.png").stat().st_size > 2000
+    Image.new("L", (28, 28), 128).save(tmp_path / "x.png")
+    assert main(["plot", "activations", "--run", str(run), "--layer", "head.0", "--indices", "0", "3"]) == 0
+    assert main(["plot", "featuremaps", "--run", str(run), "--layer", "backbone.body.0",
+                 "--image", str(tmp_path / "x.png")]) == 0
+    assert main(["plot", "curves", "--run", str(run)]) == 0
+    assert main(["plot", "activations", "--run", str(run), "--layer", "nope"]) == 2
+    assert (run / "activations-head.0.png").stat().st_size > 2000
+    assert (run / "featuremaps-backbone.body.0.png").stat().st_size > 2000
+    assert "no layer 'nope'" in capsys.readouterr().err
