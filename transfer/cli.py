@@ -154,7 +154,7 @@ def _plot_model(args):
         arr = np.asarray(im.convert("RGB" if channels == 3 else "L").resize((size, size)), np.float32) / 255
     x = torch.from_numpy(arr).permute(2, 0, 1) if arr.ndim == 3 else torch.from_numpy(arr)[None]
     mean, std = torch.tensor(conf["mean"])[:, None, None], torch.tensor(conf["std"])[:, None, None]
-    print(plot_feature_maps(out, model, layer, (x - mean) / std, title=f"{args.layer} on {args.image}"))
+    print(plot_feature_maps(out, model, layer, (x - mean) / std, title=f"{args.layer} on {os.path.basename(args.image)}"))
     return 0
 
 

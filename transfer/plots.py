@@ -140,7 +140,8 @@ def plot_feature_maps(path, model, layer, image, max_maps=32, title=""):
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, m in zip(axes.flat, maps):
+    for i, (ax, m) in enumerate(zip(axes.flat, maps)):
         ax.imshow(m.numpy() if m.dim() == 2 else m.reshape(1, -1).numpy(), cmap="viridis")
+        ax.set_title(f"{i}: {float(m.min()):.2g}..{float(m.max()):.2g}", fontsize=6)
     fig.suptitle(title)
     return _save(fig, path)
