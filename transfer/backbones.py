@@ -41,7 +41,23 @@ class Backbone(nn.Module):
 def build_backbone(name, weights=None, **kw):
     if name not in BACKBONES:
         raise CaffeError(f"unknown model '{name}' (known: {', '.join(sorted(BACKBONES))})")
-    return BACKBONES[name][0](weights=weights, **kw)
+    backbone = BACKBONES[name][0](weights=weights, **kw)
+    if backbone.scratch and weights not in (None, "none"):
+        _load_transfer_backbone(backbone, weights)
+    return backbone
+
+
+def _load_transfer_backbone(backbone, path):
+    """Start one of the seeds' nets from the backbone of an earlier `transfer` run (its model.pt)."""
+    from jigsaw.checkpoint import load_checkpoint
+    state = load_checkpoint(path).get("model", {})
+    body = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    if not body:
+        raise CaffeError(f"{path}: no backbone weights (expected a `transfer` run's model.pt)")
+    try:
+        backbone.load_state_dict(body)
+    except RuntimeError as e:
+        raise CaffeError(f"{path}: backbone weights do not fit this model ({str(e).splitlines()[0]})") from None
 
 
 # ---- CFN branch -------------------------------------------------------------------------------

@@ -96,7 +96,19 @@ def _run(args):
         from .recipes import RECIPES
         if args.recipe not in RECIPES:
             raise DatasetError(f"unknown recipe '{args.recipe}' (see `transfer list`)")
-        cfg = _config(args, RECIPES[args.recipe])
+        recipe = dict(RECIPES[args.recipe])
+        then = recipe.pop("then", None)
+        if then is None:
+            cfg = _config(args, recipe)
+        else:  # two stages: the second starts from the first one's model
+            import os
+            out = args.out
+            args.out = os.path.join(out, "stage1")
+            first, _ = finetune(_config(args, recipe))
+            print(json.dumps(dict(stage=1, **stats_of(first))))
+            args.out, args.weights = os.path.join(out, "stage2"), os.path.join(out, "stage1", "model.pt")
+            args.limit_train = then.get("limit_train", args.limit_train)
+            cfg = _config(args, dict(recipe, **then))
     else:
         base = dict(dataset=args.dataset, model=args.model, phase=args.phase, head=args.head,
                     unfreeze=tuple(args.unfreeze), input_size=args.input_size)

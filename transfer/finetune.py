@@ -85,7 +85,8 @@ def evaluate(model, loader, device, n_classes):
     model.eval()
     loss, confusion = 0.0, torch.zeros(n_classes, n_classes, dtype=torch.long)
     for x, y in loader:
-        logits = model(x.to(device)).float()
+        with _autocast(device):
+            logits = model(_to(x, device)).float()
         loss += float(F.cross_entropy(logits, y.to(device), reduction="sum"))
         pred = logits.argmax(1).cpu()
         confusion.index_put_((y, pred), torch.ones_like(y), accumulate=True)
@@ -93,12 +94,23 @@ def evaluate(model, loader, device, n_classes):
     return dict(loss=loss / max(n, 1), accuracy=float(confusion.trace()) / max(n, 1), confusion=confusion)
 
 
+def _autocast(device):
+    """bf16 mixed precision on CUDA; plain fp32 on the CPU."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _to(x, device):
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" and x.dim() == 4 else x
+
+
 def _epoch(model, solver, loader, device, bar):
     model.train()
     total, hits, n, lrs = 0.0, 0, 0, []
     for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
+        x, y = _to(x, device), y.to(device)
+        with _autocast(device):
+            logits = model(x).float()
         loss = F.cross_entropy(logits, y)
         lrs.append(solver.lr)
         loss.backward()
@@ -121,6 +133,8 @@ def finetune(cfg):
     splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train)
     classes = splits["train"].classes
     model = TransferModel(backbone, make_head(cfg.head, backbone.feature_dim, len(classes), cfg.seed)).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     os.makedirs(cfg.out, exist_ok=True)
     stats_path = os.path.join(cfg.out, "stats.pt")
     stats = tuple(torch.load(stats_path, weights_only=True)) if cfg.resume and os.path.exists(stats_path) else None

@@ -99,3 +99,22 @@ def test_plot_commands_on_a_finished_run(tmp_path, capsys):
     assert (run / "activations-head.0.png").stat().st_size > 2000
     assert (run / "featuremaps-backbone.body.0.png").stat().st_size > 2000
     assert "no layer 'nope'" in capsys.readouterr().err
+
+
+def test_two_stage_recipe_starts_stage_two_from_stage_one(tmp_path, monkeypatch, capsys):
+    from transfer import recipes
+    emnist = mnist_like(str(tmp_path / "data"), prefix="emnist-letters-", stems=("train", "test"),
+                        n=(60, 20), label_offset=1)
+    mnist_like(str(tmp_path / "data"), n=(60, 20))  # MNIST files in the same folder
+    recipe = dict(recipes.RECIPES["emnist-to-mnist"])
+    recipe["then"] = dict(recipe["then"], limit_train=30, head_epochs=2)
+    monkeypatch.setitem(recipes.RECIPES, "emnist-to-mnist", recipe)
+    assert main(["run", "emnist-to-mnist", "--data-root", emnist, "--epochs", "2", "--batch-size", "16",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    s1 = torch.load(tmp_path / "run" / "stage1" / "model.pt", weights_only=True)["model"]
+    s2 = torch.load(tmp_path / "run" / "stage2" / "model.pt", weights_only=True)["model"]
+    conv = "backbone.body.0.weight"
+    assert torch.equal(s1[conv], s2[conv])  # stage 2 froze the EMNIST-trained convolutions
+    assert s1["head.0.weight"].shape[0] == 26 and s2["head.0.weight"].shape[0] == 10
+    with open(tmp_path / "run" / "stage2" / "summary.json") as f:
+        assert json.load(f)["n_train"] == 30
