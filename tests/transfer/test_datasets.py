@@ -157,3 +157,31 @@ def test_kaggle_blood_cells_layout(tmp_path):
                 _image(str(tmp_path / "dataset2-master" / "images" / split / c / f"_{i}.jpeg"))
     d = load_dataset("blood-cells", str(tmp_path), val_fraction=0)
     assert d["train"].classes[0] == "EOSINOPHIL" and len(d["test"]) == 12
+
+
+def test_cub200_train_test_list_variant(tmp_path):
+    base = tmp_path / "cub"
+    for i, cls in enumerate((1, 2, 1, 2, 1)):
+        _image(str(base / "images" / f"{cls:03d}.Bird/{i}.jpg"))
+    (base / "train.txt").write_text("001.Bird/0.jpg 0\n002.Bird/1.jpg 1\n001.Bird/2.jpg 0\n")
+    (base / "test.txt").write_text("002.Bird/3.jpg 1\n001.Bird/4.jpg 0\n")
+    d = load_dataset("cub200", str(base), val_fraction=0)
+    assert len(d["train"]) == 3 and d["test"].labels.tolist() == [1, 0]
+
+
+def test_generic_folder_without_test_split_cuts_one(tmp_path):
+    for c in ("a", "b"):
+        for i in range(10):
+            _image(str(tmp_path / c / f"{i}.png"))
+    d = load_dataset("folder", str(tmp_path), val_fraction=0.2, seed=3)
+    assert len(d["test"]) == 3 and len(d["train"]) + len(d["val"]) == 17
+    train_paths = set(d["train"].images) | set(d["val"].images)
+    assert not train_paths & set(d["test"].images)
+
+
+def test_cifar_label_out_of_range(tmp_path):
+    base = cifar_fixture(str(tmp_path))
+    with open(os.path.join(base, "test"), "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [1, 100]}, f)
+    with pytest.raises(DatasetError, match="for 100 classes"):
+        load_dataset("cifar100", str(tmp_path))
