@@ -16,6 +16,19 @@ EPILOG = """examples:
 """
 
 
+def _augment(text):
+    out = {}
+    for part in filter(None, (t.strip() for t in text.split(","))):
+        key, _, value = part.partition("=")
+        if key not in ("rotation", "hflip", "shift", "shear", "zoom"):
+            raise argparse.ArgumentTypeError(f"unknown augmentation '{key}' (rotation, hflip, shift, shear, zoom)")
+        try:
+            out[key] = True if key == "hflip" else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{part}': expected {key}=NUMBER") from None
+    return out
+
+
 def _common(p):
     p.add_argument("--data-root", help="dataset folder (Fashion-MNIST defaults to Debian's package)")
     p.add_argument("--weights", help="backbone weights: jigsaw checkpoint / CFN .caffemodel (cfn), a local "
@@ -47,6 +60,8 @@ def build_parser():
     p.add_argument("--finetune-solver", help="solver.prototxt (or text) for the fine-tune phase")
     p.add_argument("--patience", type=int, nargs=2, metavar=("HEAD", "FINETUNE"), help="early stopping")
     p.add_argument("--input-size", type=int, help="resize images to this side (default: the model's)")
+    p.add_argument("--augment", type=_augment, default={}, metavar="SPEC",
+                   help="training augmentations, e.g. rotation=10,hflip,shift=0.2,shear=0.3,zoom=0.2")
     _common(p)
     p = sub.add_parser("run", help="run a seed recipe (see `transfer list`)")
     p.add_argument("recipe")
@@ -111,7 +126,7 @@ def _run(args):
             cfg = _config(args, dict(recipe, **then))
     else:
         base = dict(dataset=args.dataset, model=args.model, phase=args.phase, head=args.head,
-                    unfreeze=tuple(args.unfreeze), input_size=args.input_size)
+                    unfreeze=tuple(args.unfreeze), input_size=args.input_size, augment=args.augment)
         for key in ("head_solver", "finetune_solver"):
             if getattr(args, key):
                 base[key] = getattr(args, key)

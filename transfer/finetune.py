@@ -180,6 +180,7 @@ def finetune(cfg):
                 history.append(dict(phase=phase, epoch=epoch, train_loss=tr_loss, train_acc=tr_acc,
                                     val_loss=val["loss"], val_acc=val["accuracy"], seconds=time.time() - t0))
                 lr_rows += [dict(phase=phase, iteration=solver.iter - len(lrs) + i, lr=lr) for i, lr in enumerate(lrs)]
+                _write_csv(os.path.join(cfg.out, "history.csv"), history)  # per epoch: a crash keeps it
                 stop = stopper.step(epoch, val["loss"], model)
                 bar.set_postfix(val_loss=f"{val['loss']:.4f}", val_acc=f"{val['accuracy']:.4f}")
                 save_checkpoint(ckpt_path, dict(model=model.state_dict(), solver=solver.state_dict(),
