@@ -72,7 +72,7 @@ def test_v0_net_with_padding_layer():
         m = load_caffe_net(V0_NET)
     assert m.blob_shapes["conv1"] == (1, 2, 4, 4)
     y = m(torch.ones(1, 3, 7, 7), outputs=["conv1"])["conv1"]
-    assert float(y[0, 0, 0, 0]) == 12.0 and float(y[0, 0, 1, 1]) == 27.0  # corner sees 2x2x3 ones
+    assert y[0, 0, 0, 0].item() == 12.0 and y[0, 0, 1, 1].item() == 27.0  # corner sees 2x2x3 ones
 
 
 def test_old_data_layer_transform_fields_move_to_transform_param():
