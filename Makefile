@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install bench clean proto
+.PHONY: test install bench clean proto demo
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+demo: $(STAMP)
+	$(PY) demo.py --out demo-out
+
 bench: $(STAMP)
 	$(PY) benchmarks/convert.py
 
@@ -24,4 +27,4 @@ proto: $(STAMP)
 	$(PY) -m tools.protogen
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache demo-out

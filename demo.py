@@ -1,0 +1,151 @@
+"""`make demo`: the whole pipeline on built-in data, no download, under 10 minutes on 2 CPU cores.
+
+1. a permutation set; 2. a store prepared from real photographs shipped with scikit-image (CC0 / public
+domain; sources written to OUT/photos/SOURCES.txt); 3. a narrow CFN pretrained for a few minutes (full
+width on a GPU); 4. export to .prototxt + .caffemodel and import back, outputs compared; 5. its branch
+fine-tuned on Fashion-MNIST (Debian's dataset-fashion-mnist) or, without it, on a labelled set cut from
+the same photographs (which photograph a crop comes from); 6. a summary and the plots.
+"""
+import argparse
+import os
+import re
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+TRAIN = ["astronaut", "chelsea", "retina", "hubble_deep_field", "immunohistochemistry", "camera", "coins",
+         "moon", "clock", "page", "text", "colorwheel"]
+HELD_OUT = ["coffee", "rocket"]
+
+
+def licence(name):
+    import skimage.data as data
+    doc = " ".join((getattr(data, name).__doc__ or "").split())
+    m = re.search(r"Notes -+ (.*?)(Returns|References|\.\. |$)", doc)
+    return (m.group(1) if m else doc[:160]).strip()
+
+
+def write_photos(folder, names, stride):
+    """256 px crops at three scales of each photograph, as JPEG files (what a user's folder holds)."""
+    import skimage.data as data
+    from PIL import Image
+    os.makedirs(folder, exist_ok=True)
+    for name in names:
+        im = Image.fromarray(np.asarray(getattr(data, name)())).convert("RGB")
+        for scale in (1.0, 0.75, 0.5):
+            s = im.resize((max(256, int(im.width * scale)), max(256, int(im.height * scale))), Image.BILINEAR)
+            for y in range(0, s.height - 255, stride):
+                for x in range(0, s.width - 255, stride):
+                    s.crop((x, y, x + 256, y + 256)).save(os.path.join(folder, f"{name}_{scale}_{y}_{x}.jpg"),
+                                                          quality=92)
+
+
+def step(title):
+    print(f"\n== {title}", flush=True)
+    return time.time()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="demo-out")
+    ap.add_argument("--iters", type=int, default=None, help="pretraining iterations (600 CPU, 3000 GPU)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    from jigsaw.cfn import CFN
+    from jigsaw.permutations import hamming_stats, make_permutations, save_permutations
+    from jigsaw.store import prepare
+    from jigsaw.train import TrainConfig, train
+    from tools import load_caffe_net
+    from transfer.datasets import FASHION_MNIST_DEBIAN
+    from transfer.finetune import FinetuneConfig, finetune
+
+    gpu = torch.cuda.is_available()
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    t_all = time.time()
+
+    step("1. permutation set")
+    perms = make_permutations(8, seed=args.seed)
+    save_permutations(os.path.join(out, "perms.npy"), perms)
+    mean, low = hamming_stats(perms)
+    print(f"8 permutations, Hamming distance mean {mean:.2f}, min {low}")
+
+    t = step("2. store from real photographs (scikit-image samples)")
+    photos = os.path.join(out, "photos")
+    if not os.path.exists(os.path.join(out, "train.h5")):
+        write_photos(os.path.join(photos, "train"), TRAIN, 96)
+        write_photos(os.path.join(photos, "held_out"), HELD_OUT, 96)
+        with open(os.path.join(photos, "SOURCES.txt"), "w") as f:
+            for name in TRAIN + HELD_OUT:
+                f.write(f"{name}: skimage.data.{name}() - {licence(name)}\n")
+        for split in ("train", "held_out"):
+            n, skipped = prepare(os.path.join(photos, split), os.path.join(out, f"{split}.h5"), progress=False)
+            print(f"{split}: {n} images ({len(skipped)} skipped)")
+    print(f"sources and licences: {os.path.join(photos, 'SOURCES.txt')} ({time.time() - t:.0f} s)")
+
+    t = step(f"3. pretrain a {'full-width' if gpu else 'narrow (width 1/8)'} CFN")
+    iters = args.iters or (3000 if gpu else 600)
+    solver = os.path.join(out, "pretrain_solver.prototxt")
+    with open(solver, "w") as f:
+        f.write(f'type: "Adam" base_lr: 0.001 momentum: 0.9 lr_policy: "step" gamma: 0.5 stepsize: {iters} '
+                f"max_iter: {iters} test_interval: {iters} test_iter: 16 test_initialization: true "
+                f"display: {max(iters // 4, 1)} snapshot: {iters} \n")
+    run = os.path.join(out, "pretrain")
+    if os.path.exists(os.path.join(run, "last.pt")):
+        import shutil
+        shutil.rmtree(run)
+    metrics = train(TrainConfig(data=os.path.join(out, "train.h5"), val_data=os.path.join(out, "held_out.h5"),
+                                permutations=os.path.join(out, "perms.npy"), out=run, solver=solver,
+                                batch_size=32, width=1.0 if gpu else 0.125, dropout=0.0, init="msra",
+                                normalize="meanstd", seed=args.seed, progress=False))
+    print(f"pretext top-1 on held-out photographs: {metrics['top1']:.3f} (chance {1 / len(perms):.3f}) "
+          f"({time.time() - t:.0f} s)")
+
+    t = step("4. export to Caffe and import back")
+    from jigsaw.evaluate import load_cfn
+    cfn, _ = load_cfn(os.path.join(run, "last.pt"))
+    proto, model = os.path.join(out, "cfn.prototxt"), os.path.join(out, "cfn.caffemodel")
+    cfn.to_caffe(proto, model)
+    net = load_caffe_net(proto, model)
+    x = torch.randn(2, 9, 3, 64, 64)
+    with torch.no_grad():
+        diff = (net(x.reshape(2, 27, 64, 64), outputs=["fc8"])["fc8"] - cfn(x)).abs().max().item()
+        back = CFN.from_caffe(proto, model).eval()
+        same = torch.equal(back(x), cfn(x))
+    print(f"{proto} + {model}: max |fc8 difference| through tools.load_caffe_net {diff:.2e}; "
+          f"CFN.from_caffe round trip identical: {same}")
+    if diff > 1e-4 or not same:
+        sys.exit("export/import check failed")
+
+    t = step("5. fine-tune the branch")
+    if os.path.isdir(FASHION_MNIST_DEBIAN):
+        dataset, root, note = "fashion-mnist", None, "Fashion-MNIST (Debian package), 5,000 training images"
+    else:
+        dataset, root = "folder", os.path.join(photos, "by_photo")
+        note = "which photograph a crop comes from (Fashion-MNIST not installed)"
+        for name in os.listdir(os.path.join(photos, "train")):
+            cls = name.split("_")[0]
+            os.makedirs(os.path.join(root, cls), exist_ok=True)
+            dst = os.path.join(root, cls, name)
+            if not os.path.exists(dst):
+                os.link(os.path.join(photos, "train", name), dst)
+    summary, _ = finetune(FinetuneConfig(dataset=dataset, data_root=root, model="cfn",
+                                         weights=os.path.join(run, "last.pt"), out=os.path.join(out, "finetune"),
+                                         phase="both", limit_train=5000, epochs=6, batch_size=128,
+                                         head_patience=2, finetune_patience=1, seed=args.seed, progress=False))
+    print(f"{note}: test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} epochs "
+          f"({time.time() - t:.0f} s)")
+
+    step("6. summary")
+    print(f"pretext accuracy (held-out photographs): {metrics['top1']:.3f} vs chance {1 / len(perms):.3f}")
+    print(f"fine-tune test accuracy ({dataset}): {summary['test_accuracy']:.4f}")
+    print(f"plots in {out}: pretrain/curves.png, finetune/curves.png, finetune/lr.png, finetune/filters.png")
+    print(f"total {time.time() - t_all:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Misuse of the command-line tools and hostile environments: one line, exit 2, nothing half-written."""
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLIS = {"caffe-convert": "tools.cli", "jigsaw": "jigsaw.cli", "transfer": "transfer.cli"}
+
+
+def cli(module, *args, preexec=None):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT), preexec_fn=preexec, timeout=300)
+
+
+@pytest.mark.parametrize("prog", sorted(CLIS))
+def test_help_is_complete(prog):
+    r = cli(CLIS[prog], "--help")
+    assert r.returncode == 0 and "examples:" in r.stdout and prog in r.stdout
+
+
+@pytest.mark.parametrize("prog,args,expect", [
+    ("caffe-convert", ["net.prototxt", "--bogus"], "unrecognized arguments"),
+    ("caffe-convert", ["/no/such.prototxt", "-o", "x.pt"], "no such file"),
+    ("jigsaw", ["train", "--data", "/no/store.h5", "--permutations", "/no/p.npy", "--out", "OUT"], "error:"),
+    ("jigsaw", ["permutations", "-n", "0", "-o", "p.npy"], "must be positive"),
+    ("jigsaw", ["prepare", "/no/folder", "-o", "s.h5"], "not a folder"),
+    ("jigsaw", ["frobnicate"], "invalid choice"),
+    ("transfer", ["finetune", "--dataset", "mnist", "--data-root", "/no/mnist", "--model", "mlp", "--out", "OUT"],
+     "no such folder"),
+    ("transfer", ["run", "no-such-recipe", "--out", "OUT"], "unknown recipe"),
+    ("transfer", ["finetune", "--dataset", "mnist", "--model", "mlp", "--out", "OUT", "--augment", "spin=3"],
+     "unknown augmentation"),
+])
+def test_wrong_flags_and_missing_files_exit_2_with_one_line(tmp_path, prog, args, expect):
+    args = [str(tmp_path / "OUT") if a == "OUT" else a for a in args]
+    r = cli(CLIS[prog], *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert expect in r.stderr and "Traceback" not in r.stderr
+    assert len([l for l in r.stderr.splitlines() if "error" in l]) == 1
+
+
+def _limit_file_size():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails with EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def test_disk_full_gives_a_clear_error_and_keeps_the_old_file(tmp_path):
+    from jigsaw.permutations import make_permutations, save_permutations
+    out = tmp_path / "p.npy"
+    save_permutations(str(out), make_permutations(10))
+    before = out.read_bytes()
+    r = cli("jigsaw.cli", "permutations", "-n", "5000", "-o", out, preexec=_limit_file_size)
+    assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+    assert out.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["p.npy"]
+
+
+def test_unwritable_output_folder_fails_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder is expected")
+    r = cli("jigsaw.cli", "permutations", "-n", "10", "-o", blocker / "p.npy")
+    assert r.returncode == 2 and "cannot write" in r.stderr
+    r = cli("tools.cli", "/proc/self/status", "-o", "/proc/self/x.pt")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_huge_images_are_skipped_not_fatal(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+    from jigsaw.images import BadImage, load_image
+    path = tmp_path / "big.png"
+    PILImage.new("RGB", (400, 400)).save(path)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 10_000)  # 160,000 px is then a "bomb"
+    with pytest.raises(BadImage, match="huge"):
+        load_image(str(path))
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    pytest.importorskip("skimage")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "demo.py"), "--out", str(tmp_path / "demo"),
+                        "--iters", "20"], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT),
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for needle in ("round trip identical: True", "pretext accuracy", "fine-tune test accuracy"):
+        assert needle in r.stdout
+    for name in ("pretrain/curves.png", "finetune/curves.png", "finetune/filters.png", "cfn.caffemodel",
+                 "photos/SOURCES.txt"):
+        assert (tmp_path / "demo" / name).exists(), name
+    assert "CC0" in (tmp_path / "demo" / "photos" / "SOURCES.txt").read_text()
