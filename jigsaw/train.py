@@ -182,6 +182,11 @@ def train(cfg):
         model = model.to(memory_format=torch.channels_last)
     solver = CaffeSolver(model.param_groups(), sp)
     os.makedirs(cfg.out, exist_ok=True)
+    if rank == 0:  # temporary files of writers killed mid-write (SIGKILL runs no cleanup)
+        for folder in (cfg.out, os.path.join(cfg.out, "caffe")):
+            for name in os.listdir(folder) if os.path.isdir(folder) else ():
+                if name.startswith(".tmp-"):
+                    os.unlink(os.path.join(folder, name))
     last = os.path.join(cfg.out, "last.pt")
     start = 0
     if os.path.exists(last) and not cfg.resume:

@@ -1,5 +1,7 @@
 """Torch datasets over Splits: per-channel statistics of the training split, resizing to the backbone's
 input, grayscale to 3 channels, and the seeds' augmentations as options."""
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,7 +60,16 @@ class ImageSplit(Dataset):
         return len(self.split)
 
     def __getitem__(self, i):
-        x = _prepare(_load(self.split.images[i], self.channels), self.size, self.channels)
+        for k in range(len(self.split)):  # an unreadable file is reported and the next one used
+            j = (i + k) % len(self.split)
+            try:
+                x = _prepare(_load(self.split.images[j], self.channels), self.size, self.channels)
+                break
+            except DatasetError as e:
+                warnings.warn(f"skipped: {e}", stacklevel=2)
+        else:
+            raise DatasetError("no readable image in this split")
+        i = j
         if self.augment is not None:
             x = self.augment(x)
         return (x - self.mean) / self.std, int(self.split.labels[i])

@@ -185,3 +185,20 @@ def test_cifar_label_out_of_range(tmp_path):
         pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [1, 100]}, f)
     with pytest.raises(DatasetError, match="for 100 classes"):
         load_dataset("cifar100", str(tmp_path))
+
+
+def test_unreadable_images_in_a_folder_are_skipped_and_reported(tmp_path):
+    import warnings
+    import torch
+    from transfer.data import ImageSplit
+    for c in ("cat", "dog"):
+        for i in range(3):
+            _image(str(tmp_path / c / f"{i}.jpg"))
+    (tmp_path / "dog" / "1.jpg").write_bytes(b"\xff\xd8 truncated")  # Kaggle PetImages has such files
+    d = load_dataset("folder", str(tmp_path), val_fraction=0)
+    split = d["train"] if any("dog/1.jpg" in p for p in d["train"].images) else d["test"]
+    ds = ImageSplit(split, 32, 3, torch.zeros(3), torch.ones(3))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        items = [ds[i] for i in range(len(ds))]
+    assert len(items) == len(split) and any("dog/1.jpg" in str(x.message) for x in w)
