@@ -53,6 +53,8 @@ def main():
     ap.add_argument("--out", default="demo-out")
     ap.add_argument("--iters", type=int, default=None, help="pretraining iterations (600 CPU, 3000 GPU)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--labelled", choices=["auto", "fashion-mnist", "photos"], default="auto",
+                    help="fine-tuning set: Fashion-MNIST when installed (auto), or crops labelled by photograph")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     from jigsaw.cfn import CFN
@@ -122,7 +124,8 @@ def main():
         sys.exit("export/import check failed")
 
     t = step("5. fine-tune the branch")
-    if os.path.isdir(FASHION_MNIST_DEBIAN):
+    use_fmnist = args.labelled == "fashion-mnist" or (args.labelled == "auto" and os.path.isdir(FASHION_MNIST_DEBIAN))
+    if use_fmnist:
         dataset, root, note = "fashion-mnist", None, "Fashion-MNIST (Debian package), 5,000 training images"
     else:
         dataset, root = "folder", os.path.join(photos, "by_photo")

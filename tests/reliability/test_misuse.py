@@ -82,10 +82,11 @@ def test_huge_images_are_skipped_not_fatal(tmp_path, monkeypatch):
 def test_demo_runs_end_to_end(tmp_path):
     pytest.importorskip("skimage")
     r = subprocess.run([sys.executable, os.path.join(ROOT, "demo.py"), "--out", str(tmp_path / "demo"),
-                        "--iters", "20"], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT),
+                        "--iters", "20", "--labelled", "photos"], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT),
                        timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    for needle in ("round trip identical: True", "pretext accuracy", "fine-tune test accuracy"):
+    for needle in ("round trip identical: True", "pretext accuracy", "fine-tune test accuracy (folder)",
+                   "which photograph a crop comes from"):
         assert needle in r.stdout
     for name in ("pretrain/curves.png", "finetune/curves.png", "finetune/filters.png", "cfn.caffemodel",
                  "photos/SOURCES.txt"):
