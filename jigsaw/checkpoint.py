@@ -3,13 +3,13 @@ import os
 
 import torch
 
-from tools.atomic import atomic_open
+from tools.atomic import atomic_open, ensure_dir
 from tools.errors import CaffeError
 
 
 def save_checkpoint(path, payload):
     """torch.save through a temporary file in the same folder, fsync, then rename."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ensure_dir(os.path.dirname(os.path.abspath(path)))
     with atomic_open(path, "wb") as f:
         torch.save(payload, f)
 

@@ -39,7 +39,10 @@ def prepare(source, out, size=256, workers=None, list_file=None, progress=True):
         raise CaffeError(f"{source}: no image files found")
     digest = hashlib.sha1(("\n".join(files) + f"|{size}").encode()).hexdigest()
     partial = out + ".partial"
-    f = _open_partial(partial, files, size, digest)
+    try:
+        f = _open_partial(partial, files, size, digest)
+    except OSError as e:
+        raise CaffeError(f"{out}: cannot write the store ({e})") from None
     images, paths = f["images"], f["paths"]
     start, count = int(f.attrs["next"]), int(f.attrs["count"])
     skipped = [(p.decode(), r.decode()) for p, r in zip(f["skipped_paths"][()], f["skipped_reasons"][()])]

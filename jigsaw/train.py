@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from tools.atomic import ensure_dir
 from tools.errors import CaffeError
 from tools.prototxt import read_solver
 from tools.solver import CaffeSolver
@@ -181,7 +182,7 @@ def train(cfg):
     if fast:
         model = model.to(memory_format=torch.channels_last)
     solver = CaffeSolver(model.param_groups(), sp)
-    os.makedirs(cfg.out, exist_ok=True)
+    ensure_dir(cfg.out)
     if rank == 0:  # temporary files of writers killed mid-write (SIGKILL runs no cleanup)
         for folder in (cfg.out, os.path.join(cfg.out, "caffe")):
             for name in os.listdir(folder) if os.path.isdir(folder) else ():
@@ -220,7 +221,7 @@ def train(cfg):
                                    permutations=torch.from_numpy(perms_np), widths=model.widths,
                                    seed=cfg.seed, normalize=cfg.normalize))
         caffe_dir = os.path.join(cfg.out, "caffe")
-        os.makedirs(caffe_dir, exist_ok=True)
+        ensure_dir(caffe_dir)
         model.to_caffe(os.path.join(caffe_dir, "cfn_deploy.prototxt"),
                        os.path.join(caffe_dir, f"cfn_iter_{it}.caffemodel"))
 

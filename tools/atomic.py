@@ -29,3 +29,12 @@ def atomic_open(path, mode="wb"):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def ensure_dir(path):
+    """Create folder `path` (and parents); a failure is one CaffeError line, not a traceback."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise CaffeError(f"{path}: cannot create the output folder ({e.strerror or e})") from None
+    return path

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from jigsaw.checkpoint import load_checkpoint, save_checkpoint
-from tools.atomic import atomic_open
+from tools.atomic import atomic_open, ensure_dir
 from tools.errors import CaffeError
 from tools.prototxt import read_solver
 from tools.solver import CaffeSolver
@@ -135,7 +135,7 @@ def finetune(cfg):
     model = TransferModel(backbone, make_head(cfg.head, backbone.feature_dim, len(classes), cfg.seed)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    os.makedirs(cfg.out, exist_ok=True)
+    ensure_dir(cfg.out)
     stats_path = os.path.join(cfg.out, "stats.pt")
     stats = tuple(torch.load(stats_path, weights_only=True)) if cfg.resume and os.path.exists(stats_path) else None
     data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, cfg.workers,

@@ -92,3 +92,21 @@ def test_demo_runs_end_to_end(tmp_path):
                  "photos/SOURCES.txt"):
         assert (tmp_path / "demo" / name).exists(), name
     assert "CC0" in (tmp_path / "demo" / "photos" / "SOURCES.txt").read_text()
+
+
+@pytest.mark.parametrize("args", [
+    ["jigsaw.cli", "prepare", "PHOTOS", "-o", "BLOCK/store.h5"],
+    ["transfer.cli", "finetune", "--dataset", "folder", "--data-root", "PHOTOS", "--model", "mlp", "--out", "BLOCK/run"],
+])
+def test_output_folder_that_cannot_be_created(tmp_path, args):
+    photos = tmp_path / "photos"
+    for c in ("a", "b"):
+        (photos / c).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (300, 300), (i, 2, 3)).save(photos / c / f"{i}.jpg")
+    block = tmp_path / "block"
+    block.write_text("a file where a folder should go")
+    args = [str(photos) if a == "PHOTOS" else a.replace("BLOCK", str(block)) for a in args]
+    r = cli(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot" in r.stderr and str(block) in r.stderr
