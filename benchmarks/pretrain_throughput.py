@@ -135,6 +135,17 @@ def ours_end_to_end(data, perms_path, out, device, batch, iters, width, workers,
     return batch * len(rows) / sum(batch / float(r["puzzles_per_s"]) for r in rows)
 
 
+def train_flops_per_puzzle(cfn, device, perms_n):
+    """FLOPs of one training step (forward + backward) per puzzle, counted by PyTorch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+    tiles = torch.randn(2, 9, 3, cfn.tile, cfn.tile, device=device)
+    label = torch.randint(0, perms_n, (2,), device=device)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(cfn(tiles), label).backward()
+    cfn.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -148,6 +159,8 @@ def main():
     ap.add_argument("--iters", type=int, default=None, help="timed iterations (default 30 CUDA, 8 CPU)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--perms", type=int, default=1000)
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="peak for the fraction column (default 790, the H100's bf16 figure, on CUDA)")
     args = ap.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -177,12 +190,17 @@ def main():
     rows.append(("end to end, JPEG folder", "baseline (PIL loader + loop)",
                  baseline_end_to_end(PlainCFN(CFN(args.perms, width).to(device)), folder, perms, device, batch,
                                      iters, args.workers)))
+    flops = train_flops_per_puzzle(CFN(args.perms, width).to(device), device, args.perms)
+    peak = args.peak_tflops or (790.0 if cuda else None)
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({os.cpu_count()} cores)"
     print(f"device: {name}; torch {torch.__version__}; width {width}; batch {batch}; {iters} timed "
           f"iterations; {args.perms} permutations; {args.workers} loader workers")
-    print(f"{'case':26s} {'implementation':32s} {'puzzles/s':>10s}")
+    print(f"training step: {flops / 1e9:.3f} GFLOP per puzzle at width {width} (forward + backward, counted)")
+    print(f"{'case':26s} {'implementation':32s} {'puzzles/s':>10s} {'TFLOP/s':>8s} {'of peak':>8s}")
     for case, impl, rate in rows:
-        print(f"{case:26s} {impl:32s} {rate:>10.1f}")
+        tflops = rate * flops / 1e12
+        frac = f"{100 * tflops / peak:7.2f}%" if peak else "     n/a"
+        print(f"{case:26s} {impl:32s} {rate:>10.1f} {tflops:>8.3f} {frac}")
     print(f"model step ratio ours/baseline: {rows[0][2] / rows[1][2]:.2f}x; "
           f"JPEG folder ratio: {rows[3][2] / rows[4][2]:.2f}x; store vs baseline folder: {rows[2][2] / rows[4][2]:.2f}x")
 

@@ -8,6 +8,7 @@ import queue
 import threading
 
 import numpy as np
+import torch
 
 
 def split_indices(n, val_fraction, seed):
@@ -36,8 +37,9 @@ def batch_indices(pool, batch, k, seed):
 class BatchStream:
     """Reads batches k = start, start+1, ... of `source` ahead of use on a background thread."""
 
-    def __init__(self, source, pool, batch, seed, start=0, ahead=3, part=slice(None)):
+    def __init__(self, source, pool, batch, seed, start=0, ahead=3, part=slice(None), pin=False):
         self.source, self.pool, self.batch, self.seed, self.part = source, pool, batch, seed, part
+        self.pin = pin  # CUDA: page-locked batches copy to the device asynchronously
         self.queue = queue.Queue(maxsize=ahead)
         self.k = start
         self.stop = threading.Event()
@@ -49,7 +51,8 @@ class BatchStream:
         try:
             while not self.stop.is_set():
                 idx = batch_indices(self.pool, self.batch, k, self.seed)[self.part]
-                item = (k, self.source.read(idx))
+                images = torch.from_numpy(self.source.read(idx))
+                item = (k, images.pin_memory() if self.pin else images)
                 while not self.stop.is_set():
                     try:
                         self.queue.put(item, timeout=0.1)

@@ -211,7 +211,8 @@ def train(cfg):
     if cfg.compile:
         net = torch.compile(net)
     part = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
-    stream = BatchStream(source, train_pool, cfg.batch_size, cfg.seed, start * sp.iter_size, part=part)
+    stream = BatchStream(source, train_pool, cfg.batch_size, cfg.seed, start * sp.iter_size, part=part,
+                         pin=device.type == "cuda")
     stop = _StopFlag()
 
     def snapshot(it):
@@ -248,7 +249,7 @@ def train(cfg):
                 d = draw(cfg.batch_size, len(perms_np), images.shape[1:3], pcfg, _rng(cfg.seed, k))
                 d = type(d)(*(getattr(d, f)[part] for f in d.__dataclass_fields__))
                 torch.manual_seed(int(np.random.SeedSequence([cfg.seed, 3, k, rank]).generate_state(1)[0]))
-                tiles = make_puzzles(torch.from_numpy(images).to(device, non_blocking=True), perms, d, pcfg)
+                tiles = make_puzzles(images.to(device, non_blocking=True), perms, d, pcfg)
                 label = d.label.to(device)
                 with torch.autocast(device.type, torch.bfloat16, enabled=fast):
                     logits = net(tiles)
