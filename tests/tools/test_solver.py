@@ -179,3 +179,23 @@ def test_param_groups_follow_prototxt_multipliers():
     groups = param_groups(net)
     assert sorted((g["lr_mult"], g["decay_mult"], len(g["params"])) for g in groups) == [(1, 1, 1), (2, 0, 1)]
     assert not net.layer("frozen").weight.requires_grad
+
+
+@pytest.mark.parametrize("extra", ["weight_decay: 0.0005", "weight_decay: 0.0005 iter_size: 2", "weight_decay: 0"])
+def test_foreach_sgd_is_bitwise_the_per_parameter_update(extra):
+    sp = read_solver(f'base_lr: 0.05 momentum: 0.9 lr_policy: "step" gamma: 0.5 stepsize: 2 {extra}')
+    torch.manual_seed(0)
+    shapes = [(4, 3, 3, 3), (4,), (10, 36), (10,)]
+    init = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(5)]
+    results = []
+    for foreach in (True, False):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = CaffeSolver([dict(params=params[::2], lr_mult=1, decay_mult=1),
+                           dict(params=params[1::2], lr_mult=2, decay_mult=0)], sp, foreach=foreach)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = g.clone()
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
