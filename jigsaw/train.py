@@ -97,6 +97,8 @@ def _device(cfg):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CaffeError(f"--device {cfg.device}: no CUDA device is available here (use cpu or auto)")
     rank = 0
     if world > 1:
         dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")

@@ -127,6 +127,8 @@ def finetune(cfg):
     """Run the configured phases; writes history.csv, lr.csv, summary.json and plots into cfg.out."""
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CaffeError(f"--device {cfg.device}: no CUDA device is available here (use cpu or auto)")
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.model, cfg.weights)
     size = cfg.input_size or backbone.input_size

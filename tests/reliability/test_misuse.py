@@ -110,3 +110,10 @@ def test_output_folder_that_cannot_be_created(tmp_path, args):
     r = cli(*args)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "cannot" in r.stderr and str(block) in r.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_it(tmp_path):
+    r = cli("jigsaw.cli", "train", "--data", "/no/store.h5", "--permutations", "/no/p.npy", "--out",
+            tmp_path / "o", "--device", "cuda")
+    assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
