@@ -23,6 +23,20 @@ def widths_for(width=1.0):
     return {k: max(2, 2 * round(v * width / 2)) for k, v in BASE_WIDTHS.items()}
 
 
+def branch_forward(layers, x, upto="fc6", dropout=0.0):
+    """conv1 -> pool -> LRN -> conv2 -> pool -> LRN -> conv3 -> conv4 -> conv5 -> pool5 (-> fc6), on any
+    object holding the layers `conv1`..`conv5` (and `fc6`): the CFN itself or a transfer backbone."""
+    pool = lambda t: caffe_pool2d(t, "max", (3, 3), (2, 2), (0, 0))  # noqa: E731
+    lrn = lambda t: F.local_response_norm(t, 5, 1e-4, 0.75, 1.0)  # noqa: E731
+    x = lrn(pool(F.relu(layers.conv1(x))))
+    x = lrn(pool(F.relu(layers.conv2(x))))
+    x = F.relu(layers.conv5(F.relu(layers.conv4(F.relu(layers.conv3(x))))))
+    x = pool(x)
+    if upto == "pool5":
+        return x
+    return F.dropout(F.relu(layers.fc6(x.flatten(1))), dropout, dropout > 0)
+
+
 class CFN(nn.Module):
     """forward: (B, 9, 3, 64, 64) float tiles -> (B, num_permutations) logits.
 
@@ -72,15 +86,7 @@ class CFN(nn.Module):
 
     def trunk(self, x, upto="fc6"):
         """One branch on (N, 3, tile, tile): features at 'pool5' (N, C, 3, 3) or 'fc6' (N, 1024)."""
-        pool = lambda t: caffe_pool2d(t, "max", (3, 3), (2, 2), (0, 0))  # noqa: E731
-        lrn = lambda t: F.local_response_norm(t, 5, 1e-4, 0.75, 1.0)  # noqa: E731
-        x = lrn(pool(F.relu(self.conv1(x))))
-        x = lrn(pool(F.relu(self.conv2(x))))
-        x = F.relu(self.conv5(F.relu(self.conv4(F.relu(self.conv3(x))))))
-        x = pool(x)
-        if upto == "pool5":
-            return x
-        return F.dropout(F.relu(self.fc6(x.flatten(1))), self.dropout, self.training)
+        return branch_forward(self, x, upto, self.dropout if self.training else 0.0)
 
     def forward(self, tiles):
         b, n = tiles.shape[:2]

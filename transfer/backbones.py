@@ -63,15 +63,17 @@ def _load_transfer_backbone(backbone, path):
 # ---- CFN branch -------------------------------------------------------------------------------
 
 class _CFNBranch(nn.Module):
+    """The shared branch of a CFN (its fc7/fc8 are left behind)."""
+
     def __init__(self, cfn, upto):
         super().__init__()
         self.conv1, self.conv2, self.conv3, self.conv4, self.conv5 = cfn.conv1, cfn.conv2, cfn.conv3, cfn.conv4, cfn.conv5
         self.fc6 = cfn.fc6 if upto == "fc6" else None
-        self._trunk = cfn.trunk.__func__
-        self.upto, self.dropout = upto, 0.0
+        self.upto = upto
 
     def forward(self, x):
-        return self._trunk(self, x, self.upto)
+        from jigsaw.cfn import branch_forward
+        return branch_forward(self, x, self.upto)
 
 
 @register("cfn", input_size=64)
