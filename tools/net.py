@@ -34,9 +34,13 @@ def _declared_shapes(lp):
     if t == "MemoryData":
         p = lp.memory_data_param
         return [[p.batch_size, p.channels, p.height, p.width], [p.batch_size]][:n]
-    crop = lp.transform_param.crop_size or None
+    tp = lp.transform_param
+    crop = tp.crop_size or None
     if t == "Data":
-        return [[lp.data_param.batch_size or None, None, crop, crop], [lp.data_param.batch_size or None]][:n]
+        channels = None
+        if tp.siamese_size:  # the jigsaw fork's data layer stacks siamese_size RGB tiles of patch_size
+            channels, crop = 3 * tp.siamese_size, tp.patch_size or crop
+        return [[lp.data_param.batch_size or None, channels, crop, crop], [lp.data_param.batch_size or None]][:n]
     if t == "ImageData":
         p = lp.image_data_param
         h, w = (crop, crop) if crop else (p.new_height or None, p.new_width or None)

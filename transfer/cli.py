@@ -177,8 +177,11 @@ def _plot_model(args):
         return 0
     if not args.image:
         raise DatasetError("plot featuremaps needs --image IMAGE")
-    with Image.open(args.image) as im:
-        arr = np.asarray(im.convert("RGB" if channels == 3 else "L").resize((size, size)), np.float32) / 255
+    try:
+        with Image.open(args.image) as im:
+            arr = np.asarray(im.convert("RGB" if channels == 3 else "L").resize((size, size)), np.float32) / 255
+    except OSError as e:
+        raise DatasetError(f"{args.image}: not a readable image ({e})") from None
     x = torch.from_numpy(arr).permute(2, 0, 1) if arr.ndim == 3 else torch.from_numpy(arr)[None]
     mean, std = torch.tensor(conf["mean"])[:, None, None], torch.tensor(conf["std"])[:, None, None]
     print(plot_feature_maps(out, model, layer, (x - mean) / std, title=f"{args.layer} on {os.path.basename(args.image)}"))

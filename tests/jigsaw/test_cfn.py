@@ -51,6 +51,14 @@ def test_train_val_prototxt_built_by_tools_matches_the_module(tmp_path, phase):
     assert abs(out["loss"].item() - want.item()) < 1e-4
 
 
+def test_train_val_prototxt_declares_its_own_input_shapes():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no guessed channel count
+        net = load_caffe_net(os.path.join(PROTO, "cfn_train_val.prototxt"), phase="TRAIN", seed=0)
+    assert net.input_shapes == {"data": [256, 27, 64, 64], "label": [256]}
+    assert net.blob_shapes["pool5_s9"] == (256, 256, 3, 3) and net.blob_shapes["fc8"] == (256, 1000)
+
+
 def test_to_caffe_matches_opencv_and_round_trips(tmp_path):
     cv2 = pytest.importorskip("cv2")
     m = CFN(24, width=0.25, seed=1).eval()

@@ -130,4 +130,6 @@ def test_write_caffemodel_for_layers_with_shared_params_duplicates_blobs(tmp_pat
     _, model, net = write_random_net(tmp_path, text)
     _, named = read_caffemodel(model)
     assert np.array_equal(named[1][1][0].data, named[2][1][0].data)
-    write_caffemodel(str(tmp_path / "again.caffemodel"), net.net_param, {})
+    write_caffemodel(str(tmp_path / "no_blobs.caffemodel"), net.net_param, {})  # a net without weights
+    _, named = read_caffemodel(str(tmp_path / "no_blobs.caffemodel"))
+    assert [n for n, _ in named] == ["input", "fc0", "fc1"] and all(not b for _, b in named)

@@ -42,9 +42,21 @@ def test_cfn_branch_both_phases_with_early_stopping(tmp_path, jigsaw_ckpt):
     assert 0 <= on_disk["test_accuracy"] <= 1 and len(on_disk["confusion_matrix"]) == 10
     for name in ("curves.png", "lr.png", "history.csv", "lr.csv", "model.pt", "checkpoint.pt", "config.json"):
         assert (tmp_path / "run" / name).exists(), name
-    # the head phase trained only the head: the backbone equals the jigsaw weights after it
     hist = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert hist[1].startswith("head,") and hist[-1].startswith("finetune,")
+    jigsaw_conv1 = torch.load(jigsaw_ckpt, weights_only=True)["model"]["conv1.weight"]
+    assert not torch.equal(model.backbone.body.conv1.weight.detach(), jigsaw_conv1)  # fine-tuned
+
+
+def test_head_phase_leaves_the_cfn_branch_untouched(tmp_path, jigsaw_ckpt):
+    root = mnist_like(str(tmp_path / "fm"), n=(60, 20))
+    summary, model = finetune(FinetuneConfig(dataset="fashion-mnist", data_root=root, model="cfn",
+                                             weights=jigsaw_ckpt, out=str(tmp_path / "run"), phase="head",
+                                             epochs=2, batch_size=16, head_solver=ADAM, progress=False))
+    jigsaw = torch.load(jigsaw_ckpt, weights_only=True)["model"]
+    for name in ("conv1", "conv3", "conv5"):
+        assert torch.equal(getattr(model.backbone.body, name).weight.detach(), jigsaw[f"{name}.weight"])
+    assert summary["phases"]["head"]["epochs_run"] == 2
 
 
 def test_resume_continues_the_phase(tmp_path):
@@ -96,6 +108,9 @@ def test_plot_commands_on_a_finished_run(tmp_path, capsys):
                  "--image", str(tmp_path / "x.png")]) == 0
     assert main(["plot", "curves", "--run", str(run)]) == 0
     assert main(["plot", "activations", "--run", str(run), "--layer", "nope"]) == 2
+    (tmp_path / "notes.png").write_text("not an image")
+    assert main(["plot", "featuremaps", "--run", str(run), "--layer", "backbone.body.0",
+                 "--image", str(tmp_path / "notes.png")]) == 2
     assert (run / "activations-head.0.png").stat().st_size > 2000
     assert (run / "featuremaps-backbone.body.0.png").stat().st_size > 2000
     assert "no layer 'nope'" in capsys.readouterr().err
