@@ -8,39 +8,11 @@ the same photographs (which photograph a crop comes from); 6. a summary and the 
 """
 import argparse
 import os
-import re
 import sys
 import time
 import warnings
 
-import numpy as np
 import torch
-
-TRAIN = ["astronaut", "chelsea", "retina", "hubble_deep_field", "immunohistochemistry", "camera", "coins",
-         "moon", "clock", "page", "text", "colorwheel"]
-HELD_OUT = ["coffee", "rocket"]
-
-
-def licence(name):
-    import skimage.data as data
-    doc = " ".join((getattr(data, name).__doc__ or "").split())
-    m = re.search(r"Notes -+ (.*?)(Returns|References|\.\. |$)", doc)
-    return (m.group(1) if m else doc[:160]).strip()
-
-
-def write_photos(folder, names, stride):
-    """256 px crops at three scales of each photograph, as JPEG files (what a user's folder holds)."""
-    import skimage.data as data
-    from PIL import Image
-    os.makedirs(folder, exist_ok=True)
-    for name in names:
-        im = Image.fromarray(np.asarray(getattr(data, name)())).convert("RGB")
-        for scale in (1.0, 0.75, 0.5):
-            s = im.resize((max(256, int(im.width * scale)), max(256, int(im.height * scale))), Image.BILINEAR)
-            for y in range(0, s.height - 255, stride):
-                for x in range(0, s.width - 255, stride):
-                    s.crop((x, y, x + 256, y + 256)).save(os.path.join(folder, f"{name}_{scale}_{y}_{x}.jpg"),
-                                                          quality=92)
 
 
 def step(title):
@@ -59,6 +31,7 @@ def main():
     warnings.filterwarnings("ignore", category=UserWarning)
     from jigsaw.cfn import CFN
     from jigsaw.permutations import hamming_stats, make_permutations, save_permutations
+    from jigsaw.sample_photos import HELD_OUT, TRAIN, write_photos, write_sources
     from jigsaw.store import prepare
     from jigsaw.train import TrainConfig, train
     from tools import load_caffe_net
@@ -81,9 +54,7 @@ def main():
     if not os.path.exists(os.path.join(out, "train.h5")):
         write_photos(os.path.join(photos, "train"), TRAIN, 96)
         write_photos(os.path.join(photos, "held_out"), HELD_OUT, 96)
-        with open(os.path.join(photos, "SOURCES.txt"), "w") as f:
-            for name in TRAIN + HELD_OUT:
-                f.write(f"{name}: skimage.data.{name}() - {licence(name)}\n")
+        write_sources(os.path.join(photos, "SOURCES.txt"), TRAIN + HELD_OUT)
         for split in ("train", "held_out"):
             n, skipped = prepare(os.path.join(photos, split), os.path.join(out, f"{split}.h5"), progress=False)
             print(f"{split}: {n} images ({len(skipped)} skipped)")

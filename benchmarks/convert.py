@@ -9,7 +9,6 @@ approach most converters take, measured in the same run.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile

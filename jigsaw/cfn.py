@@ -9,6 +9,7 @@ from tools import caffe_pb2 as pb
 from tools.caffemodel import read_caffemodel, write_caffemodel
 from tools.errors import CaffeError
 from tools.fillers import fill
+from tools.layers.lrn import lrn_across
 from tools.layers.vision import caffe_pool2d
 from tools.prototxt import read_net, write_prototxt
 
@@ -27,7 +28,7 @@ def branch_forward(layers, x, upto="fc6", dropout=0.0):
     """conv1 -> pool -> LRN -> conv2 -> pool -> LRN -> conv3 -> conv4 -> conv5 -> pool5 (-> fc6), on any
     object holding the layers `conv1`..`conv5` (and `fc6`): the CFN itself or a transfer backbone."""
     pool = lambda t: caffe_pool2d(t, "max", (3, 3), (2, 2), (0, 0))  # noqa: E731
-    lrn = lambda t: F.local_response_norm(t, 5, 1e-4, 0.75, 1.0)  # noqa: E731
+    lrn = lambda t: lrn_across(t, 5, 1e-4, 0.75, 1.0)  # noqa: E731
     x = lrn(pool(F.relu(layers.conv1(x))))
     x = lrn(pool(F.relu(layers.conv2(x))))
     x = F.relu(layers.conv5(F.relu(layers.conv4(F.relu(layers.conv3(x))))))

@@ -59,8 +59,13 @@ def build_parser():
                    help="Caffe's fillers (default) or He init with zero biases for a faster start")
     p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--fp32", action="store_true", help="no bf16 autocast / channels_last on CUDA")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 autocast + channels_last on CUDA, fp32 elsewhere (default)")
+    p.add_argument("--fp32", action="store_const", const="fp32", dest="precision", help="same as --precision fp32")
+    p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), max-autotune")
+    p.add_argument("--log-every", type=_positive(int), default=20,
+                   help="iterations per log flush; the GPU is waited for only then (default 20)")
     p.add_argument("--normalize", choices=["mean", "meanstd"], default="mean",
                    help="per-tile channel mean removed (original) or mean/std (bbrattoli's port)")
     p.add_argument("--gray-prob", type=float, default=0.0, help="probability of a grayscale image")
@@ -88,8 +93,6 @@ def build_parser():
 
 
 def _run(args):
-    import numpy as np
-
     if args.command == "permutations":
         from .permutations import hamming_stats, make_permutations, save_permutations
         perms = make_permutations(args.n, args.seed, args.criterion)
@@ -107,8 +110,9 @@ def _run(args):
         cfg = TrainConfig(data=args.data, permutations=args.permutations, out=args.out,
                           solver=args.solver or DEFAULT_SOLVER, val_data=args.val_data,
                           val_fraction=args.val_fraction, batch_size=args.batch_size, width=args.width,
-                          dropout=args.dropout, init=args.init, seed=args.seed, device=args.device, fast=not args.fp32,
-                          compile=args.compile, normalize=args.normalize, gray_prob=args.gray_prob,
+                          dropout=args.dropout, init=args.init, seed=args.seed, device=args.device,
+                          precision=args.precision, compile=args.compile, log_every=args.log_every,
+                          normalize=args.normalize, gray_prob=args.gray_prob,
                           workers=args.workers, max_iter=args.max_iter, test_interval=args.test_interval,
                           test_iter=args.test_iter, snapshot=args.snapshot, display=args.display,
                           base_lr=args.base_lr, resume=args.resume, progress=not args.no_progress)

@@ -48,8 +48,9 @@ class TrainConfig:
     init: str = "caffe"          # "caffe" fillers, or "msra" for a faster start
     seed: int = 0
     device: str = "auto"
-    fast: bool = True            # CUDA only: bf16 autocast and channels_last
-    compile: bool = False        # torch.compile the model
+    precision: str = "auto"      # "auto" (bf16 on CUDA, fp32 elsewhere), "bf16" or "fp32"
+    compile: Optional[str] = None  # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune
+    log_every: int = 20          # iterations per log flush; the loop waits for the GPU only then
     normalize: str = "mean"
     gray_prob: float = 0.0
     workers: int = 0             # decoding processes for a raw image folder
@@ -109,6 +110,18 @@ def _device(cfg):
         raise CaffeError(f"batch size {cfg.batch_size} must divide evenly over {world} processes")
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if cfg.device == "cuda" else cfg.device)
     return rank, world, device
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _compile_mode(value):
+    if value in (None, False, "", "off"):
+        return None
+    mode = "default" if value is True else value
+    if mode not in COMPILE_MODES:
+        raise CaffeError(f"compile mode {value!r}: expected one of {', '.join(COMPILE_MODES)}")
+    return mode
 
 
 def _rng(seed, *parts):
@@ -179,9 +192,14 @@ def train(cfg):
     if sp.test_iter:  # test_iter batches of validation puzzles, several per image when few images
         want = sp.test_iter[0] * cfg.batch_size
         val_pool = np.resize(val_pool, max(want, len(val_pool)) if len(val_pool) < want else want)
-    fast = cfg.fast and device.type == "cuda"
+    if cfg.precision not in ("auto", "bf16", "fp32"):
+        raise CaffeError(f"precision {cfg.precision!r}: expected auto, bf16 or fp32")
+    # bf16 autocast; the LRN, the loss and the solver's arithmetic stay float32
+    fast = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if device.type == "cuda":  # fp32 means fp32 (Caffe's arithmetic), not TF32's 10-bit mantissa
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = fast
     model = CFN(len(perms_np), cfg.width, dropout=cfg.dropout, seed=cfg.seed, init=cfg.init).to(device)
-    if fast:
+    if fast and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     solver = CaffeSolver(model.param_groups(), sp)
     ensure_dir(cfg.out)
@@ -210,8 +228,9 @@ def train(cfg):
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
-    if cfg.compile:
-        net = torch.compile(net)
+    mode = _compile_mode(cfg.compile)
+    if mode:
+        net = torch.compile(net, mode=None if mode == "default" else mode)
     part = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
     stream = BatchStream(source, train_pool, cfg.batch_size, cfg.seed, start * sp.iter_size, part=part,
                          pin=device.type == "cuda")
@@ -239,46 +258,64 @@ def train(cfg):
         return None
 
     it, metrics = start, None
+    pending, window = [], [time.perf_counter()]
+
+    def flush():
+        """Write the iterations since the last flush: one wait for the device per window, not per step."""
+        if not pending:
+            return
+        stats = torch.stack([torch.stack(p[1:3]) for p in pending]).double()
+        if world > 1:
+            dist.all_reduce(stats)
+            stats[:, 0] /= world
+        stats = stats.cpu().numpy()  # the sync
+        now = time.perf_counter()
+        per_iter = cfg.batch_size * sp.iter_size
+        rate = per_iter * len(pending) / (now - window[0])
+        for (i, _, _, lr), (loss, hits) in zip(pending, stats):
+            logs.write("train", dict(iter=i, loss=f"{loss:.6f}", top1=f"{hits / per_iter:.4f}",
+                                     lr=f"{lr:.8g}", puzzles_per_s=f"{rate:.1f}"))
+            if sp.display and i % sp.display == 0:
+                tqdm.write(f"Iteration {i}, loss = {loss:.4f}, lr = {lr:.6g}, {rate:.0f} puzzles/s")
+        pending.clear()
+        window[0] = now
+
     bar = tqdm(total=sp.max_iter, initial=start, unit="it", desc="train", disable=not cfg.progress or rank)
     try:
         while it < sp.max_iter:
             if sp.test_interval and it % sp.test_interval == 0 and (it > 0 or sp.test_initialization):
+                flush()
                 metrics = validate(it)
-            t0 = time.perf_counter()
-            loss_sum, hits = 0.0, 0
+                window[0] = time.perf_counter()  # validation time is not training throughput
+            loss_sum = hits = 0
             for micro in range(sp.iter_size):
                 k, images = stream.next()
                 d = draw(cfg.batch_size, len(perms_np), images.shape[1:3], pcfg, _rng(cfg.seed, k))
                 d = type(d)(*(getattr(d, f)[part] for f in d.__dataclass_fields__))
                 torch.manual_seed(int(np.random.SeedSequence([cfg.seed, 3, k, rank]).generate_state(1)[0]))
                 tiles = make_puzzles(images.to(device, non_blocking=True), perms, d, pcfg)
-                label = d.label.to(device)
+                label = d.label.to(device, non_blocking=True)
                 with torch.autocast(device.type, torch.bfloat16, enabled=fast):
                     logits = net(tiles)
                 loss = F.cross_entropy(logits.float(), label)
                 loss.backward()  # gradients add up over iter_size passes; the solver divides
-                loss_sum += loss.item() / sp.iter_size
-                hits += int((logits.argmax(1) == label).sum())
-            lr = solver.lr
+                loss_sum = loss_sum + loss.detach() / sp.iter_size  # stays on the device: no sync
+                hits = hits + (logits.detach().argmax(1) == label).sum()
+            pending.append((it, loss_sum, hits.to(loss_sum.dtype), solver.lr))
             solver.step()
             solver.zero_grad(set_to_none=True)
-            if world > 1:
-                t = torch.tensor([loss_sum, hits], dtype=torch.float64, device=device)
-                dist.all_reduce(t)
-                loss_sum, hits = float(t[0]) / world, int(t[1])
-            rate = cfg.batch_size * sp.iter_size / (time.perf_counter() - t0)
-            logs.write("train", dict(iter=it, loss=f"{loss_sum:.6f}",
-                                     top1=f"{hits / (cfg.batch_size * sp.iter_size):.4f}",
-                                     lr=f"{lr:.8g}", puzzles_per_s=f"{rate:.1f}"))
-            if sp.display and it % sp.display == 0:
-                tqdm.write(f"Iteration {it}, loss = {loss_sum:.4f}, lr = {lr:.6g}, {rate:.0f} puzzles/s")
             it += 1
             bar.update(1)
+            if it % max(1, cfg.log_every) == 0:
+                flush()
             if sp.snapshot and it % sp.snapshot == 0:
+                flush()
                 snapshot(it)
             if stop.signum is not None:
+                flush()
                 snapshot(it)
                 raise SystemExit(128 + stop.signum)
+        flush()
         if sp.snapshot_after_train and not (sp.snapshot and it % sp.snapshot == 0):
             snapshot(it)
         if sp.test_interval and it % sp.test_interval == 0:

@@ -23,3 +23,12 @@ def photo_store(photo_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("store") / "photos.h5")
     prepare(str(photo_dir), out, progress=False, workers=1)
     return out
+
+
+def small_run(folder, store, n_perms, **overrides):
+    """TrainConfig fields for a few-second run on `store` with a fresh permutation set in `folder`."""
+    from jigsaw.permutations import make_permutations, save_permutations
+    perms = str(folder / f"p{n_perms}.npy")
+    save_permutations(perms, make_permutations(n_perms))
+    return dict(dict(data=store, permutations=perms, batch_size=8, width=0.125, max_iter=3, test_interval=0,
+                     snapshot=0, progress=False, val_fraction=0.25, dropout=0.0), **overrides)

@@ -1,5 +1,4 @@
 """Puzzle making: the batched device path equals the per-image reference bit for bit."""
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st

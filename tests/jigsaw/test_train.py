@@ -56,6 +56,30 @@ def test_a_short_run_writes_everything(tmp_path, photo_store, perms, capsys):
     assert main(["train", "--data", photo_store, "--permutations", perms, "--out", str(out), *FAST]) == 2
 
 
+def _rows(out):
+    with open(os.path.join(out, "log.csv")) as f:
+        return [(r["iter"], r["loss"], r["top1"], r["lr"]) for r in csv.DictReader(f)]
+
+
+def test_deferred_log_flush_writes_the_same_rows(tmp_path, photo_store, perms, capsys):
+    """Loss and accuracy stay on the device between flushes (no per-step sync on a GPU); the rows
+    written must not depend on how often the loop flushes, displays or snapshots."""
+    common = [*FAST, "--max-iter", "9", "--test-interval", "4", "--display", "2"]
+    for name, every in (("every1", "1"), ("every4", "4"), ("every50", "50")):
+        assert main(["train", "--data", photo_store, "--permutations", perms, "--out", str(tmp_path / name),
+                     *common, "--log-every", every, "--snapshot", "3" if every == "4" else "0"]) in (0, None)
+    one, four, fifty = (_rows(tmp_path / n) for n in ("every1", "every4", "every50"))
+    assert len(one) == 9 and one == four == fifty
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Iteration ") and "lr" in line]
+    assert len(shown) == 3 * 5  # iterations 0, 2, 4, 6, 8 in each run
+
+
+def test_unknown_compile_mode_is_one_line(tmp_path, photo_store, perms, capsys):
+    code = main(["train", "--data", photo_store, "--permutations", perms, "--out", str(tmp_path / "c"),
+                 *FAST, "--max-iter", "1", "--compile", "fastest"])
+    assert code == 2 and "compile mode 'fastest'" in capsys.readouterr().err
+
+
 def test_kill_9_then_resume_gives_the_uninterrupted_loss_curve(tmp_path, photo_store, perms):
     args = ("--max-iter", "10", "--snapshot", "3", "--test-interval", "0")
     full = tmp_path / "full"

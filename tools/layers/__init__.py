@@ -1,5 +1,5 @@
 """Caffe layer types as PyTorch modules; LAYERS maps a Caffe type name to its class."""
-from . import common, loss, neuron, normalization, vision  # noqa: F401  (registers the types)
+from . import common, loss, lrn, neuron, normalization, vision  # noqa: F401  (registers the types)
 from .base import LAYERS, Layer
 
 __all__ = ["LAYERS", "Layer"]

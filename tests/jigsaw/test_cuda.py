@@ -1,0 +1,71 @@
+"""The CUDA path: the same `jigsaw train` code with bf16, channels_last, torch.compile and deferred
+logging switched on. Runs only where a GPU is present (a device session: `benchmarks/device_run.sh`);
+the CPU suite covers the same code with the switches off, and torch.compile on the CPU."""
+import csv
+import warnings
+
+import pytest
+import torch
+
+from jigsaw.train import TrainConfig, train
+from tools.layers.lrn import lrn_across
+
+from ..tools import reference as ref
+from .conftest import small_run
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, photo_store):
+    tmp = tmp_path_factory.mktemp("cuda")
+    return tmp, small_run(tmp, photo_store, 8, batch_size=16, width=0.25, max_iter=6, init="msra")
+
+
+def _losses(out):
+    with open(out / "log.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 1e-5), (torch.bfloat16, 2 ** -8)])
+def test_lrn_on_the_gpu_matches_the_float64_reference(dtype, rtol):
+    x = torch.randn(18, 96, 13, 13, dtype=torch.float64) * 30
+    y = lrn_across(x.cuda().to(dtype).to(memory_format=torch.channels_last), 5, 1e-4, 0.75, 1.0)
+    expect = ref.lrn_across(x.to(dtype).double().numpy(), 5, 1e-4, 0.75, 1.0)
+    torch.testing.assert_close(y.double().cpu(), torch.from_numpy(expect), rtol=rtol, atol=1e-5)
+
+
+def test_fp32_on_the_gpu_follows_the_cpu_loss_curve(setup):
+    tmp, common = setup
+    train(TrainConfig(out=str(tmp / "cpu"), device="cpu", **common))
+    train(TrainConfig(out=str(tmp / "gpu32"), device="cuda", precision="fp32", **common))
+    cpu, gpu = _losses(tmp / "cpu"), _losses(tmp / "gpu32")
+    # TF32 is off in fp32 mode; what remains is cuDNN's summation order
+    assert all(abs(a - b) < 1e-3 for a, b in zip(cpu, gpu)), (cpu, gpu)
+
+
+@pytest.mark.parametrize("mode", [None, "default", "reduce-overhead"])
+def test_bf16_path_trains_and_tracks_fp32(setup, mode):
+    tmp, common = setup
+    out = tmp / f"bf16-{mode}"
+    train(TrainConfig(out=str(out), device="cuda", precision="bf16", compile=mode, **common))
+    fp32 = tmp / "gpu32"
+    if not (fp32 / "log.csv").exists():
+        train(TrainConfig(out=str(fp32), device="cuda", precision="fp32", **common))
+    a, b = _losses(fp32), _losses(out)
+    assert len(b) == 6 and all(abs(x - y) < 0.05 * max(1.0, abs(x)) for x, y in zip(a, b)), (a, b)
+
+
+def test_the_training_loop_does_not_wait_for_the_gpu_every_step(setup):
+    tmp, common = setup
+    cfg = dict(common, max_iter=12)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(TrainConfig(out=str(tmp / "nosync"), device="cuda", log_every=12, **cfg))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    # set-up, one flush and the end of the run may wait; twelve steps must not each add one
+    assert len(syncs) < 12, [str(w.message)[:120] for w in syncs]
