@@ -51,8 +51,10 @@ class BatchStream:
         try:
             while not self.stop.is_set():
                 idx = batch_indices(self.pool, self.batch, k, self.seed)[self.part]
-                images = torch.from_numpy(self.source.read(idx))
-                item = (k, images.pin_memory() if self.pin else images)
+                images = self.source.read(idx)
+                if not torch.is_tensor(images):
+                    images = torch.from_numpy(images)
+                item = (k, images.pin_memory() if self.pin and images.device.type == "cpu" else images)
                 while not self.stop.is_set():
                     try:
                         self.queue.put(item, timeout=0.1)

@@ -70,6 +70,9 @@ def build_parser():
                    help="per-tile channel mean removed (original) or mean/std (bbrattoli's port)")
     p.add_argument("--gray-prob", type=float, default=0.0, help="probability of a grayscale image")
     p.add_argument("--workers", type=int, default=0, help="decoding processes for an image folder")
+    p.add_argument("--decode", choices=["cpu", "device"], default="cpu",
+                   help="image folder: PIL in --workers processes (cpu), or torchvision.io on the "
+                        "training device, nvJPEG on CUDA (device)")
     for name in ("max-iter", "test-interval", "test-iter", "snapshot", "display"):
         p.add_argument(f"--{name}", type=int, help=f"override the solver's {name.replace('-', '_')}")
     p.add_argument("--base-lr", type=float, help="override the solver's base_lr")
@@ -112,8 +115,8 @@ def _run(args):
                           val_fraction=args.val_fraction, batch_size=args.batch_size, width=args.width,
                           dropout=args.dropout, init=args.init, seed=args.seed, device=args.device,
                           precision=args.precision, compile=args.compile, log_every=args.log_every,
-                          normalize=args.normalize, gray_prob=args.gray_prob,
-                          workers=args.workers, max_iter=args.max_iter, test_interval=args.test_interval,
+                          normalize=args.normalize, gray_prob=args.gray_prob, workers=args.workers,
+                          decode=args.decode, max_iter=args.max_iter, test_interval=args.test_interval,
                           test_iter=args.test_iter, snapshot=args.snapshot, display=args.display,
                           base_lr=args.base_lr, resume=args.resume, progress=not args.no_progress)
         train(cfg)

@@ -196,9 +196,15 @@ class FolderImages:
         return out
 
 
-def open_images(path, size=256, workers=0):
-    """An ImageStore for a prepared .h5 store, or FolderImages for a folder."""
+def open_images(path, size=256, workers=0, decode="cpu", device="cpu"):
+    """An ImageStore for a prepared .h5 store; for a folder, FolderImages (decode 'cpu': PIL in
+    `workers` processes) or DeviceJpegImages (decode 'device': torchvision.io on `device`)."""
+    if decode not in ("cpu", "device"):
+        raise CaffeError(f"decode {decode!r}: expected cpu or device")
     if os.path.isdir(path):
+        if decode == "device":
+            from .device_decode import DeviceJpegImages
+            return DeviceJpegImages(path, size, device)
         return FolderImages(path, size, workers)
     if not os.path.exists(path):
         raise CaffeError(f"{path}: no such store or folder")

@@ -54,6 +54,7 @@ class TrainConfig:
     normalize: str = "mean"
     gray_prob: float = 0.0
     workers: int = 0             # decoding processes for a raw image folder
+    decode: str = "cpu"          # raw folder: "cpu" (PIL in `workers` processes) or "device" (torchvision.io)
     max_iter: Optional[int] = None
     test_interval: Optional[int] = None
     test_iter: Optional[int] = None
@@ -161,7 +162,8 @@ def evaluate_puzzles(model, source, indices, perms, pcfg, device, batch, seed, f
     n, loss, top1, top5 = 0, 0.0, 0, 0
     for start in range(0, len(indices), batch):
         idx = indices[start:start + batch]
-        images = torch.from_numpy(source.read(idx)).to(device)
+        images = source.read(idx)
+        images = (images if torch.is_tensor(images) else torch.from_numpy(images)).to(device)
         d = draw(len(idx), len(perms), images.shape[1:3], pcfg, _rng(seed, 99991, start), train=False)
         with torch.autocast(device.type, torch.bfloat16, enabled=fast):
             logits = model(make_puzzles(images, perms, d, pcfg)).float()
@@ -182,9 +184,10 @@ def train(cfg):
     perms_np = load_permutations(cfg.permutations)
     perms = torch.from_numpy(perms_np).to(device)
     pcfg = PuzzleConfig(normalize=cfg.normalize, gray_prob=cfg.gray_prob)
-    source = open_images(cfg.data, workers=cfg.workers)
+    source = open_images(cfg.data, workers=cfg.workers, decode=cfg.decode, device=device)
     if cfg.val_data:
-        val_source, train_pool = open_images(cfg.val_data, workers=cfg.workers), np.arange(len(source))
+        val_source = open_images(cfg.val_data, workers=cfg.workers, decode=cfg.decode, device=device)
+        train_pool = np.arange(len(source))
         val_pool = np.arange(len(val_source))
     else:
         val_source = source

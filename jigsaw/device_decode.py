@@ -1,0 +1,86 @@
+"""A raw image folder decoded by torchvision.io on the training device (nvJPEG on CUDA): the JPEGs of a
+batch in one call, resized and centre-cropped there; other formats and unreadable JPEGs go through PIL."""
+import os
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from tools.errors import CaffeError
+
+from .images import BadImage, list_images, load_image
+
+
+def square(img, size):
+    """(3, H, W) uint8 -> (size, size, 3) uint8: shorter side to `size` (bilinear, antialiased like
+    PIL's), centre crop; the same geometry as `load_image`."""
+    h, w = img.shape[-2:]
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    # the CPU has a fast uint8 kernel (channels_last); CUDA interpolates floats
+    x = img[None].contiguous(memory_format=torch.channels_last) if img.device.type == "cpu" else img[None].float()
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[0, :, top:top + size, left:left + size]
+    if x.dtype != torch.uint8:
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
+    return x.permute(1, 2, 0)
+
+
+class DeviceJpegImages:
+    """Same interface as FolderImages; `read` returns a (B, size, size, 3) uint8 tensor on `device`."""
+
+    def __init__(self, root, size=256, device="cpu", min_side=64):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision import io  # noqa: F401  (fail early, with the reason, if torchvision is missing)
+        self.root, self.size, self.device, self.min_side = root, size, torch.device(device), min_side
+        self.files = list_images(root)
+        if not self.files:
+            raise CaffeError(f"{root}: no image files found")
+
+    def __len__(self):
+        return len(self.files)
+
+    @property
+    def image_size(self):
+        return (self.size, self.size)
+
+    def _fallback(self, rel):
+        try:
+            return torch.from_numpy(load_image(os.path.join(self.root, rel), self.size, self.min_side).copy())
+        except BadImage:
+            return torch.zeros(self.size, self.size, 3, dtype=torch.uint8)  # as FolderImages: black
+
+    def read(self, indices):
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its image codecs for TorchCodec, which the GPU image lacks;
+            # they still work there and here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return self._read(indices)
+
+    def _read(self, indices):
+        from torchvision.io import ImageReadMode, decode_jpeg, read_file
+        rels = [self.files[i] for i in indices]
+        out = torch.empty(len(rels), self.size, self.size, 3, dtype=torch.uint8, device=self.device)
+        jpeg = [k for k, r in enumerate(rels) if r.lower().endswith((".jpg", ".jpeg"))]
+        data = [read_file(os.path.join(self.root, rels[k])) for k in jpeg]
+        try:
+            decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device) if data else []
+        except RuntimeError:  # one bad file fails the batch call: decode one by one
+            decoded = []
+            for d in data:
+                try:
+                    decoded.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=self.device))
+                except RuntimeError:
+                    decoded.append(None)
+        done = set()
+        for k, img in zip(jpeg, decoded):
+            if img is not None and min(img.shape[-2:]) >= self.min_side:
+                out[k] = square(img, self.size)
+                done.add(k)
+        for k in range(len(rels)):
+            if k not in done:
+                out[k] = self._fallback(rels[k]).to(self.device)
+        return out
+
