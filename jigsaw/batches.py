@@ -35,26 +35,43 @@ def batch_indices(pool, batch, k, seed):
 
 
 class BatchStream:
-    """Reads batches k = start, start+1, ... of `source` ahead of use on a background thread."""
+    """Reads batches k = start, start+1, ... of `source` ahead of use on a background thread.
 
-    def __init__(self, source, pool, batch, seed, start=0, ahead=3, part=slice(None), pin=False):
+    With a CUDA `device`, the thread reads each batch straight into one page-locked buffer, copies it
+    to the GPU on its own stream and waits for that copy only: the training stream never waits for
+    the host, and no batch is copied twice in host memory."""
+
+    def __init__(self, source, pool, batch, seed, start=0, ahead=3, part=slice(None), device="cpu"):
         self.source, self.pool, self.batch, self.seed, self.part = source, pool, batch, seed, part
-        self.pin = pin  # CUDA: page-locked batches copy to the device asynchronously
+        self.device = torch.device(device)
         self.queue = queue.Queue(maxsize=ahead)
         self.k = start
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _load(self, idx, staging):
+        if self.device.type != "cuda":
+            images = self.source.read(idx)
+            return images if torch.is_tensor(images) else torch.from_numpy(images)
+        shape = (len(idx), *self.source.image_size, 3)
+        if staging.get("buffer") is None or tuple(staging["buffer"].shape) != shape:
+            staging["buffer"] = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            staging["stream"] = torch.cuda.Stream(self.device)
+        images = self.source.read(idx, out=staging["buffer"].numpy())
+        if torch.is_tensor(images):  # decoded on the device already
+            return images
+        with torch.cuda.stream(staging["stream"]):
+            on_device = staging["buffer"].to(self.device, non_blocking=True)
+        staging["stream"].synchronize()  # the buffer is reused for the next batch
+        return on_device
+
     def _run(self):
-        k = self.k
+        k, staging = self.k, {}
         try:
             while not self.stop.is_set():
                 idx = batch_indices(self.pool, self.batch, k, self.seed)[self.part]
-                images = self.source.read(idx)
-                if not torch.is_tensor(images):
-                    images = torch.from_numpy(images)
-                item = (k, images.pin_memory() if self.pin and images.device.type == "cpu" else images)
+                item = (k, self._load(idx, staging))
                 while not self.stop.is_set():
                     try:
                         self.queue.put(item, timeout=0.1)
@@ -69,6 +86,8 @@ class BatchStream:
         k, images = self.queue.get()
         if k is None:
             raise images
+        if images.device.type == "cuda":  # made on the reader's stream, used on this one
+            images.record_stream(torch.cuda.current_stream(images.device))
         return k, images
 
     def close(self):

@@ -52,7 +52,8 @@ class DeviceJpegImages:
         except BadImage:
             return torch.zeros(self.size, self.size, 3, dtype=torch.uint8)  # as FolderImages: black
 
-    def read(self, indices):
+    def read(self, indices, out=None):
+        """(B, size, size, 3) uint8 on the device; `out` (a host buffer) is not used."""
         with warnings.catch_warnings():
             # torchvision 0.29 deprecates its image codecs for TorchCodec, which the GPU image lacks;
             # they still work there and here

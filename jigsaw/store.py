@@ -106,6 +106,15 @@ def _checkpoint(f, next_index, count, skipped):
     f.flush()
 
 
+def _output(out, shape):
+    if out is None:
+        return np.empty(shape, np.uint8)
+    if out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"read(out=...) needs a C-contiguous uint8 array of shape {shape}, got "
+                         f"{out.shape} {out.dtype}")
+    return out
+
+
 class ImageStore:
     """Random access to a prepared store. When every image sits in its own uncompressed chunk at a
     regular stride (what `prepare` writes), reads are one NumPy gather over a memory map."""
@@ -153,12 +162,13 @@ class ImageStore:
     def image_size(self):
         return self.shape[1:3]
 
-    def read(self, indices):
-        """Images at `indices` as a (k, H, W, 3) uint8 array, in the order given (repeats allowed)."""
+    def read(self, indices, out=None):
+        """Images at `indices` as a (k, H, W, 3) uint8 array, in the order given (repeats allowed);
+        into `out` when given (e.g. a pinned buffer, so a GPU copy needs no extra host copy)."""
         idx = np.asarray(indices, dtype=np.int64)
         if len(idx) and (idx.min() < 0 or idx.max() >= self.shape[0]):
             raise IndexError(f"{self.path}: image index out of range 0..{self.shape[0] - 1}")
-        out = np.empty((len(idx), *self.shape[1:]), np.uint8)
+        out = _output(out, (len(idx), *self.shape[1:]))
         if self.offsets is not None:  # one memcpy per image straight from the page cache
             per = out[0].size if len(idx) else 0
             flat = out.reshape(len(idx), -1)
@@ -166,7 +176,8 @@ class ImageStore:
                 flat[k] = self.map[off:off + per]
             return out
         uniq, inverse = np.unique(idx, return_inverse=True)  # h5py wants increasing, unique indices
-        return self.images[uniq][inverse]
+        out[...] = self.images[uniq][inverse]
+        return out
 
 
 class FolderImages:
@@ -186,13 +197,12 @@ class FolderImages:
     def image_size(self):
         return (self.size, self.size)
 
-    def read(self, indices):
+    def read(self, indices, out=None):
         jobs = [(self.root, self.files[i], self.size) for i in indices]
         results = self.pool.map(_decode, jobs, chunksize=4) if self.pool else map(_decode, jobs)
-        out = np.zeros((len(jobs), self.size, self.size, 3), np.uint8)  # unreadable files stay black
+        out = _output(out, (len(jobs), self.size, self.size, 3))
         for k, (_, arr, _) in enumerate(results):
-            if arr is not None:
-                out[k] = arr
+            out[k] = 0 if arr is None else arr  # unreadable files are black
         return out
 
 

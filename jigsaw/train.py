@@ -236,7 +236,7 @@ def train(cfg):
         net = torch.compile(net, mode=None if mode == "default" else mode)
     part = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
     stream = BatchStream(source, train_pool, cfg.batch_size, cfg.seed, start * sp.iter_size, part=part,
-                         pin=device.type == "cuda")
+                         device=device)
     stop = _StopFlag()
 
     def snapshot(it):

@@ -69,3 +69,20 @@ def test_the_training_loop_does_not_wait_for_the_gpu_every_step(setup):
     syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
     # set-up, one flush and the end of the run may wait; twelve steps must not each add one
     assert len(syncs) < 12, [str(w.message)[:120] for w in syncs]
+
+
+def test_batch_stream_stages_the_same_batches_onto_the_gpu(photo_store):
+    import numpy as np
+
+    from jigsaw.batches import BatchStream
+    from jigsaw.store import ImageStore
+    source = ImageStore(photo_store)
+    pool = np.arange(len(source))
+    cpu, gpu = BatchStream(source, pool, 4, 3), BatchStream(source, pool, 4, 3, device="cuda")
+    try:
+        for _ in range(5):
+            (k1, a), (k2, b) = cpu.next(), gpu.next()
+            assert k1 == k2 and b.is_cuda and torch.equal(a, b.cpu())
+    finally:
+        cpu.close()
+        gpu.close()

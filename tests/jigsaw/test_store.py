@@ -96,6 +96,22 @@ def test_reader_fast_path_matches_h5py_with_repeats(photo_store):
     assert np.array_equal(s.read(idx), want)
 
 
+def test_reads_fill_a_given_buffer_on_both_paths_and_the_folder_reader(photo_store, photo_dir):
+    """What the CUDA batch stream relies on: read(out=) writes the batch into its page-locked buffer."""
+    s = ImageStore(photo_store)
+    idx = np.array([5, 2, 5])
+    want = s.read(idx)
+    for offsets in (s.offsets, None):
+        s.offsets = offsets
+        buf = np.full((3, *s.image_size, 3), 7, np.uint8)
+        assert s.read(idx, out=buf) is buf and np.array_equal(buf, want)
+    folder = store_mod.FolderImages(str(photo_dir), 64)
+    buf = np.full((2, 64, 64, 3), 7, np.uint8)
+    assert folder.read([1, 0], out=buf) is buf and np.array_equal(buf, folder.read([1, 0]))
+    with pytest.raises(ValueError, match="C-contiguous uint8 array of shape"):
+        s.read(idx, out=np.empty((2, *s.image_size, 3), np.uint8))
+
+
 def test_bad_sources(tmp_path):
     with pytest.raises(CaffeError, match="not a folder"):
         prepare(str(tmp_path / "nope"), str(tmp_path / "x.h5"), progress=False)
