@@ -4,6 +4,7 @@ Batch k of a run is a pure function of (seed, k): epoch e visits the training im
 of a permutation seeded by (seed, e), and batches are consecutive slices of that endless stream.
 A resumed run therefore reads exactly the batches the uninterrupted run would have read.
 """
+import functools
 import queue
 import threading
 
@@ -20,6 +21,14 @@ def split_indices(n, val_fraction, seed):
     return np.sort(order[: n - n_val]), np.sort(order[n - n_val:])
 
 
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed, epoch, n):
+    # a permutation of 1.3M images takes ~40 ms: once per epoch, not once per batch
+    order = np.random.default_rng([seed, 11, epoch]).permutation(n)
+    order.flags.writeable = False
+    return order
+
+
 def batch_indices(pool, batch, k, seed):
     """Positions of batch k in the endless epoch-shuffled stream over `pool` (an index array)."""
     n = len(pool)
@@ -27,7 +36,7 @@ def batch_indices(pool, batch, k, seed):
     out, filled = np.empty(batch, dtype=np.int64), 0
     while filled < batch:
         epoch, offset = divmod(start + filled, n)
-        order = np.random.default_rng([seed, 11, epoch]).permutation(n)
+        order = _epoch_order(seed, epoch, n)
         take = min(batch - filled, n - offset)
         out[filled:filled + take] = pool[order[offset:offset + take]]
         filled += take
