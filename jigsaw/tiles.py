@@ -46,7 +46,8 @@ class Draws:
     gray: torch.Tensor
 
     def to(self, device):
-        return Draws(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+        # non_blocking: a blocking host-to-GPU copy waits for all queued GPU work, every iteration
+        return Draws(*(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__))
 
     def item(self, b):
         return Draws(*(getattr(self, f)[b] for f in self.__dataclass_fields__))
@@ -112,7 +113,7 @@ def make_puzzles(images, perms, draws, cfg=PuzzleConfig()):
     xs = (left[..., None] + ar)[:, :, None, :]          # (B, 9, 1, tile)
     idx = torch.arange(b, device=dev)[:, None, None, None]
     tiles = images[idx, ys, xs]                          # (B, 9, tile, tile, C) uint8
-    if cfg.gray_prob > 0 and bool(d.gray.any()):
+    if cfg.gray_prob > 0 and bool(draws.gray.any()):  # asked of the host copy: no GPU sync
         g = _gray(tiles)[..., None].expand_as(tiles)
         tiles = torch.where(d.gray[:, None, None, None, None], g, tiles)
     if cfg.bgr:

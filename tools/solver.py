@@ -92,9 +92,10 @@ class CaffeSolver(torch.optim.Optimizer):
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if sp.clip_gradients >= 0 and params:
             norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params))
-            if norm > sp.clip_gradients:
-                for p in params:
-                    p.grad.mul_(sp.clip_gradients / norm)
+            # Caffe scales only when norm > clip; torch.where keeps that decision on the GPU (no sync)
+            scale = torch.where(norm > sp.clip_gradients, sp.clip_gradients / norm, torch.ones_like(norm))
+            for p in params:
+                p.grad.mul_(scale)
         for group in self.param_groups:
             local_rate = rate * group["lr_mult"]
             local_decay = sp.weight_decay * group["decay_mult"]
