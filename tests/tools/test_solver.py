@@ -144,6 +144,19 @@ def test_l1_regularisation_clip_and_iter_size():
     np.testing.assert_allclose(p.detach().numpy(), [1.6, -3.3], atol=1e-6)
 
 
+def test_gradients_under_the_clip_threshold_are_left_bit_for_bit():
+    sp = read_solver('base_lr: 1 clip_gradients: 100')
+    p = torch.nn.Parameter(torch.tensor([2.0, -3.0]))
+    g = torch.tensor([0.1, 0.7])  # norm 0.707 < 100: Caffe does not touch it
+    p.grad = g.clone()
+    CaffeSolver([p], sp).step()
+    assert torch.equal(p.detach(), torch.tensor([2.0, -3.0]) - g)
+    z = torch.nn.Parameter(torch.tensor([1.0]))
+    z.grad = torch.zeros(1)  # norm 0: no division by zero leaks in
+    CaffeSolver([z], sp).step()
+    assert torch.equal(z.detach(), torch.tensor([1.0]))
+
+
 def test_resume_from_state_dict_continues_exactly():
     sp = read_solver('type: "Adam" base_lr: 0.01 momentum: 0.9 lr_policy: "exp" gamma: 0.9')
     torch.manual_seed(0)
