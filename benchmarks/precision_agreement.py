@@ -50,6 +50,8 @@ def main():
     ap.add_argument("--perms", type=int, default=None, help="permutations (default 100 CUDA, 8 CPU)")
     ap.add_argument("--points", type=int, default=10, help="validation points along the run")
     args = ap.parse_args()
+    if args.val_data and not args.data:
+        ap.error("--val-data needs --data (your training store)")
     cuda = args.device.startswith("cuda")
     iters, width = args.iters or (3000 if cuda else 300), args.width or (1.0 if cuda else 0.125)
     batch, n_perms = args.batch or (128 if cuda else 16), args.perms or (100 if cuda else 8)

@@ -5,6 +5,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from tools.errors import CaffeError
 
@@ -46,6 +47,20 @@ class DeviceJpegImages:
     def image_size(self):
         return (self.size, self.size)
 
+    def _device_decodable(self, rel):
+        """Header only, no pixels: a real JPEG, not tiny, within PIL's decompression-bomb limit
+        (nvJPEG would allocate whatever size a header claims). Anything else goes to PIL's path."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(os.path.join(self.root, rel)) as im:
+                    w, h = im.size
+                    fmt = im.format
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            return False
+        limit = Image.MAX_IMAGE_PIXELS
+        return fmt == "JPEG" and min(w, h) >= self.min_side and (limit is None or w * h <= limit)
+
     def _fallback(self, rel):
         try:
             return torch.from_numpy(load_image(os.path.join(self.root, rel), self.size, self.min_side).copy())
@@ -64,7 +79,7 @@ class DeviceJpegImages:
         from torchvision.io import ImageReadMode, decode_jpeg, read_file
         rels = [self.files[i] for i in indices]
         out = torch.empty(len(rels), self.size, self.size, 3, dtype=torch.uint8, device=self.device)
-        jpeg = [k for k, r in enumerate(rels) if r.lower().endswith((".jpg", ".jpeg"))]
+        jpeg = [k for k, r in enumerate(rels) if self._device_decodable(r)]
         data = [read_file(os.path.join(self.root, rels[k])) for k in jpeg]
         try:
             decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device) if data else []
@@ -77,7 +92,7 @@ class DeviceJpegImages:
                     decoded.append(None)
         done = set()
         for k, img in zip(jpeg, decoded):
-            if img is not None and min(img.shape[-2:]) >= self.min_side:
+            if img is not None:
                 out[k] = square(img, self.size)
                 done.add(k)
         for k in range(len(rels)):

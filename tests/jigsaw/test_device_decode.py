@@ -49,6 +49,23 @@ def test_other_formats_bad_and_tiny_files_follow_the_pil_path(mixed_dir):
     assert len(good) == 4 and all(np.abs(a[k].astype(int) - b[k].astype(int)).max() <= 2 for k in good)
 
 
+def test_headers_over_the_bomb_limit_never_reach_the_device_decoder(photo_dir, monkeypatch):
+    import torchvision.io as tvio
+    calls = []
+    real = tvio.decode_jpeg
+    monkeypatch.setattr(tvio, "decode_jpeg", lambda data, **kw: calls.append(data) or real(data, **kw))
+    ours = DeviceJpegImages(str(photo_dir), 64, "cpu")
+    ours.read([0])
+    assert calls  # a photograph goes to the device decoder ...
+    calls.clear()
+    with Image.open(photo_dir / ours.files[0]) as im:
+        pixels = im.size[0] * im.size[1]
+    for limit in (pixels * 3 // 4, pixels // 4):  # ... until its header counts as a bomb (PIL warns
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)  # above 1x the limit, refuses above 2x)
+        got = ours.read([0])
+        assert not calls and not got.any()  # refused from the header alone, black as on PIL's path
+
+
 def test_open_images_chooses_the_reader_and_refuses_unknown_decoders(photo_dir):
     assert isinstance(open_images(str(photo_dir), decode="device"), DeviceJpegImages)
     assert isinstance(open_images(str(photo_dir)), FolderImages)
