@@ -56,7 +56,8 @@ def main():
         write_photos(os.path.join(photos, "held_out"), HELD_OUT, 96)
         write_sources(os.path.join(photos, "SOURCES.txt"), TRAIN + HELD_OUT)
         for split in ("train", "held_out"):
-            n, skipped = prepare(os.path.join(photos, split), os.path.join(out, f"{split}.h5"), progress=False)
+            n, skipped = prepare(os.path.join(photos, split), os.path.join(out, f"{split}.h5"), progress=False,
+                                 layout="square")
             print(f"{split}: {n} images ({len(skipped)} skipped)")
     print(f"sources and licences: {os.path.join(photos, 'SOURCES.txt')} ({time.time() - t:.0f} s)")
 
@@ -74,13 +75,13 @@ def main():
     metrics = train(TrainConfig(data=os.path.join(out, "train.h5"), val_data=os.path.join(out, "held_out.h5"),
                                 permutations=os.path.join(out, "perms.npy"), out=run, solver=solver,
                                 batch_size=32, width=1.0 if gpu else 0.125, dropout=0.0, init="msra",
-                                normalize="meanstd", seed=args.seed, progress=False))
+                                recipe="bbrattoli", seed=args.seed, progress=False))
     print(f"pretext top-1 on held-out photographs: {metrics['top1']:.3f} (chance {1 / len(perms):.3f}) "
           f"({time.time() - t:.0f} s)")
 
     t = step("4. export to Caffe and import back")
     from jigsaw.evaluate import load_cfn
-    cfn, _ = load_cfn(os.path.join(run, "last.pt"))
+    cfn, _, _ = load_cfn(os.path.join(run, "last.pt"))
     proto, model = os.path.join(out, "cfn.prototxt"), os.path.join(out, "cfn.caffemodel")
     cfn.to_caffe(proto, model)
     net = load_caffe_net(proto, model)

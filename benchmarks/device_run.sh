@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU measurement the performance issue asks for, in three stages that each fit one 10-minute call
 # on a lent device machine (its python3 already holds torch, h5py, scikit-image, matplotlib, tqdm):
-#   bash benchmarks/device_run.sh measure      CUDA tests, profiles (eager, compiled), LRN, store reads
+#   bash benchmarks/device_run.sh measure      CUDA tests, profiles (eager, compiled), LRN, store reads, tiles
 #   bash benchmarks/device_run.sh throughput   the puzzles/s table with one row per optimisation removed
 #   bash benchmarks/device_run.sh precision    fp32 vs bf16 pretext curves (3 runs, full width)
 # Results go to $OUT (the device tool's folder) or ./device-out; copy the tables into RESULTS.md.
@@ -28,6 +28,7 @@ measure)
     run profile_compiled $py benchmarks/profile_step.py --steps 10 --compile
     run lrn $py benchmarks/lrn.py --compile
     run store_read $py benchmarks/store_read.py
+    run tiles $py benchmarks/tiles.py --iters 50
     ;;
 throughput)
     run throughput $py benchmarks/pretrain_throughput.py --ablate --compile --workers 16

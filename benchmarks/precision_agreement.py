@@ -29,7 +29,7 @@ def photo_stores(out):
         if not os.path.exists(store):
             folder = store[:-3]
             write_photos(folder, names, 64)
-            prepare(folder, store, progress=False)
+            prepare(folder, store, progress=False, layout="square")
     return stores
 
 
@@ -76,7 +76,7 @@ def main():
                 shutil.rmtree(run)
             print(f"training {name} ...", flush=True)
             train(TrainConfig(data=train_store, val_data=val_store, permutations=perms, out=run, solver=solver,
-                              batch_size=batch, width=width, dropout=0.0, init="msra", normalize="meanstd",
+                              batch_size=batch, width=width, dropout=0.0, init="msra", recipe="bbrattoli",
                               seed=seed, device=args.device, precision=precision, progress=False))
         curves[name] = val_curve(run)
     n_val = test_iter * batch

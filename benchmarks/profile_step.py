@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jigsaw.cfn import CFN  # noqa: E402
 from jigsaw.permutations import make_permutations  # noqa: E402
-from jigsaw.tiles import PuzzleConfig, draw, make_puzzles  # noqa: E402
+from jigsaw.recipes import recipe  # noqa: E402
+from jigsaw.tiles import draw, make_puzzles  # noqa: E402
 from tools.prototxt import read_solver  # noqa: E402
 from tools.solver import CaffeSolver  # noqa: E402
 
@@ -54,6 +55,7 @@ def main():
     ap.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE")
     ap.add_argument("--trace", help="also write a Chrome trace (open in chrome://tracing or Perfetto)")
     ap.add_argument("--top", type=int, default=15, help="operators listed (default 15)")
+    ap.add_argument("--recipe", default="jps", help="puzzle recipe (default jps)")
     args = ap.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -66,8 +68,9 @@ def main():
     net = torch.compile(model, mode=None if args.compile == "default" else args.compile) if args.compile else model
     solver = CaffeSolver(model.param_groups(), read_solver('base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005'))
     perms = torch.from_numpy(make_permutations(100)).to(device)
-    pcfg = PuzzleConfig()
-    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, 256, 256, 3), np.uint8)).to(device)
+    pcfg = recipe(args.recipe)
+    side = pcfg.min_image()
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, side, side, 3), np.uint8)).to(device)
 
     def step(i):
         with record_function("tiles"):

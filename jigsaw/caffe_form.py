@@ -3,7 +3,11 @@
 Input `data` is (N, 27, 64, 64): nine 3-channel tiles stacked along channels, sliced back into
 `data_s1`..`data_s9`; branch layers are `conv1_s1`..`fc6_s9`, all sharing `conv1_w`, `conv1_b`, ...;
 then Concat, `fc7`, `fc8`, and a Softmax `prob` (deploy) or SoftmaxWithLoss + Accuracy (train_val).
+A train_val for the jps / jps++ recipes starts with the jigsaw fork's own Data layers (hash file,
+crop 255, siamese/patch/jitter sizes, mean values; jps++ adds the second Data layer, MergeData, MVN
+and the x50 Power), so the fork's Caffe runs it as it runs its own train_val_cfn_jps*.prototxt.
 """
+from .recipes import recipe as get_recipe
 
 BRANCH = [  # name, kind, settings
     ("conv1", "conv", dict(k=11, s=2, p=0, g=1)), ("pool1", "pool", {}), ("norm1", "lrn", {}),
@@ -60,24 +64,65 @@ def _fc(name, bottom, n):
             + _fillers(name) + "  }\n}\n")
 
 
-def cfn_prototxt(widths, num_permutations, kind="deploy", batch=1, tile=64):
-    """Caffe text of the CFN. `kind`: "deploy" (Input, Softmax prob) or "train_val" (Data layers
-    in the jigsaw fork's form with TRAIN/TEST rules, SoftmaxWithLoss, Accuracy)."""
+def _fork_data(name, tops, cfg, hash_file, mean=True):
+    """The fork's Data layer in TRAIN and TEST (its train_val files: batch 256 / 50)."""
+    means = "".join(f"mean_value: {int(v)} " for v in cfg.mean_values) if mean and cfg.mean_values else ""
+    hashed = f'hash_file: "{hash_file}" ' if hash_file else ""
+    return "".join(
+        f'layer {{\n  name: "{name}" type: "Data" ' + " ".join(f'top: "{t}"' for t in tops) + "\n"
+        f"  include {{ phase: {phase} }}\n"
+        f"  transform_param {{ mirror: false crop_size: {cfg.crop} {means}{hashed}siamese_size: 9 "
+        f"patch_size: {cfg.tile} jitter_size: {cfg.jitter} }}\n"
+        f'  data_param {{ source: "./jps_dataset/{split}" batch_size: {bs} backend: LMDB }}\n}}\n'
+        for phase, split, bs in (("TRAIN", "train", 256), ("TEST", "val", 50)))
+
+
+def _slice(name, bottom, tops):
+    return (f'layer {{ name: "{name}" type: "Slice" bottom: "{bottom}" '
+            + " ".join(f'top: "{t}"' for t in tops) + " slice_param { axis: 1 } }\n")
+
+
+def _train_val_head(num_permutations, tile, recipe_name, hash_file=None):
+    """Everything before the branches: data into `data_s1`..`data_s9` and `label`."""
+    cfg = get_recipe(recipe_name)
+    hash_file = hash_file or f"permutations_{num_permutations}.bin"
+    tiles = [f"data_s{i}" for i in range(1, 10)]
+    if cfg.recipe == "jps" and cfg.tile == tile:
+        return _fork_data("data", ["data", "label"], cfg, hash_file) + _slice("slice", "data", tiles)
+    if cfg.recipe == "jps++" and cfg.tile == tile:
+        own, other = [f"data_t{i}" for i in range(1, 10)], [f"data_r{i}" for i in range(1, 10)]
+        text = (_fork_data("data", ["data", "label"], cfg, hash_file)
+                + _fork_data("data_r", ["data_r"], cfg, None) + _slice("slice", "data", own)
+                + _slice("slice_r", "data_r", other)
+                + 'layer {\n  name: "merge" type: "MergeData" '
+                + " ".join(f'bottom: "{b}"' for b in own + other) + "\n  "
+                + " ".join(f'top: "{t}"' for t in tiles) + ' top: "sub_num"\n'
+                f"  merge_data_param {{ min_substitute: 0 max_substitute: {cfg.substitute} }}\n}}\n"
+                'layer { name: "silence_sub_num" type: "Silence" bottom: "sub_num" }\n')
+        for i, t in enumerate(tiles, 1):
+            text += (f'layer {{ name: "datamvn_t{i}" type: "MVN" bottom: "{t}" top: "{t}" '
+                     "mvn_param { across_channels: true } }\n"
+                     f'layer {{ name: "datascale_t{i}" type: "Power" bottom: "{t}" top: "{t}" '
+                     f"power_param {{ scale: {cfg.scale:g} }} }}\n")
+        return text
+    # paper / bbrattoli cut puzzles no Caffe data layer can: tiles come from `jigsaw` as inputs
+    return (f'layer {{ name: "data" type: "Input" top: "data" top: "label" input_param {{ '
+            f"shape {{ dim: 256 dim: 27 dim: {tile} dim: {tile} }} shape {{ dim: 256 }} }} }}\n"
+            + _slice("slice", "data", tiles))
+
+
+def cfn_prototxt(widths, num_permutations, kind="deploy", batch=1, tile=64, recipe="jps", hash_file=None):
+    """Caffe text of the CFN. `kind`: "deploy" (Input, Softmax prob) or "train_val" (the data layers
+    of `recipe` with TRAIN/TEST rules and `hash_file` (the permutations, the fork's .bin form),
+    SoftmaxWithLoss, Accuracy)."""
     if kind == "deploy":
-        head = (f'name: "CFN"\nlayer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ '
+        text = (f'name: "CFN"\nlayer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ '
                 f"dim: {batch} dim: 27 dim: {tile} dim: {tile} }} }} }}\n")
+        text += _slice("slice", "data", [f"data_s{i}" for i in range(1, 10)])
     elif kind == "train_val":
-        head = 'name: "CFN"\n' + "".join(
-            f'layer {{\n  name: "data" type: "Data" top: "data" top: "label"\n'
-            f"  include {{ phase: {phase} }}\n"
-            f'  transform_param {{ crop_size: {tile} hash_file: "permutations_{num_permutations}.bin" '
-            f"jitter_size: 21 siamese_size: 9 patch_size: {tile} }}\n"
-            f'  data_param {{ source: "{source}" batch_size: {bs} backend: LMDB }}\n}}\n'
-            for phase, source, bs in (("TRAIN", "train_lmdb", 256), ("TEST", "val_lmdb", 100)))
+        text = 'name: "CFN"\n' + _train_val_head(num_permutations, tile, recipe, hash_file)
     else:
         raise ValueError(f"kind must be 'deploy' or 'train_val', got {kind!r}")
-    tops = " ".join(f'top: "data_s{i}"' for i in range(1, 10))
-    text = head + f'layer {{ name: "slice" type: "Slice" bottom: "data" {tops} slice_param {{ axis: 1 }} }}\n'
     text += "".join(_branch(i, widths) for i in range(1, 10))
     bottoms = " ".join(f'bottom: "fc6_s{i}"' for i in range(1, 10))
     text += f'layer {{ name: "fc6_concat" type: "Concat" {bottoms} top: "fc6_concat" }}\n'

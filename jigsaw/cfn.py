@@ -1,11 +1,14 @@
 """The Context-Free Network: nine AlexNet branches with shared weights, folded into the batch."""
 import math
+import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tools import caffe_pb2 as pb
+from tools.atomic import atomic_open
 from tools.caffemodel import read_caffemodel, write_caffemodel
 from tools.errors import CaffeError
 from tools.fillers import fill
@@ -117,11 +120,31 @@ class CFN(nn.Module):
             out.update({n: arrays for n in names})
         return out
 
-    def to_caffe(self, prototxt_path, caffemodel_path):
-        """Write Caffe's own deploy form (input (1, 27, 64, 64), Slice, shared branches, prob)."""
+    def to_caffe(self, prototxt_path, caffemodel_path, recipe=None, permutations=None, train_val_path=None):
+        """Write Caffe's own deploy form (input (1, 27, 64, 64), Slice, shared branches, prob); with
+        `recipe`, also a train_val in that recipe's form (the jigsaw fork's data layers for jps /
+        jps++; default path STEM_train_val.prototxt) and, with `permutations`, its hash file
+        permutations_N.bin beside it (the fork's .bin form and name). Returns the paths written."""
         net = read_net(cfn_prototxt(self.widths, self.num_permutations, "deploy", tile=self.tile))
         write_prototxt(prototxt_path, net)
         write_caffemodel(caffemodel_path, net, self.caffe_blobs())
+        written = [prototxt_path, caffemodel_path]
+        if recipe:
+            train_val_path = train_val_path or os.path.splitext(prototxt_path)[0] + "_train_val.prototxt"
+            name = f"permutations_{self.num_permutations}.bin"
+            text = cfn_prototxt(self.widths, self.num_permutations, "train_val", tile=self.tile,
+                                recipe=recipe, hash_file=name)
+            with atomic_open(train_val_path, "w") as f:
+                f.write(text)
+            written.append(train_val_path)
+            if permutations is not None:
+                from .permutations import load_permutations, save_permutations
+                hash_path = os.path.join(os.path.dirname(os.path.abspath(train_val_path)), name)
+                if os.path.exists(hash_path) and not np.array_equal(load_permutations(hash_path), permutations):
+                    raise CaffeError(f"{hash_path}: holds other permutations; not overwritten")
+                save_permutations(hash_path, permutations)
+                written.append(hash_path)
+        return written
 
     @classmethod
     def from_caffe(cls, prototxt, caffemodel):

@@ -7,8 +7,11 @@ from tools.cli_runner import run_cli
 
 EPILOG = """examples:
   jigsaw permutations -n 1000 -o perms.npy
-  jigsaw prepare ~/photos -o store.h5
-  jigsaw train --data store.h5 --permutations perms.npy --out runs/cfn
+  jigsaw prepare ~/photos -o store.h5                 # the fork's dataset form (--layout jps)
+  jigsaw prepare ilsvrc12_train_lmdb -o store.h5      # from Caffe's ImageNet LMDB
+  jigsaw train --data store.h5 --permutations perms.npy --out runs/cfn           # recipe jps
+  jigsaw permutations -n 701 -o perms701.npy
+  jigsaw train --recipe jps++ --data store.h5 --permutations perms701.npy --out runs/cfn++
   jigsaw train --data store.h5 --permutations perms.npy --out runs/cfn --resume
   jigsaw evaluate --weights runs/cfn/last.pt --data val.h5
   jigsaw convert runs/cfn/last.pt -o cfn            # cfn.prototxt + cfn.caffemodel
@@ -38,11 +41,18 @@ def build_parser():
     p.add_argument("--criterion", choices=["mean", "min"], default="mean",
                    help="maximise the mean distance to the set (paper) or the minimum")
 
-    p = sub.add_parser("prepare", help="decode an image folder once into an HDF5 store (resumable)")
-    p.add_argument("source", help="folder of images (searched recursively)")
+    p = sub.add_parser("prepare", help="decode an image folder or Caffe LMDB once into an HDF5 store "
+                                       "(resumable)")
+    p.add_argument("source", help="folder of images (searched recursively), or a Caffe LMDB of Datum "
+                                  "records (raw or encoded)")
     p.add_argument("-o", "--output", required=True, help="store to write, e.g. store.h5")
     p.add_argument("--list", help="Caffe-style list file ('relative/path [label]' lines) instead of a search")
-    p.add_argument("--size", type=_positive(int), default=256, help="side of the stored squares (default 256)")
+    p.add_argument("--layout", default="jps",
+                   help="jps (default; recipes jps, jps++): the fork's generate_jps_dataset form, shorter "
+                        "side 256 with OpenCV-bilinear geometry, centre 255 crop (+2 px it reads past); "
+                        "square (recipes paper, bbrattoli): --size squares, PIL bilinear")
+    p.add_argument("--size", type=_positive(int), default=256,
+                   help="side of the stored squares in the square layout (default 256)")
     p.add_argument("--workers", type=_positive(int), help="decoding processes (default: all cores)")
 
     p = sub.add_parser("train", help="pretrain a CFN with Caffe solver semantics")
@@ -55,6 +65,13 @@ def build_parser():
     p.add_argument("--batch-size", type=_positive(int), default=256, help="puzzles per iteration (256)")
     p.add_argument("--width", type=_positive(float), default=1.0, help="channel width multiplier (1.0)")
     p.add_argument("--dropout", type=float, default=0.5, help="dropout after fc6/fc7 (0.5)")
+    p.add_argument("--recipe", default="jps",
+                   help="puzzles: jps (default; the authors' released data layer), jps++ (MergeData, "
+                        "MVN x50), paper (per-tile mean, random crop), bbrattoli (per-tile mean/std); "
+                        "README: Recipes")
+    p.add_argument("--donor", choices=["same", "other"], default="same",
+                   help="jps++: tiles substituted from a second puzzle of the same image (the fork's "
+                        "code, default) or of another image in the batch (the 2018 paper's text)")
     p.add_argument("--init", choices=["caffe", "msra"], default="caffe",
                    help="Caffe's fillers (default) or He init with zero biases for a faster start")
     p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
@@ -66,9 +83,8 @@ def build_parser():
                    help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), max-autotune")
     p.add_argument("--log-every", type=_positive(int), default=20,
                    help="iterations per log flush; the GPU is waited for only then (default 20)")
-    p.add_argument("--normalize", choices=["mean", "meanstd"], default="mean",
-                   help="per-tile channel mean removed (original) or mean/std (bbrattoli's port)")
-    p.add_argument("--gray-prob", type=float, default=0.0, help="probability of a grayscale image")
+    p.add_argument("--gray-prob", type=float, default=0.0,
+                   help="paper / bbrattoli: probability of a grayscale image (jps draws its own)")
     p.add_argument("--workers", type=int, default=0, help="decoding processes for an image folder")
     p.add_argument("--decode", choices=["cpu", "device"], default="cpu",
                    help="image folder: PIL in --workers processes (cpu), or torchvision.io on the "
@@ -83,6 +99,7 @@ def build_parser():
     p.add_argument("--weights", required=True, help="checkpoint .pt from `jigsaw train` or a CFN .caffemodel")
     p.add_argument("--data", required=True, help="store (.h5) or image folder")
     p.add_argument("--permutations", help="permutation file (needed with a .caffemodel)")
+    p.add_argument("--recipe", help="puzzles for a .caffemodel (default jps); a checkpoint's own is used")
     p.add_argument("--batch-size", type=_positive(int), default=64)
     p.add_argument("--repeats", type=_positive(int), default=1, help="puzzles per image (default 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -92,6 +109,9 @@ def build_parser():
     p.add_argument("-o", "--output", required=True, help="stem for NAME.prototxt + NAME.caffemodel, or a .pt")
     p.add_argument("--prototxt", help="the .caffemodel's net (optional, checked against the weights)")
     p.add_argument("--permutations", help="permutation file to store with a converted .caffemodel")
+    p.add_argument("--recipe", default=None,
+                   help="the recipe a .caffemodel was trained with, recorded in the checkpoint (default "
+                        "jps, the original release's)")
     return ap
 
 
@@ -104,7 +124,8 @@ def _run(args):
         print(f"wrote {args.output}: {len(perms)} permutations, Hamming distance mean {mean:.3f}, min {low}")
     elif args.command == "prepare":
         from .store import prepare
-        count, skipped = prepare(args.source, args.output, args.size, args.workers, args.list)
+        count, skipped = prepare(args.source, args.output, args.size, args.workers, args.list,
+                                 layout=args.layout)
         for path, reason in skipped:
             print(f"skipped {path}: {reason}", file=sys.stderr)
         print(f"wrote {args.output}: {count} images ({len(skipped)} skipped)")
@@ -115,36 +136,48 @@ def _run(args):
                           val_fraction=args.val_fraction, batch_size=args.batch_size, width=args.width,
                           dropout=args.dropout, init=args.init, seed=args.seed, device=args.device,
                           precision=args.precision, compile=args.compile, log_every=args.log_every,
-                          normalize=args.normalize, gray_prob=args.gray_prob, workers=args.workers,
+                          recipe=args.recipe, donor=args.donor, gray_prob=args.gray_prob,
+                          workers=args.workers,
                           decode=args.decode, max_iter=args.max_iter, test_interval=args.test_interval,
                           test_iter=args.test_iter, snapshot=args.snapshot, display=args.display,
                           base_lr=args.base_lr, resume=args.resume, progress=not args.no_progress)
         train(cfg)
     elif args.command == "evaluate":
         from .evaluate import evaluate
-        m = evaluate(args.weights, args.data, args.permutations, args.batch_size, args.repeats, args.seed)
-        print(f"pretext accuracy on {m['n']} puzzles: top-1 {m['top1']:.4f}, top-5 {m['top5']:.4f}, "
-              f"loss {m['loss']:.4f} (chance {m['chance']:.4f})")
+        m = evaluate(args.weights, args.data, args.permutations, args.batch_size, args.repeats, args.seed,
+                     recipe_name=args.recipe)
+        print(f"pretext accuracy on {m['n']} puzzles (recipe {m['recipe']}): top-1 {m['top1']:.4f}, "
+              f"top-5 {m['top5']:.4f}, loss {m['loss']:.4f} (chance {m['chance']:.4f})")
     elif args.command == "convert":
-        from .evaluate import load_cfn
-        if args.source.endswith(".caffemodel"):
-            import torch
-            from .cfn import CFN
-            from .checkpoint import save_checkpoint
-            from .permutations import load_permutations
-            model = CFN.from_caffe(args.prototxt, args.source)
-            perms = load_permutations(args.permutations) if args.permutations else None
-            save_checkpoint(args.output, dict(model=model.state_dict(), widths=model.widths, iter=0,
-                                              permutations=torch.from_numpy(perms) if perms is not None
-                                              else torch.zeros(0, 9, dtype=torch.long)))
-            print(f"wrote {args.output}")
-        else:
-            model, _ = load_cfn(args.source, None)
-            stem = os.path.splitext(args.output)[0] if args.output.endswith((".prototxt", ".caffemodel")) \
-                else args.output
-            model.to_caffe(stem + ".prototxt", stem + ".caffemodel")
-            print(f"wrote {stem}.prototxt and {stem}.caffemodel")
+        _convert(args)
     return 0
+
+
+def _convert(args):
+    from .evaluate import load_cfn
+    if args.source.endswith(".caffemodel"):
+        import torch
+        from .cfn import CFN
+        from .checkpoint import save_checkpoint
+        from .permutations import load_permutations
+        from .recipes import recipe_record
+        model = CFN.from_caffe(args.prototxt, args.source)
+        perms = load_permutations(args.permutations) if args.permutations else None
+        if perms is not None and len(perms) != model.num_permutations:
+            raise ValueError(f"{args.permutations}: {len(perms)} permutations, but {args.source} "
+                             f"predicts {model.num_permutations}")
+        _, record = recipe_record(args.recipe or "jps")
+        save_checkpoint(args.output, dict(model=model.state_dict(), widths=model.widths, iter=0,
+                                          permutations=torch.from_numpy(perms) if perms is not None
+                                          else torch.zeros(0, 9, dtype=torch.long), **record))
+        print(f"wrote {args.output} (recipe {record['recipe']})")
+        return
+    model, perms, pcfg = load_cfn(args.source, None, args.recipe)
+    stem = os.path.splitext(args.output)[0] if args.output.endswith((".prototxt", ".caffemodel")) \
+        else args.output
+    written = model.to_caffe(stem + ".prototxt", stem + ".caffemodel", recipe=pcfg.recipe,
+                             permutations=perms if len(perms) else None)
+    print("wrote " + ", ".join(written))
 
 
 def main(argv=None):

@@ -10,6 +10,7 @@ from PIL import Image
 from tools.errors import CaffeError
 
 from .images import BadImage, list_images, load_image
+from .layouts import jps_array, stored_side
 
 
 def square(img, size):
@@ -31,11 +32,12 @@ def square(img, size):
 class DeviceJpegImages:
     """Same interface as FolderImages; `read` returns a (B, size, size, 3) uint8 tensor on `device`."""
 
-    def __init__(self, root, size=256, device="cpu", min_side=64):
+    def __init__(self, root, size=256, device="cpu", min_side=64, layout="square"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             from torchvision import io  # noqa: F401  (fail early, with the reason, if torchvision is missing)
-        self.root, self.size, self.device, self.min_side = root, size, torch.device(device), min_side
+        self.root, self.device, self.min_side = root, torch.device(device), min_side
+        self.layout, self.arg_size, self.size = layout, size, stored_side(layout, size)
         self.files = list_images(root)
         if not self.files:
             raise CaffeError(f"{root}: no image files found")
@@ -63,7 +65,8 @@ class DeviceJpegImages:
 
     def _fallback(self, rel):
         try:
-            return torch.from_numpy(load_image(os.path.join(self.root, rel), self.size, self.min_side).copy())
+            return torch.from_numpy(load_image(os.path.join(self.root, rel), self.arg_size, self.min_side,
+                                               self.layout).copy())
         except BadImage:
             return torch.zeros(self.size, self.size, 3, dtype=torch.uint8)  # as FolderImages: black
 
@@ -93,7 +96,7 @@ class DeviceJpegImages:
         done = set()
         for k, img in zip(jpeg, decoded):
             if img is not None:
-                out[k] = square(img, self.size)
+                out[k] = jps_array(img) if self.layout == "jps" else square(img, self.size)
                 done.add(k)
         for k in range(len(rels)):
             if k not in done:

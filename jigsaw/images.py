@@ -1,9 +1,13 @@
-"""Decode any image file into a square uint8 RGB array (shorter side resized, centre crop), robustly."""
+"""Decode any image file (or encoded bytes) into a store layout's uint8 RGB array, robustly."""
+import io
 import os
 import warnings
 
 import numpy as np
+import torch
 from PIL import Image, ImageFile
+
+from .layouts import jps_array
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -26,18 +30,19 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
-def load_image(path, size=256, min_side=64):
-    """(size, size, 3) uint8: shorter side resized to `size` (bilinear), then a centre crop."""
+def decode(source, min_side=64, draft_at=None):
+    """An RGB PIL image from a path or encoded bytes; BadImage says why one cannot be used. JPEGs
+    with a shorter side of at least `draft_at` decode at half size (faster, still >= 2x)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
                 if min(img.size) < min_side:
                     raise BadImage(f"tiny ({img.size[0]}x{img.size[1]}, shorter side < {min_side})")
-                if img.format == "JPEG" and min(img.size) >= 4 * size:
-                    img.draft("RGB", (img.size[0] // 2, img.size[1] // 2))  # faster decode, still >= 2x
+                if draft_at and img.format == "JPEG" and min(img.size) >= draft_at:
+                    img.draft("RGB", (img.size[0] // 2, img.size[1] // 2))
                 img.load()
-                img = _to_rgb(img)
+                return _to_rgb(img)
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -49,12 +54,29 @@ def load_image(path, size=256, min_side=64):
         raise BadImage(reason) from None
     except (ValueError, SyntaxError, MemoryError) as e:
         raise BadImage(f"unreadable ({e})") from None
+
+
+def to_layout(img, layout="square", size=256):
+    """An RGB PIL image (or (H, W, 3) uint8 array) as the store `layout` holds it (jigsaw.layouts)."""
+    if layout == "jps":
+        arr = np.asarray(img, dtype=np.uint8)
+        return jps_array(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)).numpy()
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
     w, h = img.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     img = img.resize((nw, nh), Image.BILINEAR)
     left, top = (nw - size) // 2, (nh - size) // 2
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def load_image(path, size=256, min_side=64, layout="square"):
+    """A file (or encoded bytes) decoded into the store `layout`: (size, size, 3) uint8 for
+    "square" (shorter side resized bilinear, centre crop), (257, 257, 3) for "jps"."""
+    # the fork resizes the full decode: no DCT-domain shortcut for jps
+    img = decode(path, min_side, draft_at=4 * size if layout == "square" else None)
+    return to_layout(img, layout, size)
 
 
 def list_images(root, list_file=None):

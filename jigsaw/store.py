@@ -1,6 +1,7 @@
 """The prepared image store: `prepare` decodes a folder once into chunked HDF5; `ImageStore` reads
 shuffled batches from it at memory speed; `FolderImages` reads a raw folder (the slower path)."""
 import hashlib
+import itertools
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
@@ -11,74 +12,104 @@ from tqdm import tqdm
 
 from tools.errors import CaffeError
 
-from .images import BadImage, list_images, load_image
+from .images import BadImage, list_images, load_image, to_layout
+from .layouts import JPS_CROP, stored_side
+from .lmdb_source import LmdbRecords, datum_image, is_lmdb
 
 FLUSH_EVERY = 64
+LAYOUTS = ("jps", "square")
 
 
 def _decode(job):
-    root, rel, size = job
+    """(name, array or None, reason) for a file path or an LMDB Datum's bytes."""
+    name, source, size, layout = job
     try:
-        return rel, load_image(os.path.join(root, rel), size), None
+        if isinstance(source, bytes):
+            return name, to_layout(datum_image(source), layout, size), None
+        return name, load_image(source, size, layout=layout), None
     except BadImage as e:
-        return rel, None, str(e)
+        return name, None, str(e)
 
 
 def _init_worker():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and keeps progress
+    # a forked child must not enter the parent's OpenMP pool (it hangs); one thread runs inline
+    import torch
+    torch.set_num_threads(1)
 
 
-def prepare(source, out, size=256, workers=None, list_file=None, progress=True):
-    """Decode every image under `source` into `out` (HDF5: images (N, size, size, 3) uint8, one chunk
-    per image; paths; skipped + reasons). Resumable: an interrupted run continues from
-    `out`.partial; the finished store appears at `out` by rename."""
-    if not os.path.isdir(source):
-        raise CaffeError(f"{source}: not a folder of images")
-    files = list_images(source, list_file)
-    if not files:
+def prepare(source, out, size=256, workers=None, list_file=None, progress=True, layout="jps"):
+    """Decode every image under `source` (a folder, or a Caffe LMDB of Datums) into `out` (HDF5:
+    images (N, side, side, 3) uint8 RGB in `layout`, one chunk per image; names; skipped + reasons).
+    Resumable: an interrupted run continues from `out`.partial; the store appears at `out` by rename."""
+    if layout not in LAYOUTS:
+        raise CaffeError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    records = None
+    if is_lmdb(source):
+        if list_file:
+            raise CaffeError(f"{source}: --list applies to image folders, not to an LMDB")
+        records = LmdbRecords(source)
+        names = records.names()
+    elif os.path.isdir(source):
+        names = list_images(source, list_file)
+    else:
+        raise CaffeError(f"{source}: not a folder of images or a Caffe LMDB")
+    if not names:
         raise CaffeError(f"{source}: no image files found")
-    digest = hashlib.sha1(("\n".join(files) + f"|{size}").encode()).hexdigest()
+    side = stored_side(layout, size)
+    digest = hashlib.sha1(("\n".join(names) + f"|{side}|{layout}").encode()).hexdigest()
     partial = out + ".partial"
     try:
-        f = _open_partial(partial, files, size, digest)
+        f = _open_partial(partial, len(names), side, layout, digest)
     except OSError as e:
         raise CaffeError(f"{out}: cannot write the store ({e})") from None
     images, paths = f["images"], f["paths"]
     start, count = int(f.attrs["next"]), int(f.attrs["count"])
     skipped = [(p.decode(), r.decode()) for p, r in zip(f["skipped_paths"][()], f["skipped_reasons"][()])]
     workers = workers or max(1, (os.cpu_count() or 1))
-    jobs = [(source, rel, size) for rel in files[start:]]
-    bar = tqdm(total=len(files), initial=start, unit="img", desc="prepare", disable=not progress)
+    if records is not None:
+        jobs = ((name, value, size, layout) for name, value in records.values(start))
+    else:
+        jobs = ((rel, os.path.join(source, rel), size, layout) for rel in names[start:])
+    bar = tqdm(total=len(names), initial=start, unit="img", desc="prepare", disable=not progress)
+    i = start
     try:
         with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
-            for i, (rel, arr, reason) in enumerate(pool.map(_decode, jobs, chunksize=8), start=start + 1):
-                if arr is None:
-                    skipped.append((rel, reason))
-                else:
-                    images[count] = arr
-                    paths[count] = rel
-                    count += 1
-                if i % FLUSH_EVERY == 0 or i == len(files):
-                    _checkpoint(f, i, count, skipped)
-                bar.update(1)
+            while True:  # bounded submission: LMDB values travel to the workers a chunk at a time
+                chunk = list(itertools.islice(jobs, 32 * workers))
+                if not chunk:
+                    break
+                for rel, arr, reason in pool.map(_decode, chunk, chunksize=8):
+                    i += 1
+                    if arr is None:
+                        skipped.append((rel, reason))
+                    else:
+                        images[count] = arr
+                        paths[count] = rel
+                        count += 1
+                    if i % FLUSH_EVERY == 0 or i == len(names):
+                        _checkpoint(f, i, count, skipped)
+                    bar.update(1)
     except KeyboardInterrupt:
-        _checkpoint(f, i if jobs else start, count, skipped)
+        _checkpoint(f, i, count, skipped)
         f.close()
         raise
     finally:
         bar.close()
+        if records is not None:
+            records.close()
     images.resize(count, axis=0)
     paths.resize(count, axis=0)
     f.attrs["complete"] = True
     f.close()
     if count == 0:
-        raise CaffeError(f"{source}: none of the {len(files)} files could be used "
+        raise CaffeError(f"{source}: none of the {len(names)} images could be used "
                          f"(first: {skipped[0][0]}: {skipped[0][1]})")
     os.replace(partial, out)
     return count, skipped
 
 
-def _open_partial(partial, files, size, digest):
+def _open_partial(partial, n, size, layout, digest):
     if os.path.exists(partial):
         f = h5py.File(partial, "r+")
         if f.attrs.get("digest") == digest:
@@ -86,13 +117,14 @@ def _open_partial(partial, files, size, digest):
         f.close()
         os.unlink(partial)  # a different source or size: start over
     f = h5py.File(partial, "w")
-    n = len(files)
     f.create_dataset("images", (n, size, size, 3), dtype=np.uint8, chunks=(1, size, size, 3),
                      maxshape=(None, size, size, 3))
     f.create_dataset("paths", (n,), dtype=h5py.string_dtype(), maxshape=(None,))
     for name in ("skipped_paths", "skipped_reasons"):
         f.create_dataset(name, (0,), dtype=h5py.string_dtype(), maxshape=(None,))
-    f.attrs.update(next=0, count=0, size=size, digest=digest, complete=False)
+    f.attrs.update(next=0, count=0, size=size, layout=layout, digest=digest, complete=False)
+    if layout == "jps":
+        f.attrs["crop"] = JPS_CROP
     return f
 
 
@@ -129,6 +161,8 @@ class ImageStore:
             raise CaffeError(f"{path}: 'images' must be (N, H, W, 3) uint8, got "
                              f"{self.images.shape} {self.images.dtype}")
         self.path, self.shape = path, self.images.shape
+        layout = self.file.attrs.get("layout", "square")  # stores from before layouts: square
+        self.layout = layout.decode() if isinstance(layout, bytes) else str(layout)
         self.offsets = self._chunk_offsets()
         self.map = np.memmap(path, dtype=np.uint8, mode="r") if self.offsets is not None else None
 
@@ -183,8 +217,9 @@ class ImageStore:
 class FolderImages:
     """A raw image folder read on the fly (decode + resize per image; the slow path)."""
 
-    def __init__(self, root, size=256, workers=0):
-        self.root, self.size = root, size
+    def __init__(self, root, size=256, workers=0, layout="square"):
+        self.root, self.layout, self.size = root, layout, stored_side(layout, size)
+        self.arg_size = size
         self.files = list_images(root)
         if not self.files:
             raise CaffeError(f"{root}: no image files found")
@@ -198,7 +233,8 @@ class FolderImages:
         return (self.size, self.size)
 
     def read(self, indices, out=None):
-        jobs = [(self.root, self.files[i], self.size) for i in indices]
+        jobs = [(rel, os.path.join(self.root, rel), self.arg_size, self.layout)
+                for rel in (self.files[i] for i in indices)]
         results = self.pool.map(_decode, jobs, chunksize=4) if self.pool else map(_decode, jobs)
         out = _output(out, (len(jobs), self.size, self.size, 3))
         for k, (_, arr, _) in enumerate(results):
@@ -206,16 +242,29 @@ class FolderImages:
         return out
 
 
-def open_images(path, size=256, workers=0, decode="cpu", device="cpu"):
+def open_images(path, size=256, workers=0, decode="cpu", device="cpu", layout="square"):
     """An ImageStore for a prepared .h5 store; for a folder, FolderImages (decode 'cpu': PIL in
-    `workers` processes) or DeviceJpegImages (decode 'device': torchvision.io on `device`)."""
+    `workers` processes) or DeviceJpegImages (decode 'device': torchvision.io on `device`), each
+    decoding into `layout` on the fly."""
     if decode not in ("cpu", "device"):
         raise CaffeError(f"decode {decode!r}: expected cpu or device")
+    if is_lmdb(path):
+        raise CaffeError(f"{path}: a Caffe LMDB; run `jigsaw prepare {path} -o store.h5` first")
     if os.path.isdir(path):
         if decode == "device":
             from .device_decode import DeviceJpegImages
-            return DeviceJpegImages(path, size, device)
-        return FolderImages(path, size, workers)
+            return DeviceJpegImages(path, size, device, layout=layout)
+        return FolderImages(path, size, workers, layout)
     if not os.path.exists(path):
         raise CaffeError(f"{path}: no such store or folder")
     return ImageStore(path)
+
+
+def check_layout(source, cfg, path):
+    """A store must hold the layout the recipe cuts puzzles from, at a size it can read."""
+    if source.layout != cfg.layout:
+        raise CaffeError(f"{path}: a '{source.layout}' store, but recipe '{cfg.recipe}' reads the "
+                         f"'{cfg.layout}' layout; run `jigsaw prepare --layout {cfg.layout}`")
+    h, w = source.image_size
+    if min(h, w) < cfg.min_image():
+        raise CaffeError(f"{path}: images of {h}x{w}; recipe '{cfg.recipe}' reads {cfg.min_image()} px")

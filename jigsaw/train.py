@@ -27,8 +27,10 @@ from .batches import BatchStream, split_indices
 from .cfn import CFN
 from .checkpoint import load_checkpoint, save_checkpoint
 from .permutations import load_permutations
-from .store import open_images
-from .tiles import PuzzleConfig, draw, make_puzzles
+from .recipes import DEFAULT as DEFAULT_RECIPE
+from .recipes import recipe, recipe_record
+from .store import check_layout, open_images
+from .tiles import draw, make_puzzles
 
 PROTOTXT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "prototxt")
 DEFAULT_SOLVER = os.path.join(PROTOTXT_DIR, "cfn_solver.prototxt")
@@ -51,8 +53,9 @@ class TrainConfig:
     precision: str = "auto"      # "auto" (bf16 on CUDA, fp32 elsewhere), "bf16" or "fp32"
     compile: Optional[str] = None  # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune
     log_every: int = 20          # iterations per log flush; the loop waits for the GPU only then
-    normalize: str = "mean"
-    gray_prob: float = 0.0
+    recipe: str = DEFAULT_RECIPE  # puzzles: jps (the fork's code), jps++, paper, bbrattoli
+    gray_prob: float = 0.0       # paper / bbrattoli: probability of a grayscale image
+    donor: str = "same"          # jps++: substitute tiles from the "same" image (the fork) or "other"
     workers: int = 0             # decoding processes for a raw image folder
     decode: str = "cpu"          # raw folder: "cpu" (PIL in `workers` processes) or "device" (torchvision.io)
     max_iter: Optional[int] = None
@@ -183,10 +186,13 @@ def train(cfg):
     sp = _solver_param(cfg)
     perms_np = load_permutations(cfg.permutations)
     perms = torch.from_numpy(perms_np).to(device)
-    pcfg = PuzzleConfig(normalize=cfg.normalize, gray_prob=cfg.gray_prob)
-    source = open_images(cfg.data, workers=cfg.workers, decode=cfg.decode, device=device)
+    pcfg, record = recipe_record(cfg.recipe, gray_prob=cfg.gray_prob, donor=cfg.donor)
+    source = open_images(cfg.data, workers=cfg.workers, decode=cfg.decode, device=device, layout=pcfg.layout)
+    check_layout(source, pcfg, cfg.data)
     if cfg.val_data:
-        val_source = open_images(cfg.val_data, workers=cfg.workers, decode=cfg.decode, device=device)
+        val_source = open_images(cfg.val_data, workers=cfg.workers, decode=cfg.decode, device=device,
+                                 layout=pcfg.layout)
+        check_layout(val_source, pcfg, cfg.val_data)
         train_pool = np.arange(len(source))
         val_pool = np.arange(len(val_source))
     else:
@@ -221,6 +227,11 @@ def train(cfg):
         ck = load_checkpoint(last)
         if not np.array_equal(ck["permutations"].numpy(), perms_np):
             raise CaffeError(f"{last}: the checkpoint was trained with another permutation set")
+        was = ck.get("recipe") or ("bbrattoli" if ck.get("normalize") == "meanstd" else "paper")
+        if (was, dict(ck.get("recipe_options") or {})) != (record["recipe"], record["recipe_options"]):
+            raise CaffeError(f"{last}: the run was trained with recipe '{was}' "
+                             f"{dict(ck.get('recipe_options') or {})}; --recipe {cfg.recipe} "
+                             f"{record['recipe_options']} would change what its puzzles are")
         model.load_state_dict(ck["model"])
         solver.load_state_dict(ck["solver"])
         start = int(ck["iter"])
@@ -244,11 +255,13 @@ def train(cfg):
             return
         save_checkpoint(last, dict(model=model.state_dict(), solver=solver.state_dict(), iter=it,
                                    permutations=torch.from_numpy(perms_np), widths=model.widths,
-                                   seed=cfg.seed, normalize=cfg.normalize))
+                                   seed=cfg.seed, **record))
         caffe_dir = os.path.join(cfg.out, "caffe")
         ensure_dir(caffe_dir)
         model.to_caffe(os.path.join(caffe_dir, "cfn_deploy.prototxt"),
-                       os.path.join(caffe_dir, f"cfn_iter_{it}.caffemodel"))
+                       os.path.join(caffe_dir, f"cfn_iter_{it}.caffemodel"), recipe=cfg.recipe,
+                       permutations=perms_np,
+                       train_val_path=os.path.join(caffe_dir, "cfn_train_val.prototxt"))
 
     def validate(it):
         if rank == 0:
@@ -294,7 +307,7 @@ def train(cfg):
             for micro in range(sp.iter_size):
                 k, images = stream.next()
                 d = draw(cfg.batch_size, len(perms_np), images.shape[1:3], pcfg, _rng(cfg.seed, k))
-                d = type(d)(*(getattr(d, f)[part] for f in d.__dataclass_fields__))
+                d = d.slice(part)
                 torch.manual_seed(int(np.random.SeedSequence([cfg.seed, 3, k, rank]).generate_state(1)[0]))
                 tiles = make_puzzles(images.to(device, non_blocking=True), perms, d, pcfg)
                 label = d.label.to(device, non_blocking=True)

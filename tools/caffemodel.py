@@ -18,6 +18,8 @@ MAX_FILE_BYTES = 1 << 31  # Caffe's own reader stops at 2 GB (protobuf's total-b
 # Field numbers: NetParameter.layer / .layers; blobs inside LayerParameter, V1LayerParameter, V0.
 _NET_LAYER, _NET_LAYERS = 100, 2
 _LAYER_BLOBS, _V1_BLOBS, _V1_V0, _V0_BLOBS = 7, 6, 1, 50
+# LayerParameter.type; the jigsaw fork's merge_data_param number and ours (see caffe.proto).
+_LAYER_TYPE, _FORK_MERGE, _OUR_MERGE = 2, 140, 90140
 # BlobProto fields.
 _B_NUM, _B_CHANNELS, _B_HEIGHT, _B_WIDTH, _B_DATA, _B_DIFF, _B_SHAPE, _B_DOUBLE, _B_DDIFF = range(1, 10)
 
@@ -176,11 +178,34 @@ class Blob:
                 done += n
 
 
+def _layer_type(buf, start, end):
+    for number, wire, vs, ve, _ in _fields(buf, start, end):
+        if number == _LAYER_TYPE and wire == 2:
+            return bytes(buf[vs:ve])
+    return None
+
+
+def _renumber(buf, start, end, old, new):
+    """The message bytes with every top-level field `old` renumbered `new`."""
+    out = bytearray()
+    for number, wire, vs, ve, fs in _fields(buf, start, end):
+        if number == old:
+            head = _encode_varint((new << 3) | wire)
+            out += head + (_encode_varint(ve - vs) if wire == 2 else b"") + buf[vs:ve]
+        else:
+            out += buf[fs:ve]
+    return bytes(out)
+
+
 def _strip_layer(buf, start, end, blob_field, nested=None, path=None):
     """Return (layer bytes without blobs, [Blob]) for one (V1/V0/current) layer message."""
     kept, blobs = bytearray(), []
+    # a MergeData layer written by the jigsaw fork holds merge_data_param as field 140 (BVLC: elu_param)
+    merge = blob_field == _LAYER_BLOBS and _layer_type(buf, start, end) == b"MergeData"
     for number, wire, vs, ve, fs in _fields(buf, start, end):
-        if number == blob_field and wire == 2:
+        if merge and number == _FORK_MERGE and wire == 2:
+            kept += _encode_varint((_OUR_MERGE << 3) | 2) + _encode_varint(ve - vs) + buf[vs:ve]
+        elif number == blob_field and wire == 2:
             blobs.append(_parse_blob(buf, vs, ve, path))
         elif nested is not None and number == nested[0] and wire == 2:
             inner, inner_blobs = _strip_layer(buf, vs, ve, nested[1], path=path)
@@ -304,6 +329,8 @@ def write_caffemodel(path, net, blobs):
             stripped.CopyFrom(layer)
             del stripped.blobs[:]
             body = stripped.SerializeToString()
+            if layer.type == "MergeData":  # the fork's field number, so its Caffe reads it
+                body = _renumber(body, 0, len(body), _OUR_MERGE, _FORK_MERGE)
             parts = [_blob_bytes(a) for a in blobs.get(layer.name, ())]
             sizes = [len(h) + a.nbytes for h, a in parts]
             total = len(body) + sum(len(blob_tag) + _len_size(s) + s for s in sizes)

@@ -38,7 +38,7 @@ def _declared_shapes(lp):
     crop = tp.crop_size or None
     if t == "Data":
         channels = None
-        if tp.siamese_size:  # the jigsaw fork's data layer stacks siamese_size RGB tiles of patch_size
+        if tp.siamese_size > 1:  # the jigsaw fork's data layer stacks siamese_size RGB tiles of patch_size
             channels, crop = 3 * tp.siamese_size, tp.patch_size or crop
         return [[lp.data_param.batch_size or None, channels, crop, crop], [lp.data_param.batch_size or None]][:n]
     if t == "ImageData":
@@ -146,11 +146,12 @@ class CaffeNet(nn.Module):
         self.input_shapes, self.plan, self.layer_keys = {}, [], {}
         input_shapes = {k: list(v) for k, v in (input_shapes or {}).items()}
         ctx = _BuildContext(device, dtype)
-        shapes, taken, seen_names = {}, set(), set()
+        ctx.seed = seed
+        # Caffe accepts repeated layer names: its name index keeps the last layer of a name, and
+        # CopyTrainedLayersFrom gives a source layer's weights to the first (net.cpp)
+        self.first_keys = {}
+        shapes, taken = {}, set()
         for lp in net_param.layer:
-            if lp.name in seen_names:
-                raise CaffeError(f"{path}: two layers are named '{lp.name}'")
-            seen_names.add(lp.name)
             if lp.type in DATA_LAYERS and not lp.bottom:
                 for top, declared in zip(lp.top, _declared_shapes(lp)):
                     shape = input_shapes.pop(top, None) or declared
@@ -178,6 +179,7 @@ class CaffeNet(nn.Module):
             key = _safe_name(lp.name, taken)
             self.add_module(key, layer)
             self.layer_keys[lp.name] = key
+            self.first_keys.setdefault(lp.name, key)
             self.plan.append((key, list(lp.bottom), list(lp.top)))
         if input_shapes:
             raise CaffeError(f"{path}: input_shapes names {sorted(input_shapes)}, which are not inputs "
@@ -224,7 +226,8 @@ class CaffeNet(nn.Module):
         return available
 
     def layer(self, name):
-        """The module of the Caffe layer called `name`."""
+        """The module of the Caffe layer called `name` (the last of that name, as Caffe's
+        layer_by_name)."""
         if name not in self.layer_keys:
             raise KeyError(f"no layer named '{name}' in this net")
         return getattr(self, self.layer_keys[name])
@@ -235,9 +238,9 @@ class CaffeNet(nn.Module):
     @torch.no_grad()
     def load_blobs(self, named):
         """Copy [(layer name, [Blob or array])] into the net by layer name, checking counts and shapes."""
-        loaded, report = set(), LoadReport()
+        loaded, loaded_keys, report = set(), set(), LoadReport()
         for name, blobs in named:
-            key = self.layer_keys.get(name)
+            key = self.first_keys.get(name)
             if key is None:
                 if blobs:
                     report.unexpected.append(name)
@@ -257,9 +260,10 @@ class CaffeNet(nn.Module):
                 _copy_blob(name, i, blob, getattr(blob, "legacy", False), target)
                 loaded.add(id(target))
             report.loaded.append(name)
+            loaded_keys.add(key)
         for key, bottoms, tops in self.plan:
             layer = getattr(self, key)
-            if layer.blob_names and layer.layer_name not in report.loaded:
+            if layer.blob_names and key not in loaded_keys:
                 report.missing += [(layer.layer_name, b) for b in layer.blob_names]
         self.report = report
         return loaded

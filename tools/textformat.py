@@ -257,7 +257,10 @@ class _Parser:
             self.message(_Sink(), "}" if tok[1] == "{" else ">", "skipped field", depth + 1)
         elif tok[0] == "punct" and tok[1] == "[":
             while not self.accept("]"):
-                self.skip_value(depth + 1) if self.peek()[1] in "{<" else self.take()
+                nxt = self.peek()
+                if nxt is None:
+                    raise CaffeError(f"{self.loc()}: missing ']' to close a skipped list")
+                self.skip_value(depth + 1) if nxt[1] in "{<" else self.take()
                 self.accept(",")
         elif not colon:
             raise CaffeError(f"{self.loc(tok)}: expected ':' or '{{' after a field name")

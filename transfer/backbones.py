@@ -26,6 +26,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.body, self.feature_dim, self.input_size, self.in_channels = body, feature_dim, input_size, in_channels
         self.blocks, self.scratch = blocks, scratch
+        self.record = {}  # what the weights were trained with (a CFN's puzzle recipe), for config.json
 
     def features(self, x):
         return self.body(x).flatten(1)
@@ -84,16 +85,29 @@ def cfn_backbone(weights=None, upto="pool5", **kw):
             raise CaffeError("model 'cfn' needs --weights: a `jigsaw train` checkpoint (.pt) or a CFN "
                              ".caffemodel (or --weights none for a random branch)")
         cfn = CFN(num_permutations=1000)
-    elif str(weights).endswith(".caffemodel"):
+    from jigsaw.recipes import DEFAULT, recipe_of
+    record = dict(recipe=None)
+    if weights in (None, "none"):
+        pass
+    elif str(weights).endswith(".caffemodel"):  # the original release: the jps recipe
         cfn = CFN.from_caffe(None, weights)
+        record = dict(recipe=DEFAULT, recipe_source="assumed for a .caffemodel (the original release)")
     else:
-        from jigsaw.evaluate import load_cfn
-        cfn, _ = load_cfn(weights)
+        from jigsaw.checkpoint import load_checkpoint
+        ck = load_checkpoint(weights)
+        if "model" not in ck or "widths" not in ck:
+            raise CaffeError(f"{weights}: not a CFN checkpoint written by `jigsaw train`")
+        cfn = CFN(ck["model"]["fc8.weight"].shape[0], width=dict(ck["widths"]))
+        cfn.load_state_dict(ck["model"])
+        record = dict(recipe=recipe_of(ck).recipe, recipe_options=dict(ck.get("recipe_options") or {}),
+                      recipe_source=str(weights))
     branch = _CFNBranch(cfn, upto)
     side = cfn.pool5_side(cfn.tile)
     dim = cfn.widths["fc6"] if upto == "fc6" else cfn.widths["conv5"] * side * side
     blocks = ["conv1", "conv2", "conv3", "conv4", "conv5"] + (["fc6"] if upto == "fc6" else [])
-    return Backbone(branch, dim, cfn.tile, 3, blocks)
+    backbone = Backbone(branch, dim, cfn.tile, 3, blocks)
+    backbone.record = record
+    return backbone
 
 
 # ---- torchvision ------------------------------------------------------------------------------

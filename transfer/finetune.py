@@ -145,7 +145,7 @@ def finetune(cfg):
     torch.save(list(stats), stats_path)
     with atomic_open(os.path.join(cfg.out, "config.json"), "w") as f:
         json.dump(dict(asdict(cfg), classes=classes, input_size=size, mean=stats[0].tolist(),
-                       std=stats[1].tolist()), f, indent=2)
+                       std=stats[1].tolist(), backbone=getattr(backbone, "record", {})), f, indent=2)
     phases = _phases(cfg, backbone.scratch)
     conv1_before = _first_conv(model)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")

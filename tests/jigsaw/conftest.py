@@ -25,6 +25,14 @@ def photo_store(photo_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def photo_store_square(photo_dir, tmp_path_factory):
+    from jigsaw.store import prepare
+    out = str(tmp_path_factory.mktemp("store") / "photos_square.h5")
+    prepare(str(photo_dir), out, progress=False, workers=1, layout="square")
+    return out
+
+
 def small_run(folder, store, n_perms, **overrides):
     """TrainConfig fields for a few-second run on `store` with a fresh permutation set in `folder`."""
     from jigsaw.permutations import make_permutations, save_permutations

@@ -27,6 +27,7 @@ def test_committed_prototxt_files_are_what_the_code_generates():
     w = widths_for(1.0)
     for name, text in (("cfn_deploy.prototxt", cfn_prototxt(w, 1000, "deploy")),
                        ("cfn_train_val.prototxt", cfn_prototxt(w, 1000, "train_val")),
+                       ("cfn_train_val_jps++.prototxt", cfn_prototxt(w, 701, "train_val", recipe="jps++")),
                        ("cfn_solver.prototxt", SOLVER)):
         with open(os.path.join(PROTO, name)) as f:
             assert f.read() == text, f"prototxt/{name} is stale"

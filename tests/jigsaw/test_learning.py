@@ -51,7 +51,7 @@ def test_pretext_accuracy_on_held_out_photographs_rises_far_above_chance(tmp_pat
                       'snapshot_after_train: false\n')
     metrics = train(TrainConfig(data=str(tmp_path / "train.h5"), val_data=str(tmp_path / "val.h5"),
                                 permutations=perms, out=str(tmp_path / "run"), solver=str(solver),
-                                batch_size=32, width=0.125, dropout=0.0, init="msra", normalize="meanstd",
+                                batch_size=32, width=0.125, dropout=0.0, init="msra", recipe="bbrattoli",
                                 device="cpu", progress=False, seed=0))
     with open(tmp_path / "run" / "val.csv") as f:
         rows = f.read().splitlines()[1:]

@@ -31,7 +31,7 @@ def _odd_folder(root, photo_dir):
 
 def test_odd_images_are_converted_or_skipped_and_listed(tmp_path, photo_dir):
     root = _odd_folder(tmp_path / "odd", photo_dir)
-    count, skipped = prepare(str(root), str(tmp_path / "s.h5"), progress=False, workers=1)
+    count, skipped = prepare(str(root), str(tmp_path / "s.h5"), progress=False, workers=1, layout="square")
     reasons = dict(skipped)
     assert count == 6
     assert reasons == {"truncated.jpg": "truncated", "empty.jpg": "not an image",

@@ -4,6 +4,7 @@ import resource
 import warnings
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tools import caffe_pb2 as pb
@@ -111,3 +112,13 @@ def test_mutated_prototxts_fail_cleanly(cut, junk, pos, number):
             except CaffeError as e:
                 assert "\n" not in str(e)
         _bounded(build)
+
+
+def test_end_of_file_inside_an_unknown_list_is_one_line():
+    """Found by the fuzzer above ('A[' at the start of the file): a traceback before."""
+    for text in ("A[", 'layer { name: "a" frobnicate: [1, 2', "unknown: [ { a: 1 }"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(CaffeError, match="missing|end of file") as e:
+                parse_text(text, pb.NetParameter(), "eof.prototxt")
+        assert "\n" not in str(e.value)

@@ -17,6 +17,7 @@ def _cmd(store, perms, out, resume):
     return [sys.executable, "-m", "jigsaw.cli", "train", "--data", store, "--permutations", perms,
             "--out", str(out), "--batch-size", "8", "--width", "0.125", "--val-fraction", "0.25",
             "--max-iter", "16", "--snapshot", "2", "--test-interval", "0", "--no-progress", "--device", "cpu",
+            "--recipe", "paper",  # a hand-made 256 px store: the square layout
             *(["--resume"] if resume else [])]
 
 
@@ -25,7 +26,7 @@ def test_random_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path):
     import numpy as np
     rng = np.random.default_rng(0)
     store = str(tmp_path / "s.h5")
-    with h5py.File(store, "w") as f:  # small random-texture store in prepare's layout
+    with h5py.File(store, "w") as f:  # small random-texture store in prepare's square layout
         f.create_dataset("images", data=rng.integers(0, 256, (12, 256, 256, 3), dtype=np.uint8),
                          chunks=(1, 256, 256, 3))
     perms = str(tmp_path / "p.npy")

@@ -68,8 +68,6 @@ def test_blob_count_mismatch(tmp_path):
      'pooling_param { kernel_size: 9 } }', "larger than the padded input"),
     (input_layer({"data": (1, 3, 4, 4)}) + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
      'convolution_param { num_output: 4 kernel_size: 3 group: 2 } }', "group 2 must divide"),
-    (input_layer({"data": (1, 3)}) + 'layer { name: "a" type: "ReLU" bottom: "data" top: "a" }'
-     'layer { name: "a" type: "ReLU" bottom: "a" top: "b" }', "two layers are named 'a'"),
     ('layer { name: "d" type: "Data" top: "data" data_param { batch_size: 2 } }'
      'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }', "open shape"),
     (input_layer({"data": (1, 3)}) + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "f" '

@@ -109,3 +109,50 @@ class Bias(_Affine):
     def forward(self, x, *bias):
         b = bias[0] if bias else self.bias
         return (x + self.param_view(b, x),)
+
+
+class _MVNFunction(torch.autograd.Function):
+    """Caffe's MVN on (groups, dim) rows: y = (x - mean) / (std + eps) with its backward
+    dx = (dy - (sum(dy) + y * sum(y * dy)) / dim) / (std + eps) (mvn_layer.cpp), exact at eps = 0."""
+
+    @staticmethod
+    def forward(ctx, x, normalize_variance, eps):
+        centred = x - x.mean(1, keepdim=True)
+        if not normalize_variance:
+            ctx.normalize_variance = False
+            return centred
+        denom = (centred * centred).mean(1, keepdim=True).sqrt() + eps
+        y = centred / denom
+        ctx.normalize_variance = True
+        ctx.save_for_backward(y, denom)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        dim = dy.shape[1]
+        if not ctx.normalize_variance:
+            return dy - dy.mean(1, keepdim=True), None, None
+        y, denom = ctx.saved_tensors
+        inner = dy.sum(1, keepdim=True) + y * (y * dy).sum(1, keepdim=True)
+        return (dy - inner / dim) / denom, None, None
+
+
+@register("MVN")
+class MVN(Layer):
+    """Mean-variance normalisation per item (across_channels) or per item and channel."""
+
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1, 1)
+        p = lp.mvn_param
+        self.normalize_variance, self.across, self.eps = p.normalize_variance, p.across_channels, p.eps
+        if len(shapes[0]) > 4 or len(shapes[0]) < 1:
+            self.fail(f"needs a blob of 1 to 4 axes (Caffe's num/channels), got {tuple(shapes[0])}")
+
+    def out_shapes(self, shapes):
+        return [shapes[0]]
+
+    def forward(self, x):
+        groups = x.shape[0] if self.across or x.dim() < 2 else x.shape[0] * x.shape[1]
+        y = _MVNFunction.apply(x.reshape(groups, -1), self.normalize_variance, self.eps)
+        return (y.reshape(x.shape),)

@@ -1,0 +1,87 @@
+"""Caffe LMDBs of `Datum` records (what convert_imageset writes, and the ImageNet LMDB the original
+pipeline starts from) as a source for `jigsaw prepare`."""
+import os
+
+import numpy as np
+
+from tools import caffe_pb2 as pb
+from tools.errors import CaffeError
+
+from .images import BadImage, decode
+
+MAX_RECORD_BYTES = 1 << 28  # a record bigger than 256 MiB is not an image Datum
+
+
+def is_lmdb(path):
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "data.mdb"))
+
+
+def datum_image(value, min_side=64):
+    """A Datum's image: a PIL image (encoded Datum) or an (H, W, 3) uint8 RGB array (raw Datum,
+    whose planes Caffe stores in OpenCV's B, G, R order). BadImage says why one is unusable."""
+    try:
+        d = pb.Datum.FromString(value)
+    except Exception:
+        raise BadImage("not a Caffe Datum record") from None
+    if d.encoded:
+        return decode(bytes(d.data), min_side)
+    c, h, w = d.channels, d.height, d.width
+    if not d.data:
+        raise BadImage("float_data Datum (expected uint8 pixels)" if len(d.float_data) else "empty Datum")
+    if c not in (1, 3) or h <= 0 or w <= 0 or c * h * w != len(d.data):
+        raise BadImage(f"Datum declares {c}x{h}x{w} but holds {len(d.data)} bytes")
+    if min(h, w) < min_side:
+        raise BadImage(f"tiny ({w}x{h}, shorter side < {min_side})")
+    planes = np.frombuffer(d.data, np.uint8).reshape(c, h, w)
+    planes = planes[::-1] if c == 3 else np.repeat(planes, 3, axis=0)
+    return np.ascontiguousarray(planes.transpose(1, 2, 0))
+
+
+def _looks_like_datum(value):
+    try:
+        d = pb.Datum.FromString(value)
+    except Exception:
+        return False
+    if d.encoded:
+        return len(d.data) > 0
+    return d.channels > 0 and d.height > 0 and d.width > 0 and (
+        d.channels * d.height * d.width == len(d.data) or len(d.float_data) > 0)
+
+
+class LmdbRecords:
+    """Keys and values of a Caffe LMDB, read in key order (resumable from any position)."""
+
+    def __init__(self, path):
+        try:
+            import lmdb
+        except ImportError:
+            raise CaffeError(f"{path}: reading an LMDB needs the 'lmdb' package (pip install lmdb)") from None
+        self.path = path
+        try:
+            self.env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True,
+                                 max_readers=4)
+            with self.env.begin() as txn:
+                self.keys = list(txn.cursor().iternext(keys=True, values=False))
+                first = txn.get(self.keys[0]) if self.keys else None
+        except lmdb.Error as e:
+            raise CaffeError(f"{path}: not a readable LMDB ({e})") from None
+        if first is None:
+            raise CaffeError(f"{path}: the LMDB holds no records")
+        if len(first) > MAX_RECORD_BYTES or not _looks_like_datum(first):
+            raise CaffeError(f"{path}: not a Caffe LMDB (record {self.keys[0][:40]!r} is not a Datum "
+                             "with an image)")
+
+    def names(self):
+        return [k.decode("utf-8", "replace") for k in self.keys]
+
+    def values(self, start=0):
+        """(name, value bytes) from record `start` on."""
+        with self.env.begin() as txn:
+            cursor = txn.cursor()
+            if start >= len(self.keys) or not cursor.set_key(self.keys[start]):
+                return
+            for key, value in cursor:
+                yield key.decode("utf-8", "replace"), bytes(value)
+
+    def close(self):
+        self.env.close()

@@ -1,0 +1,84 @@
+"""The named puzzle recipes: the authors' released code (`jps`, `jps++`) and two PyTorch-era ones.
+
+File and line references are to MehdiNoroozi/JigsawPuzzleSolver (caffe-master-jps++/ for the C++):
+`data_transformer.cpp` (DT), `layers/merge_data_layer.cpp` (MD), `generate_jps_dataset.cpp` (GEN).
+
+jps (default; train_val_cfn_jps.prototxt):
+  data    GEN 216-233: shorter side to 256 with OpenCV's bilinear resize (other side
+          `(float)long/short*256` truncated), then the centre 255x255 crop; `prepare --layout jps`.
+  crop    DT 185-196: crop_size 255 of a 255 datum, so offset 0 in TRAIN and TEST.
+  cells   DT 85-97: cell (i, j) at x = j*255/3, y = i*255/3 (row-major, 85 px); position s shows
+          cell H[s] of the label's permutation (DT 168-172).
+  offsets DT 202-207: per position one offset 0..21 in x and y, then per colour channel an extra
+          rand()%3 in x and in y: the channels of a tile are misregistered by 0-2 px.
+  values  DT 240-254: BGR, 0-255, minus mean_value 104/117/123 (the per-tile mean, DT 212-218, is
+          commented out there).
+  colour  DT 262-302, per puzzle, TRAIN and TEST: gray (rand()%10 >= 5, 1/2): 0.3333(b+g+r) in all
+          three channels; else projection (rand()%2 == 0, 1/4): r' = .8333r+.3333g-.1667b,
+          g' = .3333(r+g+b), b' = -.1667r+.3333g+.8333b; else untouched (1/4).
+jps++ (train_val_cfn_jps++.prototxt): as jps with jitter 18 (lines 16, 41), no mean values, then
+  MergeData (lines 150-190, MD 56-84): per puzzle rand()%3 tiles (0-2) at distinct random positions
+  replaced by tiles from distinct random positions of a second puzzle, label unchanged; that puzzle
+  is the second Data layer's (lines 50-96): no hash file, so grid order, with its own offsets and
+  colour. Both Data layers read the same LMDB in step (separate readers; `rand_jump` is parsed and
+  never used), so it is a second puzzle of the same image (`donor="same"`); the 2018 paper describes
+  tiles of another image (`donor="other"`). Then per tile MVN across channels (eps 1e-9) and x50
+  (Power, lines 198-213 and repeats). 701 permutations (permutations_701.bin).
+paper: the ECCV paper's text as earlier versions of this project: 256x256 store, random 255 crop in
+  training (centred in testing), per-position offsets 0..21, each tile minus its own channel means.
+bbrattoli: paper with each tile channel also divided by its standard deviation (blank tiles safe).
+"""
+from dataclasses import replace
+
+from tools.errors import CaffeError
+
+from .tiles import PuzzleConfig
+
+JPS_MEANS = (104.0, 117.0, 123.0)  # B, G, R (train_val_cfn_jps.prototxt lines 13-15)
+
+RECIPES = {
+    "jps": PuzzleConfig(recipe="jps", layout="jps", jitter=21, channel_shift=2, random_crop=False,
+                        mean_values=JPS_MEANS, per_tile=None, color="jps"),
+    "jps++": PuzzleConfig(recipe="jps++", layout="jps", jitter=18, channel_shift=2, random_crop=False,
+                          per_tile="mvn", scale=50.0, color="jps", substitute=3),
+    "paper": PuzzleConfig(recipe="paper", layout="square", per_tile="mean"),
+    "bbrattoli": PuzzleConfig(recipe="bbrattoli", layout="square", per_tile="meanstd"),
+}
+DEFAULT = "jps"
+LAYOUTS = ("jps", "square")
+
+
+def recipe(name=DEFAULT, **overrides):
+    """The PuzzleConfig of recipe `name`, with options (e.g. gray_prob, donor) replaced."""
+    if name not in RECIPES:
+        raise CaffeError(f"recipe {name!r} does not exist (recipes: {', '.join(RECIPES)})")
+    try:
+        return replace(RECIPES[name], **overrides)
+    except (TypeError, ValueError) as e:
+        raise CaffeError(f"recipe {name!r}: {e}") from None
+
+
+def recipe_record(name, gray_prob=0.0, donor="same"):
+    """(PuzzleConfig, record) for a run: the record (recipe name and the options that differ from
+    the recipe's own) goes into config.json and every checkpoint, so nothing downstream guesses."""
+    base = recipe(name)
+    options = {}
+    if gray_prob:
+        if base.color != "luma":
+            raise CaffeError(f"--gray-prob applies to the paper and bbrattoli recipes; {name} draws "
+                             "its own gray and colour projection")
+        options["gray_prob"] = float(gray_prob)
+    if donor != base.donor:
+        if not base.substitute:
+            raise CaffeError(f"--donor applies to jps++ (MergeData); {name} substitutes no tiles")
+        options["donor"] = donor
+    return recipe(name, **options), dict(recipe=name, recipe_options=options)
+
+
+def recipe_of(record, default="paper"):
+    """The recipe a checkpoint or config.json records; runs from before recipes existed used the
+    paper recipe ('mean') or bbrattoli's ('meanstd')."""
+    if record.get("recipe"):
+        return recipe(record["recipe"], **dict(record.get("recipe_options") or {}))
+    legacy = record.get("normalize")
+    return recipe("bbrattoli" if legacy == "meanstd" else default)

@@ -1,0 +1,76 @@
+"""The recipe travels with the weights: config.json, checkpoints, convert (both ways), evaluate,
+resume and transfer read it back and never guess."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from jigsaw.cfn import CFN
+from jigsaw.cli import main
+from jigsaw.permutations import load_permutations, make_permutations, save_permutations
+from transfer.backbones import build_backbone
+
+from .test_train import FAST
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, photo_store):
+    tmp = tmp_path_factory.mktemp("jpspp")
+    perms = str(tmp / "p.npy")
+    save_permutations(perms, make_permutations(8))
+    out = tmp / "run"
+    code = main(["train", "--recipe", "jps++", "--donor", "other", "--data", photo_store, "--permutations",
+                 perms, "--out", str(out), *FAST, "--max-iter", "2", "--test-interval", "2", "--snapshot", "2"])
+    assert code in (0, None)
+    return tmp, out, perms
+
+
+def test_the_run_records_its_recipe_everywhere(run):
+    tmp, out, perms = run
+    assert json.loads((out / "config.json").read_text())["recipe"] == "jps++"
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["recipe"] == "jps++" and ck["recipe_options"] == {"donor": "other"}
+    train_val = (out / "caffe" / "cfn_train_val.prototxt").read_text()
+    assert 'type: "MergeData"' in train_val and "jitter_size: 18" in train_val
+    assert 'hash_file: "permutations_8.bin"' in train_val
+    assert np.array_equal(load_permutations(str(out / "caffe" / "permutations_8.bin")), load_permutations(perms))
+
+
+def test_convert_evaluate_and_transfer_read_it_back(run, photo_store, photo_store_square, capsys):
+    tmp, out, perms = run
+    assert main(["convert", str(out / "last.pt"), "-o", str(tmp / "cfn")]) == 0
+    assert 'type: "MergeData"' in (tmp / "cfn_train_val.prototxt").read_text()
+    assert (tmp / "cfn.caffemodel").exists() and (tmp / "permutations_8.bin").exists()
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", str(out / "last.pt"), "--data", photo_store]) == 0
+    assert "(recipe jps++)" in capsys.readouterr().out
+    assert main(["evaluate", "--weights", str(out / "last.pt"), "--data", photo_store, "--recipe", "paper"]) == 2
+    assert "trained with recipe 'jps++', not 'paper'" in capsys.readouterr().err
+    assert main(["evaluate", "--weights", str(out / "last.pt"), "--data", photo_store_square]) == 2
+    assert "a 'square' store, but recipe 'jps++'" in capsys.readouterr().err
+    backbone = build_backbone("cfn", str(out / "last.pt"))
+    assert backbone.record["recipe"] == "jps++" and backbone.record["recipe_options"] == {"donor": "other"}
+
+
+def test_resume_refuses_another_recipe(run, photo_store, capsys):
+    tmp, out, perms = run
+    code = main(["train", "--recipe", "jps", "--data", photo_store, "--permutations", perms, "--out", str(out),
+                 *FAST, "--max-iter", "4", "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "trained with recipe 'jps++'" in err
+
+
+def test_a_caffemodel_converts_with_a_recorded_recipe(tmp_path, capsys):
+    cfn = CFN(8, width=0.125, seed=0)
+    cfn.to_caffe(str(tmp_path / "c.prototxt"), str(tmp_path / "c.caffemodel"))
+    perms = str(tmp_path / "p8.bin")
+    save_permutations(perms, make_permutations(8))
+    assert main(["convert", str(tmp_path / "c.caffemodel"), "--permutations", perms, "-o", str(tmp_path / "c.pt")]) == 0
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["recipe"] == "jps"  # the original release's
+    assert build_backbone("cfn", str(tmp_path / "c.caffemodel")).record["recipe"] == "jps"
+    save_permutations(str(tmp_path / "p1.bin"), make_permutations(1))
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "c.caffemodel"), "--permutations", str(tmp_path / "p1.bin"),
+                 "-o", str(tmp_path / "d.pt")]) == 2
+    assert "1 permutations, but" in capsys.readouterr().err
