@@ -250,7 +250,16 @@ def train(cfg):
                          device=device)
     stop = _StopFlag()
 
+    saved = [start if cfg.resume else None]  # the iteration last.pt holds
+
+    def diverged(it, what):
+        held = f"{last} keeps iteration {saved[0]}" if saved[0] is not None else "no checkpoint was written"
+        return CaffeError(f"iteration {it}: {what}; training stopped ({held}); try a lower --base-lr")
+
     def snapshot(it):
+        # every rank holds the same weights, so every rank stops alike; one device sync per snapshot
+        if not bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()):
+            raise diverged(it, "the weights are no longer finite")
         if rank != 0:
             return
         save_checkpoint(last, dict(model=model.state_dict(), solver=solver.state_dict(), iter=it,
@@ -262,6 +271,7 @@ def train(cfg):
                        os.path.join(caffe_dir, f"cfn_iter_{it}.caffemodel"), recipe=cfg.recipe,
                        permutations=perms_np,
                        train_val_path=os.path.join(caffe_dir, "cfn_train_val.prototxt"))
+        saved[0] = it
 
     def validate(it):
         if rank == 0:
@@ -291,6 +301,9 @@ def train(cfg):
         for (i, _, _, lr), (loss, hits) in zip(pending, stats):
             logs.write("train", dict(iter=i, loss=f"{loss:.6f}", top1=f"{hits / per_iter:.4f}",
                                      lr=f"{lr:.8g}", puzzles_per_s=f"{rate:.1f}"))
+            if not np.isfinite(loss):
+                pending.clear()
+                raise diverged(i, f"the loss is {loss}")
             if sp.display and i % sp.display == 0:
                 tqdm.write(f"Iteration {i}, loss = {loss:.4f}, lr = {lr:.6g}, {rate:.0f} puzzles/s")
         pending.clear()

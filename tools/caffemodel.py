@@ -315,23 +315,27 @@ def _blob_bytes(array):
 
 
 def write_caffemodel(path, net, blobs):
-    """Write `net` (a NetParameter in the current format) with `blobs` {layer name: [arrays]} atomically."""
+    """Write `net` (a NetParameter in the current format) with `blobs` {layer name: [arrays]} atomically;
+    a repeated layer name's k-th repeat takes blobs[(name, k)]."""
     layer_tag = _encode_varint((_NET_LAYER << 3) | 2)
     blob_tag = _encode_varint((_LAYER_BLOBS << 3) | 2)
     header = pb.NetParameter()
     header.CopyFrom(net)
     del header.layer[:]
     del header.layers[:]
+    seen = {}
     with atomic_open(path, "wb") as f:
         f.write(header.SerializeToString())
         for layer in net.layer:
+            k = seen.get(layer.name, 0)
+            seen[layer.name] = k + 1
             stripped = pb.LayerParameter()
             stripped.CopyFrom(layer)
             del stripped.blobs[:]
             body = stripped.SerializeToString()
             if layer.type == "MergeData":  # the fork's field number, so its Caffe reads it
                 body = _renumber(body, 0, len(body), _OUR_MERGE, _FORK_MERGE)
-            parts = [_blob_bytes(a) for a in blobs.get(layer.name, ())]
+            parts = [_blob_bytes(a) for a in blobs.get(layer.name if k == 0 else (layer.name, k), ())]
             sizes = [len(h) + a.nbytes for h, a in parts]
             total = len(body) + sum(len(blob_tag) + _len_size(s) + s for s in sizes)
             f.write(layer_tag + _encode_varint(total) + body)

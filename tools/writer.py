@@ -7,14 +7,22 @@ from .errors import CaffeError
 from .prototxt import write_prototxt
 
 
+def _blob_key(name, seen):
+    """The key of the next layer called `name`: the name, then (name, k) for its k-th repeat (Caffe
+    accepts repeated names and writes each layer's own blobs; see write_caffemodel)."""
+    k = seen.get(name, 0)
+    seen[name] = k + 1
+    return name if k == 0 else (name, k)
+
+
 def caffe_blobs(module):
     """{layer name: [float32 arrays in Caffe's blob order]} for every layer of a CaffeNet that has blobs."""
-    out = {}
+    out, seen = {}, {}
     for key, _, _ in module.plan:
         layer = getattr(module, key)
+        name = _blob_key(layer.layer_name, seen)
         if layer.blob_names:
-            out[layer.layer_name] = [getattr(layer, b).detach().to("cpu", torch.float32).numpy()
-                                     for b in layer.blob_names]
+            out[name] = [getattr(layer, b).detach().to("cpu", torch.float32).numpy() for b in layer.blob_names]
     return out
 
 
@@ -25,9 +33,10 @@ def blobs_from_state_dict(state_dict, net_param, input_shapes=None):
     skeleton = CaffeNet(net_param, input_shapes=input_shapes, device="meta")
     prefixes = {k[: k.index(s)] for k in state_dict for s in _suffixes(skeleton) if k.endswith(s)}
     prefix = min(prefixes, key=len) if prefixes else ""
-    out, used = {}, set()
+    out, used, seen = {}, set(), {}
     for key, _, _ in skeleton.plan:
         layer = getattr(skeleton, key)
+        blob_key = _blob_key(layer.layer_name, seen)
         arrays = []
         for b in layer.blob_names:
             name = f"{prefix}{key}.{b}"
@@ -41,7 +50,7 @@ def blobs_from_state_dict(state_dict, net_param, input_shapes=None):
             arrays.append(t.detach().to("cpu", torch.float32).numpy())
             used.add(name)
         if arrays:
-            out[layer.layer_name] = arrays
+            out[blob_key] = arrays
     return out
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,3 +140,22 @@ def test_two_process_ddp_on_gloo_matches_one_process(tmp_path, photo_store, perm
     a, b = _losses(one), _losses(two)
     assert [i for i, _ in a] == [i for i, _ in b]
     assert all(abs(float(x) - float(y)) < 1e-4 for (_, x), (_, y) in zip(a, b)), (a, b)
+
+
+def test_divergence_stops_with_one_line_and_keeps_the_last_finite_checkpoint(tmp_path, photo_store, perms, capsys):
+    """lr 1e-4 for three iterations, then 1e12: the loss or the weights stop being finite."""
+    from tools.caffemodel import read_caffemodel
+    solver = tmp_path / "s.prototxt"
+    solver.write_text('base_lr: 0.0001 lr_policy: "multistep" gamma: 1e16 stepvalue: 3 momentum: 0.9 '
+                      "max_iter: 40 snapshot: 1 display: 0\n")
+    out = tmp_path / "run"
+    code = main(["train", "--data", photo_store, "--permutations", perms, "--out", str(out), *FAST,
+                 "--solver", str(solver), "--test-interval", "0", "--log-every", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "training stopped" in err and "keeps iteration" in err, err
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert 3 <= ck["iter"] < 40 and all(torch.isfinite(v).all() for v in ck["model"].values())
+    for name in os.listdir(out / "caffe"):
+        if name.endswith(".caffemodel"):
+            for _, blobs in read_caffemodel(str(out / "caffe" / name))[1]:
+                assert all(np.isfinite(b.data).all() for b in blobs), name

@@ -165,3 +165,24 @@ def test_fork_text_fields_parse_by_name():
                    'layer { name: "m" type: "MergeData" merge_data_param { max_substitute: 3 } }')
     assert net.layer[0].data_param.rand_jump == 8 and net.layer[1].merge_data_param.max_substitute == 3
     assert pb.TransformationParameter().siamese_size == 1  # the fork's default
+
+
+def test_repeated_names_round_trip_through_a_caffemodel_as_caffe_would(tmp_path):
+    """Each layer is written with its own blobs (Caffe's ToProto); reading copies every source layer
+    into the first layer of its name, so the later one's weights end there (CopyTrainedLayersFrom)."""
+    from tools import save_caffe_net
+    text = (input_layer({"data": (2, 4)})
+            + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "a" inner_product_param { num_output: 3 } }'
+            + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "b" inner_product_param { num_output: 3 } }')
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = load_caffe_net(text, seed=0)
+        first, second = net.layer_by_key(net.first_keys["fc"]), net.layer("fc")
+        with torch.no_grad():
+            first.weight.fill_(1.0)
+            second.weight.fill_(2.0)
+        save_caffe_net(net, str(tmp_path / "n.prototxt"), str(tmp_path / "n.caffemodel"))
+        _, named = read_caffemodel(str(tmp_path / "n.caffemodel"))
+        assert [(n, float(b[0].data.flat[0])) for n, b in named if b] == [("fc", 1.0), ("fc", 2.0)]
+        back = load_caffe_net(str(tmp_path / "n.prototxt"), str(tmp_path / "n.caffemodel"))
+    assert back.layer_by_key(back.first_keys["fc"]).weight.eq(2.0).all()
