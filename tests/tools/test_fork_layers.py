@@ -113,12 +113,15 @@ def test_mergedata_draws_are_seeded_distinct_and_in_range():
         _merge_net(high=0)
 
 
+TWO_FC = (input_layer({"data": (2, 4)})
+          + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "a" inner_product_param { num_output: 3 } }'
+          + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "b" inner_product_param { num_output: 3 } }')
+
+
 def test_repeated_layer_names_as_caffe_has_them(tmp_path):
     """Caffe's name index keeps the last layer of a name (layer_by_name); CopyTrainedLayersFrom
     copies a source layer's weights into the first layer of that name (net.cpp)."""
-    text = (input_layer({"data": (2, 4)})
-            + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "a" inner_product_param { num_output: 3 } }'
-            + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "b" inner_product_param { num_output: 3 } }')
+    text = TWO_FC
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = load_caffe_net(text, seed=0)
@@ -171,9 +174,7 @@ def test_repeated_names_round_trip_through_a_caffemodel_as_caffe_would(tmp_path)
     """Each layer is written with its own blobs (Caffe's ToProto); reading copies every source layer
     into the first layer of its name, so the later one's weights end there (CopyTrainedLayersFrom)."""
     from tools import save_caffe_net
-    text = (input_layer({"data": (2, 4)})
-            + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "a" inner_product_param { num_output: 3 } }'
-            + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "b" inner_product_param { num_output: 3 } }')
+    text = TWO_FC
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = load_caffe_net(text, seed=0)
