@@ -237,6 +237,24 @@ def make_puzzles(images, perms, draws, cfg=PuzzleConfig()):
     return x * cfg.scale if cfg.scale != 1.0 else x
 
 
+def branch_input(images, cfg):
+    """What a CFN branch saw in pretraining, for whole images fed to it as single tiles (transfer,
+    probes): images (B, 3, H, W) or (3, H, W) RGB on a 0-1 scale -> BGR on a 0-255 scale with the
+    recipe's values (its per-tile statistics, fixed means, MVN and scale). The recipe's colour draws
+    are augmentation and are left out."""
+    x = images.flip(-3) * 255.0
+    if cfg.per_tile in ("mean", "meanstd"):
+        x = x - x.mean((-2, -1), keepdim=True)
+        if cfg.per_tile == "meanstd":
+            std = x.flatten(-2).std(-1)[..., None, None]
+            x = x / torch.where(std == 0, torch.ones_like(std), std)
+    if cfg.mean_values is not None:
+        x = x - torch.tensor(cfg.mean_values, dtype=x.dtype, device=x.device)[:, None, None]
+    if cfg.per_tile == "mvn":
+        return (_mvn(x, cfg.mvn_eps) * cfg.scale).to(images.dtype)
+    return x * cfg.scale if cfg.scale != 1.0 else x
+
+
 def unshuffle(tiles, perm):
     """Put shuffled tiles (9, ...) back in grid order: position t holds cell perm[t]."""
     out = torch.empty_like(tiles)

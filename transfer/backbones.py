@@ -6,6 +6,8 @@
 own small nets (BaseNet, BaseNet++, the Fashion-MNIST CNN and MLP, the EMNIST CNN, the blood-cell CNN)
 are built here and trained from scratch.
 """
+import functools
+
 import torch
 from torch import nn
 
@@ -27,6 +29,7 @@ class Backbone(nn.Module):
         self.body, self.feature_dim, self.input_size, self.in_channels = body, feature_dim, input_size, in_channels
         self.blocks, self.scratch = blocks, scratch
         self.record = {}  # what the weights were trained with (a CFN's puzzle recipe), for config.json
+        self.preprocess = None  # a backbone's own input transform of 0-1 RGB images, if it has one
 
     def features(self, x):
         return self.body(x).flatten(1)
@@ -85,10 +88,10 @@ def cfn_backbone(weights=None, upto="pool5", **kw):
             raise CaffeError("model 'cfn' needs --weights: a `jigsaw train` checkpoint (.pt) or a CFN "
                              ".caffemodel (or --weights none for a random branch)")
         cfn = CFN(num_permutations=1000)
-    from jigsaw.recipes import DEFAULT, recipe_of
-    record = dict(recipe=None)
-    if weights in (None, "none"):
-        pass
+    from jigsaw.recipes import DEFAULT, recipe, recipe_of
+    from jigsaw.tiles import branch_input
+    if weights in (None, "none"):  # a random twin gets the preprocessing of the recipe it stands in for
+        record = dict(recipe=kw.get("recipe") or DEFAULT, recipe_source="random initialisation")
     elif str(weights).endswith(".caffemodel"):  # the original release: the jps recipe
         cfn = CFN.from_caffe(None, weights)
         record = dict(recipe=DEFAULT, recipe_source="assumed for a .caffemodel (the original release)")
@@ -107,6 +110,9 @@ def cfn_backbone(weights=None, upto="pool5", **kw):
     blocks = ["conv1", "conv2", "conv3", "conv4", "conv5"] + (["fc6"] if upto == "fc6" else [])
     backbone = Backbone(branch, dim, cfn.tile, 3, blocks)
     backbone.record = record
+    # the branch gets in transfer what it got in pretraining: BGR, 0-255, the recipe's normalisation
+    backbone.preprocess = functools.partial(branch_input, cfg=recipe(record["recipe"],
+                                                                     **record.get("recipe_options", {})))
     return backbone
 
 

@@ -60,6 +60,10 @@ def build_parser():
     p.add_argument("--finetune-solver", help="solver.prototxt (or text) for the fine-tune phase")
     p.add_argument("--patience", type=int, nargs=2, metavar=("HEAD", "FINETUNE"), help="early stopping")
     p.add_argument("--input-size", type=int, help="resize images to this side (default: the model's)")
+    p.add_argument("--input-norm", choices=["backbone", "dataset"], default="backbone",
+                   help="backbone (default): a CFN branch gets its recipe's input (BGR, 0-255, the recipe's "
+                        "normalisation), other models the training split's standardisation; dataset: that "
+                        "standardisation for every model (seed 003)")
     p.add_argument("--augment", type=_augment, default={}, metavar="SPEC",
                    help="training augmentations, e.g. rotation=10,hflip,shift=0.2,shear=0.3,zoom=0.2")
     _common(p)
@@ -126,7 +130,8 @@ def _run(args):
             cfg = _config(args, dict(recipe, **then))
     else:
         base = dict(dataset=args.dataset, model=args.model, phase=args.phase, head=args.head,
-                    unfreeze=tuple(args.unfreeze), input_size=args.input_size, augment=args.augment)
+                    unfreeze=tuple(args.unfreeze), input_size=args.input_size, augment=args.augment,
+                    input_norm=args.input_norm)
         for key in ("head_solver", "finetune_solver"):
             if getattr(args, key):
                 base[key] = getattr(args, key)
@@ -183,8 +188,13 @@ def _plot_model(args):
     except OSError as e:
         raise DatasetError(f"{args.image}: not a readable image ({e})") from None
     x = torch.from_numpy(arr).permute(2, 0, 1) if arr.ndim == 3 else torch.from_numpy(arr)[None]
-    mean, std = torch.tensor(conf["mean"])[:, None, None], torch.tensor(conf["std"])[:, None, None]
-    print(plot_feature_maps(out, model, layer, (x - mean) / std, title=f"{args.layer} on {os.path.basename(args.image)}"))
+    if conf.get("input", "").startswith("the backbone") and (conf.get("backbone") or {}).get("recipe"):
+        from jigsaw.recipes import recipe_of
+        from jigsaw.tiles import branch_input
+        x = branch_input(x, recipe_of(conf["backbone"]))  # as the run fed it
+    else:
+        x = (x - torch.tensor(conf["mean"])[:, None, None]) / torch.tensor(conf["std"])[:, None, None]
+    print(plot_feature_maps(out, model, layer, x, title=f"{args.layer} on {os.path.basename(args.image)}"))
     return 0
 
 

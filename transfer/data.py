@@ -52,9 +52,13 @@ def _prepare(t, size, channels):
 
 
 class ImageSplit(Dataset):
-    def __init__(self, split, size, channels, mean, std, augment=None):
+    """Images of a split, resized, augmented, then given to the model: through `preprocess` (the
+    backbone's own transform of 0-1 RGB, e.g. a CFN's recipe) or standardised by `mean`/`std`."""
+
+    def __init__(self, split, size, channels, mean, std, augment=None, preprocess=None):
         self.split, self.size, self.channels = split, size, channels
         self.mean, self.std, self.augment = mean[:, None, None], std[:, None, None], augment
+        self.preprocess = preprocess
 
     def __len__(self):
         return len(self.split)
@@ -72,7 +76,8 @@ class ImageSplit(Dataset):
         i = j
         if self.augment is not None:
             x = self.augment(x)
-        return (x - self.mean) / self.std, int(self.split.labels[i])
+        x = self.preprocess(x) if self.preprocess is not None else (x - self.mean) / self.std
+        return x, int(self.split.labels[i])
 
 
 def augmentation(rotation=0.0, hflip=False, shift=0.0, shear=0.0, zoom=0.0):
@@ -87,13 +92,15 @@ def augmentation(rotation=0.0, hflip=False, shift=0.0, shear=0.0, zoom=0.0):
     return v2.Compose(ops)
 
 
-def loaders(splits, size, channels, batch_size, workers=0, augment=None, seed=0, stats=None):
-    """DataLoaders for train (shuffled, seeded), val and test, normalised by training-split statistics."""
+def loaders(splits, size, channels, batch_size, workers=0, augment=None, seed=0, stats=None, preprocess=None):
+    """DataLoaders for train (shuffled, seeded), val and test: through `preprocess` when given, else
+    normalised by training-split statistics (computed either way, and recorded)."""
     mean, std = stats if stats is not None else channel_stats(splits["train"], size, channels, seed=seed)
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name in ("train", "val", "test"):
-        ds = ImageSplit(splits[name], size, channels, mean, std, augment if name == "train" else None)
+        ds = ImageSplit(splits[name], size, channels, mean, std, augment if name == "train" else None,
+                        preprocess)
         out[name] = DataLoader(ds, batch_size=batch_size, shuffle=name == "train", generator=g,
                                num_workers=workers, drop_last=False)
     return out, (mean, std)

@@ -53,6 +53,9 @@ class FinetuneConfig:
     val_fraction: float = 0.15
     input_size: Optional[int] = None
     augment: dict = field(default_factory=dict)
+    # "backbone": the backbone's own input (a CFN branch: its recipe's BGR 0-255 values), else the
+    # training split's per-channel standardisation; "dataset": that standardisation always (seed 003)
+    input_norm: str = "backbone"
     seed: int = 0
     workers: int = 0
     device: str = "auto"
@@ -140,12 +143,17 @@ def finetune(cfg):
     ensure_dir(cfg.out)
     stats_path = os.path.join(cfg.out, "stats.pt")
     stats = tuple(torch.load(stats_path, weights_only=True)) if cfg.resume and os.path.exists(stats_path) else None
+    if cfg.input_norm not in ("backbone", "dataset"):
+        raise CaffeError(f"input_norm must be 'backbone' or 'dataset', got '{cfg.input_norm}'")
+    preprocess = getattr(backbone, "preprocess", None) if cfg.input_norm == "backbone" else None
     data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, cfg.workers,
-                          augmentation(**cfg.augment), cfg.seed, stats)
+                          augmentation(**cfg.augment), cfg.seed, stats, preprocess)
     torch.save(list(stats), stats_path)
     with atomic_open(os.path.join(cfg.out, "config.json"), "w") as f:
         json.dump(dict(asdict(cfg), classes=classes, input_size=size, mean=stats[0].tolist(),
-                       std=stats[1].tolist(), backbone=getattr(backbone, "record", {})), f, indent=2)
+                       std=stats[1].tolist(), backbone=getattr(backbone, "record", {}),
+                       input=("the backbone's own" if preprocess else "standardised by the training split")),
+                  f, indent=2)
     phases = _phases(cfg, backbone.scratch)
     conv1_before = _first_conv(model)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")

@@ -74,3 +74,24 @@ def test_a_caffemodel_converts_with_a_recorded_recipe(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "c.caffemodel"), "--permutations", str(tmp_path / "p1.bin"),
                  "-o", str(tmp_path / "d.pt")]) == 2
     assert "1 permutations, but" in capsys.readouterr().err
+
+
+def test_evaluate_reproduces_a_bbrattoli_runs_validation_loss(tmp_path, photo_store_square, capsys):
+    """The run's last validation (8 held-out images, batch 8, one batch) and `jigsaw evaluate` on the
+    same store, batch and seed: the same puzzles through the checkpoint's own recipe."""
+    import csv
+    perms = str(tmp_path / "p.npy")
+    save_permutations(perms, make_permutations(8))
+    out = tmp_path / "run"
+    fast = [a for a in FAST if a not in ("--val-fraction", "0.25")]
+    assert main(["train", "--recipe", "bbrattoli", "--data", photo_store_square, "--val-data", photo_store_square,
+                 "--permutations", perms, "--out", str(out), *fast, "--max-iter", "2", "--test-interval", "2",
+                 "--seed", "3"]) in (0, None)
+    with open(out / "val.csv") as f:
+        want = float(list(csv.DictReader(f))[-1]["loss"])
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", str(out / "last.pt"), "--data", photo_store_square, "--batch-size", "8",
+                 "--seed", "3"]) == 0
+    text = capsys.readouterr().out
+    got = float(text.split("loss ")[1].split()[0])
+    assert "(recipe bbrattoli)" in text and abs(got - want) < 1e-3, (got, want)
