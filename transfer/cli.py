@@ -1,6 +1,7 @@
 """`transfer`: fine-tune a backbone on a labelled dataset, run a seed recipe, list what exists, plot."""
 import argparse
 import json
+import os
 import sys
 
 from tools.cli_runner import run_cli
@@ -13,6 +14,7 @@ EPILOG = """examples:
   transfer finetune --dataset cifar100 --data-root ~/data --model cfn --weights runs/cfn/last.pt --out runs/c100
   transfer run cifar100-cfn --data-root ~/data --weights runs/cfn/last.pt --out runs/c100
   transfer plot filters --weights runs/cfn/last.pt --compare runs/c100/model.pt -o conv1.png
+  transfer probe --dataset fashion-mnist --model cfn --weights runs/cfn/last.pt --out runs/probe
 """
 
 
@@ -67,6 +69,24 @@ def build_parser():
     p.add_argument("--augment", type=_augment, default={}, metavar="SPEC",
                    help="training augmentations, e.g. rotation=10,hflip,shift=0.2,shear=0.3,zoom=0.2")
     _common(p)
+    p = sub.add_parser("probe", help="linear probes per layer: pretrained backbone vs random-init twins")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights", help="the pretrained weights (as for finetune)")
+    p.add_argument("--data-root", help="dataset folder (Fashion-MNIST defaults to Debian's package)")
+    p.add_argument("--out", required=True, help="folder: probe.csv, fits.csv, probe.png, the feature cache")
+    p.add_argument("--random-seeds", type=int, default=3, help="random-init twins (default 3)")
+    p.add_argument("--twin-init", choices=["caffe", "msra"], default="caffe",
+                   help="a CFN twin's init: caffe (default; the fillers its pretraining started from) or msra (He)")
+    p.add_argument("--target-dim", type=int, default=9000, help="features per layer after pooling (9000)")
+    p.add_argument("--weight-decays", type=float, nargs="+", default=[1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+                   help="candidates, chosen on the validation split")
+    p.add_argument("--lbfgs-iters", type=int, default=60, help="L-BFGS iterations per fit (60)")
+    p.add_argument("--limit-train", type=int, help="use only the first N training images")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("run", help="run a seed recipe (see `transfer list`)")
     p.add_argument("recipe")
     _common(p)
@@ -110,6 +130,21 @@ def _run(args):
         return 0
     if args.command == "plot":
         return _plot(args)
+    if args.command == "probe":
+        from .probe import ProbeConfig, probe
+        rows = probe(ProbeConfig(dataset=args.dataset, model=args.model, weights=args.weights, out=args.out,
+                                 data_root=args.data_root, random_seeds=args.random_seeds, twin_init=args.twin_init,
+                                 target_dim=args.target_dim, weight_decays=tuple(args.weight_decays),
+                                 lbfgs_iters=args.lbfgs_iters, limit_train=args.limit_train,
+                                 batch_size=args.batch_size, seed=args.seed, device=args.device,
+                                 progress=not args.no_progress))
+        print(f"{'layer':8s} {'dims':>6s} {'pretrained':>10s} {'random (mean ± SE)':>20s} {'margin':>8s}")
+        for r in rows:
+            margin = "" if r["margin_se"] is None else f"{r['margin_se']:+.1f} SE"
+            print(f"{r['layer']:8s} {r['dims']:6d} {r['pretrained']:10.4f} "
+                  f"{r['random_mean']:12.4f} ± {r['random_se']:.4f} {margin:>8s}")
+        print(f"wrote {os.path.join(args.out, 'probe.csv')} and probe.png")
+        return 0
     from .finetune import finetune, stats_of
     if args.command == "run":
         from .recipes import RECIPES
@@ -120,7 +155,6 @@ def _run(args):
         if then is None:
             cfg = _config(args, recipe)
         else:  # two stages: the second starts from the first one's model
-            import os
             out = args.out
             args.out = os.path.join(out, "stage1")
             first, _ = finetune(_config(args, recipe))
@@ -160,7 +194,6 @@ def _plot(args):
 
 
 def _plot_model(args):
-    import os
     import numpy as np
     import torch
     from PIL import Image

@@ -145,3 +145,19 @@ def plot_feature_maps(path, model, layer, image, max_maps=32, title=""):
         ax.set_title(f"{i}: {float(m.min()):.2g}..{float(m.max()):.2g}", fontsize=6)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_probe(rows, path, title):
+    """Probe accuracy per layer: the pretrained backbone and its random-init twins (mean ± SE)."""
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(x, [r["pretrained"] for r in rows], "o-", label="pretrained")
+    ax.errorbar(x, [r["random_mean"] for r in rows], yerr=[r["random_se"] for r in rows], fmt="s--", capsize=4,
+                label=f"random init (mean ± SE, n={rows[0]['n']})")
+    ax.set_xticks(x, [f"{r['layer']}\n{r['dims']}" for r in rows])
+    ax.set_xlabel("layer (features)")
+    ax.set_ylabel("test accuracy (linear probe)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
