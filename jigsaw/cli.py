@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 
-from tools.cli_runner import run_cli
+from tools.cli_runner import positive, run_cli
 
 EPILOG = """examples:
   jigsaw permutations -n 1000 -o perms.npy
@@ -19,15 +19,6 @@ EPILOG = """examples:
 """
 
 
-def _positive(kind):
-    def parse(text):
-        v = kind(text)
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return v
-    return parse
-
-
 def build_parser():
     ap = argparse.ArgumentParser(prog="jigsaw", description="Self-supervised jigsaw pretraining of the "
                                  "Context-Free Network (Noroozi & Favaro 2016), exact to Caffe.",
@@ -35,7 +26,7 @@ def build_parser():
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("permutations", help="choose a permutation set by maximal Hamming distance")
-    p.add_argument("-n", type=_positive(int), default=1000, help="how many permutations (default 1000)")
+    p.add_argument("-n", type=positive(int), default=1000, help="how many permutations (default 1000)")
     p.add_argument("-o", "--output", required=True, help=".npy (0-indexed), .bin (original, 1-indexed) or .h5")
     p.add_argument("--seed", type=int, default=0, help="seed for the first permutation (default 0)")
     p.add_argument("--criterion", choices=["mean", "min"], default="mean",
@@ -51,9 +42,9 @@ def build_parser():
                    help="jps (default; recipes jps, jps++): the fork's generate_jps_dataset form, shorter "
                         "side 256 with OpenCV-bilinear geometry, centre 255 crop (+2 px it reads past); "
                         "square (recipes paper, bbrattoli): --size squares, PIL bilinear")
-    p.add_argument("--size", type=_positive(int), default=256,
+    p.add_argument("--size", type=positive(int), default=256,
                    help="side of the stored squares in the square layout (default 256)")
-    p.add_argument("--workers", type=_positive(int), help="decoding processes (default: all cores)")
+    p.add_argument("--workers", type=positive(int), help="decoding processes (default: all cores)")
 
     p = sub.add_parser("train", help="pretrain a CFN with Caffe solver semantics")
     p.add_argument("--data", required=True, help="prepared store (.h5) or image folder")
@@ -62,8 +53,8 @@ def build_parser():
     p.add_argument("--solver", help="solver.prototxt (default: prototxt/cfn_solver.prototxt)")
     p.add_argument("--val-data", help="separate validation store; default: hold out --val-fraction")
     p.add_argument("--val-fraction", type=float, default=0.05, help="images held out (default 0.05)")
-    p.add_argument("--batch-size", type=_positive(int), default=256, help="puzzles per iteration (256)")
-    p.add_argument("--width", type=_positive(float), default=1.0, help="channel width multiplier (1.0)")
+    p.add_argument("--batch-size", type=positive(int), default=256, help="puzzles per iteration (256)")
+    p.add_argument("--width", type=positive(float), default=1.0, help="channel width multiplier (1.0)")
     p.add_argument("--dropout", type=float, default=0.5, help="dropout after fc6/fc7 (0.5)")
     p.add_argument("--recipe", default="jps",
                    help="puzzles: jps (default; the authors' released data layer), jps++ (MergeData, "
@@ -81,7 +72,7 @@ def build_parser():
     p.add_argument("--fp32", action="store_const", const="fp32", dest="precision", help="same as --precision fp32")
     p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
                    help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), max-autotune")
-    p.add_argument("--log-every", type=_positive(int), default=20,
+    p.add_argument("--log-every", type=positive(int), default=20,
                    help="iterations per log flush; the GPU is waited for only then (default 20)")
     p.add_argument("--gray-prob", type=float, default=0.0,
                    help="paper / bbrattoli: probability of a grayscale image (jps draws its own)")
@@ -100,8 +91,8 @@ def build_parser():
     p.add_argument("--data", required=True, help="store (.h5) or image folder")
     p.add_argument("--permutations", help="permutation file (needed with a .caffemodel)")
     p.add_argument("--recipe", help="puzzles for a .caffemodel (default jps); a checkpoint's own is used")
-    p.add_argument("--batch-size", type=_positive(int), default=64)
-    p.add_argument("--repeats", type=_positive(int), default=1, help="puzzles per image (default 1)")
+    p.add_argument("--batch-size", type=positive(int), default=64)
+    p.add_argument("--repeats", type=positive(int), default=1, help="puzzles per image (default 1)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("convert", help="CFN checkpoint <-> Caffe .prototxt + .caffemodel")
@@ -164,7 +155,8 @@ def _convert(args):
         model = CFN.from_caffe(args.prototxt, args.source)
         perms = load_permutations(args.permutations) if args.permutations else None
         if perms is not None and len(perms) != model.num_permutations:
-            raise ValueError(f"{args.permutations}: {len(perms)} permutations, but {args.source} "
+            from tools.errors import CaffeError
+            raise CaffeError(f"{args.permutations}: {len(perms)} permutations, but {args.source} "
                              f"predicts {model.num_permutations}")
         _, record = recipe_record(args.recipe or "jps")
         save_checkpoint(args.output, dict(model=model.state_dict(), widths=model.widths, iter=0,

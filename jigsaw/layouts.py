@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 JPS_SHORT, JPS_CROP, JPS_MARGIN = 256, 255, 2
 JPS_SIDE = JPS_CROP + JPS_MARGIN
+LAYOUTS = ("jps", "square")
 
 
 def jps_resized_size(w, h):

@@ -45,7 +45,6 @@ RECIPES = {
     "bbrattoli": PuzzleConfig(recipe="bbrattoli", layout="square", per_tile="meanstd"),
 }
 DEFAULT = "jps"
-LAYOUTS = ("jps", "square")
 
 
 def recipe(name=DEFAULT, **overrides):

@@ -13,11 +13,10 @@ from tqdm import tqdm
 from tools.errors import CaffeError
 
 from .images import BadImage, list_images, load_image, to_layout
-from .layouts import JPS_CROP, stored_side
+from .layouts import JPS_CROP, LAYOUTS, stored_side
 from .lmdb_source import LmdbRecords, datum_image, is_lmdb
 
 FLUSH_EVERY = 64
-LAYOUTS = ("jps", "square")
 
 
 def _decode(job):

@@ -203,7 +203,7 @@ def make_puzzles(images, perms, draws, cfg=PuzzleConfig()):
     Returns float32 tiles (B, 9, 3, tile, tile) on the images' device."""
     dev = images.device
     d = draws.to(dev)
-    b, n = images.shape[0], GRID * GRID
+    b = images.shape[0]
     rows = torch.arange(b, device=dev)[:, None]
     sub = d.sub_from >= 0
     pick = d.sub_from.clamp_min(0)

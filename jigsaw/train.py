@@ -28,7 +28,7 @@ from .cfn import CFN
 from .checkpoint import load_checkpoint, save_checkpoint
 from .permutations import load_permutations
 from .recipes import DEFAULT as DEFAULT_RECIPE
-from .recipes import recipe, recipe_record
+from .recipes import recipe_of, recipe_record
 from .store import check_layout, open_images
 from .tiles import draw, make_puzzles
 
@@ -227,9 +227,9 @@ def train(cfg):
         ck = load_checkpoint(last)
         if not np.array_equal(ck["permutations"].numpy(), perms_np):
             raise CaffeError(f"{last}: the checkpoint was trained with another permutation set")
-        was = ck.get("recipe") or ("bbrattoli" if ck.get("normalize") == "meanstd" else "paper")
-        if (was, dict(ck.get("recipe_options") or {})) != (record["recipe"], record["recipe_options"]):
-            raise CaffeError(f"{last}: the run was trained with recipe '{was}' "
+        was = recipe_of(ck)
+        if was != pcfg:
+            raise CaffeError(f"{last}: the run was trained with recipe '{was.recipe}' "
                              f"{dict(ck.get('recipe_options') or {})}; --recipe {cfg.recipe} "
                              f"{record['recipe_options']} would change what its puzzles are")
         model.load_state_dict(ck["model"])

@@ -185,16 +185,25 @@ def _layer_type(buf, start, end):
     return None
 
 
+def _field(number, wire, value):
+    """One encoded field: key, length for wire type 2, the value bytes."""
+    return _encode_varint((number << 3) | wire) + (_encode_varint(len(value)) if wire == 2 else b"") + value
+
+
 def _renumber(buf, start, end, old, new):
     """The message bytes with every top-level field `old` renumbered `new`."""
     out = bytearray()
     for number, wire, vs, ve, fs in _fields(buf, start, end):
-        if number == old:
-            head = _encode_varint((new << 3) | wire)
-            out += head + (_encode_varint(ve - vs) if wire == 2 else b"") + buf[vs:ve]
-        else:
-            out += buf[fs:ve]
+        out += _field(new, wire, bytes(buf[vs:ve])) if number == old else buf[fs:ve]
     return bytes(out)
+
+
+def repeat_key(name, seen):
+    """The blobs key of the next layer called `name`: the name, then (name, k) for its k-th repeat
+    (Caffe accepts repeated names and its ToProto writes each layer's own blobs)."""
+    k = seen.get(name, 0)
+    seen[name] = k + 1
+    return name if k == 0 else (name, k)
 
 
 def _strip_layer(buf, start, end, blob_field, nested=None, path=None):
@@ -204,7 +213,7 @@ def _strip_layer(buf, start, end, blob_field, nested=None, path=None):
     merge = blob_field == _LAYER_BLOBS and _layer_type(buf, start, end) == b"MergeData"
     for number, wire, vs, ve, fs in _fields(buf, start, end):
         if merge and number == _FORK_MERGE and wire == 2:
-            kept += _encode_varint((_OUR_MERGE << 3) | 2) + _encode_varint(ve - vs) + buf[vs:ve]
+            kept += _field(_OUR_MERGE, 2, bytes(buf[vs:ve]))
         elif number == blob_field and wire == 2:
             blobs.append(_parse_blob(buf, vs, ve, path))
         elif nested is not None and number == nested[0] and wire == 2:
@@ -327,15 +336,13 @@ def write_caffemodel(path, net, blobs):
     with atomic_open(path, "wb") as f:
         f.write(header.SerializeToString())
         for layer in net.layer:
-            k = seen.get(layer.name, 0)
-            seen[layer.name] = k + 1
             stripped = pb.LayerParameter()
             stripped.CopyFrom(layer)
             del stripped.blobs[:]
             body = stripped.SerializeToString()
             if layer.type == "MergeData":  # the fork's field number, so its Caffe reads it
                 body = _renumber(body, 0, len(body), _OUR_MERGE, _FORK_MERGE)
-            parts = [_blob_bytes(a) for a in blobs.get(layer.name if k == 0 else (layer.name, k), ())]
+            parts = [_blob_bytes(a) for a in blobs.get(repeat_key(layer.name, seen), ())]
             sizes = [len(h) + a.nbytes for h, a in parts]
             total = len(body) + sum(len(blob_tag) + _len_size(s) + s for s in sizes)
             f.write(layer_tag + _encode_varint(total) + body)

@@ -1,8 +1,19 @@
 """What every command-line tool here shares: one-line warnings, and errors that exit 2 without a traceback."""
+import argparse
 import sys
 import warnings
 
 from .errors import CaffeError
+
+
+def positive(kind, zero=False):
+    """An argparse type: `kind` (int, float) above 0, or at least 0 with zero=True."""
+    def parse(text):
+        v = kind(text)
+        if v < 0 or (v == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero else 'positive'}, got {text}")
+        return v
+    return parse
 
 
 def run_cli(prog, func, args, user_errors=()):

@@ -2,17 +2,9 @@
 import numpy as np
 import torch
 
-from .caffemodel import write_caffemodel
+from .caffemodel import repeat_key, write_caffemodel
 from .errors import CaffeError
 from .prototxt import write_prototxt
-
-
-def _blob_key(name, seen):
-    """The key of the next layer called `name`: the name, then (name, k) for its k-th repeat (Caffe
-    accepts repeated names and writes each layer's own blobs; see write_caffemodel)."""
-    k = seen.get(name, 0)
-    seen[name] = k + 1
-    return name if k == 0 else (name, k)
 
 
 def caffe_blobs(module):
@@ -20,7 +12,7 @@ def caffe_blobs(module):
     out, seen = {}, {}
     for key, _, _ in module.plan:
         layer = getattr(module, key)
-        name = _blob_key(layer.layer_name, seen)
+        name = repeat_key(layer.layer_name, seen)
         if layer.blob_names:
             out[name] = [getattr(layer, b).detach().to("cpu", torch.float32).numpy() for b in layer.blob_names]
     return out
@@ -36,7 +28,7 @@ def blobs_from_state_dict(state_dict, net_param, input_shapes=None):
     out, used, seen = {}, set(), {}
     for key, _, _ in skeleton.plan:
         layer = getattr(skeleton, key)
-        blob_key = _blob_key(layer.layer_name, seen)
+        blob_key = repeat_key(layer.layer_name, seen)
         arrays = []
         for b in layer.blob_names:
             name = f"{prefix}{key}.{b}"

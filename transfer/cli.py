@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-from tools.cli_runner import run_cli
+from tools.cli_runner import positive, run_cli
 
 from .datasets import DatasetError
 
@@ -75,15 +75,15 @@ def build_parser():
     p.add_argument("--weights", help="the pretrained weights (as for finetune)")
     p.add_argument("--data-root", help="dataset folder (Fashion-MNIST defaults to Debian's package)")
     p.add_argument("--out", required=True, help="folder: probe.csv, fits.csv, probe.png, the feature cache")
-    p.add_argument("--random-seeds", type=int, default=3, help="random-init twins (default 3)")
+    p.add_argument("--random-seeds", type=positive(int), default=3, help="random-init twins (default 3)")
     p.add_argument("--twin-init", choices=["caffe", "msra"], default="caffe",
                    help="a CFN twin's init: caffe (default; the fillers its pretraining started from) or msra (He)")
-    p.add_argument("--target-dim", type=int, default=9000, help="features per layer after pooling (9000)")
-    p.add_argument("--weight-decays", type=float, nargs="+", default=[1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+    p.add_argument("--target-dim", type=positive(int), default=9000, help="features per layer after pooling (9000)")
+    p.add_argument("--weight-decays", type=positive(float, zero=True), nargs="+", default=[1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
                    help="candidates, chosen on the validation split")
-    p.add_argument("--lbfgs-iters", type=int, default=60, help="L-BFGS iterations per fit (60)")
-    p.add_argument("--limit-train", type=int, help="use only the first N training images")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lbfgs-iters", type=positive(int), default=60, help="L-BFGS iterations per fit (60)")
+    p.add_argument("--limit-train", type=positive(int), help="use only the first N training images")
+    p.add_argument("--batch-size", type=positive(int), default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")

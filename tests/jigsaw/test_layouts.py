@@ -106,8 +106,26 @@ def test_a_recipe_refuses_a_store_of_the_wrong_layout(tmp_path, photo_store, pho
         check_layout(open_images(photo_store_square), recipe("jps"), photo_store_square)
     with pytest.raises(CaffeError, match="a 'jps' store, but recipe 'bbrattoli'"):
         check_layout(open_images(photo_store), recipe("bbrattoli"), photo_store)
-    with h5py.File(photo_store_square) as f:  # stores from before layouts were recorded: square
-        assert f.attrs["layout"] == "square"
+
+
+def test_a_store_from_before_layouts_is_square(tmp_path):
+    legacy = str(tmp_path / "old.h5")
+    with h5py.File(legacy, "w") as f:  # what `prepare` wrote before layouts were recorded
+        f.create_dataset("images", data=np.zeros((2, 256, 256, 3), np.uint8), chunks=(1, 256, 256, 3))
+    assert ImageStore(legacy).layout == "square"
+    check_layout(ImageStore(legacy), recipe("paper"), legacy)
+    with pytest.raises(CaffeError, match="a 'square' store, but recipe 'jps'"):
+        check_layout(ImageStore(legacy), recipe("jps"), legacy)
+
+
+def test_a_file_that_is_not_an_lmdb_is_one_line(tmp_path):
+    bad = tmp_path / "bad_lmdb"
+    bad.mkdir()
+    (bad / "data.mdb").write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    with pytest.raises(CaffeError, match="not a readable LMDB"):
+        prepare(str(bad), str(tmp_path / "s.h5"), progress=False)
+    with pytest.raises(CaffeError, match="a Caffe LMDB; run `jigsaw prepare"):
+        open_images(str(bad))
 
 
 @pytest.mark.parametrize("args,expect", [

@@ -13,6 +13,7 @@ import torch
 from tools import caffe_pb2 as pb
 from tools import load_caffe_net
 from tools.caffemodel import read_caffemodel, write_caffemodel
+from tools.errors import CaffeError
 from tools.layers.normalization import _MVNFunction
 from tools.prototxt import read_net
 
@@ -109,7 +110,7 @@ def test_mergedata_draws_are_seeded_distinct_and_in_range():
     for row in plans[0][:300]:
         used = row[row >= 0].tolist()
         assert len(used) == len(set(used))
-    with pytest.raises(Exception, match="max_substitute 0"):
+    with pytest.raises(CaffeError, match="max_substitute 0"):
         _merge_net(high=0)
 
 

@@ -43,13 +43,10 @@ def test_constant_colour_image_through_each_recipe(tmp_path, name, want):
 
 
 def test_a_random_twin_and_a_caffemodel_get_the_jps_input(tmp_path):
-    for weights in ("none", None):
-        if weights is None:
-            cfn = CFN(8, width=0.125, seed=0)
-            cfn.to_caffe(str(tmp_path / "c.prototxt"), str(tmp_path / "c.caffemodel"))
-            weights = str(tmp_path / "c.caffemodel")
+    CFN(8, width=0.125, seed=0).to_caffe(str(tmp_path / "c.prototxt"), str(tmp_path / "c.caffemodel"))
+    for weights in ("none", str(tmp_path / "c.caffemodel")):
         x = _first_batch(build_backbone("cfn", weights).preprocess)
-        assert torch.allclose(x[0, :, 0, 0], torch.tensor([-74.0, 83.0, -113.0]), atol=1e-4)
+        assert torch.allclose(x[0, :, 0, 0], torch.tensor([-74.0, 83.0, -113.0]), atol=1e-4), weights
 
 
 def test_the_run_records_which_input_it_used(tmp_path):

@@ -72,3 +72,12 @@ def test_twins_have_the_backbones_shape_and_the_chosen_init(setup):
         assert c.std().item() == pytest.approx(FILLERS[name][0], rel=0.2)
         assert caffe.block(name).bias.eq(FILLERS[name][1]).all() and msra.block(name).bias.eq(0).all()
     assert backbone.block("conv1").weight is not caffe.block("conv1").weight
+
+
+@pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--random-seeds", "-1"), ("--weight-decays", "-0.1"),
+                                        ("--target-dim", "0")])
+def test_bad_probe_flags_exit_2_with_the_reason(flag, value, capsys):
+    from transfer.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["probe", "--dataset", "fashion-mnist", "--model", "cfn", "--weights", "none", "--out", "x", flag, value])
+    assert e.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err
