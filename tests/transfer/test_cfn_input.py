@@ -63,3 +63,25 @@ def test_the_run_records_which_input_it_used(tmp_path):
         conf = json.loads((out / "config.json").read_text())
         assert conf["input_norm"] == norm and conf["backbone"]["recipe"] == "jps"
         assert conf["input"] == ("the backbone's own" if norm == "backbone" else "standardised by the training split")
+
+
+def test_featuremaps_feed_the_image_as_the_run_fed_its_branch(tmp_path, monkeypatch):
+    from PIL import Image
+    from transfer import plots
+    from transfer.cli import main
+    from transfer.finetune import FinetuneConfig, finetune
+    from .test_datasets import mnist_like
+    root = mnist_like(str(tmp_path / "fm"), n=(40, 10))
+    finetune(FinetuneConfig(dataset="fashion-mnist", data_root=root, model="cfn", weights=_ckpt(tmp_path / "c.pt", "jps"),
+                            out=str(tmp_path / "run"), phase="head", epochs=1, batch_size=16, progress=False,
+                            head_solver='type: "Adam" base_lr: 0.001 lr_policy: "fixed"'))
+    Image.fromarray(np.full((40, 40, 3), COLOUR, np.uint8)).save(tmp_path / "x.png")
+    seen = {}
+
+    def capture(out, model, layer, x, title):
+        seen["x"] = x
+        return out
+    monkeypatch.setattr(plots, "plot_feature_maps", capture)
+    assert main(["plot", "featuremaps", "--run", str(tmp_path / "run"), "--layer", "backbone.body.conv1",
+                 "--image", str(tmp_path / "x.png")]) == 0
+    assert torch.allclose(seen["x"][:, 5, 5], torch.tensor([-74.0, 83.0, -113.0]), atol=0.5)  # BGR minus jps means
