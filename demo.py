@@ -4,7 +4,8 @@
 domain; sources written to OUT/photos/SOURCES.txt); 3. a narrow CFN pretrained for a few minutes (full
 width on a GPU); 4. export to .prototxt + .caffemodel and import back, outputs compared; 5. its branch
 fine-tuned on Fashion-MNIST (Debian's dataset-fashion-mnist) or, without it, on a labelled set cut from
-the same photographs (which photograph a crop comes from); 6. a summary and the plots.
+the same photographs (which photograph a crop comes from); 6. linear probes per layer against
+random-init twins, printed next to chance; 7. a summary and the plots.
 """
 import argparse
 import os
@@ -115,7 +116,18 @@ def main():
     print(f"{note}: test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} epochs "
           f"({time.time() - t:.0f} s)")
 
-    step("6. summary")
+    t = step("6. linear probes: the pretrained branch against random-init twins")
+    from transfer.probe import ProbeConfig, format_table, probe
+    rows = probe(ProbeConfig(dataset=dataset, data_root=root, model="cfn", weights=os.path.join(run, "last.pt"),
+                             out=os.path.join(out, "probe"), random_seeds=3, twin_init="msra",
+                             limit_train=2000, val_fraction=0.05, lbfgs_iters=40, seed=args.seed, progress=False))
+    chance = 1 / (10 if use_fmnist else len(os.listdir(root)))
+    print(format_table(rows, chance=chance))
+    wins = [r["layer"] for r in rows if r["margin_se"] is not None and r["margin_se"] > 3]
+    print(f"pretrained beats its random twins by > 3 SE at: {', '.join(wins) or 'no layer'} "
+          f"({time.time() - t:.0f} s; {os.path.join(out, 'probe', 'probe.png')})")
+
+    step("7. summary")
     print(f"pretext accuracy (held-out photographs): {metrics['top1']:.3f} vs chance {1 / len(perms):.3f}")
     print(f"fine-tune test accuracy ({dataset}): {summary['test_accuracy']:.4f}")
     print(f"plots in {out}: pretrain/curves.png, finetune/curves.png, finetune/lr.png, finetune/filters.png")

@@ -82,14 +82,22 @@ def _slice(name, bottom, tops):
             + " ".join(f'top: "{t}"' for t in tops) + " slice_param { axis: 1 } }\n")
 
 
-def _train_val_head(num_permutations, tile, recipe_name, hash_file=None):
-    """Everything before the branches: data into `data_s1`..`data_s9` and `label`."""
-    cfg = get_recipe(recipe_name)
+def _fork_geometry(cfg, tile):
+    """True when the fork's Data layer cuts these puzzles: its own recipe, grid and tile size."""
+    own = get_recipe(cfg.recipe)
+    return tile == cfg.tile and all(getattr(cfg, k) == getattr(own, k) for k in ("crop", "cell", "tile", "jitter"))
+
+
+def _train_val_head(num_permutations, tile, recipe, hash_file=None):
+    """Everything before the branches: data into `data_s1`..`data_s9` and `label`. `recipe`: a name
+    or a run's PuzzleConfig (another grid than the recipe's own is fed as an input, like paper's)."""
+    cfg = get_recipe(recipe) if isinstance(recipe, str) else recipe
     hash_file = hash_file or f"permutations_{num_permutations}.bin"
     tiles = [f"data_s{i}" for i in range(1, 10)]
-    if cfg.recipe == "jps" and cfg.tile == tile:
+    fork = _fork_geometry(cfg, tile)
+    if cfg.recipe == "jps" and fork:
         return _fork_data("data", ["data", "label"], cfg, hash_file) + _slice("slice", "data", tiles)
-    if cfg.recipe == "jps++" and cfg.tile == tile:
+    if cfg.recipe == "jps++" and fork:
         own, other = [f"data_t{i}" for i in range(1, 10)], [f"data_r{i}" for i in range(1, 10)]
         text = (_fork_data("data", ["data", "label"], cfg, hash_file)
                 + _fork_data("data_r", ["data_r"], cfg, None) + _slice("slice", "data", own)

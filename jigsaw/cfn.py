@@ -17,6 +17,7 @@ from tools.layers.vision import caffe_pool2d
 from tools.prototxt import read_net, write_prototxt
 
 from .caffe_form import FILLERS, cfn_prototxt
+from .recipes import recipe_of
 
 BASE_WIDTHS = dict(conv1=96, conv2=256, conv3=384, conv4=384, conv5=256, fc6=1024, fc7=4096)
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -38,6 +39,12 @@ def branch_forward(layers, x, upto="fc6", dropout=0.0):
     x = pool(x)
     if upto == "pool5":
         return x
+    side = math.isqrt(layers.fc6.in_features // x.shape[1])
+    if x.shape[-2:] != (side, side):  # an image larger than a tile: fc6 as the convolution it is, a map
+        n, _, h, w = x.shape
+        cols = F.unfold(x, side).transpose(1, 2)                 # (N, positions, C*side*side)
+        y = layers.fc6(cols).transpose(1, 2).reshape(n, -1, h - side + 1, w - side + 1)
+        return F.dropout(F.relu(y), dropout, dropout > 0)
     return F.dropout(F.relu(layers.fc6(x.flatten(1))), dropout, dropout > 0)
 
 
@@ -87,6 +94,20 @@ class CFN(nn.Module):
             fill(w, filler, g)
             layer.weight.copy_(w)
             layer.bias.fill_(bias if init == "caffe" else 0.0)
+
+    @torch.no_grad()
+    def scale_to_input(self, tiles):
+        """For init="msra": He's gain assumes unit-variance inputs; the CFN's are on a 0-255 scale
+        (RMS 30-80 after a recipe's means), which multiplies every activation and logit by that RMS.
+        With zero biases the net is positively homogeneous (the LRN aside), so dividing each of the
+        eight weight layers by RMS^(1/8) brings the logits back to He's scale while every layer keeps
+        weights of a size Adam's absolute steps suit (dividing conv1 alone left it at 1e-3, and
+        Adam's first steps of 1e-3 blew the loss up). Returns the RMS."""
+        rms = float(tiles.float().pow(2).mean().sqrt())
+        if rms > 0:
+            for layer in self._layers():
+                layer.weight.div_(rms ** (1 / len(self._layers())))
+        return rms
 
     def trunk(self, x, upto="fc6"):
         """One branch on (N, 3, tile, tile): features at 'pool5' (N, C, 3, 3) or 'fc6' (N, 1024)."""
@@ -179,3 +200,17 @@ class CFN(nn.Module):
                                          f"the CFN expects {tuple(target.shape)}")
                     target.copy_(torch.from_numpy(blob.data.astype("float32").reshape(target.shape)))
         return model
+
+
+def cfn_from_checkpoint(ck, path):
+    """The CFN a `jigsaw train` checkpoint holds: widths, permutation count and tile size (its
+    recipe's grid) from the record, then the weights; one line if they do not fit."""
+    if not isinstance(ck, dict) or "model" not in ck or "widths" not in ck or "fc8.weight" not in ck["model"]:
+        raise CaffeError(f"{path}: not a CFN checkpoint written by `jigsaw train`")
+    model = CFN(ck["model"]["fc8.weight"].shape[0], width=dict(ck["widths"]), tile=recipe_of(ck).tile)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise CaffeError(f"{path}: the weights do not fit the CFN its record describes "
+                         f"({str(e).splitlines()[-1].strip()[:200]})") from None
+    return model

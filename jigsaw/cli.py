@@ -12,7 +12,10 @@ EPILOG = """examples:
   jigsaw train --data store.h5 --permutations perms.npy --out runs/cfn           # recipe jps
   jigsaw permutations -n 701 -o perms701.npy
   jigsaw train --recipe jps++ --data store.h5 --permutations perms701.npy --out runs/cfn++
-  jigsaw train --data store.h5 --permutations perms.npy --out runs/cfn --resume
+  jigsaw train --out runs/cfn --resume                # the run folder's recorded settings
+  jigsaw prepare fmnist_png -o fm.h5 --layout square --size 128 --min-side 16   # small images, upscaled
+  jigsaw train --recipe paper --cell 42 --tile 32 --data fm.h5 --permutations perms.npy --out runs/fm \\
+      --init msra --solver prototxt/cfn_solver_short.prototxt
   jigsaw evaluate --weights runs/cfn/last.pt --data val.h5
   jigsaw convert runs/cfn/last.pt -o cfn            # cfn.prototxt + cfn.caffemodel
   torchrun --nproc_per_node 8 -m jigsaw.cli train --data store.h5 --permutations perms.npy --out runs/cfn
@@ -45,10 +48,13 @@ def build_parser():
     p.add_argument("--size", type=positive(int), default=256,
                    help="side of the stored squares in the square layout (default 256)")
     p.add_argument("--workers", type=positive(int), help="decoding processes (default: all cores)")
+    p.add_argument("--min-side", type=positive(int), default=64,
+                   help="skip images whose shorter side is below this, as junk (default 64; lower it for "
+                        "small-image sets such as 28 px Fashion-MNIST, upscaled with --size)")
 
     p = sub.add_parser("train", help="pretrain a CFN with Caffe solver semantics")
-    p.add_argument("--data", required=True, help="prepared store (.h5) or image folder")
-    p.add_argument("--permutations", required=True, help="permutation file (.npy, .bin, .h5)")
+    p.add_argument("--data", help="prepared store (.h5) or image folder (with --resume: the recorded one)")
+    p.add_argument("--permutations", help="permutation file (.npy, .bin, .h5) (with --resume: the recorded one)")
     p.add_argument("--out", required=True, help="run folder: config, logs, checkpoints, plots")
     p.add_argument("--solver", help="solver.prototxt (default: prototxt/cfn_solver.prototxt)")
     p.add_argument("--val-data", help="separate validation store; default: hold out --val-fraction")
@@ -63,8 +69,13 @@ def build_parser():
     p.add_argument("--donor", choices=["same", "other"], default="same",
                    help="jps++: tiles substituted from a second puzzle of the same image (the fork's "
                         "code, default) or of another image in the batch (the 2018 paper's text)")
+    p.add_argument("--cell", type=positive(int),
+                   help="another grid, e.g. for small images: cells of CELL px (crop 3 x CELL), tiles of "
+                        "--tile px at offsets 0..CELL-TILE; the CFN takes TILE px tiles (jps: 85 and 64)")
+    p.add_argument("--tile", type=positive(int), help="tile side in px with --cell (README: Small images)")
     p.add_argument("--init", choices=["caffe", "msra"], default="caffe",
-                   help="Caffe's fillers (default) or He init with zero biases for a faster start")
+                   help="Caffe's fillers (default) or He init with zero biases, conv1 scaled to the tiles, for a "
+                        "faster start with Adam (--solver prototxt/cfn_solver_short.prototxt)")
     p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
@@ -83,8 +94,12 @@ def build_parser():
     for name in ("max-iter", "test-interval", "test-iter", "snapshot", "display"):
         p.add_argument(f"--{name}", type=int, help=f"override the solver's {name.replace('-', '_')}")
     p.add_argument("--base-lr", type=float, help="override the solver's base_lr")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from last.pt with the settings its config.json recorded; "
+                        "options given override those that may change (iterations, device, base lr, ...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # unset options are None: defaults come from TrainConfig, or from the run's record with --resume
+    p.set_defaults(**{a.dest: None for a in p._actions if a.dest not in ("help", "out", "resume", "no_progress")})
 
     p = sub.add_parser("evaluate", help="pretext accuracy of trained weights")
     p.add_argument("--weights", required=True, help="checkpoint .pt from `jigsaw train` or a CFN .caffemodel")
@@ -116,23 +131,20 @@ def _run(args):
     elif args.command == "prepare":
         from .store import prepare
         count, skipped = prepare(args.source, args.output, args.size, args.workers, args.list,
-                                 layout=args.layout)
+                                 layout=args.layout, min_side=args.min_side)
         for path, reason in skipped:
             print(f"skipped {path}: {reason}", file=sys.stderr)
         print(f"wrote {args.output}: {count} images ({len(skipped)} skipped)")
     elif args.command == "train":
-        from .train import DEFAULT_SOLVER, TrainConfig, train
-        cfg = TrainConfig(data=args.data, permutations=args.permutations, out=args.out,
-                          solver=args.solver or DEFAULT_SOLVER, val_data=args.val_data,
-                          val_fraction=args.val_fraction, batch_size=args.batch_size, width=args.width,
-                          dropout=args.dropout, init=args.init, seed=args.seed, device=args.device,
-                          precision=args.precision, compile=args.compile, log_every=args.log_every,
-                          recipe=args.recipe, donor=args.donor, gray_prob=args.gray_prob,
-                          workers=args.workers,
-                          decode=args.decode, max_iter=args.max_iter, test_interval=args.test_interval,
-                          test_iter=args.test_iter, snapshot=args.snapshot, display=args.display,
-                          base_lr=args.base_lr, resume=args.resume, progress=not args.no_progress)
-        train(cfg)
+        from .train import RUN_FIELDS, TrainConfig, recorded_config, train
+        given = {f: getattr(args, f) for f in RUN_FIELDS if getattr(args, f, None) is not None}
+        settings = {**(recorded_config(args.out) if args.resume else {}), **given}
+        for need in ("data", "permutations"):
+            if need not in settings:
+                from tools.errors import CaffeError
+                raise CaffeError(f"train: --{need} is required (or --resume a run folder whose config.json "
+                                 "records it)")
+        train(TrainConfig(**settings, resume=args.resume, progress=not args.no_progress))
     elif args.command == "evaluate":
         from .evaluate import evaluate
         m = evaluate(args.weights, args.data, args.permutations, args.batch_size, args.repeats, args.seed,
@@ -167,7 +179,7 @@ def _convert(args):
     model, perms, pcfg = load_cfn(args.source, None, args.recipe)
     stem = os.path.splitext(args.output)[0] if args.output.endswith((".prototxt", ".caffemodel")) \
         else args.output
-    written = model.to_caffe(stem + ".prototxt", stem + ".caffemodel", recipe=pcfg.recipe,
+    written = model.to_caffe(stem + ".prototxt", stem + ".caffemodel", recipe=pcfg,
                              permutations=perms if len(perms) else None)
     print("wrote " + ", ".join(written))
 

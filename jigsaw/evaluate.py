@@ -4,7 +4,7 @@ import torch
 
 from tools.errors import CaffeError
 
-from .cfn import CFN
+from .cfn import CFN, cfn_from_checkpoint
 from .checkpoint import load_checkpoint
 from .permutations import load_permutations
 from .recipes import DEFAULT, recipe, recipe_of
@@ -23,11 +23,7 @@ def load_cfn(weights, permutations=None, recipe_name=None):
         pcfg = recipe(recipe_name or DEFAULT)
     else:
         ck = load_checkpoint(weights)
-        if "model" not in ck or "widths" not in ck:
-            raise CaffeError(f"{weights}: not a CFN checkpoint written by `jigsaw train`")
-        n = ck["model"]["fc8.weight"].shape[0]
-        model = CFN(n, width=dict(ck["widths"]))
-        model.load_state_dict(ck["model"])
+        model = cfn_from_checkpoint(ck, weights)
         perms = load_permutations(permutations) if permutations else ck["permutations"].numpy()
         pcfg = recipe_of(ck)
         if recipe_name and recipe_name != pcfg.recipe:

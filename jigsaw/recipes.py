@@ -57,11 +57,24 @@ def recipe(name=DEFAULT, **overrides):
         raise CaffeError(f"recipe {name!r}: {e}") from None
 
 
-def recipe_record(name, gray_prob=0.0, donor="same"):
+def geometry(cell, tile):
+    """Grid options for other image sizes, in the jps proportions: a crop of 3 cells, each tile at an
+    offset 0..cell-tile inside its cell (jps: cell 85, tile 64, jitter 21)."""
+    if tile < 16 or cell < tile:
+        raise CaffeError(f"--cell {cell} --tile {tile}: need tile >= 16 px (the branch's conv1 is 11x11 "
+                         "stride 2) and cell >= tile")
+    return dict(crop=3 * cell, cell=cell, tile=tile, jitter=cell - tile)
+
+
+def recipe_record(name, gray_prob=0.0, donor="same", cell=None, tile=None):
     """(PuzzleConfig, record) for a run: the record (recipe name and the options that differ from
-    the recipe's own) goes into config.json and every checkpoint, so nothing downstream guesses."""
+    the recipe's own) goes into config.json and every checkpoint, so nothing downstream guesses.
+    `cell`/`tile` give another grid (`geometry`), e.g. for images far smaller than ImageNet's."""
     base = recipe(name)
     options = {}
+    if cell is not None or tile is not None:
+        grid = geometry(cell or base.cell, tile or base.tile)
+        options.update({k: v for k, v in grid.items() if getattr(base, k) != v})
     if gray_prob:
         if base.color != "luma":
             raise CaffeError(f"--gray-prob applies to the paper and bbrattoli recipes; {name} draws "

@@ -21,11 +21,11 @@ FLUSH_EVERY = 64
 
 def _decode(job):
     """(name, array or None, reason) for a file path or an LMDB Datum's bytes."""
-    name, source, size, layout = job
+    name, source, size, layout, min_side = job
     try:
         if isinstance(source, bytes):
-            return name, to_layout(datum_image(source), layout, size), None
-        return name, load_image(source, size, layout=layout), None
+            return name, to_layout(datum_image(source, min_side), layout, size), None
+        return name, load_image(source, size, min_side, layout=layout), None
     except BadImage as e:
         return name, None, str(e)
 
@@ -37,10 +37,14 @@ def _init_worker():
     torch.set_num_threads(1)
 
 
-def prepare(source, out, size=256, workers=None, list_file=None, progress=True, layout="jps"):
+def prepare(source, out, size=256, workers=None, list_file=None, progress=True, layout="jps", min_side=64):
     """Decode every image under `source` (a folder, or a Caffe LMDB of Datums) into `out` (HDF5:
     images (N, side, side, 3) uint8 RGB in `layout`, one chunk per image; names; skipped + reasons).
+    Images with a shorter side below `min_side` are skipped as junk (lower it for small-image sets,
+    e.g. 28 px Fashion-MNIST upscaled with --size).
     Resumable: an interrupted run continues from `out`.partial; the store appears at `out` by rename."""
+    if min_side < 1:
+        raise CaffeError(f"min_side {min_side}: expected a positive number of pixels")
     if layout not in LAYOUTS:
         raise CaffeError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
     records = None
@@ -56,7 +60,7 @@ def prepare(source, out, size=256, workers=None, list_file=None, progress=True, 
     if not names:
         raise CaffeError(f"{source}: no image files found")
     side = stored_side(layout, size)
-    digest = hashlib.sha1(("\n".join(names) + f"|{side}|{layout}").encode()).hexdigest()
+    digest = hashlib.sha1(("\n".join(names) + f"|{side}|{layout}|{min_side}").encode()).hexdigest()
     partial = out + ".partial"
     try:
         f = _open_partial(partial, len(names), side, layout, digest)
@@ -67,9 +71,9 @@ def prepare(source, out, size=256, workers=None, list_file=None, progress=True, 
     skipped = [(p.decode(), r.decode()) for p, r in zip(f["skipped_paths"][()], f["skipped_reasons"][()])]
     workers = workers or max(1, (os.cpu_count() or 1))
     if records is not None:
-        jobs = ((name, value, size, layout) for name, value in records.values(start))
+        jobs = ((name, value, size, layout, min_side) for name, value in records.values(start))
     else:
-        jobs = ((rel, os.path.join(source, rel), size, layout) for rel in names[start:])
+        jobs = ((rel, os.path.join(source, rel), size, layout, min_side) for rel in names[start:])
     bar = tqdm(total=len(names), initial=start, unit="img", desc="prepare", disable=not progress)
     i = start
     try:

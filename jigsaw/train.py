@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tools.atomic import ensure_dir
+from tools.atomic import atomic_open, ensure_dir
 from tools.errors import CaffeError
 from tools.prototxt import read_solver
 from tools.solver import CaffeSolver
@@ -56,6 +56,8 @@ class TrainConfig:
     recipe: str = DEFAULT_RECIPE  # puzzles: jps (the fork's code), jps++, paper, bbrattoli
     gray_prob: float = 0.0       # paper / bbrattoli: probability of a grayscale image
     donor: str = "same"          # jps++: substitute tiles from the "same" image (the fork) or "other"
+    cell: Optional[int] = None   # another grid (e.g. small images): cell px, crop 3 cells ...
+    tile: Optional[int] = None   # ... and tile px, at offsets 0..cell-tile (recipes.geometry)
     workers: int = 0             # decoding processes for a raw image folder
     decode: str = "cpu"          # raw folder: "cpu" (PIL in `workers` processes) or "device" (torchvision.io)
     max_iter: Optional[int] = None
@@ -128,6 +130,38 @@ def _compile_mode(value):
     return mode
 
 
+# Settings a resumed run must share with its start: they decide the puzzles, the batches, the
+# architecture or the replayed random streams. The rest (iterations, logging, device, workers, the
+# data's path, base_lr after a divergence) may change, and each resume is recorded beside config.json.
+FIXED_ON_RESUME = ("recipe", "gray_prob", "donor", "cell", "tile", "width", "dropout", "init", "seed",
+                   "batch_size", "val_fraction", "val_data")
+RUN_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ("resume", "progress"))
+
+
+def recorded_config(out):
+    """The settings a run folder's config.json recorded (TrainConfig fields but the machine's), or {}."""
+    path = os.path.join(out, "config.json")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as e:
+        raise CaffeError(f"{path}: not a readable run record ({e})") from None
+    # the machine is not part of the run: a run started on a GPU resumes on whatever is here
+    return {k: v for k, v in record.items() if k in RUN_FIELDS and k not in ("device", "workers")}
+
+
+def _check_resume(cfg, recorded, out):
+    for field in FIXED_ON_RESUME:
+        if field in recorded and recorded[field] != getattr(cfg, field):
+            raise CaffeError(f"{os.path.join(out, 'config.json')}: the run was started with {field} "
+                             f"{recorded[field]!r}; resuming with {getattr(cfg, field)!r} would change it "
+                             f"(start a new --out, or resume without --{field.replace('_', '-')})")
+
+
 def _rng(seed, *parts):
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0]))
 
@@ -182,11 +216,17 @@ def evaluate_puzzles(model, source, indices, perms, pcfg, device, batch, seed, f
 
 def train(cfg):
     """Train a CFN; returns the final validation metrics (rank 0) and writes everything to cfg.out."""
+    for field in ("data", "permutations", "solver", "val_data"):  # the record works from any folder
+        if getattr(cfg, field):
+            setattr(cfg, field, os.path.abspath(getattr(cfg, field)))
+    if cfg.resume:  # before anything is opened: the record says what may not change
+        _check_resume(cfg, recorded_config(cfg.out), cfg.out)
     rank, world, device = _device(cfg)
     sp = _solver_param(cfg)
     perms_np = load_permutations(cfg.permutations)
     perms = torch.from_numpy(perms_np).to(device)
-    pcfg, record = recipe_record(cfg.recipe, gray_prob=cfg.gray_prob, donor=cfg.donor)
+    pcfg, record = recipe_record(cfg.recipe, gray_prob=cfg.gray_prob, donor=cfg.donor, cell=cfg.cell,
+                                 tile=cfg.tile)
     source = open_images(cfg.data, workers=cfg.workers, decode=cfg.decode, device=device, layout=pcfg.layout)
     check_layout(source, pcfg, cfg.data)
     if cfg.val_data:
@@ -207,9 +247,16 @@ def train(cfg):
     fast = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if device.type == "cuda":  # fp32 means fp32 (Caffe's arithmetic), not TF32's 10-bit mantissa
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = fast
-    model = CFN(len(perms_np), cfg.width, dropout=cfg.dropout, seed=cfg.seed, init=cfg.init).to(device)
+    model = CFN(len(perms_np), cfg.width, tile=pcfg.tile, dropout=cfg.dropout, seed=cfg.seed,
+                init=cfg.init).to(device)
     if fast and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if cfg.init == "msra" and not cfg.resume:  # one fixed, seeded batch: the same scale on every rank
+        calib = train_pool[:min(len(train_pool), cfg.batch_size)]
+        images = source.read(calib)
+        images = (images if torch.is_tensor(images) else torch.from_numpy(images)).to(device)
+        d = draw(len(calib), len(perms_np), images.shape[1:3], pcfg, _rng(cfg.seed, 7))
+        model.scale_to_input(make_puzzles(images, perms, d, pcfg))
     solver = CaffeSolver(model.param_groups(), sp)
     ensure_dir(cfg.out)
     if rank == 0:  # temporary files of writers killed mid-write (SIGKILL runs no cleanup)
@@ -225,6 +272,11 @@ def train(cfg):
         if not os.path.exists(last):
             raise CaffeError(f"{last}: nothing to resume")
         ck = load_checkpoint(last)
+        if dict(ck.get("widths") or {}) != model.widths or \
+                ck["model"]["fc6.weight"].shape != model.fc6.weight.shape:
+            raise CaffeError(f"{last}: the checkpoint's CFN (widths {dict(ck.get('widths') or {})}, fc6 "
+                             f"{tuple(ck['model']['fc6.weight'].shape)}) is not the one these settings build "
+                             f"(widths {model.widths}, fc6 {tuple(model.fc6.weight.shape)})")
         if not np.array_equal(ck["permutations"].numpy(), perms_np):
             raise CaffeError(f"{last}: the checkpoint was trained with another permutation set")
         was = recipe_of(ck)
@@ -235,9 +287,11 @@ def train(cfg):
         model.load_state_dict(ck["model"])
         solver.load_state_dict(ck["solver"])
         start = int(ck["iter"])
-    if rank == 0:
-        with open(os.path.join(cfg.out, "config.json"), "w") as f:
-            json.dump(dict(asdict(cfg), world_size=world, start_iter=start), f, indent=2)
+    if rank == 0:  # config.json records the start; each resume gets its own record beside it
+        first = not cfg.resume or not os.path.exists(os.path.join(cfg.out, "config.json"))
+        name = "config.json" if first else f"resume_{start}.json"
+        with atomic_open(os.path.join(cfg.out, name), "w") as f:
+            json.dump(dict(asdict(cfg), world_size=world, start_iter=start, images=len(source)), f, indent=2)
     logs = _Logs(cfg.out, start, rank == 0)
     net = model
     if world > 1:
@@ -254,7 +308,11 @@ def train(cfg):
 
     def diverged(it, what):
         held = f"{last} keeps iteration {saved[0]}" if saved[0] is not None else "no checkpoint was written"
-        return CaffeError(f"iteration {it}: {what}; training stopped ({held}); try a lower --base-lr")
+        hint = "try a lower --base-lr"
+        if cfg.init == "msra" and sp.type in ("SGD", "Nesterov", ""):
+            hint = (f"He init with {sp.type or 'SGD'} diverges on the CFN's 0-255 inputs; use Adam "
+                    "(--solver prototxt/cfn_solver_short.prototxt) or --init caffe")
+        return CaffeError(f"iteration {it}: {what}; training stopped ({held}); {hint}")
 
     def snapshot(it):
         # every rank holds the same weights, so every rank stops alike; one device sync per snapshot
@@ -268,8 +326,7 @@ def train(cfg):
         caffe_dir = os.path.join(cfg.out, "caffe")
         ensure_dir(caffe_dir)
         model.to_caffe(os.path.join(caffe_dir, "cfn_deploy.prototxt"),
-                       os.path.join(caffe_dir, f"cfn_iter_{it}.caffemodel"), recipe=cfg.recipe,
-                       permutations=perms_np,
+                       os.path.join(caffe_dir, f"cfn_iter_{it}.caffemodel"), recipe=pcfg, permutations=perms_np,
                        train_val_path=os.path.join(caffe_dir, "cfn_train_val.prototxt"))
         saved[0] = it
 

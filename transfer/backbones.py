@@ -96,12 +96,10 @@ def cfn_backbone(weights=None, upto="pool5", **kw):
         cfn = CFN.from_caffe(None, weights)
         record = dict(recipe=DEFAULT, recipe_source="assumed for a .caffemodel (the original release)")
     else:
+        from jigsaw.cfn import cfn_from_checkpoint
         from jigsaw.checkpoint import load_checkpoint
         ck = load_checkpoint(weights)
-        if "model" not in ck or "widths" not in ck:
-            raise CaffeError(f"{weights}: not a CFN checkpoint written by `jigsaw train`")
-        cfn = CFN(ck["model"]["fc8.weight"].shape[0], width=dict(ck["widths"]))
-        cfn.load_state_dict(ck["model"])
+        cfn = cfn_from_checkpoint(ck, weights)
         record = dict(recipe=recipe_of(ck).recipe, recipe_options=dict(ck.get("recipe_options") or {}),
                       recipe_source=str(weights))
     branch = _CFNBranch(cfn, upto)

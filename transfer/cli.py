@@ -72,15 +72,18 @@ def build_parser():
     p = sub.add_parser("probe", help="linear probes per layer: pretrained backbone vs random-init twins")
     p.add_argument("--dataset", required=True)
     p.add_argument("--model", required=True)
-    p.add_argument("--weights", help="the pretrained weights (as for finetune)")
+    p.add_argument("--weights", nargs="+", help="the pretrained weights (as for finetune); several runs that "
+                   "differ only in their seed give the pretrained column as mean ± SE")
     p.add_argument("--data-root", help="dataset folder (Fashion-MNIST defaults to Debian's package)")
     p.add_argument("--out", required=True, help="folder: probe.csv, fits.csv, probe.png, the feature cache")
+    p.add_argument("--input-size", type=positive(int),
+                   help="side the images are resized to (default: the backbone's, a CFN's tile size)")
     p.add_argument("--random-seeds", type=positive(int), default=3, help="random-init twins (default 3)")
     p.add_argument("--twin-init", choices=["caffe", "msra"], default="caffe",
                    help="a CFN twin's init: caffe (default; the fillers its pretraining started from) or msra (He)")
     p.add_argument("--target-dim", type=positive(int), default=9000, help="features per layer after pooling (9000)")
-    p.add_argument("--weight-decays", type=positive(float, zero=True), nargs="+", default=[1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
-                   help="candidates, chosen on the validation split")
+    p.add_argument("--weight-decays", type=positive(float, zero=True), nargs="+", default=None,
+                   help="candidates, chosen on the validation split (default 1e-3 1e-2 0.1 1 10)")
     p.add_argument("--lbfgs-iters", type=positive(int), default=60, help="L-BFGS iterations per fit (60)")
     p.add_argument("--limit-train", type=positive(int), help="use only the first N training images")
     p.add_argument("--batch-size", type=positive(int), default=256)
@@ -132,17 +135,16 @@ def _run(args):
         return _plot(args)
     if args.command == "probe":
         from .probe import ProbeConfig, probe
-        rows = probe(ProbeConfig(dataset=args.dataset, model=args.model, weights=args.weights, out=args.out,
+        weights = args.weights[0] if args.weights and len(args.weights) == 1 else args.weights
+        rows = probe(ProbeConfig(dataset=args.dataset, model=args.model, weights=weights, out=args.out,
+                                 input_size=args.input_size,
                                  data_root=args.data_root, random_seeds=args.random_seeds, twin_init=args.twin_init,
-                                 target_dim=args.target_dim, weight_decays=tuple(args.weight_decays),
+                                 target_dim=args.target_dim, weight_decays=tuple(args.weight_decays or ProbeConfig.weight_decays),
                                  lbfgs_iters=args.lbfgs_iters, limit_train=args.limit_train,
                                  batch_size=args.batch_size, seed=args.seed, device=args.device,
                                  progress=not args.no_progress))
-        print(f"{'layer':8s} {'dims':>6s} {'pretrained':>10s} {'random (mean ± SE)':>20s} {'margin':>8s}")
-        for r in rows:
-            margin = "" if r["margin_se"] is None else f"{r['margin_se']:+.1f} SE"
-            print(f"{r['layer']:8s} {r['dims']:6d} {r['pretrained']:10.4f} "
-                  f"{r['random_mean']:12.4f} ± {r['random_se']:.4f} {margin:>8s}")
+        from .probe import format_table
+        print(format_table(rows))
         print(f"wrote {os.path.join(args.out, 'probe.csv')} and probe.png")
         return 0
     from .finetune import finetune, stats_of

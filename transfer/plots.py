@@ -151,7 +151,9 @@ def plot_probe(rows, path, title):
     """Probe accuracy per layer: the pretrained backbone and its random-init twins (mean ± SE)."""
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(x, [r["pretrained"] for r in rows], "o-", label="pretrained")
+    k = rows[0].get("pretrained_n", 1)
+    ax.errorbar(x, [r["pretrained"] for r in rows], yerr=[r.get("pretrained_se", 0) for r in rows], fmt="o-",
+                capsize=4, label="pretrained" + (f" (mean ± SE, n={k})" if k > 1 else ""))
     ax.errorbar(x, [r["random_mean"] for r in rows], yerr=[r["random_se"] for r in rows], fmt="s--", capsize=4,
                 label=f"random init (mean ± SE, n={rows[0]['n']})")
     ax.set_xticks(x, [f"{r['layer']}\n{r['dims']}" for r in rows])

@@ -13,6 +13,7 @@ Fashion-MNIST (RESULTS.md), so the baseline's init is recorded in config.json.
 """
 import copy
 import csv
+import hashlib
 import json
 import os
 import warnings
@@ -38,12 +39,12 @@ class ProbeConfig:
     dataset: str
     model: str
     out: str
-    weights: Optional[str] = None
+    weights: Optional[object] = None  # one path, or several (pretraining seeds): mean ± SE over them
     data_root: Optional[str] = None
     random_seeds: int = 3
     twin_init: str = "caffe"     # CFN twins: "caffe" (the fillers pretraining starts from) or "msra" (He)
     target_dim: int = 9000
-    weight_decays: tuple = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+    weight_decays: tuple = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # 5,000 images x 9,000 features wants strong decay
     lbfgs_iters: int = 60
     limit_train: Optional[int] = None
     val_fraction: float = 0.15
@@ -58,9 +59,22 @@ def _pooled(t, target_dim):
     """(N, C, H, W) -> average-pooled to a g x g grid with C*g*g about target_dim; (N, D) as is."""
     if t.dim() == 2:
         return t
+    if t.dim() == 3:  # (N, positions, D): a fully connected layer slid over a square map (fc6 on a large image)
+        n, positions, d = t.shape
+        side = int(round(positions ** 0.5))
+        t = t.transpose(1, 2).reshape(n, d, side, side)
     c, h = t.shape[1], t.shape[2]
     g = int(min(h, max(1, round((target_dim / c) ** 0.5))))
     return F.adaptive_avg_pool2d(t, g).flatten(1)
+
+
+def _stamp(path):
+    """Size and mtime of a weights file (None for 'none' or a name): a rewritten file is a new one."""
+    try:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    except (OSError, TypeError):
+        return None
 
 
 def _probe_points(backbone, model_name):
@@ -143,9 +157,10 @@ def probe_layer(feats, labels, n_classes, cfg):
     return best, fits
 
 
-def _twin(backbone, seed, init="msra", model_name=""):
+def _twin(backbone, seed, init="msra", model_name="", sample=None):
     """The same backbone with fresh weights: a CFN's Caffe fillers (init="caffe"), else He-normal
-    weights and zero biases; other layers reset."""
+    weights and zero biases; other layers reset. A CFN's He twin has its weight layers divided by
+    RMS(sample)^(1/8), as `jigsaw train --init msra` scales its eight layers to its tiles."""
     twin = copy.deepcopy(backbone)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -165,6 +180,10 @@ def _twin(backbone, seed, init="msra", model_name=""):
                     m.bias.zero_()
             elif hasattr(m, "reset_parameters") and m is not twin:
                 m.reset_parameters()
+        if model_name == "cfn" and sample is not None:  # the eight layers' share (CFN.scale_to_input)
+            rms = float(sample.float().pow(2).mean().sqrt())
+            for name in twin.blocks:
+                twin.block(name).weight.div_(rms ** (1 / 8) if rms > 0 else 1.0)
     return twin
 
 
@@ -176,7 +195,15 @@ def probe(cfg):
         raise CaffeError(f"random_seeds {cfg.random_seeds}: need at least 2 for a standard error")
     if cfg.twin_init not in ("caffe", "msra"):
         raise CaffeError(f"twin_init must be 'caffe' or 'msra', got '{cfg.twin_init}'")
-    backbone = build_backbone(cfg.model, cfg.weights, **({"upto": "fc6"} if cfg.model == "cfn" else {}))
+    kw = {"upto": "fc6"} if cfg.model == "cfn" else {}
+    weights = list(cfg.weights) if isinstance(cfg.weights, (list, tuple)) else [cfg.weights]
+    pretrained = [build_backbone(cfg.model, w, **kw) for w in weights]
+    backbone = pretrained[0]
+    for w, other in zip(weights[1:], pretrained[1:]):
+        if other.record.get("recipe") != backbone.record.get("recipe") or \
+                [p.shape for p in other.parameters()] != [p.shape for p in backbone.parameters()]:
+            raise CaffeError(f"{w}: not the same architecture and recipe as {weights[0]}; the pretrained "
+                             "runs of one probe must differ only in their seed")
     size = cfg.input_size or backbone.input_size
     splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train)
     classes = splits["train"].classes
@@ -184,13 +211,19 @@ def probe(cfg):
     data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, 0, None, cfg.seed, None, preprocess)
     data["train"] = torch.utils.data.DataLoader(data["train"].dataset, batch_size=cfg.batch_size)  # in order
     ensure_dir(cfg.out)
-    cache = os.path.join(cfg.out, "cache")
+    # features depend on all of these: another setting gets its own cache, never a stale one
+    key = dict(model=cfg.model, weights=[(str(w), _stamp(w)) for w in weights], twin_init=cfg.twin_init,
+               size=size, target_dim=cfg.target_dim, limit_train=cfg.limit_train, val_fraction=cfg.val_fraction,
+               seed=cfg.seed, dataset=cfg.dataset, data_root=cfg.data_root, version=2)
+    cache = os.path.join(cfg.out, "cache", hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12])
     ensure_dir(cache)
     with atomic_open(os.path.join(cfg.out, "config.json"), "w") as f:
         json.dump(dict(asdict(cfg), classes=classes, input_size=size, backbone=backbone.record,
                        input="the backbone's own" if preprocess else "standardised by the training split"),
                   f, indent=2)
-    models = [("pretrained", backbone)] + [(f"random{s}", _twin(backbone, 1000 + s, cfg.twin_init, cfg.model))
+    tags = ["pretrained"] if len(pretrained) == 1 else [f"pretrained{i}" for i in range(len(pretrained))]
+    sample = next(iter(data["train"]))[0]  # a CFN's He twins start at the scale its pretraining did
+    models = list(zip(tags, pretrained)) + [(f"random{s}", _twin(backbone, 1000 + s, cfg.twin_init, cfg.model, sample))
                                            for s in range(cfg.random_seeds)]
     results, fit_rows = {}, []
     for tag, net in models:
@@ -200,7 +233,7 @@ def probe(cfg):
             best, fits = probe_layer({s: feats[(layer, s)] for s in data}, labels, len(classes), cfg)
             results[(tag, layer)] = (best, feats[(layer, "train")].shape[1])
             fit_rows += [dict(model=tag, layer=layer, **f) for f in fits]
-    rows = _table(results, backbone.blocks, cfg.random_seeds, cfg.weight_decays)
+    rows = _table(results, backbone.blocks, tags, cfg.random_seeds, cfg.weight_decays)
     _write_csv(os.path.join(cfg.out, "probe.csv"), rows)
     _write_csv(os.path.join(cfg.out, "fits.csv"), fit_rows)
     from .plots import plot_probe
@@ -208,20 +241,47 @@ def probe(cfg):
     return rows
 
 
-def _table(results, layers, n_random, grid=()):
+def _mean_se(values):
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
+def _table(results, layers, tags, n_random, grid=()):
+    """One row per layer: pretrained (mean ± SE over `tags` when several), random mean ± SE, and the
+    margin in standard errors of the difference (the random SE alone for one pretrained run)."""
     rows = []
     for layer in layers:
-        best, dims = results[("pretrained", layer)]
-        if len(grid) > 1 and best["weight_decay"] in (min(grid), max(grid)):
-            warnings.warn(f"layer {layer}: the weight decay chosen on validation ({best['weight_decay']:g}) is at "
-                          "the edge of the grid; widen --weight-decays", stacklevel=2)
-        rand = np.array([results[(f"random{s}", layer)][0]["test"] for s in range(n_random)])
-        se = rand.std(ddof=1) / np.sqrt(len(rand))
-        rows.append(dict(layer=layer, dims=dims, pretrained=round(best["test"], 4),
-                         random_mean=round(float(rand.mean()), 4), random_se=round(float(se), 4), n=len(rand),
-                         margin_se=round(float((best["test"] - rand.mean()) / se), 2) if se > 0 else None,
-                         pretrained_weight_decay=best["weight_decay"]))
+        bests = [results[(t, layer)][0] for t in tags]
+        dims = results[(tags[0], layer)][1]
+        for best in bests:
+            if len(grid) > 1 and best["weight_decay"] in (min(grid), max(grid)):
+                warnings.warn(f"layer {layer}: the weight decay chosen on validation ({best['weight_decay']:g}) "
+                              "is at the edge of the grid; widen --weight-decays", stacklevel=2)
+        p_mean, p_se = _mean_se([b["test"] for b in bests])
+        r_mean, r_se = _mean_se([results[(f"random{s}", layer)][0]["test"] for s in range(n_random)])
+        se = float(np.hypot(p_se, r_se))
+        decays = [b["weight_decay"] for b in bests]
+        rows.append(dict(layer=layer, dims=dims, pretrained=round(p_mean, 4), pretrained_se=round(p_se, 4),
+                         pretrained_n=len(bests), random_mean=round(r_mean, 4), random_se=round(r_se, 4),
+                         n=n_random, margin_se=round((p_mean - r_mean) / se, 2) if se > 0 else None,
+                         pretrained_weight_decay=decays[0] if len(decays) == 1 else "/".join(f"{d:g}" for d in decays)))
     return rows
+
+
+def format_table(rows, chance=None):
+    """probe.csv's rows as the text table the command line and the benchmarks print."""
+    k = rows[0].get("pretrained_n", 1)
+    head = f"pretrained (n={k})" if k > 1 else "pretrained"
+    lines = [f"{'layer':8s} {'dims':>6s} {head:>20s} {'random (mean ± SE, n=' + str(rows[0]['n']) + ')':>26s} "
+             f"{'margin':>9s}"]
+    for r in rows:
+        p = f"{r['pretrained']:.4f} ± {r['pretrained_se']:.4f}" if k > 1 else f"{r['pretrained']:.4f}"
+        margin = "" if r["margin_se"] is None else f"{r['margin_se']:+.1f} SE"
+        lines.append(f"{r['layer']:8s} {r['dims']:6d} {p:>20s} {r['random_mean']:17.4f} ± {r['random_se']:.4f} "
+                     f"{margin:>9s}")
+    if chance is not None:
+        lines.append(f"(chance {chance:.4f})")
+    return "\n".join(lines)
 
 
 def _write_csv(path, rows):

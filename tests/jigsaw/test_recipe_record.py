@@ -95,3 +95,33 @@ def test_evaluate_reproduces_a_bbrattoli_runs_validation_loss(tmp_path, photo_st
     text = capsys.readouterr().out
     got = float(text.split("loss ")[1].split()[0])
     assert "(recipe bbrattoli)" in text and abs(got - want) < 1e-3, (got, want)
+
+
+def test_a_small_image_grid_travels_with_the_run(tmp_path, photo_store_square, capsys):
+    """--cell/--tile: recorded as recipe options; evaluate, convert, transfer and the Caffe form
+    rebuild the same 32 px CFN; the train_val feeds tiles as inputs (no fork Data layer cuts them)."""
+    from jigsaw.recipes import geometry, recipe_of
+    perms = str(tmp_path / "p.npy")
+    save_permutations(perms, make_permutations(8))
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "paper", "--cell", "42", "--tile", "32", "--data", photo_store_square,
+                 "--permutations", perms, "--out", str(out), *FAST, "--max-iter", "2", "--test-interval", "2",
+                 "--snapshot", "2"]) in (0, None)
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["recipe_options"] == geometry(42, 32) == dict(crop=126, cell=42, tile=32, jitter=10)
+    assert recipe_of(ck).tile == 32 and tuple(ck["model"]["fc6.weight"].shape)[1] == 32  # pool5 1x1, 32 ch
+    assert main(["evaluate", "--weights", str(out / "last.pt"), "--data", photo_store_square]) == 0
+    assert main(["convert", str(out / "last.pt"), "-o", str(tmp_path / "small")]) == 0
+    back = CFN.from_caffe(None, str(tmp_path / "small.caffemodel"))
+    assert back.tile == 32
+    train_val = (out / "caffe" / "cfn_train_val.prototxt").read_text()
+    assert "dim: 32 dim: 32" in train_val and 'type: "Data"' not in train_val
+    backbone = build_backbone("cfn", str(out / "last.pt"))
+    assert backbone.input_size == 32 and backbone.record["recipe_options"]["cell"] == 42
+    with torch.no_grad():
+        assert backbone(torch.rand(2, 3, 32, 32)).shape == (2, 32)
+    capsys.readouterr()
+    for bad in (["--tile", "8"], ["--cell", "30", "--tile", "32"]):
+        assert main(["train", "--recipe", "paper", *bad, "--data", photo_store_square, "--permutations", perms,
+                     "--out", str(tmp_path / "bad"), *FAST]) == 2
+        assert "--cell" in capsys.readouterr().err

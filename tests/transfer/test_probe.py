@@ -81,3 +81,31 @@ def test_bad_probe_flags_exit_2_with_the_reason(flag, value, capsys):
     with pytest.raises(SystemExit) as e:
         main(["probe", "--dataset", "fashion-mnist", "--model", "cfn", "--weights", "none", "--out", "x", flag, value])
     assert e.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err
+
+
+def test_another_setting_never_reuses_stale_features(setup):
+    from dataclasses import replace
+    _probe(setup)
+    _probe(replace(setup, twin_init="msra"))
+    caches = sorted((p for p in __import__("pathlib").Path(setup.out, "cache").iterdir()), key=str)
+    assert len(caches) == 2  # one feature cache per setting
+    a, b = (torch.from_numpy(__import__("numpy").load(c / "random0_conv2_test.npy").astype("float32")) for c in caches)
+    assert not torch.equal(a, b)
+
+
+def test_several_pretrained_runs_give_mean_and_se_and_a_larger_input_probes_fc6_as_a_map(setup, tmp_path):
+    from dataclasses import replace
+    second = str(tmp_path / "c2.pt")
+    cfn = CFN(8, width=0.125, seed=1)
+    save_checkpoint(second, dict(model=cfn.state_dict(), widths=cfn.widths, iter=0, recipe="jps",
+                                 recipe_options={}, permutations=torch.zeros(0, 9, dtype=torch.long)))
+    rows = _probe(replace(setup, weights=[setup.weights, second], input_size=96))
+    fits = _csv(f"{setup.out}/fits.csv")
+    for r in rows:
+        bests = [max((f for f in fits if f["model"] == tag and f["layer"] == r["layer"]), key=lambda f: float(f["val"]))
+                 for tag in ("pretrained0", "pretrained1")]
+        tests = [float(b["test"]) for b in bests]
+        assert r["pretrained_n"] == 2 and r["pretrained"] == pytest.approx(sum(tests) / 2, abs=1e-4)
+        assert r["pretrained_se"] == pytest.approx(abs(tests[0] - tests[1]) / 2, abs=1e-4)
+    fc6 = next(r for r in rows if r["layer"] == "fc6")
+    assert fc6["dims"] == 3 * 3 * cfn.widths["fc6"]  # 96 px: fc6 slid over pool5 (5x5) gives a 3x3 map

@@ -1,0 +1,158 @@
+"""In-domain probe benchmark: CFNs pretrained on Fashion-MNIST's 60,000 training images without their
+labels, then linear probes per layer with the labels, against random-init twins (README: Small images).
+
+    python benchmarks/ssl_probe.py --out /tmp/ssl                       # about 50 min on 2 CPU cores
+    python benchmarks/ssl_probe.py --out /tmp/ssl --cross-domain demo-out/pretrain/last.pt
+
+Geometry for 28 px images (the jps proportions at half scale): each image upscaled to 128 px
+(`jigsaw prepare --layout square --size 128 --min-side 16`), a 126 px crop of 3x3 cells of 42 px, 32 px
+tiles at offsets 0..10 (`--cell 42 --tile 32`): a cell is 9.2 of the original pixels, a tile 7. The
+branch is the CFN's own (conv1 11x11 stride 2 ... pool5) on 32 px tiles; the probe feeds it whole
+images at 128 px, the scale its tiles had in pretraining, and the twins the same. Every step is the
+product's own command line, printed before it runs; finished steps are kept and skipped on a rerun.
+"""
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+
+def sh(*args):
+    cmd = [sys.executable, "-m", *map(str, args)]
+    print("$ " + " ".join(["python", "-m", *map(str, args)]), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def write_pngs(folder):
+    """The training images as the folder of unlabeled PNGs a user would have."""
+    import numpy as np
+    from PIL import Image
+
+    from transfer.datasets import load_idx_dataset
+    images = load_idx_dataset(None)["train"].images
+    tmp = folder + ".partial"
+    os.makedirs(tmp, exist_ok=True)
+    for i, im in enumerate(images):
+        Image.fromarray(np.asarray(im)).save(os.path.join(tmp, f"{i:05d}.png"))
+    os.replace(tmp, folder)
+
+
+def finished(run, iters):
+    """The run reached max_iter (its last.pt holds it)."""
+    path = os.path.join(run, "last.pt")
+    if not os.path.exists(path):
+        return False
+    import torch
+    return int(torch.load(path, map_location="cpu", weights_only=True)["iter"]) >= iters
+
+
+def table(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    from transfer.probe import format_table
+    for r in rows:
+        for k in ("dims", "n", "pretrained_n"):
+            r[k] = int(r.get(k) or 1)
+        for k in ("pretrained", "pretrained_se", "random_mean", "random_se"):
+            r[k] = float(r.get(k) or 0)
+        r["margin_se"] = float(r["margin_se"]) if r.get("margin_se") not in (None, "") else None
+    return rows, format_table(rows)
+
+
+def dead_features(probe_dir):
+    """Per layer, the share of probe features that never vary over the training split (dead ReLU
+    channels), pretrained vs random: a trained net that kills channels has fewer features to offer."""
+    import glob
+
+    import numpy as np
+    out = {}
+    for path in sorted(glob.glob(os.path.join(probe_dir, "cache", "*", "*_train.npy"))
+                       or glob.glob(os.path.join(probe_dir, "cache", "*_train.npy"))):
+        name = os.path.basename(path)[:-len("_train.npy")]
+        if name == "labels":
+            continue
+        tag, layer = name.split("_", 1)
+        a = np.load(path, mmap_mode="r")[:2000].astype(np.float32)
+        out.setdefault(layer, {}).setdefault("random" if tag.startswith("random") else "pretrained", []).append(
+            float((a.std(0) < 1e-6).mean()))
+    lines = ["layer    dead features: pretrained   random"]
+    for layer, d in out.items():
+        lines.append(f"{layer:8s} {np.mean(d.get('pretrained', [0])):27.2f} {np.mean(d.get('random', [0])):8.2f}")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--pretrain-seeds", type=int, default=3, help="pretraining runs (default 3)")
+    ap.add_argument("--random-seeds", type=int, default=3, help="random-init twins (default 3)")
+    ap.add_argument("--iters", type=int, default=3000, help="pretraining iterations per run (3000)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--width", type=float, default=0.25)
+    ap.add_argument("--permutations", type=int, default=100)
+    ap.add_argument("--recipe", default="paper")
+    ap.add_argument("--init", default="msra")
+    ap.add_argument("--limit-train", type=int, default=5000, help="labelled images for the probes (5000)")
+    ap.add_argument("--lbfgs-iters", type=int, default=40, help="L-BFGS iterations per probe fit (40)")
+    ap.add_argument("--cross-domain", help="also probe this CFN checkpoint (e.g. the demo's) on Fashion-MNIST")
+    args = ap.parse_args()
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    t0 = time.time()
+
+    pngs, store = os.path.join(out, "fmnist_png"), os.path.join(out, "fmnist128.h5")
+    if not os.path.exists(store):
+        if not os.path.isdir(pngs):
+            write_pngs(pngs)
+        sh("jigsaw.cli", "prepare", pngs, "-o", store, "--layout", "square", "--size", 128, "--min-side", 16)
+    perms = os.path.join(out, f"perms{args.permutations}.npy")
+    if not os.path.exists(perms):
+        sh("jigsaw.cli", "permutations", "-n", args.permutations, "-o", perms)
+    solver = os.path.join(out, "solver.prototxt")
+    with open(solver, "w") as f:  # Adam: the Caffe-filler SGD start sits at chance for thousands of iterations
+        f.write(f'type: "Adam" base_lr: 0.001 momentum: 0.9 momentum2: 0.999 weight_decay: 0.0005\n'
+                f'lr_policy: "step" gamma: 0.1 stepsize: {int(args.iters * 0.8)} max_iter: {args.iters}\n'
+                f"test_interval: {args.iters} test_iter: 8 test_initialization: false display: {args.iters // 6}\n"
+                f"snapshot: {args.iters // 3}\n")
+    runs = []
+    for seed in range(args.pretrain_seeds):
+        run = os.path.join(out, f"pretrain_seed{seed}")
+        runs.append(os.path.join(run, "last.pt"))
+        if finished(run, args.iters):
+            continue
+        resume = ["--resume"] if os.path.exists(os.path.join(run, "last.pt")) else []
+        sh("jigsaw.cli", "train", "--data", store, "--permutations", perms, "--out", run, "--solver", solver,
+           "--recipe", args.recipe, "--cell", 42, "--tile", 32, "--width", args.width, "--batch-size",
+           args.batch_size, "--init", args.init, "--dropout", 0, "--seed", seed, "--no-progress", *resume)
+    t_pre = time.time() - t0
+    probe = os.path.join(out, "probe_in_domain")
+    sh("transfer.cli", "probe", "--dataset", "fashion-mnist", "--model", "cfn", "--weights", *runs, "--out", probe,
+       "--input-size", 128, "--twin-init", args.init, "--random-seeds", args.random_seeds,
+       "--limit-train", args.limit_train, "--lbfgs-iters", args.lbfgs_iters, "--no-progress")
+    rows, text = table(os.path.join(probe, "probe.csv"))
+    report_dead = dead_features(probe)
+    report = [f"in-domain (Fashion-MNIST, {args.pretrain_seeds} pretraining seeds x {args.iters} iterations, "
+              f"probes on {args.limit_train} labelled images; chance 0.1000)", text]
+    report.append(report_dead)
+    if args.cross_domain:
+        cross = os.path.join(out, "probe_cross_domain")
+        sh("transfer.cli", "probe", "--dataset", "fashion-mnist", "--model", "cfn", "--weights", args.cross_domain,
+           "--out", cross, "--twin-init", args.init, "--random-seeds", args.random_seeds,
+           "--limit-train", args.limit_train, "--lbfgs-iters", args.lbfgs_iters, "--no-progress")
+        report += [f"cross-domain ({args.cross_domain} -> Fashion-MNIST)", table(os.path.join(cross, "probe.csv"))[1]]
+    report.append(f"pretraining {t_pre / 60:.1f} min, everything {(time.time() - t0) / 60:.1f} min")
+    text = "\n\n".join(report)
+    print("\n" + text)
+    with open(os.path.join(out, "ssl_probe.txt"), "w") as f:
+        f.write(text + "\n")
+    beat = [r["layer"] for r in rows if r["margin_se"] is not None and r["margin_se"] > 3]
+    print(f"layers where pretraining beats random by > 3 SE: {', '.join(beat) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
