@@ -17,6 +17,7 @@ from .layouts import JPS_CROP, LAYOUTS, stored_side
 from .lmdb_source import LmdbRecords, datum_image, is_lmdb
 
 FLUSH_EVERY = 64
+MIN_SIDE = 64  # images with a shorter side below this are junk unless the caller says otherwise
 
 
 def _decode(job):
@@ -37,7 +38,7 @@ def _init_worker():
     torch.set_num_threads(1)
 
 
-def prepare(source, out, size=256, workers=None, list_file=None, progress=True, layout="jps", min_side=64):
+def prepare(source, out, size=256, workers=None, list_file=None, progress=True, layout="jps", min_side=MIN_SIDE):
     """Decode every image under `source` (a folder, or a Caffe LMDB of Datums) into `out` (HDF5:
     images (N, side, side, 3) uint8 RGB in `layout`, one chunk per image; names; skipped + reasons).
     Images with a shorter side below `min_side` are skipped as junk (lower it for small-image sets,
@@ -236,7 +237,7 @@ class FolderImages:
         return (self.size, self.size)
 
     def read(self, indices, out=None):
-        jobs = [(rel, os.path.join(self.root, rel), self.arg_size, self.layout)
+        jobs = [(rel, os.path.join(self.root, rel), self.arg_size, self.layout, MIN_SIDE)
                 for rel in (self.files[i] for i in indices)]
         results = self.pool.map(_decode, jobs, chunksize=4) if self.pool else map(_decode, jobs)
         out = _output(out, (len(jobs), self.size, self.size, 3))

@@ -139,7 +139,8 @@ def _run(args):
         rows = probe(ProbeConfig(dataset=args.dataset, model=args.model, weights=weights, out=args.out,
                                  input_size=args.input_size,
                                  data_root=args.data_root, random_seeds=args.random_seeds, twin_init=args.twin_init,
-                                 target_dim=args.target_dim, weight_decays=tuple(args.weight_decays or ProbeConfig.weight_decays),
+                                 target_dim=args.target_dim,
+                                 weight_decays=tuple(args.weight_decays or ProbeConfig.weight_decays),
                                  lbfgs_iters=args.lbfgs_iters, limit_train=args.limit_train,
                                  batch_size=args.batch_size, seed=args.seed, device=args.device,
                                  progress=not args.no_progress))
