@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install bench clean proto demo
+.PHONY: test install bench clean proto prototxt demo
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ bench: $(STAMP)
 
 proto: $(STAMP)
 	$(PY) -m tools.protogen
+
+prototxt: $(STAMP)
+	$(PY) -m prototxt
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache demo-out

@@ -32,7 +32,7 @@ def main():
     warnings.filterwarnings("ignore", category=UserWarning)
     from jigsaw.cfn import CFN
     from jigsaw.permutations import hamming_stats, make_permutations, save_permutations
-    from jigsaw.sample_photos import HELD_OUT, TRAIN, write_photos, write_sources
+    from sample_photos import HELD_OUT, TRAIN, write_photos, write_sources
     from jigsaw.store import prepare
     from jigsaw.train import TrainConfig, train
     from tools import load_caffe_net
@@ -81,8 +81,8 @@ def main():
           f"({time.time() - t:.0f} s)")
 
     t = step("4. export to Caffe and import back")
-    from jigsaw.evaluate import load_cfn
-    cfn, _, _ = load_cfn(os.path.join(run, "last.pt"))
+    from jigsaw.checkpoint import read_cfn
+    cfn = read_cfn(os.path.join(run, "last.pt"))[0]
     proto, model = os.path.join(out, "cfn.prototxt"), os.path.join(out, "cfn.caffemodel")
     cfn.to_caffe(proto, model)
     net = load_caffe_net(proto, model)

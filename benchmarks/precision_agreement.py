@@ -18,9 +18,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jigsaw.permutations import make_permutations, save_permutations  # noqa: E402
-from jigsaw.sample_photos import HELD_OUT, TRAIN, write_photos  # noqa: E402
 from jigsaw.store import prepare  # noqa: E402
 from jigsaw.train import TrainConfig, train  # noqa: E402
+from sample_photos import HELD_OUT, TRAIN, write_photos  # noqa: E402
 
 
 def photo_stores(out):

@@ -47,8 +47,8 @@ def finished(run, iters):
     path = os.path.join(run, "last.pt")
     if not os.path.exists(path):
         return False
-    import torch
-    return int(torch.load(path, map_location="cpu", weights_only=True)["iter"]) >= iters
+    from tools.checkpoint import load_checkpoint
+    return int(load_checkpoint(path)["iter"]) >= iters
 
 
 def table(path):
@@ -99,17 +99,23 @@ def main():
     ap.add_argument("--init", default="msra")
     ap.add_argument("--limit-train", type=int, default=5000, help="labelled images for the probes (5000)")
     ap.add_argument("--lbfgs-iters", type=int, default=40, help="L-BFGS iterations per probe fit (40)")
+    ap.add_argument("--store-size", type=int, default=128,
+                    help="side the images are upscaled to (128: the 126 px crop barely moves, so the object sits at "
+                         "the same place in every puzzle; 160: it moves by up to 34 px)")
     ap.add_argument("--cross-domain", help="also probe this CFN checkpoint (e.g. the demo's) on Fashion-MNIST")
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
 
-    pngs, store = os.path.join(out, "fmnist_png"), os.path.join(out, "fmnist128.h5")
+    if args.store_size < 126:
+        ap.error(f"--store-size {args.store_size}: the 3x3 grid of 42 px cells needs at least 126")
+    pngs, store = os.path.join(out, "fmnist_png"), os.path.join(out, f"fmnist{args.store_size}.h5")
     if not os.path.exists(store):
         if not os.path.isdir(pngs):
             write_pngs(pngs)
-        sh("jigsaw.cli", "prepare", pngs, "-o", store, "--layout", "square", "--size", 128, "--min-side", 16)
+        sh("jigsaw.cli", "prepare", pngs, "-o", store, "--layout", "square", "--size", args.store_size,
+           "--min-side", 16)
     perms = os.path.join(out, f"perms{args.permutations}.npy")
     if not os.path.exists(perms):
         sh("jigsaw.cli", "permutations", "-n", args.permutations, "-o", perms)
@@ -132,12 +138,12 @@ def main():
     t_pre = time.time() - t0
     probe = os.path.join(out, "probe_in_domain")
     sh("transfer.cli", "probe", "--dataset", "fashion-mnist", "--model", "cfn", "--weights", *runs, "--out", probe,
-       "--input-size", 128, "--twin-init", args.init, "--random-seeds", args.random_seeds,
+       "--input-size", args.store_size, "--twin-init", args.init, "--random-seeds", args.random_seeds,
        "--limit-train", args.limit_train, "--lbfgs-iters", args.lbfgs_iters, "--no-progress")
     rows, text = table(os.path.join(probe, "probe.csv"))
     report_dead = dead_features(probe)
-    report = [f"in-domain (Fashion-MNIST, {args.pretrain_seeds} pretraining seeds x {args.iters} iterations, "
-              f"probes on {args.limit_train} labelled images; chance 0.1000)", text]
+    report = [f"in-domain (Fashion-MNIST at {args.store_size} px, {args.pretrain_seeds} pretraining seeds x "
+              f"{args.iters} iterations, probes on {args.limit_train} labelled images; chance 0.1000)", text]
     report.append(report_dead)
     if args.cross_domain:
         cross = os.path.join(out, "probe_cross_domain")

@@ -7,22 +7,14 @@ A train_val for the jps / jps++ recipes starts with the jigsaw fork's own Data l
 crop 255, siamese/patch/jitter sizes, mean values; jps++ adds the second Data layer, MergeData, MVN
 and the x50 Power), so the fork's Caffe runs it as it runs its own train_val_cfn_jps*.prototxt.
 """
+from .architecture import BRANCH, DROPOUT, FILLERS, PARAM_MULTS
 from .recipes import recipe as get_recipe
-
-BRANCH = [  # name, kind, settings
-    ("conv1", "conv", dict(k=11, s=2, p=0, g=1)), ("pool1", "pool", {}), ("norm1", "lrn", {}),
-    ("conv2", "conv", dict(k=5, s=1, p=2, g=2)), ("pool2", "pool", {}), ("norm2", "lrn", {}),
-    ("conv3", "conv", dict(k=3, s=1, p=1, g=1)), ("conv4", "conv", dict(k=3, s=1, p=1, g=2)),
-    ("conv5", "conv", dict(k=3, s=1, p=1, g=2)), ("pool5", "pool", {}),
-]
-FILLERS = {"conv1": (0.01, 0), "conv2": (0.01, 1), "conv3": (0.01, 0), "conv4": (0.01, 1),
-           "conv5": (0.01, 1), "fc6": (0.005, 1), "fc7": (0.005, 1), "fc8": (0.01, 0)}
 
 
 def _params(name, shared):
     names = (f'name: "{name}_w" ', f'name: "{name}_b" ') if shared else ("", "")
-    return (f"  param {{ {names[0]}lr_mult: 1 decay_mult: 1 }}\n"
-            f"  param {{ {names[1]}lr_mult: 2 decay_mult: 0 }}\n")
+    return "".join(f"  param {{ {n}lr_mult: {lr:g} decay_mult: {decay:g} }}\n"
+                   for n, (lr, decay) in zip(names, PARAM_MULTS))
 
 
 def _fillers(name):
@@ -31,30 +23,36 @@ def _fillers(name):
             f'    bias_filler {{ type: "constant" value: {bias} }}\n')
 
 
+def _dropout(name, blob):
+    return (f'layer {{ name: "{name}" type: "Dropout" bottom: "{blob}" top: "{blob}" '
+            f"dropout_param {{ dropout_ratio: {DROPOUT:g} }} }}\n")
+
+
 def _branch(i, widths):
     s, prev, out = f"_s{i}", f"data_s{i}", []
-    for name, kind, kw in BRANCH:
-        top = name + s
-        if kind == "conv":
+    for layer in BRANCH:
+        name, top = layer.name, layer.name + s
+        if layer.kind == "conv":
             out.append(f'layer {{\n  name: "{top}" type: "Convolution" bottom: "{prev}" top: "{top}"\n'
                        + _params(name, True) +
-                       f"  convolution_param {{\n    num_output: {widths[name]} kernel_size: {kw['k']} "
-                       f"stride: {kw['s']} pad: {kw['p']} group: {kw['g']}\n" + _fillers(name) + "  }\n}\n")
+                       f"  convolution_param {{\n    num_output: {widths[name]} kernel_size: {layer.kernel} "
+                       f"stride: {layer.stride} pad: {layer.pad} group: {layer.group}\n" + _fillers(name) + "  }\n}\n")
             out.append(f'layer {{ name: "relu{name[-1]}{s}" type: "ReLU" bottom: "{top}" top: "{top}" }}\n')
-        elif kind == "pool":
+        elif layer.kind == "pool":
             out.append(f'layer {{ name: "{top}" type: "Pooling" bottom: "{prev}" top: "{top}" '
-                       "pooling_param { pool: MAX kernel_size: 3 stride: 2 } }\n")
+                       f"pooling_param {{ pool: MAX kernel_size: {layer.kernel} stride: {layer.stride} }} }}\n")
         else:
+            size, alpha, beta, k = layer.lrn
+            extra = f" k: {k:g}" if k != 1 else ""  # Caffe's default k is 1
             out.append(f'layer {{ name: "{top}" type: "LRN" bottom: "{prev}" top: "{top}" '
-                       "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }\n")
+                       f"lrn_param {{ local_size: {size} alpha: {alpha:g} beta: {beta:g}{extra} }} }}\n")
         prev = top
     top = f"fc6{s}"
     out.append(f'layer {{\n  name: "{top}" type: "InnerProduct" bottom: "{prev}" top: "{top}"\n'
                + _params("fc6", True) + f"  inner_product_param {{\n    num_output: {widths['fc6']}\n"
                + _fillers("fc6") + "  }\n}\n")
     out.append(f'layer {{ name: "relu6{s}" type: "ReLU" bottom: "{top}" top: "{top}" }}\n')
-    out.append(f'layer {{ name: "drop6{s}" type: "Dropout" bottom: "{top}" top: "{top}" '
-               "dropout_param { dropout_ratio: 0.5 } }\n")
+    out.append(_dropout(f"drop6{s}", top))
     return "".join(out)
 
 
@@ -135,8 +133,7 @@ def cfn_prototxt(widths, num_permutations, kind="deploy", batch=1, tile=64, reci
     bottoms = " ".join(f'bottom: "fc6_s{i}"' for i in range(1, 10))
     text += f'layer {{ name: "fc6_concat" type: "Concat" {bottoms} top: "fc6_concat" }}\n'
     text += _fc("fc7", "fc6_concat", widths["fc7"])
-    text += ('layer { name: "relu7" type: "ReLU" bottom: "fc7" top: "fc7" }\n'
-             'layer { name: "drop7" type: "Dropout" bottom: "fc7" top: "fc7" dropout_param { dropout_ratio: 0.5 } }\n')
+    text += 'layer { name: "relu7" type: "ReLU" bottom: "fc7" top: "fc7" }\n' + _dropout("drop7", "fc7")
     text += _fc("fc8", "fc7", num_permutations)
     if kind == "deploy":
         text += 'layer { name: "prob" type: "Softmax" bottom: "fc8" top: "prob" }\n'
@@ -147,22 +144,12 @@ def cfn_prototxt(widths, num_permutations, kind="deploy", batch=1, tile=64, reci
     return text
 
 
-SOLVER = """# CFN pretraining solver (Noroozi & Favaro 2016): SGD, step policy, batch 256 in the data layer.
-net: "cfn_train_val.prototxt"
-test_iter: 50
-test_interval: 5000
-test_initialization: false
-base_lr: 0.01
-lr_policy: "step"
-gamma: 0.1
-stepsize: 100000
-display: 100
-average_loss: 100
-max_iter: 350000
-momentum: 0.9
-weight_decay: 0.0005
-snapshot: 10000
-snapshot_prefix: "cfn"
-type: "SGD"
-random_seed: 0
-"""
+def committed_prototxts():
+    """{file name in prototxt/: text} for the generated files committed there (a test keeps them equal;
+    `python -m prototxt` rewrites them after a change to architecture.py)."""
+    from .architecture import widths_for
+    w = widths_for(1.0)
+    return {"cfn_deploy.prototxt": cfn_prototxt(w, 1000, "deploy"),
+            "cfn_train_val.prototxt": cfn_prototxt(w, 1000, "train_val"),
+            "cfn_train_val_jps++.prototxt": cfn_prototxt(w, 701, "train_val", recipe="jps++")}
+

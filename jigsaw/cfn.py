@@ -10,33 +10,26 @@ from torch import nn
 from tools import caffe_pb2 as pb
 from tools.atomic import atomic_open
 from tools.caffemodel import read_caffemodel, write_caffemodel
-from tools.errors import CaffeError
+from tools.errors import CaffeError, UserError
 from tools.fillers import fill
 from tools.layers.lrn import lrn_across
 from tools.layers.vision import caffe_pool2d
 from tools.prototxt import read_net, write_prototxt
 
-from .caffe_form import FILLERS, cfn_prototxt
-from .recipes import recipe_of
-
-BASE_WIDTHS = dict(conv1=96, conv2=256, conv3=384, conv4=384, conv5=256, fc6=1024, fc7=4096)
-CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
-
-
-def widths_for(width=1.0):
-    """Layer widths scaled by a multiplier (even, so group-2 convolutions stay valid)."""
-    return {k: max(2, 2 * round(v * width / 2)) for k, v in BASE_WIDTHS.items()}
+from .architecture import BRANCH, CONVS, DROPOUT, FILLERS, PARAM_MULTS, SHARED, WEIGHTED, pool5_side, widths_for
+from .caffe_form import cfn_prototxt
 
 
 def branch_forward(layers, x, upto="fc6", dropout=0.0):
-    """conv1 -> pool -> LRN -> conv2 -> pool -> LRN -> conv3 -> conv4 -> conv5 -> pool5 (-> fc6), on any
-    object holding the layers `conv1`..`conv5` (and `fc6`): the CFN itself or a transfer backbone."""
-    pool = lambda t: caffe_pool2d(t, "max", (3, 3), (2, 2), (0, 0))  # noqa: E731
-    lrn = lambda t: lrn_across(t, 5, 1e-4, 0.75, 1.0)  # noqa: E731
-    x = lrn(pool(F.relu(layers.conv1(x))))
-    x = lrn(pool(F.relu(layers.conv2(x))))
-    x = F.relu(layers.conv5(F.relu(layers.conv4(F.relu(layers.conv3(x))))))
-    x = pool(x)
+    """One branch as architecture.BRANCH lists it (conv1 -> pool1 -> norm1 -> ... -> pool5, then fc6),
+    on any object holding the layers `conv1`..`conv5` (and `fc6`): the CFN itself or a transfer backbone."""
+    for layer in BRANCH:
+        if layer.kind == "conv":
+            x = F.relu(getattr(layers, layer.name)(x))
+        elif layer.kind == "pool":
+            x = caffe_pool2d(x, "max", (layer.kernel,) * 2, (layer.stride,) * 2, (0, 0))
+        else:
+            x = lrn_across(x, *layer.lrn)
     if upto == "pool5":
         return x
     side = math.isqrt(layers.fc6.in_features // x.shape[1])
@@ -56,27 +49,23 @@ class CFN(nn.Module):
     Pooling rounds up as Caffe's does: a 64 px tile gives pool5 3x3.
     """
 
-    def __init__(self, num_permutations=1000, width=1.0, tile=64, dropout=0.5, seed=None, init="caffe"):
+    def __init__(self, num_permutations=1000, width=1.0, tile=64, dropout=DROPOUT, seed=None, init="caffe"):
         super().__init__()
         w = widths_for(width) if not isinstance(width, dict) else dict(width)
         self.widths, self.tile, self.num_permutations, self.dropout = w, tile, num_permutations, dropout
-        self.conv1 = nn.Conv2d(3, w["conv1"], 11, stride=2)
-        self.conv2 = nn.Conv2d(w["conv1"], w["conv2"], 5, padding=2, groups=2)
-        self.conv3 = nn.Conv2d(w["conv2"], w["conv3"], 3, padding=1)
-        self.conv4 = nn.Conv2d(w["conv3"], w["conv4"], 3, padding=1, groups=2)
-        self.conv5 = nn.Conv2d(w["conv4"], w["conv5"], 3, padding=1, groups=2)
-        side = self.pool5_side(tile)
+        c_in = 3
+        for layer in BRANCH:
+            if layer.kind == "conv":
+                setattr(self, layer.name, nn.Conv2d(c_in, w[layer.name], layer.kernel, layer.stride, layer.pad,
+                                                    groups=layer.group))
+                c_in = w[layer.name]
+        side = pool5_side(tile)
         self.fc6 = nn.Linear(w["conv5"] * side * side, w["fc6"])
         self.fc7 = nn.Linear(9 * w["fc6"], w["fc7"])
         self.fc8 = nn.Linear(w["fc7"], num_permutations)
         self.reset_parameters(seed, init)
 
-    @staticmethod
-    def pool5_side(tile):
-        side = (tile - 11) // 2 + 1
-        for _ in range(3):
-            side = -(-(side - 3) // 2) + 1  # Caffe's ceil rounding
-        return side
+    pool5_side = staticmethod(pool5_side)
 
     @torch.no_grad()
     def reset_parameters(self, seed=None, init="caffe"):
@@ -123,21 +112,20 @@ class CFN(nn.Module):
 
     def param_groups(self):
         """Caffe's multipliers for the CFN: weights lr_mult 1 / decay 1, biases lr_mult 2 / decay 0."""
-        weights = [m.weight for m in self._layers()]
-        biases = [m.bias for m in self._layers()]
-        return [dict(params=weights, lr_mult=1.0, decay_mult=1.0),
-                dict(params=biases, lr_mult=2.0, decay_mult=0.0)]
+        (w_lr, w_decay), (b_lr, b_decay) = PARAM_MULTS
+        return [dict(params=[m.weight for m in self._layers()], lr_mult=w_lr, decay_mult=w_decay),
+                dict(params=[m.bias for m in self._layers()], lr_mult=b_lr, decay_mult=b_decay)]
 
     def _layers(self):
-        return [getattr(self, n) for n in (*CONVS, "fc6", "fc7", "fc8")]
+        return [getattr(self, n) for n in WEIGHTED]
 
     def caffe_blobs(self):
         """{caffe layer name: [weight, bias]} for the Caffe form (shared weights under every branch)."""
         out = {}
-        for name in (*CONVS, "fc6", "fc7", "fc8"):
+        for name in WEIGHTED:
             layer = getattr(self, name)
             arrays = [layer.weight.detach().float().cpu().numpy(), layer.bias.detach().float().cpu().numpy()]
-            names = [f"{name}_s{i}" for i in range(1, 10)] if name in (*CONVS, "fc6") else [name]
+            names = [f"{name}_s{i}" for i in range(1, 10)] if name in SHARED else [name]
             out.update({n: arrays for n in names})
         return out
 
@@ -162,7 +150,7 @@ class CFN(nn.Module):
                 from .permutations import load_permutations, save_permutations
                 hash_path = os.path.join(os.path.dirname(os.path.abspath(train_val_path)), name)
                 if os.path.exists(hash_path) and not np.array_equal(load_permutations(hash_path), permutations):
-                    raise CaffeError(f"{hash_path}: holds other permutations; not overwritten")
+                    raise UserError(f"{hash_path}: holds other permutations; not overwritten")
                 save_permutations(hash_path, permutations)
                 written.append(hash_path)
         return written
@@ -175,9 +163,9 @@ class CFN(nn.Module):
         blobs = {}
         for name, arrays in named:
             base = name.rsplit("_s", 1)[0] if "_s" in name else name
-            if base in (*CONVS, "fc6", "fc7", "fc8") and arrays and base not in blobs:
+            if base in WEIGHTED and arrays and base not in blobs:
                 blobs[base] = arrays
-        missing = [n for n in (*CONVS, "fc6", "fc7", "fc8") if n not in blobs]
+        missing = [n for n in WEIGHTED if n not in blobs]
         if missing:
             raise CaffeError(f"{caffemodel}: no weights for CFN layer(s) {', '.join(missing)} "
                              "(expected conv1..conv5 or conv1_s1.., fc6, fc7, fc8)")
@@ -201,16 +189,3 @@ class CFN(nn.Module):
                     target.copy_(torch.from_numpy(blob.data.astype("float32").reshape(target.shape)))
         return model
 
-
-def cfn_from_checkpoint(ck, path):
-    """The CFN a `jigsaw train` checkpoint holds: widths, permutation count and tile size (its
-    recipe's grid) from the record, then the weights; one line if they do not fit."""
-    if not isinstance(ck, dict) or "model" not in ck or "widths" not in ck or "fc8.weight" not in ck["model"]:
-        raise CaffeError(f"{path}: not a CFN checkpoint written by `jigsaw train`")
-    model = CFN(ck["model"]["fc8.weight"].shape[0], width=dict(ck["widths"]), tile=recipe_of(ck).tile)
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError as e:
-        raise CaffeError(f"{path}: the weights do not fit the CFN its record describes "
-                         f"({str(e).splitlines()[-1].strip()[:200]})") from None
-    return model

@@ -1,25 +1,71 @@
-"""Atomic checkpoints that load with torch.load(weights_only=True)."""
-import os
+"""The CFN checkpoint: what `jigsaw train` and `jigsaw convert` write, and the one reader that evaluate,
+convert, the demo and transfer's CFN backbone use (a checkpoint .pt or an original CFN .caffemodel)."""
+from typing import Optional, Tuple
 
+import numpy as np
 import torch
 
-from tools.atomic import atomic_open, ensure_dir
-from tools.errors import CaffeError
+from tools.checkpoint import load_checkpoint
+from tools.errors import UserError
+
+from .cfn import CFN
+from .permutations import load_permutations
+from .recipes import DEFAULT, PuzzleConfig, recipe, recipe_of
 
 
-def save_checkpoint(path, payload):
-    """torch.save through a temporary file in the same folder, fsync, then rename."""
-    ensure_dir(os.path.dirname(os.path.abspath(path)))
-    with atomic_open(path, "wb") as f:
-        torch.save(payload, f)
+def cfn_payload(model: CFN, permutations: Optional[np.ndarray], record: dict, iteration: int = 0,
+                solver: Optional[dict] = None, seed: Optional[int] = None) -> dict:
+    """The checkpoint dict: weights, widths, permutation set (empty when unknown), iteration, the
+    recipe record (recipes.recipe_record) and, from training, the solver state and seed."""
+    perms = torch.from_numpy(np.asarray(permutations)) if permutations is not None and len(permutations) \
+        else torch.zeros(0, 9, dtype=torch.long)
+    payload = dict(model=model.state_dict(), widths=model.widths, iter=iteration, permutations=perms, **record)
+    if solver is not None:
+        payload["solver"] = solver
+    if seed is not None:
+        payload["seed"] = seed
+    return payload
 
 
-def load_checkpoint(path):
-    """A checkpoint dict; refuses files that need pickled objects (weights_only=True)."""
+def cfn_from_checkpoint(ck: dict, path: str) -> CFN:
+    """The CFN a checkpoint holds: widths, permutation count and tile size (its recipe's grid) from the
+    record, then the weights; one line if they do not fit."""
+    if not isinstance(ck, dict) or "model" not in ck or "widths" not in ck or "fc8.weight" not in ck["model"]:
+        raise UserError(f"{path}: not a CFN checkpoint written by `jigsaw train`")
+    model = CFN(ck["model"]["fc8.weight"].shape[0], width=dict(ck["widths"]), tile=recipe_of(ck).tile)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CaffeError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # unpickling refusals, truncated archives
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CaffeError(f"{path}: not a loadable checkpoint ({first[:200]})") from None
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise UserError(f"{path}: the weights do not fit the CFN its record describes "
+                        f"({str(e).splitlines()[-1].strip()[:200]})") from None
+    return model
+
+
+def read_cfn(weights: str, permutations: Optional[str] = None, recipe_name: Optional[str] = None,
+             prototxt: Optional[str] = None) -> Tuple[CFN, np.ndarray, PuzzleConfig, dict]:
+    """(CFN in eval mode, permutations (possibly empty), PuzzleConfig, record) from a checkpoint .pt
+    (its recorded recipe; `recipe_name` must agree) or a .caffemodel (`recipe_name`, default jps, the
+    original release's; `prototxt`, its net, is checked against it). `permutations` (a file) replaces
+    or supplies the set; counts must agree."""
+    if str(weights).endswith(".caffemodel"):
+        model = CFN.from_caffe(prototxt, weights)
+        name = recipe_name or DEFAULT
+        pcfg = recipe(name)
+        record = dict(recipe=name, recipe_options={},
+                      recipe_source="given" if recipe_name else "assumed for a .caffemodel (the original release)")
+        perms = np.zeros((0, 9), dtype=np.int64)
+    else:
+        ck = load_checkpoint(weights)
+        model = cfn_from_checkpoint(ck, weights)
+        pcfg = recipe_of(ck)
+        if recipe_name and recipe_name != pcfg.recipe:
+            raise UserError(f"{weights}: trained with recipe '{pcfg.recipe}', not '{recipe_name}'")
+        record = dict(recipe=pcfg.recipe, recipe_options=dict(ck.get("recipe_options") or {}),
+                      recipe_source=str(weights))
+        perms = ck["permutations"].numpy()
+    if permutations:
+        perms = load_permutations(permutations)
+    if len(perms) and len(perms) != model.num_permutations:
+        raise UserError(f"{permutations or weights}: {len(perms)} permutations, but the weights predict "
+                        f"{model.num_permutations}")
+    return model.eval(), perms, pcfg, record

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tools.errors import CaffeError
+from tools.errors import UserError
 
 from .images import BadImage, list_images, load_image
 from .layouts import jps_array, stored_side
@@ -40,7 +40,7 @@ class DeviceJpegImages:
         self.layout, self.arg_size, self.size = layout, size, stored_side(layout, size)
         self.files = list_images(root)
         if not self.files:
-            raise CaffeError(f"{root}: no image files found")
+            raise UserError(f"{root}: no image files found")
 
     def __len__(self):
         return len(self.files)

@@ -1,43 +1,44 @@
-"""Pretext accuracy of trained CFN weights (a `jigsaw train` checkpoint or a CFN .caffemodel)."""
+"""Pretext accuracy: of a model during training (validation) and of trained weights (`jigsaw evaluate`)."""
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from tools.errors import CaffeError
+from tools.errors import UserError
+from tools.runtime import autocast, resolve_device, stream
 
-from .cfn import CFN, cfn_from_checkpoint
-from .checkpoint import load_checkpoint
-from .permutations import load_permutations
-from .recipes import DEFAULT, recipe, recipe_of
+from .checkpoint import read_cfn
 from .store import check_layout, open_images
-from .train import evaluate_puzzles
+from .tiles import draw, make_puzzles
 
 
-def load_cfn(weights, permutations=None, recipe_name=None):
-    """(CFN in eval mode, permutations array, PuzzleConfig) from a checkpoint .pt (its recorded
-    recipe; `recipe_name` must agree) or a .caffemodel (`recipe_name`, default jps)."""
-    if weights.endswith(".caffemodel"):
-        model = CFN.from_caffe(None, weights)
-        if permutations is None:
-            raise CaffeError(f"{weights}: a .caffemodel carries no permutation set; pass --permutations")
-        perms = load_permutations(permutations)
-        pcfg = recipe(recipe_name or DEFAULT)
-    else:
-        ck = load_checkpoint(weights)
-        model = cfn_from_checkpoint(ck, weights)
-        perms = load_permutations(permutations) if permutations else ck["permutations"].numpy()
-        pcfg = recipe_of(ck)
-        if recipe_name and recipe_name != pcfg.recipe:
-            raise CaffeError(f"{weights}: trained with recipe '{pcfg.recipe}', not '{recipe_name}'")
-    if len(perms) and len(perms) != model.num_permutations:
-        raise CaffeError(f"{len(perms)} permutations, but the weights predict {model.num_permutations}")
-    return model.eval(), perms, pcfg
+@torch.no_grad()
+def evaluate_puzzles(model, source, indices, perms, pcfg, device, batch, seed, fast=False):
+    """Pretext loss and top-1/top-5 accuracy on fixed, seeded puzzles (centre crops) of `indices`."""
+    was = model.training
+    model.eval()
+    n, loss, top1, top5 = 0, 0.0, 0, 0
+    for start in range(0, len(indices), batch):
+        idx = indices[start:start + batch]
+        images = source.read(idx)
+        images = (images if torch.is_tensor(images) else torch.from_numpy(images)).to(device)
+        d = draw(len(idx), len(perms), images.shape[1:3], pcfg, stream(seed, 99991, start), train=False)
+        with autocast(device, fast):
+            logits = model(make_puzzles(images, perms, d, pcfg)).float()
+        label = d.label.to(device)
+        loss += float(F.cross_entropy(logits, label, reduction="sum"))
+        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        top1 += int((best[:, 0] == label).sum())
+        top5 += int((best == label[:, None]).any(dim=1).sum())
+        n += len(idx)
+    model.train(was)
+    return dict(loss=loss / max(n, 1), top1=top1 / max(n, 1), top5=top5 / max(n, 1))
 
 
 def evaluate(weights, data, permutations=None, batch=64, repeats=1, seed=0, device=None, recipe_name=None):
-    model, perms, pcfg = load_cfn(weights, permutations, recipe_name)
+    model, perms, pcfg, _ = read_cfn(weights, permutations, recipe_name)
     if not len(perms):
-        raise CaffeError(f"{weights}: holds no permutation set; pass --permutations")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        raise UserError(f"{weights}: holds no permutation set; pass --permutations")
+    device = resolve_device(device or "auto")
     model.to(device)
     source = open_images(data, layout=pcfg.layout)
     check_layout(source, pcfg, data)

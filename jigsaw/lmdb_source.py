@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from tools import caffe_pb2 as pb
-from tools.errors import CaffeError
+from tools.errors import UserError
 
 from .images import BadImage, decode
 
@@ -55,7 +55,7 @@ class LmdbRecords:
         try:
             import lmdb
         except ImportError:
-            raise CaffeError(f"{path}: reading an LMDB needs the 'lmdb' package (pip install lmdb)") from None
+            raise UserError(f"{path}: reading an LMDB needs the 'lmdb' package (pip install lmdb)") from None
         self.path = path
         try:
             self.env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True,
@@ -64,11 +64,11 @@ class LmdbRecords:
                 self.keys = list(txn.cursor().iternext(keys=True, values=False))
                 first = txn.get(self.keys[0]) if self.keys else None
         except lmdb.Error as e:
-            raise CaffeError(f"{path}: not a readable LMDB ({e})") from None
+            raise UserError(f"{path}: not a readable LMDB ({e})") from None
         if first is None:
-            raise CaffeError(f"{path}: the LMDB holds no records")
+            raise UserError(f"{path}: the LMDB holds no records")
         if len(first) > MAX_RECORD_BYTES or not _looks_like_datum(first):
-            raise CaffeError(f"{path}: not a Caffe LMDB (record {self.keys[0][:40]!r} is not a Datum "
+            raise UserError(f"{path}: not a Caffe LMDB (record {self.keys[0][:40]!r} is not a Datum "
                              "with an image)")
 
     def names(self):

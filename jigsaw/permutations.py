@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from tools.atomic import atomic_open
-from tools.errors import CaffeError
+from tools.errors import UserError
 
 N_TILES = 9
 _ALL = None
@@ -70,12 +70,12 @@ def hamming_stats(perms):
 def validate(perms, source="permutations"):
     perms = np.asarray(perms)
     if perms.ndim != 2 or perms.shape[1] != N_TILES:
-        raise CaffeError(f"{source}: expected an (N, 9) array, got shape {perms.shape}")
+        raise UserError(f"{source}: expected an (N, 9) array, got shape {perms.shape}")
     if not (np.sort(perms, axis=1) == np.arange(N_TILES)).all():
         bad = int(np.flatnonzero((np.sort(perms, axis=1) != np.arange(N_TILES)).any(axis=1))[0])
-        raise CaffeError(f"{source}: row {bad} is not a permutation of 0..8: {perms[bad].tolist()}")
+        raise UserError(f"{source}: row {bad} is not a permutation of 0..8: {perms[bad].tolist()}")
     if len(np.unique(perms, axis=0)) != len(perms):
-        raise CaffeError(f"{source}: the set holds duplicate permutations")
+        raise UserError(f"{source}: the set holds duplicate permutations")
     return perms.astype(np.int64)
 
 
@@ -84,7 +84,7 @@ def save_permutations(path, perms):
     perms = validate(perms)
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".npy", ".bin", ".h5", ".hdf5"):
-        raise CaffeError(f"{path}: unknown permutation file type (use .npy, .bin or .h5)")
+        raise UserError(f"{path}: unknown permutation file type (use .npy, .bin or .h5)")
     with atomic_open(path, "w+b") as f:
         if ext == ".npy":
             np.save(f, perms)
@@ -106,17 +106,17 @@ def load_permutations(path):
         elif ext == ".bin":
             raw = np.fromfile(path, dtype="<i4")
             if raw.size < 2 or raw[1] != N_TILES or raw.size != 2 + raw[0] * N_TILES:
-                raise CaffeError(f"{path}: not an original permutation .bin (header [N, 9] then N*9 "
+                raise UserError(f"{path}: not an original permutation .bin (header [N, 9] then N*9 "
                                  f"int32; found {raw.size} values, header {raw[:2].tolist()})")
             perms = raw[2:].reshape(-1, N_TILES) - 1
         elif ext in (".h5", ".hdf5"):
             import h5py
             with h5py.File(path, "r") as f:
                 if "permutations" not in f:
-                    raise CaffeError(f"{path}: no 'permutations' dataset")
+                    raise UserError(f"{path}: no 'permutations' dataset")
                 perms = f["permutations"][()]
         else:
-            raise CaffeError(f"{path}: unknown permutation file type (use .npy, .bin or .h5)")
+            raise UserError(f"{path}: unknown permutation file type (use .npy, .bin or .h5)")
     except (OSError, ValueError) as e:
-        raise CaffeError(f"{path}: cannot read permutations ({e})") from None
+        raise UserError(f"{path}: cannot read permutations ({e})") from None
     return validate(perms, path)

@@ -30,8 +30,9 @@ bbrattoli: paper with each tile channel also divided by its standard deviation (
 """
 from dataclasses import replace
 
-from tools.errors import CaffeError
+from tools.errors import UserError
 
+from .config import DEFAULT_RECIPE
 from .tiles import PuzzleConfig
 
 JPS_MEANS = (104.0, 117.0, 123.0)  # B, G, R (train_val_cfn_jps.prototxt lines 13-15)
@@ -44,24 +45,24 @@ RECIPES = {
     "paper": PuzzleConfig(recipe="paper", layout="square", per_tile="mean"),
     "bbrattoli": PuzzleConfig(recipe="bbrattoli", layout="square", per_tile="meanstd"),
 }
-DEFAULT = "jps"
+DEFAULT = DEFAULT_RECIPE
 
 
 def recipe(name=DEFAULT, **overrides):
     """The PuzzleConfig of recipe `name`, with options (e.g. gray_prob, donor) replaced."""
     if name not in RECIPES:
-        raise CaffeError(f"recipe {name!r} does not exist (recipes: {', '.join(RECIPES)})")
+        raise UserError(f"recipe {name!r} does not exist (recipes: {', '.join(RECIPES)})")
     try:
         return replace(RECIPES[name], **overrides)
     except (TypeError, ValueError) as e:
-        raise CaffeError(f"recipe {name!r}: {e}") from None
+        raise UserError(f"recipe {name!r}: {e}") from None
 
 
 def geometry(cell, tile):
     """Grid options for other image sizes, in the jps proportions: a crop of 3 cells, each tile at an
     offset 0..cell-tile inside its cell (jps: cell 85, tile 64, jitter 21)."""
     if tile < 16 or cell < tile:
-        raise CaffeError(f"--cell {cell} --tile {tile}: need tile >= 16 px (the branch's conv1 is 11x11 "
+        raise UserError(f"--cell {cell} --tile {tile}: need tile >= 16 px (the branch's conv1 is 11x11 "
                          "stride 2) and cell >= tile")
     return dict(crop=3 * cell, cell=cell, tile=tile, jitter=cell - tile)
 
@@ -77,12 +78,12 @@ def recipe_record(name, gray_prob=0.0, donor="same", cell=None, tile=None):
         options.update({k: v for k, v in grid.items() if getattr(base, k) != v})
     if gray_prob:
         if base.color != "luma":
-            raise CaffeError(f"--gray-prob applies to the paper and bbrattoli recipes; {name} draws "
+            raise UserError(f"--gray-prob applies to the paper and bbrattoli recipes; {name} draws "
                              "its own gray and colour projection")
         options["gray_prob"] = float(gray_prob)
     if donor != base.donor:
         if not base.substitute:
-            raise CaffeError(f"--donor applies to jps++ (MergeData); {name} substitutes no tiles")
+            raise UserError(f"--donor applies to jps++ (MergeData); {name} substitutes no tiles")
         options["donor"] = donor
     return recipe(name, **options), dict(recipe=name, recipe_options=options)
 

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from tools.errors import CaffeError
+from tools.errors import UserError
 
 from .images import BadImage, list_images, load_image, to_layout
 from .layouts import JPS_CROP, LAYOUTS, stored_side
@@ -45,28 +45,28 @@ def prepare(source, out, size=256, workers=None, list_file=None, progress=True, 
     e.g. 28 px Fashion-MNIST upscaled with --size).
     Resumable: an interrupted run continues from `out`.partial; the store appears at `out` by rename."""
     if min_side < 1:
-        raise CaffeError(f"min_side {min_side}: expected a positive number of pixels")
+        raise UserError(f"min_side {min_side}: expected a positive number of pixels")
     if layout not in LAYOUTS:
-        raise CaffeError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+        raise UserError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
     records = None
     if is_lmdb(source):
         if list_file:
-            raise CaffeError(f"{source}: --list applies to image folders, not to an LMDB")
+            raise UserError(f"{source}: --list applies to image folders, not to an LMDB")
         records = LmdbRecords(source)
         names = records.names()
     elif os.path.isdir(source):
         names = list_images(source, list_file)
     else:
-        raise CaffeError(f"{source}: not a folder of images or a Caffe LMDB")
+        raise UserError(f"{source}: not a folder of images or a Caffe LMDB")
     if not names:
-        raise CaffeError(f"{source}: no image files found")
+        raise UserError(f"{source}: no image files found")
     side = stored_side(layout, size)
     digest = hashlib.sha1(("\n".join(names) + f"|{side}|{layout}|{min_side}").encode()).hexdigest()
     partial = out + ".partial"
     try:
         f = _open_partial(partial, len(names), side, layout, digest)
     except OSError as e:
-        raise CaffeError(f"{out}: cannot write the store ({e})") from None
+        raise UserError(f"{out}: cannot write the store ({e})") from None
     images, paths = f["images"], f["paths"]
     start, count = int(f.attrs["next"]), int(f.attrs["count"])
     skipped = [(p.decode(), r.decode()) for p, r in zip(f["skipped_paths"][()], f["skipped_reasons"][()])]
@@ -107,7 +107,7 @@ def prepare(source, out, size=256, workers=None, list_file=None, progress=True, 
     f.attrs["complete"] = True
     f.close()
     if count == 0:
-        raise CaffeError(f"{source}: none of the {len(names)} images could be used "
+        raise UserError(f"{source}: none of the {len(names)} images could be used "
                          f"(first: {skipped[0][0]}: {skipped[0][1]})")
     os.replace(partial, out)
     return count, skipped
@@ -160,9 +160,9 @@ class ImageStore:
             self.file = h5py.File(path, "r")
             self.images = self.file["images"]
         except (OSError, KeyError) as e:
-            raise CaffeError(f"{path}: not a prepared image store ({e}); run `jigsaw prepare`") from None
+            raise UserError(f"{path}: not a prepared image store ({e}); run `jigsaw prepare`") from None
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
-            raise CaffeError(f"{path}: 'images' must be (N, H, W, 3) uint8, got "
+            raise UserError(f"{path}: 'images' must be (N, H, W, 3) uint8, got "
                              f"{self.images.shape} {self.images.dtype}")
         self.path, self.shape = path, self.images.shape
         layout = self.file.attrs.get("layout", "square")  # stores from before layouts: square
@@ -226,7 +226,7 @@ class FolderImages:
         self.arg_size = size
         self.files = list_images(root)
         if not self.files:
-            raise CaffeError(f"{root}: no image files found")
+            raise UserError(f"{root}: no image files found")
         self.pool = ProcessPoolExecutor(workers, initializer=_init_worker) if workers else None
 
     def __len__(self):
@@ -251,24 +251,24 @@ def open_images(path, size=256, workers=0, decode="cpu", device="cpu", layout="s
     `workers` processes) or DeviceJpegImages (decode 'device': torchvision.io on `device`), each
     decoding into `layout` on the fly."""
     if decode not in ("cpu", "device"):
-        raise CaffeError(f"decode {decode!r}: expected cpu or device")
+        raise UserError(f"decode {decode!r}: expected cpu or device")
     if is_lmdb(path):
-        raise CaffeError(f"{path}: a Caffe LMDB; run `jigsaw prepare {path} -o store.h5` first")
+        raise UserError(f"{path}: a Caffe LMDB; run `jigsaw prepare {path} -o store.h5` first")
     if os.path.isdir(path):
         if decode == "device":
             from .device_decode import DeviceJpegImages
             return DeviceJpegImages(path, size, device, layout=layout)
         return FolderImages(path, size, workers, layout)
     if not os.path.exists(path):
-        raise CaffeError(f"{path}: no such store or folder")
+        raise UserError(f"{path}: no such store or folder")
     return ImageStore(path)
 
 
 def check_layout(source, cfg, path):
     """A store must hold the layout the recipe cuts puzzles from, at a size it can read."""
     if source.layout != cfg.layout:
-        raise CaffeError(f"{path}: a '{source.layout}' store, but recipe '{cfg.recipe}' reads the "
+        raise UserError(f"{path}: a '{source.layout}' store, but recipe '{cfg.recipe}' reads the "
                          f"'{cfg.layout}' layout; run `jigsaw prepare --layout {cfg.layout}`")
     h, w = source.image_size
     if min(h, w) < cfg.min_image():
-        raise CaffeError(f"{path}: images of {h}x{w}; recipe '{cfg.recipe}' reads {cfg.min_image()} px")
+        raise UserError(f"{path}: images of {h}x{w}; recipe '{cfg.recipe}' reads {cfg.min_image()} px")

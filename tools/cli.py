@@ -3,9 +3,7 @@ import argparse
 import os
 import sys
 
-import torch
-
-from .atomic import atomic_open
+from .checkpoint import load_checkpoint, save_checkpoint
 from .cli_runner import run_cli
 from .errors import CaffeError
 
@@ -62,7 +60,7 @@ def _to_torch(args):
         payload = {"format": PT_FORMAT, "net": net_text(net.net_param),
                    "input_shapes": {k: list(v) for k, v in net.input_shapes.items()},
                    "state_dict": net.state_dict()}
-        _atomic_torch_save(payload, args.output)
+        save_checkpoint(args.output, payload)
         print(f"wrote {args.output}")
 
 
@@ -73,12 +71,9 @@ def _summary(net, name):
 
 def _from_torch(args):
     from .prototxt import read_net
-    from .writer import save_caffe_net
+    from .writer import pair_stem, save_caffe_net
 
-    try:
-        payload = torch.load(args.net, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle refusals, truncated zip archives, non-torch files
-        raise CaffeError(f"{args.net}: not a .pt written by caffe-convert ({str(e).splitlines()[0]})") from None
+    payload = load_checkpoint(args.net, "a .pt written by caffe-convert")
     if not isinstance(payload, dict) or payload.get("format") != PT_FORMAT:
         raise CaffeError(f"{args.net}: not a .pt written by caffe-convert (no '{PT_FORMAT}' marker)")
     net_param = read_net(payload["net"], path=args.net)
@@ -89,16 +84,10 @@ def _from_torch(args):
         net.load_state_dict(payload["state_dict"])
         print(_summary(net, args.net))
     if args.output:
-        stem = args.output[:-len(".caffemodel")] if args.output.endswith(".caffemodel") else \
-            os.path.splitext(args.output)[0] if args.output.endswith(".prototxt") else args.output
+        stem = pair_stem(args.output)
         save_caffe_net(payload["state_dict"], stem + ".prototxt", stem + ".caffemodel",
                        net_param=net_param, input_shapes=shapes)
         print(f"wrote {stem}.prototxt and {stem}.caffemodel")
-
-
-def _atomic_torch_save(obj, path):
-    with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
 
 
 def _run(args):

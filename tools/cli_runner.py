@@ -3,7 +3,10 @@ import argparse
 import sys
 import warnings
 
-from .errors import CaffeError
+from .errors import UserError
+
+# a path the user named that is missing or not what it should be: their mistake, not a bug
+PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def positive(kind, zero=False):
@@ -16,16 +19,21 @@ def positive(kind, zero=False):
     return parse
 
 
-def run_cli(prog, func, args, user_errors=()):
-    """Call func(args); a CaffeError (or one of `user_errors`) prints `prog: error: ...` and returns 2."""
+def run_cli(prog, func, args):
+    """Call func(args); a UserError or a bad path prints `prog: error: ...` and returns 2. Anything
+    else propagates with its traceback: it is a bug."""
     def one_line(message, category, filename, lineno, file=None, line=None):
         print(f"{prog}: warning: {message}", file=sys.stderr)
 
     shown, warnings.showwarning = warnings.showwarning, one_line
     try:
         return func(args) or 0
-    except (CaffeError, *user_errors) as e:
+    except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except PATH_ERRORS as e:
+        what = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+        print(f"{prog}: error: {what}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -1,8 +1,13 @@
-"""The one error type for a user's bad file or argument: its message is one line saying where and what."""
+"""User errors: a bad file or argument. The command lines print the one-line message and exit 2;
+anything else is a bug and keeps its traceback."""
 
 
-class CaffeError(ValueError):
-    """A malformed or unsupported Caffe file, layer or field. The CLI prints it and exits 2."""
+class UserError(ValueError):
+    """A user's file, folder or setting is wrong; the message says where and what was expected."""
+
+
+class CaffeError(UserError):
+    """A malformed or unsupported Caffe file, layer or field."""
 
 
 def where(path, line=None, col=None):

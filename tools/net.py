@@ -305,3 +305,23 @@ def _copy_blob(layer, index, blob, legacy, target):
     else:
         data = blob.data if hasattr(blob, "copy_into") else blob
         target.copy_(torch.from_numpy(np.array(data, dtype=np.float32).reshape(dst_shape)))
+
+
+def load_caffe_net(prototxt, weights=None, phase="TEST", input_shapes=None, device="cpu",
+                   seed=None, level=0, stages=()):
+    """Build the Caffe net in `prototxt` (path, text or NetParameter) as a CaffeNet module.
+
+    Weights from `weights` (.caffemodel, binary or HDF5) are copied by layer name; what matched is
+    in `net.report`. Layers without weights are initialised by their Caffe fillers (seeded by
+    `seed`). The module starts in eval mode for phase TEST and train mode for TRAIN.
+    """
+    from .caffemodel import read_caffemodel
+    from .prototxt import read_net
+    net_param = read_net(prototxt, phase=phase, level=level, stages=stages)
+    named = read_caffemodel(weights)[1] if weights else None
+    path = str(prototxt) if isinstance(prototxt, (str, os.PathLike)) and os.path.exists(prototxt) \
+        else "<net>"
+    net = CaffeNet(net_param, input_shapes=input_shapes, device=device, weights=named, seed=seed,
+                   path=path)
+    net.train(str(phase).upper() == "TRAIN")
+    return net

@@ -1,4 +1,6 @@
 """Write a CaffeNet, or any state_dict plus a NetParameter, back to .prototxt + .caffemodel."""
+import os
+
 import numpy as np
 import torch
 
@@ -18,6 +20,11 @@ def caffe_blobs(module):
     return out
 
 
+def pair_stem(output):
+    """'net', 'net.prototxt' or 'net.caffemodel' -> 'net': the stem of a NAME.prototxt + NAME.caffemodel pair."""
+    return os.path.splitext(output)[0] if output.endswith((".prototxt", ".caffemodel")) else output
+
+
 def blobs_from_state_dict(state_dict, net_param, input_shapes=None):
     """Map a state_dict onto the blobs of `net_param` (keys '<layer>.<blob>', optionally prefixed)."""
     from .net import CaffeNet
@@ -25,7 +32,7 @@ def blobs_from_state_dict(state_dict, net_param, input_shapes=None):
     skeleton = CaffeNet(net_param, input_shapes=input_shapes, device="meta")
     prefixes = {k[: k.index(s)] for k in state_dict for s in _suffixes(skeleton) if k.endswith(s)}
     prefix = min(prefixes, key=len) if prefixes else ""
-    out, used, seen = {}, set(), {}
+    out, seen = {}, {}
     for key, _, _ in skeleton.plan:
         layer = getattr(skeleton, key)
         blob_key = repeat_key(layer.layer_name, seen)
@@ -40,7 +47,6 @@ def blobs_from_state_dict(state_dict, net_param, input_shapes=None):
                 raise CaffeError(f"state_dict '{name}' has shape {tuple(t.shape)}, layer "
                                  f"'{layer.layer_name}' needs {want}")
             arrays.append(t.detach().to("cpu", torch.float32).numpy())
-            used.add(name)
         if arrays:
             out[blob_key] = arrays
     return out

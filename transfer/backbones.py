@@ -8,10 +8,10 @@ are built here and trained from scratch.
 """
 import functools
 
-import torch
 from torch import nn
 
-from tools.errors import CaffeError
+from tools.checkpoint import load_checkpoint
+from tools.errors import UserError
 
 BACKBONES = {}
 
@@ -44,7 +44,7 @@ class Backbone(nn.Module):
 
 def build_backbone(name, weights=None, **kw):
     if name not in BACKBONES:
-        raise CaffeError(f"unknown model '{name}' (known: {', '.join(sorted(BACKBONES))})")
+        raise UserError(f"unknown model '{name}' (known: {', '.join(sorted(BACKBONES))})")
     backbone = BACKBONES[name][0](weights=weights, **kw)
     if backbone.scratch and weights not in (None, "none"):
         _load_transfer_backbone(backbone, weights)
@@ -53,15 +53,14 @@ def build_backbone(name, weights=None, **kw):
 
 def _load_transfer_backbone(backbone, path):
     """Start one of the seeds' nets from the backbone of an earlier `transfer` run (its model.pt)."""
-    from jigsaw.checkpoint import load_checkpoint
     state = load_checkpoint(path).get("model", {})
     body = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     if not body:
-        raise CaffeError(f"{path}: no backbone weights (expected a `transfer` run's model.pt)")
+        raise UserError(f"{path}: no backbone weights (expected a `transfer` run's model.pt)")
     try:
         backbone.load_state_dict(body)
     except RuntimeError as e:
-        raise CaffeError(f"{path}: backbone weights do not fit this model ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{path}: backbone weights do not fit this model ({str(e).splitlines()[0]})") from None
 
 
 # ---- CFN branch -------------------------------------------------------------------------------
@@ -82,30 +81,24 @@ class _CFNBranch(nn.Module):
 
 @register("cfn", input_size=64)
 def cfn_backbone(weights=None, upto="pool5", **kw):
-    from jigsaw.cfn import CFN
+    from jigsaw.architecture import CONVS
+    from jigsaw.recipes import DEFAULT, recipe
+    from jigsaw.tiles import branch_input
     if weights in (None, "none"):
         if weights is None:
-            raise CaffeError("model 'cfn' needs --weights: a `jigsaw train` checkpoint (.pt) or a CFN "
-                             ".caffemodel (or --weights none for a random branch)")
+            raise UserError("model 'cfn' needs --weights: a `jigsaw train` checkpoint (.pt) or a CFN "
+                            ".caffemodel (or --weights none for a random branch)")
+        from jigsaw.cfn import CFN
         cfn = CFN(num_permutations=1000)
-    from jigsaw.recipes import DEFAULT, recipe, recipe_of
-    from jigsaw.tiles import branch_input
-    if weights in (None, "none"):  # a random twin gets the preprocessing of the recipe it stands in for
+        # a random twin gets the preprocessing of the recipe it stands in for
         record = dict(recipe=kw.get("recipe") or DEFAULT, recipe_source="random initialisation")
-    elif str(weights).endswith(".caffemodel"):  # the original release: the jps recipe
-        cfn = CFN.from_caffe(None, weights)
-        record = dict(recipe=DEFAULT, recipe_source="assumed for a .caffemodel (the original release)")
     else:
-        from jigsaw.cfn import cfn_from_checkpoint
-        from jigsaw.checkpoint import load_checkpoint
-        ck = load_checkpoint(weights)
-        cfn = cfn_from_checkpoint(ck, weights)
-        record = dict(recipe=recipe_of(ck).recipe, recipe_options=dict(ck.get("recipe_options") or {}),
-                      recipe_source=str(weights))
+        from jigsaw.checkpoint import read_cfn
+        cfn, _, _, record = read_cfn(weights)
     branch = _CFNBranch(cfn, upto)
     side = cfn.pool5_side(cfn.tile)
     dim = cfn.widths["fc6"] if upto == "fc6" else cfn.widths["conv5"] * side * side
-    blocks = ["conv1", "conv2", "conv3", "conv4", "conv5"] + (["fc6"] if upto == "fc6" else [])
+    blocks = list(CONVS) + (["fc6"] if upto == "fc6" else [])
     backbone = Backbone(branch, dim, cfn.tile, 3, blocks)
     backbone.record = record
     # the branch gets in transfer what it got in pretraining: BGR, 0-255, the recipe's normalisation
@@ -120,19 +113,18 @@ def _torchvision(arch, weights):
     import torchvision
     builder = getattr(torchvision.models, arch)
     if weights is None:
-        raise CaffeError(f"model '{arch}' needs --weights: a local .pth state_dict, a torchvision weight "
+        raise UserError(f"model '{arch}' needs --weights: a local .pth state_dict, a torchvision weight "
                          "name such as IMAGENET1K_V1 (downloads), or 'none' for random initialisation")
     if weights == "none":
         return builder(weights=None)
     if str(weights).endswith((".pth", ".pt")):
         model = builder(weights=None)
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CaffeError(f"{weights}: not a loadable state_dict ({str(e).splitlines()[0][:200]})") from None
+        state = load_checkpoint(weights, "a loadable state_dict")
+        if not isinstance(state, dict):
+            raise UserError(f"{weights}: not a state_dict (a {type(state).__name__})")
         missing, unexpected = model.load_state_dict(state.get("state_dict", state), strict=False)
         if missing:
-            raise CaffeError(f"{weights}: missing {len(missing)} tensors for {arch}, e.g. {missing[0]}")
+            raise UserError(f"{weights}: missing {len(missing)} tensors for {arch}, e.g. {missing[0]}")
         return model
     return builder(weights=weights)
 
@@ -225,9 +217,20 @@ def blood_cnn(**kw):  # seed 004: 4 x (conv 3x3 + pool), 32 -> 128 filters, drop
     return _scratch(body, 512, 150, 3)
 
 
-def conv1_weights(backbone):
-    """The first convolution's weights, for filter plots."""
-    for m in backbone.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.weight.detach()
-    raise CaffeError("this model has no convolution to plot")
+def first_conv(module):
+    """The first convolution's weights (a detached CPU copy) of a module, or None: for filter plots."""
+    conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+    return None if conv is None else conv.weight.detach().cpu().clone()
+
+
+def first_conv_of(weights):
+    """First-layer filters from a jigsaw checkpoint, a CFN .caffemodel or a `transfer` model.pt."""
+    if str(weights).endswith(".caffemodel"):
+        from jigsaw.checkpoint import read_cfn
+        return first_conv(read_cfn(weights)[0])
+    state = load_checkpoint(weights)
+    state = state.get("model", {}) if isinstance(state, dict) else {}
+    convs = [v for v in state.values() if hasattr(v, "dim") and v.dim() == 4]
+    if not convs:
+        raise UserError(f"{weights}: no convolution weights to plot")
+    return convs[0]

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jigsaw.images import EXTENSIONS as IMAGE_EXT
+from tools.errors import UserError
+
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
-IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MAX_IDX_BYTES = 1 << 31
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset folder or file is missing or malformed; the message names it."""
 
 

@@ -4,68 +4,29 @@ import csv
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Optional
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from jigsaw.checkpoint import load_checkpoint, save_checkpoint
 from tools.atomic import atomic_open, ensure_dir
-from tools.errors import CaffeError
+from tools.checkpoint import load_checkpoint, save_checkpoint
+from tools.errors import UserError
 from tools.prototxt import read_solver
+from tools.runtime import autocast, resolve_device, use_bf16
 from tools.solver import CaffeSolver
 
-from .backbones import build_backbone
+from .backbones import build_backbone, first_conv
+from .config import FinetuneConfig
 from .data import augmentation, loaders
 from .datasets import load_dataset
 from .early_stopping import EarlyStopping
 from .model import TransferModel, make_head
 
-# Seed 003's settings: head phase Adam 0.01, exp 0.9995/iteration, decay 1e-3, <= 200 epochs, patience 5;
-# fine-tune phase Adam 5e-4, step gamma 0.2, decay 5e-4, <= 50 epochs, patience 1.
-HEAD_SOLVER = 'type: "Adam" base_lr: 0.01 momentum: 0.9 lr_policy: "exp" gamma: 0.9995 weight_decay: 0.001'
-FINETUNE_SOLVER = ('type: "Adam" base_lr: 0.0005 momentum: 0.9 lr_policy: "step" gamma: 0.2 stepsize: 2000 '
-                   'weight_decay: 0.0005')
-
-
-@dataclass
-class FinetuneConfig:
-    dataset: str
-    model: str
-    out: str
-    data_root: Optional[str] = None
-    weights: Optional[str] = None
-    phase: str = "both"              # head | finetune | both
-    head: str = "linear"
-    unfreeze: tuple = ()             # finetune phase: only these backbone blocks (default: all)
-    head_solver: str = HEAD_SOLVER
-    finetune_solver: str = FINETUNE_SOLVER
-    head_epochs: int = 200
-    finetune_epochs: int = 50
-    head_patience: int = 5
-    finetune_patience: int = 1
-    eps: float = 1e-4
-    epochs: Optional[int] = None     # caps both phases
-    batch_size: int = 128
-    limit_train: Optional[int] = None
-    val_fraction: float = 0.15
-    input_size: Optional[int] = None
-    augment: dict = field(default_factory=dict)
-    # "backbone": the backbone's own input (a CFN branch: its recipe's BGR 0-255 values), else the
-    # training split's per-channel standardisation; "dataset": that standardisation always (seed 003)
-    input_norm: str = "backbone"
-    seed: int = 0
-    workers: int = 0
-    device: str = "auto"
-    resume: bool = False
-    progress: bool = True
-
-
 def _phases(cfg, scratch):
     if cfg.phase not in ("head", "finetune", "both"):
-        raise CaffeError(f"phase must be head, finetune or both, got '{cfg.phase}'")
+        raise UserError(f"phase must be head, finetune or both, got '{cfg.phase}'")
     if scratch and cfg.phase == "both":
         return ["finetune"]  # the seeds' own nets are trained whole, from scratch
     return ["head", "finetune"] if cfg.phase == "both" else [cfg.phase]
@@ -88,7 +49,7 @@ def evaluate(model, loader, device, n_classes):
     model.eval()
     loss, confusion = 0.0, torch.zeros(n_classes, n_classes, dtype=torch.long)
     for x, y in loader:
-        with _autocast(device):
+        with autocast(device, use_bf16("auto", device)):
             logits = model(_to(x, device)).float()
         loss += float(F.cross_entropy(logits, y.to(device), reduction="sum"))
         pred = logits.argmax(1).cpu()
@@ -96,10 +57,6 @@ def evaluate(model, loader, device, n_classes):
     n = int(confusion.sum())
     return dict(loss=loss / max(n, 1), accuracy=float(confusion.trace()) / max(n, 1), confusion=confusion)
 
-
-def _autocast(device):
-    """bf16 mixed precision on CUDA; plain fp32 on the CPU."""
-    return torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
 
 
 def _to(x, device):
@@ -112,7 +69,7 @@ def _epoch(model, solver, loader, device, bar):
     total, hits, n, lrs = 0.0, 0, 0, []
     for x, y in loader:
         x, y = _to(x, device), y.to(device)
-        with _autocast(device):
+        with autocast(device, use_bf16("auto", device)):
             logits = model(x).float()
         loss = F.cross_entropy(logits, y)
         lrs.append(solver.lr)
@@ -126,12 +83,9 @@ def _epoch(model, solver, loader, device, bar):
     return total / n, hits / n, lrs
 
 
-def finetune(cfg):
+def finetune(cfg: FinetuneConfig):
     """Run the configured phases; writes history.csv, lr.csv, summary.json and plots into cfg.out."""
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CaffeError(f"--device {cfg.device}: no CUDA device is available here (use cpu or auto)")
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.model, cfg.weights)
     size = cfg.input_size or backbone.input_size
@@ -142,20 +96,21 @@ def finetune(cfg):
         model = model.to(memory_format=torch.channels_last)
     ensure_dir(cfg.out)
     stats_path = os.path.join(cfg.out, "stats.pt")
-    stats = tuple(torch.load(stats_path, weights_only=True)) if cfg.resume and os.path.exists(stats_path) else None
+    stats = tuple(load_checkpoint(stats_path, "the run's input statistics")) \
+        if cfg.resume and os.path.exists(stats_path) else None
     if cfg.input_norm not in ("backbone", "dataset"):
-        raise CaffeError(f"input_norm must be 'backbone' or 'dataset', got '{cfg.input_norm}'")
+        raise UserError(f"input_norm must be 'backbone' or 'dataset', got '{cfg.input_norm}'")
     preprocess = getattr(backbone, "preprocess", None) if cfg.input_norm == "backbone" else None
     data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, cfg.workers,
                           augmentation(**cfg.augment), cfg.seed, stats, preprocess)
-    torch.save(list(stats), stats_path)
+    save_checkpoint(stats_path, list(stats))
     with atomic_open(os.path.join(cfg.out, "config.json"), "w") as f:
         json.dump(dict(asdict(cfg), classes=classes, input_size=size, mean=stats[0].tolist(),
                        std=stats[1].tolist(), backbone=getattr(backbone, "record", {}),
                        input=("the backbone's own" if preprocess else "standardised by the training split")),
                   f, indent=2)
     phases = _phases(cfg, backbone.scratch)
-    conv1_before = _first_conv(model)
+    conv1_before = first_conv(model)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     start_phase, start_epoch, history, lr_rows, ck = 0, 0, [], [], None
     if cfg.resume:
@@ -222,13 +177,8 @@ def finetune(cfg):
     plot_lr(cfg.out)
     if conv1_before is not None:
         plot_filters(os.path.join(cfg.out, "filters.png"), ("conv1 before", conv1_before),
-                     ("conv1 after", _first_conv(model)))
+                     ("conv1 after", first_conv(model)))
     return summary, model
-
-
-def _first_conv(model):
-    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
-    return None if conv is None else conv.weight.detach().cpu().clone()
 
 
 def load_run(out):

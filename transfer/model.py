@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from tools.errors import CaffeError
+from tools.errors import UserError
 
 
 def make_head(spec, in_dim, n_classes, seed=0):
@@ -20,7 +20,7 @@ def make_head(spec, in_dim, n_classes, seed=0):
             layers += [nn.Linear(width, int(part)), nn.ReLU()]
             width = int(part)
         else:
-            raise CaffeError(f"head spec '{spec}': cannot read '{part}' (use widths, dropout:P, bn)")
+            raise UserError(f"head spec '{spec}': cannot read '{part}' (use widths, dropout:P, bn)")
     layers.append(nn.Linear(width, n_classes))
     g = torch.Generator().manual_seed(seed)
     head = nn.Sequential(*layers)
@@ -47,7 +47,7 @@ class TransferModel(nn.Module):
         Frozen parts stay in eval mode, so their BatchNorm running statistics do not move either."""
         unknown = [b for b in except_blocks if b not in self.backbone.blocks]
         if unknown:
-            raise CaffeError(f"unknown block(s) {unknown}; this backbone has {self.backbone.blocks}")
+            raise UserError(f"unknown block(s) {unknown}; this backbone has {self.backbone.blocks}")
         trainable = {id(p) for b in except_blocks for p in self.backbone.block(b).parameters()}
         self.frozen = set()
         for name, p in self.backbone.named_parameters():

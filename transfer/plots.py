@@ -81,7 +81,7 @@ def plot_filters(path, *named_weights):
     fig, axes = plt.subplots(1, len(named_weights), figsize=(5 * len(named_weights), 5), squeeze=False)
     for ax, (title, w) in zip(axes[0], named_weights):
         img = _grid(w)
-        ax.imshow(img if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "gray")
+        ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
         ax.set_title(f"{title} ({w.shape[0]} filters {w.shape[2]}x{w.shape[3]})")
         ax.axis("off")
     return _save(fig, path)

@@ -17,8 +17,7 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass
-from typing import Optional
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -27,32 +26,13 @@ from torch import nn
 from tqdm import tqdm
 
 from tools.atomic import atomic_open, ensure_dir
-from tools.errors import CaffeError
+from tools.errors import UserError
+from tools.runtime import resolve_device
 
 from .backbones import build_backbone
+from .config import ProbeConfig
 from .data import loaders
 from .datasets import load_dataset
-
-
-@dataclass
-class ProbeConfig:
-    dataset: str
-    model: str
-    out: str
-    weights: Optional[object] = None  # one path, or several (pretraining seeds): mean ± SE over them
-    data_root: Optional[str] = None
-    random_seeds: int = 3
-    twin_init: str = "caffe"     # CFN twins: "caffe" (the fillers pretraining starts from) or "msra" (He)
-    target_dim: int = 9000
-    weight_decays: tuple = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # 5,000 images x 9,000 features wants strong decay
-    lbfgs_iters: int = 60
-    limit_train: Optional[int] = None
-    val_fraction: float = 0.15
-    batch_size: int = 256
-    input_size: Optional[int] = None
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
 
 
 def _pooled(t, target_dim):
@@ -187,14 +167,13 @@ def _twin(backbone, seed, init="msra", model_name="", sample=None):
     return twin
 
 
-def probe(cfg):
+def probe(cfg: ProbeConfig):
     """Run the probes; writes probe.csv, fits.csv, probe.png, config.json and the feature cache."""
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = resolve_device(cfg.device)
     if cfg.random_seeds < 2:
-        raise CaffeError(f"random_seeds {cfg.random_seeds}: need at least 2 for a standard error")
+        raise UserError(f"random_seeds {cfg.random_seeds}: need at least 2 for a standard error")
     if cfg.twin_init not in ("caffe", "msra"):
-        raise CaffeError(f"twin_init must be 'caffe' or 'msra', got '{cfg.twin_init}'")
+        raise UserError(f"twin_init must be 'caffe' or 'msra', got '{cfg.twin_init}'")
     kw = {"upto": "fc6"} if cfg.model == "cfn" else {}
     weights = list(cfg.weights) if isinstance(cfg.weights, (list, tuple)) else [cfg.weights]
     pretrained = [build_backbone(cfg.model, w, **kw) for w in weights]
@@ -202,7 +181,7 @@ def probe(cfg):
     for w, other in zip(weights[1:], pretrained[1:]):
         if other.record.get("recipe") != backbone.record.get("recipe") or \
                 [p.shape for p in other.parameters()] != [p.shape for p in backbone.parameters()]:
-            raise CaffeError(f"{w}: not the same architecture and recipe as {weights[0]}; the pretrained "
+            raise UserError(f"{w}: not the same architecture and recipe as {weights[0]}; the pretrained "
                              "runs of one probe must differ only in their seed")
     size = cfg.input_size or backbone.input_size
     splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from jigsaw.caffe_form import SOLVER, cfn_prototxt
-from jigsaw.cfn import CFN, widths_for
+import prototxt
+from jigsaw.caffe_form import cfn_prototxt, committed_prototxts
+from jigsaw.cfn import CFN
+from tools.prototxt import read_solver
 from tools import load_caffe_net
 from tools.errors import CaffeError
 
@@ -24,13 +26,18 @@ def test_shapes_pool5_and_parameter_sharing():
 
 
 def test_committed_prototxt_files_are_what_the_code_generates():
-    w = widths_for(1.0)
-    for name, text in (("cfn_deploy.prototxt", cfn_prototxt(w, 1000, "deploy")),
-                       ("cfn_train_val.prototxt", cfn_prototxt(w, 1000, "train_val")),
-                       ("cfn_train_val_jps++.prototxt", cfn_prototxt(w, 701, "train_val", recipe="jps++")),
-                       ("cfn_solver.prototxt", SOLVER)):
-        with open(os.path.join(PROTO, name)) as f:
-            assert f.read() == text, f"prototxt/{name} is stale"
+    generated = committed_prototxts()
+    assert set(generated) == {"cfn_deploy.prototxt", "cfn_train_val.prototxt", "cfn_train_val_jps++.prototxt"}
+    for name, text in generated.items():
+        with open(prototxt.path(name)) as f:
+            assert f.read() == text, f"prototxt/{name} is stale: run `python -m prototxt`"
+
+
+def test_the_paper_solver_file():
+    sp = read_solver(prototxt.path("cfn_solver.prototxt"))
+    assert (sp.type, sp.base_lr, sp.lr_policy, sp.gamma, sp.stepsize, sp.max_iter, sp.momentum) == \
+        ("SGD", pytest.approx(0.01), "step", pytest.approx(0.1), 100000, 350000, pytest.approx(0.9))
+    assert sp.weight_decay == pytest.approx(5e-4) and sp.net == "cfn_train_val.prototxt"
 
 
 @pytest.mark.parametrize("phase", ["TEST", "TRAIN"])

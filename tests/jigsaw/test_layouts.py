@@ -14,7 +14,7 @@ from jigsaw.layouts import JPS_SIDE, jps_resized_size
 from jigsaw.store import ImageStore, check_layout, open_images, prepare
 from jigsaw.recipes import recipe
 from tools import caffe_pb2 as pb
-from tools.errors import CaffeError
+from tools.errors import UserError
 
 
 def _fork_form(rgb):
@@ -91,7 +91,7 @@ def test_prepare_reads_a_caffe_lmdb_raw_and_encoded_and_lists_bad_records(tmp_pa
 
 def test_an_lmdb_that_is_not_caffes_is_one_line_exit_2(tmp_path):
     src = _lmdb(tmp_path / "kv", [(b"a", b"hello world"), (b"b", b"x")])
-    with pytest.raises(CaffeError, match="not a Caffe LMDB"):
+    with pytest.raises(UserError, match="not a Caffe LMDB"):
         prepare(src, str(tmp_path / "s.h5"), progress=False)
     r = subprocess.run([sys.executable, "-m", "jigsaw.cli", "prepare", src, "-o", str(tmp_path / "s.h5")],
                        capture_output=True, text=True)
@@ -102,9 +102,9 @@ def test_an_lmdb_that_is_not_caffes_is_one_line_exit_2(tmp_path):
 def test_a_recipe_refuses_a_store_of_the_wrong_layout(tmp_path, photo_store, photo_store_square):
     check_layout(open_images(photo_store), recipe("jps"), photo_store)
     check_layout(open_images(photo_store_square), recipe("paper"), photo_store_square)
-    with pytest.raises(CaffeError, match="a 'square' store, but recipe 'jps' reads the 'jps' layout"):
+    with pytest.raises(UserError, match="a 'square' store, but recipe 'jps' reads the 'jps' layout"):
         check_layout(open_images(photo_store_square), recipe("jps"), photo_store_square)
-    with pytest.raises(CaffeError, match="a 'jps' store, but recipe 'bbrattoli'"):
+    with pytest.raises(UserError, match="a 'jps' store, but recipe 'bbrattoli'"):
         check_layout(open_images(photo_store), recipe("bbrattoli"), photo_store)
 
 
@@ -114,7 +114,7 @@ def test_a_store_from_before_layouts_is_square(tmp_path):
         f.create_dataset("images", data=np.zeros((2, 256, 256, 3), np.uint8), chunks=(1, 256, 256, 3))
     assert ImageStore(legacy).layout == "square"
     check_layout(ImageStore(legacy), recipe("paper"), legacy)
-    with pytest.raises(CaffeError, match="a 'square' store, but recipe 'jps'"):
+    with pytest.raises(UserError, match="a 'square' store, but recipe 'jps'"):
         check_layout(ImageStore(legacy), recipe("jps"), legacy)
 
 
@@ -122,9 +122,9 @@ def test_a_file_that_is_not_an_lmdb_is_one_line(tmp_path):
     bad = tmp_path / "bad_lmdb"
     bad.mkdir()
     (bad / "data.mdb").write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
-    with pytest.raises(CaffeError, match="not a readable LMDB"):
+    with pytest.raises(UserError, match="not a readable LMDB"):
         prepare(str(bad), str(tmp_path / "s.h5"), progress=False)
-    with pytest.raises(CaffeError, match="a Caffe LMDB; run `jigsaw prepare"):
+    with pytest.raises(UserError, match="a Caffe LMDB; run `jigsaw prepare"):
         open_images(str(bad))
 
 

@@ -15,28 +15,16 @@ import pytest
 
 from jigsaw.permutations import make_permutations, save_permutations
 from jigsaw.train import TrainConfig, train
-
-TRAIN = ["astronaut", "chelsea", "retina", "hubble_deep_field", "immunohistochemistry", "camera", "coins",
-         "moon", "clock", "page", "text", "colorwheel"]
-HELD_OUT = ["coffee", "rocket"]
+from sample_photos import HELD_OUT, TRAIN
 
 
 def _crop_store(path, names, stride):
-    data = pytest.importorskip("skimage.data")
-    from PIL import Image
-    crops = []
-    for name in names:
-        im = Image.fromarray(np.asarray(getattr(data, name)())).convert("RGB")
-        for scale in (1.0, 0.75, 0.5):
-            w, h = im.size
-            s = im.resize((max(256, int(w * scale)), max(256, int(h * scale))), Image.BILINEAR)
-            arr = np.asarray(s)
-            for y in range(0, arr.shape[0] - 255, stride):
-                for x in range(0, arr.shape[1] - 255, stride):
-                    crops.append(arr[y:y + 256, x:x + 256])
+    pytest.importorskip("skimage.data")
+    from sample_photos import crops
     with h5py.File(path, "w") as f:  # the layout `jigsaw prepare` writes: one chunk per image
-        f.create_dataset("images", data=np.stack(crops), chunks=(1, 256, 256, 3))
-    return len(crops)
+        images = np.stack([np.asarray(c) for _, c in crops(names, stride)])
+        f.create_dataset("images", data=images, chunks=(1, 256, 256, 3))
+    return len(images)
 
 
 def test_pretext_accuracy_on_held_out_photographs_rises_far_above_chance(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 
 from jigsaw.permutations import (hamming_stats, load_permutations, make_permutations,
                                  save_permutations)
-from tools.errors import CaffeError
+from tools.errors import UserError
 
 
 def test_1000_permutations_mean_distance_at_least_8():
@@ -59,12 +59,12 @@ def test_bin_is_the_original_one_indexed_layout(tmp_path):
 def test_bad_permutation_files(tmp_path, content, expect):
     path = tmp_path / "bad.npy"
     np.save(path, content)
-    with pytest.raises(CaffeError, match=expect):
+    with pytest.raises(UserError, match=expect):
         load_permutations(str(path))
 
 
 def test_truncated_bin(tmp_path):
     path = tmp_path / "bad.bin"
     np.array([10, 9, 1, 2, 3], "<i4").tofile(path)
-    with pytest.raises(CaffeError, match="header"):
+    with pytest.raises(UserError, match="header"):
         load_permutations(str(path))

@@ -5,7 +5,7 @@ import torch
 
 from jigsaw.recipes import RECIPES, recipe, recipe_of, recipe_record
 from jigsaw.tiles import GRAYED, NONE, PROJECTED, draw, make_puzzles
-from tools.errors import CaffeError
+from tools.errors import UserError
 
 from .fork_reference import datum_from_rgb, merge_data, mvn_across, transform
 
@@ -128,11 +128,11 @@ def test_recipes_record_themselves_and_refuse_what_they_do_not_have():
     assert record == dict(recipe="jps++", recipe_options={"donor": "other"}) and cfg.donor == "other"
     assert recipe_of(record) == cfg
     assert recipe_of({"normalize": "meanstd"}).recipe == "bbrattoli"  # runs from before recipes
-    with pytest.raises(CaffeError, match="recipe 'jsp' does not exist"):
+    with pytest.raises(UserError, match="recipe 'jsp' does not exist"):
         recipe("jsp")
-    with pytest.raises(CaffeError, match="--gray-prob applies"):
+    with pytest.raises(UserError, match="--gray-prob applies"):
         recipe_record("jps", gray_prob=0.3)
-    with pytest.raises(CaffeError, match="--donor applies"):
+    with pytest.raises(UserError, match="--donor applies"):
         recipe_record("jps", donor="other")
     with pytest.raises(ValueError, match="smaller than the 257 px"):
         draw(1, 4, (255, 255), recipe("jps"))

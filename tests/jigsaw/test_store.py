@@ -9,7 +9,7 @@ from PIL import Image
 from jigsaw import store as store_mod
 from jigsaw.images import load_image
 from jigsaw.store import ImageStore, prepare
-from tools.errors import CaffeError
+from tools.errors import UserError
 
 
 def _odd_folder(root, photo_dir):
@@ -113,12 +113,12 @@ def test_reads_fill_a_given_buffer_on_both_paths_and_the_folder_reader(photo_sto
 
 
 def test_bad_sources(tmp_path):
-    with pytest.raises(CaffeError, match="not a folder"):
+    with pytest.raises(UserError, match="not a folder"):
         prepare(str(tmp_path / "nope"), str(tmp_path / "x.h5"), progress=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CaffeError, match="no image files"):
+    with pytest.raises(UserError, match="no image files"):
         prepare(str(tmp_path / "empty"), str(tmp_path / "x.h5"), progress=False)
     (tmp_path / "bad.h5").write_bytes(b"junk")
-    with pytest.raises(CaffeError, match="not a prepared image store"):
+    with pytest.raises(UserError, match="not a prepared image store"):
         ImageStore(str(tmp_path / "bad.h5"))
     assert not os.path.exists(tmp_path / "x.h5")

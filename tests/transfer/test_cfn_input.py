@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from jigsaw.cfn import CFN
-from jigsaw.checkpoint import save_checkpoint
+from tools.checkpoint import save_checkpoint
 from transfer.backbones import build_backbone
 from transfer.data import loaders
 from transfer.datasets import Split

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from jigsaw.cfn import CFN
-from jigsaw.checkpoint import save_checkpoint
+from tools.checkpoint import save_checkpoint
 from transfer.cli import main
 from transfer.datasets import FASHION_MNIST_DEBIAN
 from transfer.finetune import FinetuneConfig, finetune

@@ -7,7 +7,7 @@ import torch
 
 from jigsaw.caffe_form import FILLERS
 from jigsaw.cfn import CFN
-from jigsaw.checkpoint import save_checkpoint
+from tools.checkpoint import save_checkpoint
 from transfer import probe as probe_mod
 from transfer.backbones import build_backbone
 from transfer.probe import ProbeConfig, _twin, probe

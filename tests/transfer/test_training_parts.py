@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from tools.errors import CaffeError
+from tools.errors import UserError
 from transfer.backbones import build_backbone
 from transfer.early_stopping import EarlyStopping
 from transfer.model import TransferModel, make_head
@@ -44,7 +44,7 @@ def test_head_is_xavier_and_spec_parses():
     assert [l.out_features for l in linears] == [1024, 512, 10]
     bound = (6 / (512 + 10)) ** 0.5
     assert linears[-1].weight.abs().max() <= bound and linears[-1].bias.abs().max() == 0
-    with pytest.raises(CaffeError, match="cannot read"):
+    with pytest.raises(UserError, match="cannot read"):
         make_head("1024,relu6", 64, 10)
 
 
@@ -74,5 +74,5 @@ def test_unfreezing_named_blocks_only():
     model.freeze_backbone(except_blocks=("4",))
     trainable = {n.split(".")[1] for n, p in model.backbone.named_parameters() if p.requires_grad}
     assert trainable == {"4"}
-    with pytest.raises(CaffeError, match="unknown block"):
+    with pytest.raises(UserError, match="unknown block"):
         model.freeze_backbone(except_blocks=("layer9",))

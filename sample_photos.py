@@ -1,5 +1,6 @@
 """Real photographs shipped with scikit-image (CC0 / public domain), cut into 256 px crops: unlabeled
-data for the demo and the benchmarks, no download needed."""
+data for the demo, the tests and the benchmarks, no download needed (scikit-image is a test extra, so
+this lives beside demo.py, not in the library)."""
 import os
 import re
 
@@ -18,19 +19,24 @@ def licence(name):
     return (m.group(1) if m else doc[:160]).strip()
 
 
-def write_photos(folder, names, stride):
-    """256 px crops at three scales of each photograph, as JPEG files (what a user's folder holds)."""
+def crops(names, stride):
+    """(file stem, 256 px PIL crop) at three scales of each photograph, every `stride` px."""
     import skimage.data as data
     from PIL import Image
-    os.makedirs(folder, exist_ok=True)
     for name in names:
         im = Image.fromarray(np.asarray(getattr(data, name)())).convert("RGB")
         for scale in (1.0, 0.75, 0.5):
             s = im.resize((max(256, int(im.width * scale)), max(256, int(im.height * scale))), Image.BILINEAR)
             for y in range(0, s.height - 255, stride):
                 for x in range(0, s.width - 255, stride):
-                    s.crop((x, y, x + 256, y + 256)).save(os.path.join(folder, f"{name}_{scale}_{y}_{x}.jpg"),
-                                                          quality=92)
+                    yield f"{name}_{scale}_{y}_{x}", s.crop((x, y, x + 256, y + 256))
+
+
+def write_photos(folder, names, stride):
+    """The crops as JPEG files (what a user's folder holds)."""
+    os.makedirs(folder, exist_ok=True)
+    for stem, crop in crops(names, stride):
+        crop.save(os.path.join(folder, f"{stem}.jpg"), quality=92)
 
 
 def write_sources(path, names):

@@ -1,0 +1,99 @@
+"""The settings of a `jigsaw train` run: one dataclass whose fields are the command line's options too
+(tools.options), recorded in the run folder's config.json and read back by `--resume`."""
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import prototxt
+from tools.cli_runner import positive
+from tools.errors import UserError
+from tools.options import option
+from tools.runtime import PRECISIONS
+
+from .architecture import DROPOUT
+
+DEFAULT_RECIPE = "jps"
+DEFAULT_SOLVER = prototxt.path("cfn_solver.prototxt")
+RECIPE_HELP = ("puzzles: jps (the authors' released data layer), jps++ (MergeData, MVN x50), paper (per-tile "
+               "mean, random crop), bbrattoli (per-tile mean/std); README: Recipes")
+
+
+@dataclass
+class TrainConfig:
+    out: str = option(help="run folder: config, logs, checkpoints, plots")
+    data: Optional[str] = option(None, "prepared store (.h5) or image folder (with --resume: the recorded one)")
+    permutations: Optional[str] = option(None, "permutation file (.npy, .bin, .h5) (with --resume: the "
+                                               "recorded one)")
+    solver: str = option(DEFAULT_SOLVER, "solver.prototxt")
+    val_data: Optional[str] = option(None, "separate validation store; default: hold out --val-fraction")
+    val_fraction: float = option(0.05, "share of the images held out for validation")
+    batch_size: int = option(256, "puzzles per iteration", type=positive(int))
+    width: float = option(1.0, "channel width multiplier", type=positive(float))
+    dropout: float = option(DROPOUT, "dropout after fc6/fc7")
+    init: str = option("caffe", "Caffe's fillers, or He init with zero biases scaled to the tiles, for a faster "
+                                "start with Adam (--solver prototxt/cfn_solver_short.prototxt)",
+                       choices=("caffe", "msra"))
+    seed: int = option(0, "seed for everything random")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = option("auto", "auto: bf16 autocast + channels_last on CUDA, fp32 elsewhere",
+                            choices=PRECISIONS)
+    compile: Optional[str] = option(None, "torch.compile the model; MODE: default, reduce-overhead (CUDA "
+                                          "graphs), max-autotune", nargs="?", const="default", metavar="MODE")
+    log_every: int = option(20, "iterations per log flush; the GPU is waited for only then", type=positive(int))
+    recipe: str = option(DEFAULT_RECIPE, RECIPE_HELP)
+    gray_prob: float = option(0.0, "paper / bbrattoli: probability of a grayscale image (jps draws its own)")
+    donor: str = option("same", "jps++: tiles substituted from a second puzzle of the same image (the fork's "
+                                "code) or of another image in the batch (the 2018 paper's text)",
+                        choices=("same", "other"))
+    cell: Optional[int] = option(None, "another grid, e.g. for small images: cells of CELL px (crop 3 x CELL), "
+                                       "tiles of --tile px at offsets 0..CELL-TILE; the CFN takes TILE px tiles "
+                                       "(jps: 85 and 64)", type=positive(int))
+    tile: Optional[int] = option(None, "tile side in px with --cell (README: Small images)", type=positive(int))
+    workers: int = option(0, "decoding processes for an image folder")
+    decode: str = option("cpu", "image folder: PIL in --workers processes (cpu), or torchvision.io on the "
+                                "training device, nvJPEG on CUDA (device)", choices=("cpu", "device"))
+    max_iter: Optional[int] = option(None, "override the solver's max_iter", type=int)
+    test_interval: Optional[int] = option(None, "override the solver's test_interval", type=int)
+    test_iter: Optional[int] = option(None, "override the solver's test_iter", type=int)
+    snapshot: Optional[int] = option(None, "override the solver's snapshot", type=int)
+    display: Optional[int] = option(None, "override the solver's display", type=int)
+    base_lr: Optional[float] = option(None, "override the solver's base_lr", type=float)
+    resume: bool = option(False, "continue the run in --out from last.pt with the settings its config.json "
+                                 "recorded; options given override those that may change (iterations, device, "
+                                 "base lr, ...)")
+    progress: bool = option(True, "no progress bar")
+
+
+# Settings a resumed run must share with its start: they decide the puzzles, the batches, the
+# architecture or the replayed random streams. The rest (iterations, logging, device, workers, the
+# data's path, base_lr after a divergence) may change, and each resume is recorded beside config.json.
+FIXED_ON_RESUME = ("recipe", "gray_prob", "donor", "cell", "tile", "width", "dropout", "init", "seed",
+                   "batch_size", "val_fraction", "val_data")
+# what config.json records of a run (resume and progress are how it was invoked, not what it is)
+RUN_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ("resume", "progress"))
+
+
+def recorded_config(out):
+    """The settings a run folder's config.json recorded (TrainConfig fields but the machine's), or {}."""
+    path = os.path.join(out, "config.json")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable run record ({e})") from None
+    # the machine is not part of the run: a run started on a GPU resumes on whatever is here
+    return {k: v for k, v in record.items() if k in RUN_FIELDS and k not in ("device", "workers")}
+
+
+def check_resume(cfg, recorded, out):
+    """One line, before anything is opened, when `cfg` changes a setting the run in `out` fixed."""
+    for field in FIXED_ON_RESUME:
+        if field in recorded and recorded[field] != getattr(cfg, field):
+            raise UserError(f"{os.path.join(out, 'config.json')}: the run was started with {field} "
+                             f"{recorded[field]!r}; resuming with {getattr(cfg, field)!r} would change it "
+                             f"(start a new --out, or resume without --{field.replace('_', '-')})")

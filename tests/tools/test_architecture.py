@@ -1,0 +1,87 @@
+"""What the packages share: user errors vs bugs in the command lines, settings as options, light imports."""
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+from typing import Optional
+
+import pytest
+
+from tools.cli_runner import run_cli
+from tools.errors import CaffeError, UserError
+from tools.options import add_options, given, option
+from tools.runtime import resolve_device, seed_of, stream, use_bf16
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_a_user_error_is_one_line_and_exit_2_but_a_bug_keeps_its_traceback(capsys):
+    def bad_file(args):
+        raise CaffeError("net.prototxt:3: expected a layer")
+
+    assert run_cli("prog", bad_file, None) == 2
+    assert capsys.readouterr().err == "prog: error: net.prototxt:3: expected a layer\n"
+    assert run_cli("prog", lambda a: open(os.path.join(ROOT, "no-such-file")), None) == 2
+    assert "no-such-file: No such file or directory" in capsys.readouterr().err
+
+    def bug(args):
+        return int("not a number")  # a ValueError from our own code is not the user's mistake
+
+    with pytest.raises(ValueError, match="invalid literal"):
+        run_cli("prog", bug, None)
+    assert issubclass(CaffeError, UserError)
+
+
+@dataclasses.dataclass
+class _Settings:
+    out: str = option(help="where")
+    rate: float = option(0.5, "a rate")
+    count: Optional[int] = option(None, "how many", type=int)
+    names: tuple = option((), "some names", nargs="*")
+    fast: bool = option(False, "go fast")
+    progress: bool = option(True, "no progress bar")
+    hidden: int = 3  # no help: not an option
+
+
+def test_options_are_derived_from_the_dataclass_with_defaults_written_once():
+    p = argparse.ArgumentParser()
+    add_options(p, _Settings)
+    args = p.parse_args(["--out", "o", "--count", "4", "--names", "a", "b", "--fast", "--no-progress"])
+    cfg = _Settings(**given(_Settings, args))
+    assert cfg == _Settings(out="o", rate=0.5, count=4, names=("a", "b"), fast=True, progress=False)
+    assert "(default 0.5)" in p.format_help() and "--hidden" not in p.format_help()
+    with pytest.raises(SystemExit):
+        p.parse_args([])  # --out is required: the field has no default
+    unset = argparse.ArgumentParser()
+    add_options(unset, _Settings, unset=True)
+    assert given(_Settings, unset.parse_args(["--out", "o"])) == {"out": "o"}  # the rest: not given
+
+
+def test_runtime_device_precision_and_named_streams():
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            resolve_device("cuda")
+    assert use_bf16("bf16", resolve_device("cpu")) and not use_bf16("auto", resolve_device("cpu"))
+    with pytest.raises(UserError, match="precision 'fp16'"):
+        use_bf16("fp16", resolve_device("cpu"))
+    assert seed_of(0, 5) == seed_of(0, 5) != seed_of(0, 6) != seed_of(1, 5)
+    a, b = stream(3, 1), stream(3, 1)
+    assert a.initial_seed() == b.initial_seed() == seed_of(3, 1)
+
+
+@pytest.mark.parametrize("module", ["tools.errors", "tools", "jigsaw", "jigsaw.cli", "transfer.cli"])
+def test_light_imports_do_not_load_torch(module):
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+def test_lazy_package_names_resolve():
+    import jigsaw
+    import tools
+    assert tools.load_caffe_net.__module__ == "tools.net" and jigsaw.CFN.__module__ == "jigsaw.cfn"
+    with pytest.raises(AttributeError):
+        tools.no_such_name

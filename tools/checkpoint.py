@@ -1,0 +1,27 @@
+"""Checkpoints written atomically and read back with torch.load(weights_only=True): the one way this
+project saves and loads torch files, whatever they hold."""
+import os
+
+import torch
+
+from .atomic import atomic_open, ensure_dir
+from .errors import UserError
+
+
+def save_checkpoint(path, payload):
+    """torch.save through a temporary file in the same folder, fsync, then rename."""
+    ensure_dir(os.path.dirname(os.path.abspath(path)))
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
+
+
+def load_checkpoint(path, what="a loadable checkpoint"):
+    """What a torch file holds; refuses files that need pickled objects (weights_only=True). A file
+    that is missing, truncated or not a torch archive is one line: '{path}: not {what} (why)'."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except Exception as e:  # unpickling refusals, truncated archives, other files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not {what} ({first[:200]})") from None

@@ -1,0 +1,99 @@
+"""The settings of `transfer finetune` / `transfer run` and `transfer probe`: dataclasses whose fields are
+also the command lines' options (tools.options), recorded in each run folder's config.json."""
+import argparse
+from dataclasses import dataclass
+from typing import Optional
+
+from tools.cli_runner import positive
+from tools.options import option
+
+# Seed 003's settings: head phase Adam 0.01, exp 0.9995/iteration, decay 1e-3, <= 200 epochs, patience 5;
+# fine-tune phase Adam 5e-4, step gamma 0.2, decay 5e-4, <= 50 epochs, patience 1.
+HEAD_SOLVER = 'type: "Adam" base_lr: 0.01 momentum: 0.9 lr_policy: "exp" gamma: 0.9995 weight_decay: 0.001'
+FINETUNE_SOLVER = ('type: "Adam" base_lr: 0.0005 momentum: 0.9 lr_policy: "step" gamma: 0.2 stepsize: 2000 '
+                   'weight_decay: 0.0005')
+AUGMENTATIONS = ("rotation", "hflip", "shift", "shear", "zoom")
+FASHION_HELP = "dataset folder (Fashion-MNIST defaults to Debian's package)"
+
+
+def augment_spec(text):
+    """'rotation=10,hflip,shift=0.2' -> {'rotation': 10.0, 'hflip': True, 'shift': 0.2}."""
+    out = {}
+    for part in filter(None, (t.strip() for t in text.split(","))):
+        key, _, value = part.partition("=")
+        if key not in AUGMENTATIONS:
+            raise argparse.ArgumentTypeError(f"unknown augmentation '{key}' ({', '.join(AUGMENTATIONS)})")
+        try:
+            out[key] = True if key == "hflip" else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{part}': expected {key}=NUMBER") from None
+    return out
+
+
+@dataclass
+class FinetuneConfig:
+    dataset: str = option(help="dataset name (see `transfer list`)")
+    model: str = option(help="backbone name (see `transfer list`)")
+    out: str = option(help="run folder: summary.json, history.csv, plots, checkpoints")
+    data_root: Optional[str] = option(None, FASHION_HELP)
+    weights: Optional[str] = option(None, "backbone weights: jigsaw checkpoint / CFN .caffemodel (cfn), a local "
+                                          ".pth or a torchvision weight name, or 'none' for random initialisation")
+    phase: str = option("both", "head (backbone frozen), finetune (all unfrozen) or both, one after the other",
+                        choices=("head", "finetune", "both"))
+    head: str = option("linear", "'linear' or a spec like 1024,dropout:0.5,512")
+    unfreeze: tuple = option((), "fine-tune only these backbone blocks", nargs="*")
+    head_solver: str = option(HEAD_SOLVER, "solver.prototxt (or text) for the head phase")
+    finetune_solver: str = option(FINETUNE_SOLVER, "solver.prototxt (or text) for the fine-tune phase")
+    head_epochs: int = 200
+    finetune_epochs: int = 50
+    head_patience: int = 5
+    finetune_patience: int = 1
+    eps: float = 1e-4
+    epochs: Optional[int] = option(None, "cap on the epochs of each phase", type=int)
+    batch_size: int = option(128, "batch size", type=positive(int))
+    limit_train: Optional[int] = option(None, "use only the first N training images", type=positive(int))
+    val_fraction: float = 0.15
+    input_size: Optional[int] = option(None, "resize images to this side (default: the model's)",
+                                       type=positive(int))
+    augment: dict = option(help="training augmentations, e.g. rotation=10,hflip,shift=0.2,shear=0.3,zoom=0.2",
+                           type=augment_spec, metavar="SPEC", default_factory=dict)
+    input_norm: str = option("backbone", "backbone: a CFN branch gets its recipe's input (BGR, 0-255, the "
+                                         "recipe's normalisation), other models the training split's "
+                                         "standardisation; dataset: that standardisation for every model "
+                                         "(seed 003)", choices=("backbone", "dataset"))
+    seed: int = option(0, "seed for everything random")
+    workers: int = option(0, "DataLoader workers")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    resume: bool = option(False, "continue from --out/checkpoint.pt")
+    progress: bool = option(True, "no progress bar")
+
+
+# what `transfer run RECIPE` takes from the command line (the recipe sets the rest)
+RUN_OPTIONS = ("out", "data_root", "weights", "epochs", "batch_size", "limit_train", "seed", "workers", "device",
+               "resume", "progress")
+
+
+@dataclass
+class ProbeConfig:
+    dataset: str = option(help="dataset name (see `transfer list`)")
+    model: str = option(help="backbone name (see `transfer list`)")
+    out: str = option(help="folder: probe.csv, fits.csv, probe.png, the feature cache")
+    weights: Optional[object] = option(None, "the pretrained weights (as for finetune); several runs that differ "
+                                             "only in their seed give the pretrained column as mean ± SE", nargs="+")
+    data_root: Optional[str] = option(None, FASHION_HELP)
+    random_seeds: int = option(3, "random-init twins", type=positive(int))
+    twin_init: str = option("caffe", "a CFN twin's init: caffe (the fillers its pretraining started from) or "
+                                     "msra (He)", choices=("caffe", "msra"))
+    target_dim: int = option(9000, "features per layer after pooling", type=positive(int))
+    # 5,000 images x 9,000 features wants strong decay
+    weight_decays: tuple = option((1e-3, 1e-2, 1e-1, 1.0, 10.0), "candidates, chosen on the validation split",
+                                  type=positive(float, zero=True), nargs="+")
+    lbfgs_iters: int = option(60, "L-BFGS iterations per fit", type=positive(int))
+    limit_train: Optional[int] = option(None, "use only the first N training images", type=positive(int))
+    val_fraction: float = 0.15
+    batch_size: int = option(256, "images per forward pass", type=positive(int))
+    input_size: Optional[int] = option(None, "side the images are resized to (default: the backbone's, a CFN's "
+                                             "tile size)", type=positive(int))
+    seed: int = option(0, "seed for everything random")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    progress: bool = option(True, "no progress bar")
