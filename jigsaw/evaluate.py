@@ -1,4 +1,6 @@
 """Pretext accuracy: of a model during training (validation) and of trained weights (`jigsaw evaluate`)."""
+from typing import Optional
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,7 +36,8 @@ def evaluate_puzzles(model, source, indices, perms, pcfg, device, batch, seed, f
     return dict(loss=loss / max(n, 1), top1=top1 / max(n, 1), top5=top5 / max(n, 1))
 
 
-def evaluate(weights, data, permutations=None, batch=64, repeats=1, seed=0, device=None, recipe_name=None):
+def evaluate(weights: str, data: str, permutations: Optional[str] = None, batch: int = 64, repeats: int = 1,
+             seed: int = 0, device: Optional[str] = None, recipe_name: Optional[str] = None) -> dict:
     model, perms, pcfg, _ = read_cfn(weights, permutations, recipe_name)
     if not len(perms):
         raise UserError(f"{weights}: holds no permutation set; pass --permutations")

@@ -26,7 +26,7 @@ def all_permutations():
     return _ALL
 
 
-def make_permutations(n, seed=0, criterion="mean"):
+def make_permutations(n: int, seed: int = 0, criterion: str = "mean") -> np.ndarray:
     """An (n, 9) int array of 0-indexed permutations chosen greedily for maximal Hamming distance."""
     if criterion not in ("mean", "min"):
         raise ValueError(f"criterion must be 'mean' or 'min', got {criterion!r}")
@@ -79,7 +79,7 @@ def validate(perms, source="permutations"):
     return perms.astype(np.int64)
 
 
-def save_permutations(path, perms):
+def save_permutations(path: str, perms: np.ndarray) -> None:
     """Write .npy, .bin or .h5 by extension (atomically)."""
     perms = validate(perms)
     ext = os.path.splitext(path)[1].lower()
@@ -97,7 +97,7 @@ def save_permutations(path, perms):
                 h5["permutations"].attrs["indexing"] = "0-based"
 
 
-def load_permutations(path):
+def load_permutations(path: str) -> np.ndarray:
     """Read .npy (0-indexed), .bin (original, 1-indexed) or .h5; returns 0-indexed (N, 9) int64."""
     ext = os.path.splitext(path)[1].lower()
     try:

@@ -29,6 +29,7 @@ paper: the ECCV paper's text as earlier versions of this project: 256x256 store,
 bbrattoli: paper with each tile channel also divided by its standard deviation (blank tiles safe).
 """
 from dataclasses import replace
+from typing import Optional, Tuple
 
 from tools.errors import UserError
 
@@ -48,7 +49,7 @@ RECIPES = {
 DEFAULT = DEFAULT_RECIPE
 
 
-def recipe(name=DEFAULT, **overrides):
+def recipe(name: str = DEFAULT, **overrides) -> PuzzleConfig:
     """The PuzzleConfig of recipe `name`, with options (e.g. gray_prob, donor) replaced."""
     if name not in RECIPES:
         raise UserError(f"recipe {name!r} does not exist (recipes: {', '.join(RECIPES)})")
@@ -67,7 +68,8 @@ def geometry(cell, tile):
     return dict(crop=3 * cell, cell=cell, tile=tile, jitter=cell - tile)
 
 
-def recipe_record(name, gray_prob=0.0, donor="same", cell=None, tile=None):
+def recipe_record(name: str, gray_prob: float = 0.0, donor: str = "same", cell: Optional[int] = None,
+                  tile: Optional[int] = None) -> Tuple[PuzzleConfig, dict]:
     """(PuzzleConfig, record) for a run: the record (recipe name and the options that differ from
     the recipe's own) goes into config.json and every checkpoint, so nothing downstream guesses.
     `cell`/`tile` give another grid (`geometry`), e.g. for images far smaller than ImageNet's."""
@@ -88,7 +90,7 @@ def recipe_record(name, gray_prob=0.0, donor="same", cell=None, tile=None):
     return recipe(name, **options), dict(recipe=name, recipe_options=options)
 
 
-def recipe_of(record, default="paper"):
+def recipe_of(record: dict, default: str = "paper") -> PuzzleConfig:
     """The recipe a checkpoint or config.json records; runs from before recipes existed used the
     paper recipe ('mean') or bbrattoli's ('meanstd')."""
     if record.get("recipe"):

@@ -5,6 +5,7 @@ import itertools
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
+from typing import List, Optional, Tuple
 
 import h5py
 import numpy as np
@@ -38,7 +39,8 @@ def _init_worker():
     torch.set_num_threads(1)
 
 
-def prepare(source, out, size=256, workers=None, list_file=None, progress=True, layout="jps", min_side=MIN_SIDE):
+def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = None, list_file: Optional[str] = None,
+            progress: bool = True, layout: str = "jps", min_side: int = MIN_SIDE) -> Tuple[int, List[Tuple[str, str]]]:
     """Decode every image under `source` (a folder, or a Caffe LMDB of Datums) into `out` (HDF5:
     images (N, side, side, 3) uint8 RGB in `layout`, one chunk per image; names; skipped + reasons).
     Images with a shorter side below `min_side` are skipped as junk (lower it for small-image sets,

@@ -7,6 +7,7 @@ own small nets (BaseNet, BaseNet++, the Fashion-MNIST CNN and MLP, the EMNIST CN
 are built here and trained from scratch.
 """
 import functools
+from typing import Optional
 
 from torch import nn
 
@@ -42,7 +43,7 @@ class Backbone(nn.Module):
             else self.body.get_submodule(name)
 
 
-def build_backbone(name, weights=None, **kw):
+def build_backbone(name: str, weights: Optional[str] = None, **kw) -> "Backbone":
     if name not in BACKBONES:
         raise UserError(f"unknown model '{name}' (known: {', '.join(sorted(BACKBONES))})")
     backbone = BACKBONES[name][0](weights=weights, **kw)

@@ -10,6 +10,7 @@ import io
 import os
 import pickle
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -268,7 +269,8 @@ DATASETS = {
 }
 
 
-def load_dataset(name, root, val_fraction=0.15, seed=0, limit_train=None, **kw):
+def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, seed: int = 0,
+                 limit_train: Optional[int] = None, **kw) -> dict:
     """{"train", "val", "test"} Splits: `val` is a seeded shuffle of the training split (never the test
     set); with no test split on disk, one is cut the same way first."""
     if name not in DATASETS:
