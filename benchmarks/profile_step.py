@@ -66,7 +66,7 @@ def main():
     if fast:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model, mode=None if args.compile == "default" else args.compile) if args.compile else model
-    solver = CaffeSolver(model.param_groups(), read_solver('base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005'))
+    solver = CaffeSolver(model.param_groups(), read_solver('lr_policy: "fixed" base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005'))
     perms = torch.from_numpy(make_permutations(100)).to(device)
     pcfg = recipe(args.recipe)
     side = pcfg.min_image()

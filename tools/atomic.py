@@ -38,3 +38,15 @@ def ensure_dir(path):
     except OSError as e:
         raise CaffeError(f"{path}: cannot create the output folder ({e.strerror or e})") from None
     return path
+
+
+def read_bounded(path, limit, what="file"):
+    """The bytes of `path`; a file over `limit` bytes, or one that cannot be read, is one line."""
+    try:
+        size = os.path.getsize(path)
+        if size > limit:
+            raise CaffeError(f"{path}: {what} larger than {limit >> 20} MB")
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CaffeError(f"{path}: cannot read ({e.strerror or e})") from None

@@ -316,7 +316,7 @@ def _read_hdf5(path):
 
 
 def _blob_bytes(array):
-    arr = np.ascontiguousarray(array, dtype="<f4")
+    arr = np.asarray(array, dtype="<f4", order="C")  # keeps a 0-axis blob 0-axis (Caffe's scalars)
     shape = pb.BlobShape(dim=list(arr.shape)).SerializeToString()
     head = (_encode_varint((_B_SHAPE << 3) | 2) + _encode_varint(len(shape)) + shape +
             _encode_varint((_B_DATA << 3) | 2) + _encode_varint(arr.nbytes))

@@ -45,10 +45,11 @@ def fill(tensor, filler, generator=None, where="layer"):
     elif kind == "bilinear":
         if len(shape) != 4 or shape[2] != shape[3]:
             raise CaffeError(f"{where}: bilinear filler needs a square 4-D kernel, got {shape}")
+        # current BVLC filler.hpp: c = (k - 1) / (2f), in float arithmetic (before 2017: (2f - 1 - f%2) / 2f)
         k = shape[3]
         f = math.ceil(k / 2.0)
-        c = (2 * f - 1 - f % 2) / (2.0 * f)
-        ax = 1 - torch.abs(torch.arange(k, dtype=torch.float64) / f - c)
+        c = torch.tensor((k - 1) / (2.0 * f), dtype=torch.float32)
+        ax = 1 - torch.abs(torch.arange(k, dtype=torch.float32) / f - c)
         tensor.copy_((ax[:, None] * ax[None, :]).expand(shape))
     else:
         raise CaffeError(f"{where}: unknown filler type '{kind}' (expected constant, uniform, "

@@ -12,7 +12,7 @@ from .errors import CaffeError
 from .fillers import fill
 from .layers import LAYERS
 
-DATA_LAYERS = {"Input", "Data", "ImageData", "HDF5Data", "DummyData", "MemoryData", "WindowData",
+DATA_LAYERS = {"Input", "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",
                "Python"}
 MAX_BLOB_ELEMENTS = (1 << 31) - 1  # Caffe's own per-blob limit (INT_MAX)
 
@@ -23,13 +23,6 @@ def _declared_shapes(lp):
     t = lp.type
     if t == "Input":
         shapes = [list(s.dim) for s in lp.input_param.shape]
-        return shapes * n if len(shapes) == 1 else (shapes or [None] * n)
-    if t == "DummyData":
-        p = lp.dummy_data_param
-        if p.shape:
-            shapes = [list(s.dim) for s in p.shape]
-        else:
-            shapes = [[a, b, c, d] for a, b, c, d in zip(p.num, p.channels, p.height, p.width)]
         return shapes * n if len(shapes) == 1 else (shapes or [None] * n)
     if t == "MemoryData":
         p = lp.memory_data_param
@@ -144,6 +137,8 @@ class CaffeNet(nn.Module):
         super().__init__()
         self.net_param, self.path = net_param, path
         self.input_shapes, self.plan, self.layer_keys = {}, [], {}
+        self.loss_weights = []  # (top blob, weight): Caffe's objective is the weighted sum of these tops
+        self.frozen_bottoms = {}  # layer key -> bottom indices with propagate_down: false
         input_shapes = {k: list(v) for k, v in (input_shapes or {}).items()}
         ctx = _BuildContext(device, dtype)
         ctx.seed = seed
@@ -177,6 +172,12 @@ class CaffeNet(nn.Module):
             for t, s in zip(lp.top, tops):
                 shapes[t] = s
             key = _safe_name(lp.name, taken)
+            self.loss_weights += [(t, w) for t, w in zip(lp.top, _loss_weights(lp, path)) if w]
+            if lp.propagate_down:
+                if len(lp.propagate_down) != len(lp.bottom):
+                    raise CaffeError(f"{path}: layer '{lp.name}' gives propagate_down {len(lp.propagate_down)} "
+                                     f"time(s); Caffe needs it 0 times or once per bottom ({len(lp.bottom)})")
+                self.frozen_bottoms[key] = {i for i, down in enumerate(lp.propagate_down) if not down}
             self.add_module(key, layer)
             self.layer_keys[lp.name] = key
             self.first_keys.setdefault(lp.name, key)
@@ -188,7 +189,15 @@ class CaffeNet(nn.Module):
         self.output_names = self._outputs()
         self.param_specs = ctx.specs
         self.report = LoadReport()
-        loaded = self.load_blobs(weights) if weights is not None else set()
+        loaded = set()
+        inline = [lp for lp in net_param.layer if lp.blobs]
+        if inline:  # weights written in the net itself initialise their layers, as Caffe's Layer does
+            from .caffemodel import parse_caffemodel
+            _, named = parse_caffemodel(pb.NetParameter(layer=inline).SerializeToString(),
+                                        f"{path} (blobs written in the net)")
+            loaded |= self.load_blobs(named)
+        if weights is not None:
+            loaded |= self.load_blobs(weights)
         gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         for tensor, filler, where in ctx.fillers:
             if id(tensor) not in loaded and tensor.device.type != "meta":
@@ -280,12 +289,35 @@ class CaffeNet(nn.Module):
                              f"unknown {unknown}")
         blobs = dict(inputs)
         for key, bottoms, tops in self.plan:
-            outs = getattr(self, key)(*[blobs[b] for b in bottoms])
+            frozen = self.frozen_bottoms.get(key, ())
+            outs = getattr(self, key)(*[blobs[b].detach() if i in frozen else blobs[b] for i, b in enumerate(bottoms)])
             blobs.update(zip(tops, outs))
         if outputs == "all":
             return blobs
         names = self.output_names if outputs is None else outputs
         return {n: blobs[n] for n in names}
+
+
+    def objective(self, *args, **inputs):
+        """Caffe's training loss: the sum over tops with a loss weight of weight x the top's sum
+        (net.cpp; loss layers weigh their first top 1 unless `loss_weight` says otherwise)."""
+        if not self.loss_weights:
+            raise CaffeError(f"{self.path}: no top has a loss weight (no loss layer, no loss_weight)")
+        blobs = self(*args, outputs=[t for t, _ in self.loss_weights], **inputs)
+        total = 0
+        for top, weight in self.loss_weights:
+            total = total + weight * blobs[top].sum()
+        return total
+
+
+def _loss_weights(lp, path):
+    """One weight per top: `loss_weight` given once per top, or 1 for a loss layer's first top."""
+    if lp.loss_weight:
+        if len(lp.loss_weight) != len(lp.top):
+            raise CaffeError(f"{path}: layer '{lp.name}' gives loss_weight {len(lp.loss_weight)} time(s); "
+                             f"Caffe needs it unspecified or once per top ({len(lp.top)})")
+        return list(lp.loss_weight)
+    return [1.0 if i == 0 and lp.type.endswith("Loss") else 0.0 for i in range(len(lp.top))]
 
 
 def _copy_blob(layer, index, blob, legacy, target):

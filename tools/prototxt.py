@@ -6,6 +6,7 @@ from google.protobuf import text_format
 
 from . import caffe_pb2 as pb
 from .atomic import atomic_open
+from .errors import CaffeError
 from .textformat import parse_text, read_text
 from .upgrade import filter_net, upgrade_net
 
@@ -34,7 +35,9 @@ def read_solver(source):
     else:
         path = str(source)
         sp = read_text(path, pb.SolverParameter())
-    if sp.HasField("solver_type") and not sp.HasField("type"):
+    if sp.HasField("solver_type") and sp.HasField("type"):
+        raise CaffeError(f"{path}: both the legacy solver_type and type are given; Caffe refuses that (keep type)")
+    if sp.HasField("solver_type"):
         sp.type = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta",
                    5: "Adam"}[sp.solver_type]
         warnings.warn(f"{path}: upgraded legacy solver_type to type: \"{sp.type}\"", stacklevel=2)

@@ -13,7 +13,9 @@ POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 
 def learning_rate(sp, it):
     """The learning rate Caffe uses at iteration `it` (0-based) for SolverParameter `sp`."""
-    policy, base, gamma = sp.lr_policy or "fixed", sp.base_lr, sp.gamma
+    policy, base, gamma = sp.lr_policy, sp.base_lr, sp.gamma
+    if not policy:
+        raise CaffeError(f"solver: lr_policy is not set (Caffe aborts; expected one of {', '.join(POLICIES)})")
     if policy == "fixed":
         return base
     if policy == "step":
@@ -25,7 +27,7 @@ def learning_rate(sp, it):
     if policy == "inv":
         return base * (1 + gamma * it) ** (-sp.power)
     if policy == "multistep":
-        return base * gamma ** sum(1 for v in sp.stepvalue if it >= v)
+        return base * gamma ** _multistep(sp.stepvalue, it)
     if policy == "poly":
         if sp.max_iter <= 0:
             raise CaffeError("solver: lr_policy 'poly' needs a positive max_iter")
@@ -33,6 +35,19 @@ def learning_rate(sp, it):
     if policy == "sigmoid":
         return base / (1 + math.exp(-gamma * (it - sp.stepsize)))
     raise CaffeError(f"solver: unknown lr_policy '{policy}' (expected one of {', '.join(POLICIES)})")
+
+
+def _multistep(stepvalues, it):
+    """Caffe's current_step_ at iteration `it`: it advances at most once per iteration, when the
+    iteration has reached the next stepvalue (sgd_solver.cpp), so repeated or unsorted values count
+    one iteration at a time. Step k is taken at t_k = max(stepvalue[k], t_{k-1} + 1)."""
+    steps, taken_at = 0, -1
+    for v in stepvalues:
+        taken_at = max(v, taken_at + 1, 0)
+        if taken_at > it:
+            break
+        steps += 1
+    return steps
 
 
 def check_solver(sp):
@@ -44,8 +59,8 @@ def check_solver(sp):
         raise CaffeError(f"solver: regularization_type '{sp.regularization_type}' must be L1 or L2")
     if sp.iter_size < 1:
         raise CaffeError(f"solver: iter_size must be at least 1, got {sp.iter_size}")
-    if list(sp.stepvalue) != sorted(sp.stepvalue):
-        raise CaffeError(f"solver: stepvalue {list(sp.stepvalue)} must increase")
+    if sp.type in ("AdaGrad", "RMSProp") and sp.momentum != 0:
+        raise CaffeError(f"solver: momentum cannot be used with {sp.type} (Caffe refuses it), got {sp.momentum:g}")
 
 
 class CaffeSolver(torch.optim.Optimizer):

@@ -1,10 +1,10 @@
 """Protobuf text format (.prototxt) reader that reports errors by file:line and skips unknown fields with a warning."""
-import os
 import re
 import warnings
 
 from google.protobuf.descriptor import FieldDescriptor as FD
 
+from .atomic import read_bounded
 from .errors import CaffeError, where
 
 MAX_TEXT_BYTES = 64 << 20  # a prototxt is a few KB; refuse anything absurd before reading it
@@ -291,14 +291,7 @@ def parse_text(text, msg, path=None):
 
 def read_text(path, msg):
     """Read a .prototxt file into message `msg`."""
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_TEXT_BYTES:
-            raise CaffeError(f"{path}: text file larger than {MAX_TEXT_BYTES >> 20} MB")
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise CaffeError(f"{path}: cannot read ({e.strerror or e})") from None
+    raw = read_bounded(path, MAX_TEXT_BYTES, "text file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

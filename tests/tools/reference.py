@@ -81,5 +81,5 @@ def accuracy(scores, labels, top_k, ignore=None):
         if ignore is not None and lab == ignore:
             continue
         total += 1
-        hits += int((row > row[lab]).sum() < top_k)
+        hits += int((row >= row[lab]).sum() - 1 < top_k)  # accuracy_layer.cpp: ties count against
     return hits / max(total, 1)

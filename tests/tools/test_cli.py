@@ -79,3 +79,43 @@ def test_help_and_wrong_flag(tmp_path):
     assert r.returncode == 0 and "--summary" in r.stdout and "examples:" in r.stdout
     r = cli(tmp_path / "x.prototxt", "--no-such-flag")
     assert r.returncode == 2 and "unrecognized arguments" in r.stderr and "Traceback" not in r.stderr
+
+
+VERIFY_NET = '''input: "data" input_shape { dim: 2 dim: 3 dim: 19 dim: 19 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 6 kernel_size: 5 stride: 2 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "norm1" type: "LRN" bottom: "pool1" top: "norm1" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 K } }
+layer { name: "fc" type: "InnerProduct" bottom: "norm1" top: "fc" inner_product_param { num_output: 4 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+'''
+
+
+def test_verify_against_opencv(tmp_path):
+    pytest.importorskip("cv2")
+    proto, model, _ = write_random_net(tmp_path, VERIFY_NET.replace(" K ", " "))
+    r = cli(proto, model, "--verify")
+    assert r.returncode == 0, r.stderr
+    table = r.stdout
+    for layer in ("conv1", "relu1", "pool1", "norm1", "fc", "prob"):
+        assert f"\n{layer} " in table
+    assert "6 layers agree with OpenCV" in table
+    # OpenCV's LRN ignores k (README): a net with k = 2 must fail at norm1, in one line
+    proto2, model2, _ = write_random_net(tmp_path, VERIFY_NET.replace(" K ", " k: 2 "), name="k2")
+    r = cli(proto2, model2, "--verify")
+    assert r.returncode == 2 and "layer 'norm1' (LRN) differs from OpenCV" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "\npool1 " in r.stdout
+    # a field our reader does not know is something it skipped: no verdict
+    (tmp_path / "odd.prototxt").write_text(VERIFY_NET.replace(" K ", " ").replace(
+        'num_output: 4 }', 'num_output: 4 fancy_option: 3 }'))
+    r = cli(tmp_path / "odd.prototxt", "--verify")
+    assert r.returncode == 2 and "skipped" in r.stderr and "fancy_option" in r.stderr
+
+
+def test_strict_makes_an_unknown_field_an_error(tmp_path):
+    (tmp_path / "odd.prototxt").write_text(NET.replace("num_output: 5 }", "num_output: 5 fancy_option: 3 }"))
+    r = cli(tmp_path / "odd.prototxt", "--summary")
+    assert r.returncode == 0 and "unknown field 'fancy_option'" in r.stderr
+    r = cli(tmp_path / "odd.prototxt", "--summary", "--strict")
+    assert r.returncode == 2 and "--strict" in r.stderr and "fancy_option" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

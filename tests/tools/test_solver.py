@@ -108,7 +108,7 @@ def test_update_rules_match_caffe(kind, extra, lr_mult, decay_mult):
 
 
 def test_sgd_first_step_by_hand():
-    sp = read_solver('base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005')
+    sp = read_solver('lr_policy: "fixed" base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005')
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
     opt = CaffeSolver([p], sp)
     p.grad = torch.tensor([0.5, 0.25])
@@ -135,7 +135,7 @@ def test_caffe_sgd_keeps_lr_in_history_unlike_torch_sgd():
 
 
 def test_l1_regularisation_clip_and_iter_size():
-    sp = read_solver('base_lr: 1 weight_decay: 0.1 regularization_type: "L1" clip_gradients: 1 iter_size: 2')
+    sp = read_solver('lr_policy: "fixed" base_lr: 1 weight_decay: 0.1 regularization_type: "L1" clip_gradients: 1 iter_size: 2')
     p = torch.nn.Parameter(torch.tensor([2.0, -3.0]))
     opt = CaffeSolver([p], sp)
     p.grad = torch.tensor([6.0, 8.0])  # sum over iter_size=2 passes; norm 10 -> clipped to 1
@@ -145,7 +145,7 @@ def test_l1_regularisation_clip_and_iter_size():
 
 
 def test_gradients_under_the_clip_threshold_are_left_bit_for_bit():
-    sp = read_solver('base_lr: 1 clip_gradients: 100')
+    sp = read_solver('lr_policy: "fixed" base_lr: 1 clip_gradients: 100')
     p = torch.nn.Parameter(torch.tensor([2.0, -3.0]))
     g = torch.tensor([0.1, 0.7])  # norm 0.707 < 100: Caffe does not touch it
     p.grad = g.clone()

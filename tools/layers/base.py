@@ -103,3 +103,25 @@ def broadcast_shape(param_shape, axis, ndim):
 
 def as_index(t):
     return t.to(torch.long) if t.dtype != torch.long else t
+
+
+class _NoBackward(torch.autograd.Function):
+    """Passes `out` through; asking it for a gradient is an error naming the layer."""
+
+    @staticmethod
+    def forward(ctx, out, x, where):
+        ctx.where = where
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        raise CaffeError(f"{ctx.where}: Caffe has no backward for this layer; freeze what is below it "
+                         "(propagate_down: false) or leave it out of training")
+
+
+def no_backward(layer, out, *bottoms):
+    """`out` of a layer Caffe defines no gradient for: fine in inference, an error if a gradient is asked
+    of any bottom that needs one."""
+    if not torch.is_grad_enabled() or not any(b.requires_grad for b in bottoms):
+        return out
+    return _NoBackward.apply(out, bottoms[0], f"layer '{layer.layer_name}' ({layer.layer_type})")

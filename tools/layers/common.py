@@ -188,8 +188,9 @@ class Eltwise(Layer):
         self.op = {pb.EltwiseParameter.SUM: "sum", pb.EltwiseParameter.PROD: "prod",
                    pb.EltwiseParameter.MAX: "max"}[p.operation]
         self.coeff = list(p.coeff)
-        if self.coeff and (self.op != "sum" or len(self.coeff) != len(shapes)):
-            self.fail("coeff needs the SUM operation and one value per bottom")
+        # Caffe refuses coeff only with PROD; MAX takes it and ignores it (eltwise_layer.cpp LayerSetUp)
+        if self.coeff and (self.op == "prod" or len(self.coeff) != len(shapes)):
+            self.fail("coeff takes one value per bottom, and not with the PROD operation")
 
     def forward(self, *xs):
         if self.op == "sum":
@@ -202,9 +203,14 @@ class Eltwise(Layer):
             for c, x in zip(self.coeff[1:], xs[1:]):
                 out = out + c * x
             return (out,)
+        if self.op == "max":  # Caffe's mask: a tie of the first two goes to bottom 1, later ones keep the earlier
+            out = torch.where(xs[0] > xs[1], xs[0], xs[1])
+            for x in xs[2:]:
+                out = torch.where(x > out, x, out)
+            return (out,)
         out = xs[0]
         for x in xs[1:]:
-            out = out * x if self.op == "prod" else torch.maximum(out, x)
+            out = out * x
         return (out,)
 
 
@@ -231,3 +237,52 @@ class Crop(Layer):
         idx = [slice(None)] * self.axis + [slice(o, o + ref.shape[self.axis + i])
                                             for i, o in enumerate(self.offsets)]
         return (x[tuple(idx)],)
+
+
+@register("DummyData")
+class DummyData(Layer):
+    """Tops of declared shapes filled by `data_filler` (one for all, or one per top; constant 0 by
+    default): constant tops once, random ones anew at every forward, as dummy_data_layer.cpp does."""
+
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        p, n = lp.dummy_data_param, len(lp.top)
+        if shapes:
+            self.fail("takes no bottom blobs")
+        legacy = [list(p.num), list(p.channels), list(p.height), list(p.width)]
+        if p.shape and any(legacy):
+            self.fail("give either shape or num/channels/height/width, not both")
+        if p.shape:
+            if len(p.shape) not in (1, n):
+                self.fail(f"{len(p.shape)} shapes for {n} tops: give 1 or one per top")
+            self.shapes = [tuple(p.shape[i if len(p.shape) > 1 else 0].dim) for i in range(n)]
+        else:
+            for name, values in zip(("num", "channels", "height", "width"), legacy):
+                if len(values) not in (1, n):
+                    self.fail(f"{len(values)} value(s) of {name} for {n} tops: give 1 or one per top")
+            self.shapes = [tuple(v[i if len(v) > 1 else 0] for v in legacy) for i in range(n)]
+        if any(d < 0 for s in self.shapes for d in s) or any(math.prod(s) > (1 << 31) - 1 for s in self.shapes):
+            self.fail(f"top shapes {self.shapes} exceed Caffe's blob size limit")
+        if len(p.data_filler) not in (0, 1, n):
+            self.fail(f"{len(p.data_filler)} data_filler(s) for {n} tops: give 0, 1 or one per top")
+        fillers = list(p.data_filler) or [pb.FillerParameter(type="constant", value=0)]
+        self.fillers = [fillers[i if len(fillers) > 1 else 0] for i in range(n)]
+        self.device, self.dtype = ctx.device, ctx.dtype
+        self.fixed = [None] * n
+
+    def out_shapes(self, shapes):
+        return [torch.Size(s) for s in self.shapes]
+
+    def forward(self):
+        from ..fillers import fill
+        outs = []
+        for i, (shape, filler) in enumerate(zip(self.shapes, self.fillers)):
+            if self.fixed[i] is not None:
+                outs.append(self.fixed[i])
+                continue
+            t = torch.empty(shape, device=self.device, dtype=self.dtype)
+            fill(t, filler, None, f"layer '{self.layer_name}' top {i}")
+            if filler.type == "constant":
+                self.fixed[i] = t
+            outs.append(t)
+        return tuple(outs)

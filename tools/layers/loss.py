@@ -1,4 +1,5 @@
-"""Loss and metric layers: SoftmaxWithLoss, EuclideanLoss, Accuracy."""
+"""Loss and metric layers: SoftmaxWithLoss, EuclideanLoss, MultinomialLogisticLoss, SigmoidCrossEntropyLoss,
+HingeLoss, ContrastiveLoss, Accuracy."""
 import torch
 
 from .. import caffe_pb2 as pb
@@ -14,16 +15,8 @@ def _label_layout(scores, labels, axis):
     return flat, as_index(labels.reshape(-1))
 
 
-class _Loss(Layer):
-    default_weight = 1.0
-
-    def __init__(self, lp, shapes, ctx):
-        super().__init__(lp, shapes, ctx)
-        self.loss_weight = lp.loss_weight[0] if lp.loss_weight else self.default_weight
-
-
 @register("SoftmaxWithLoss")
-class SoftmaxWithLoss(_Loss):
+class SoftmaxWithLoss(Layer):
     def __init__(self, lp, shapes, ctx):
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
@@ -49,7 +42,8 @@ class SoftmaxWithLoss(_Loss):
         prob = torch.softmax(scores, self.axis)
         flat, lab = _label_layout(prob, labels, self.axis)
         valid = torch.ones_like(lab, dtype=torch.bool) if self.ignore is None else lab != self.ignore
-        picked = flat.gather(1, torch.where(valid, lab, 0).clamp(0, flat.shape[1] - 1)[:, None])[:, 0]
+        picked_index = torch.where(valid, lab, 0).clamp(0, flat.shape[1] - 1)[:, None]
+        picked = flat.gather(1, picked_index)[:, 0]
         nll = -torch.log(picked.clamp_min(FLT_MIN))
         total = torch.where(valid, nll, torch.zeros_like(nll)).sum()
         n = lab.numel()
@@ -61,13 +55,19 @@ class SoftmaxWithLoss(_Loss):
             norm = float(self.outer)
         else:
             norm = 1.0
-        loss = total / torch.clamp_min(torch.as_tensor(norm, dtype=total.dtype,
-                                                       device=total.device), 1.0)
+        norm = torch.clamp_min(torch.as_tensor(norm, dtype=total.dtype, device=total.device), 1.0)
+        loss = total / norm
+        # Caffe's gradient is (prob - onehot) / norm even where prob(label) < FLT_MIN clamps the loss:
+        # the value is the clamped loss, the gradient that of -log_softmax (their difference is 0 here)
+        ls = -torch.log_softmax(scores, self.axis)
+        flat_ls, _ = _label_layout(ls, labels, self.axis)
+        surrogate = torch.where(valid, flat_ls.gather(1, picked_index)[:, 0], torch.zeros_like(nll)).sum() / norm
+        loss = loss.detach() + (surrogate - surrogate.detach()) if loss.requires_grad else loss
         return (loss, prob)[:max(self.n_top, 1)]
 
 
 @register("EuclideanLoss")
-class EuclideanLoss(_Loss):
+class EuclideanLoss(Layer):
     def __init__(self, lp, shapes, ctx):
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
@@ -93,8 +93,9 @@ class Accuracy(Layer):
         valid = torch.ones_like(lab, dtype=torch.bool) if self.ignore is None else lab != self.ignore
         safe = torch.where(valid, lab, 0).clamp(0, flat.shape[1] - 1)
         true_score = flat.gather(1, safe[:, None])
-        # Caffe counts a hit when fewer than top_k classes score strictly higher (ties favour the label).
-        hit = ((flat > true_score).sum(dim=1) < self.top_k) & valid
+        # Caffe counts the other classes scoring at least as high (accuracy_layer.cpp: >=, the label's
+        # own score not counted): a tie counts against the label
+        hit = ((flat >= true_score).sum(dim=1) - 1 < self.top_k) & valid
         count = valid.sum()
         acc = hit.sum().to(scores.dtype) / count.clamp_min(1).to(scores.dtype)
         if self.n_top < 2:
@@ -105,6 +106,144 @@ class Accuracy(Layer):
         totals.index_add_(0, safe[valid], torch.ones_like(safe[valid], dtype=scores.dtype))
         per_class.index_add_(0, safe[hit], torch.ones_like(safe[hit], dtype=scores.dtype))
         return (acc, per_class / totals.clamp_min(1))
+
+
+def with_gradient(value, *pairs):
+    """`value` in the forward pass, and for each (input, gradient) pair that gradient of it in the
+    backward pass: Caffe's hand-written backward where it is not the derivative of its forward (a clamp,
+    an epsilon), through autograd. The added term is exactly zero in the forward pass."""
+    out = value.detach()
+    for x, g in pairs:
+        if x.requires_grad:
+            s = (x * g.detach()).sum()
+            out = out + (s - s.detach())
+    return out
+
+
+def _normalizer(mode, valid, count, outer):
+    if mode == pb.LossParameter.FULL:
+        n = count
+    elif mode == pb.LossParameter.VALID:
+        n = valid
+    elif mode == pb.LossParameter.BATCH_SIZE:
+        n = outer
+    else:
+        n = 1
+    return max(1.0, float(n))
+
+
+@register("MultinomialLogisticLoss")
+class MultinomialLogisticLoss(Layer):
+    """-mean log(max(p[label], 1e-20)) over the batch, on probabilities; Caffe's gradient is -1/max(p, 1e-20)
+    at the label (multinomial_logistic_loss_layer.cpp)."""
+    THRESHOLD = 1e-20
+
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 2, 2)
+        if _count(shapes[1]) != shapes[0][0]:
+            self.fail(f"one label per sample: {_count(shapes[1])} labels for {shapes[0][0]} samples")
+
+    def out_shapes(self, shapes):
+        return [()]
+
+    def forward(self, prob, labels):
+        flat = prob.reshape(prob.shape[0], -1)
+        lab = as_index(labels.reshape(-1))
+        picked = flat.gather(1, lab[:, None])[:, 0]
+        kept = picked.clamp_min(self.THRESHOLD)
+        n = prob.shape[0]
+        loss = -torch.log(kept).sum() / n
+        grad = torch.zeros_like(flat).scatter_(1, lab[:, None], (-1.0 / kept.detach() / n)[:, None])
+        return (with_gradient(loss, (flat, grad)),)
+
+
+@register("SigmoidCrossEntropyLoss")
+class SigmoidCrossEntropyLoss(Layer):
+    """Cross-entropy of sigmoid(x) against targets in [0, 1], in Caffe's overflow-safe form; its gradient
+    sigmoid(x) - target; ignore_label; normalization BATCH_SIZE unless loss_param says otherwise."""
+
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 2, 2)
+        if _count(shapes[0]) != _count(shapes[1]):
+            self.fail(f"scores {tuple(shapes[0])} and targets {tuple(shapes[1])} must have the same count")
+        lpar = lp.loss_param
+        self.ignore = lpar.ignore_label if lpar.HasField("ignore_label") else None
+        if lpar.HasField("normalization"):
+            self.mode = lpar.normalization
+        elif lpar.HasField("normalize"):
+            self.mode = pb.LossParameter.VALID if lpar.normalize else pb.LossParameter.BATCH_SIZE
+        else:
+            self.mode = pb.LossParameter.BATCH_SIZE
+
+    def out_shapes(self, shapes):
+        return [()]
+
+    def forward(self, x, target):
+        t = target.reshape(x.shape).to(x.dtype)
+        valid = torch.ones_like(x, dtype=torch.bool) if self.ignore is None else t != self.ignore
+        pos = (x >= 0).to(x.dtype)
+        terms = x * (t - pos) - torch.log1p(torch.exp(x - 2 * x * pos))
+        norm = _normalizer(self.mode, int(valid.sum()), x.numel(), x.shape[0] if x.dim() else 1)
+        loss = -torch.where(valid, terms, torch.zeros_like(terms)).sum() / norm
+        grad = torch.where(valid, torch.sigmoid(x) - t, torch.zeros_like(x)) / norm
+        return (with_gradient(loss, (x, grad)),)
+
+
+@register("HingeLoss")
+class HingeLoss(Layer):
+    """One-vs-all hinge: sum over classes of max(0, 1 - s * x), s = +1 at the label and -1 elsewhere,
+    L1 or squared (L2), over the batch size."""
+
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 2, 2)
+        self.squared = lp.hinge_loss_param.norm == pb.HingeLossParameter.L2
+
+    def out_shapes(self, shapes):
+        return [()]
+
+    def forward(self, x, labels):
+        flat = x.reshape(x.shape[0], -1)
+        sign = torch.full_like(flat, -1.0).scatter_(1, as_index(labels.reshape(-1))[:, None], 1.0)
+        margin = torch.relu(1 - sign * flat)
+        total = (margin * margin).sum() if self.squared else margin.sum()
+        return (total / x.shape[0],)
+
+
+@register("ContrastiveLoss")
+class ContrastiveLoss(Layer):
+    """Siamese loss on pairs (a, b, similar): d^2 for similar pairs, max(margin - d, 0)^2 for dissimilar
+    ones (legacy_version: max(margin - d^2, 0)), over 2N; Caffe's gradient has 1e-4 added to d."""
+
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 3, 3)
+        if tuple(shapes[0]) != tuple(shapes[1]):
+            self.fail(f"both sides of a pair must have one shape, got {tuple(shapes[0])} and {tuple(shapes[1])}")
+        p = lp.contrastive_loss_param
+        self.margin, self.legacy = p.margin, p.legacy_version
+
+    def out_shapes(self, shapes):
+        return [()]
+
+    def forward(self, a, b, similar):
+        n = a.shape[0]
+        diff = (a - b).reshape(n, -1)
+        d2 = (diff * diff).sum(1)
+        same = similar.reshape(-1) != 0
+        if self.legacy:
+            far = torch.clamp_min(self.margin - d2, 0)
+            coeff = torch.where(far > 0, -torch.ones_like(d2), torch.zeros_like(d2))
+        else:
+            d = torch.sqrt(d2)
+            gap = self.margin - d
+            far = torch.clamp_min(gap, 0) ** 2
+            coeff = torch.where(gap > 0, -gap / (d + 1e-4), torch.zeros_like(d2))
+        loss = torch.where(same, d2, far).sum() / (2 * n)
+        grad = torch.where(same, torch.ones_like(d2), coeff)[:, None] * diff / n
+        return (with_gradient(loss, (a, grad.reshape(a.shape)), (b, -grad.reshape(b.shape))),)
 
 
 def _count(shape):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import caffe_pb2 as pb
-from .base import Layer, register
+from .base import Layer, no_backward as _no_backward, register
 
 
 class Neuron(Layer):
@@ -39,15 +39,16 @@ class PReLU(Neuron):
         p = lp.prelu_param
         if len(shapes[0]) < 2 and not p.channel_shared:
             self.fail("PReLU needs at least 2 axes (N, C, ...) unless channel_shared")
-        n = 1 if p.channel_shared else shapes[0][1]
         filler = p.filler if p.HasField("filler") else pb.FillerParameter(type="constant", value=0.25)
-        ctx.param(self, "weight", 0, (n,), filler)
+        # channel_shared: one slope in a 0-axis blob, as Caffe's PReLU makes it (prelu_layer.cpp)
+        ctx.param(self, "weight", 0, () if p.channel_shared else (shapes[0][1],), filler)
         self.blob_names = ("weight",)
         self.shared = p.channel_shared
 
     def f(self, x):
         a = self.weight if self.shared else self.weight.reshape((1, -1) + (1,) * (x.dim() - 2))
-        return torch.clamp_min(x, 0) + a * torch.clamp_max(x, 0)
+        # the slope side includes 0: Caffe's d/dx is (x > 0) + slope * (x <= 0) (prelu_layer.cpp)
+        return torch.where(x > 0, x, a * x)
 
 
 @register("ELU")
@@ -78,11 +79,26 @@ class AbsVal(Neuron):
         return torch.abs(x)
 
 
+class _BNLL(torch.autograd.Function):
+    """log(1 + e^x), split at 0 as Caffe does to stay finite; its gradient e/(e + 1) with e = exp(min(x, 50))
+    (bnll_layer.cpp's kBNLL_THRESHOLD), finite for every x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.where(x > 0, x + torch.log1p(torch.exp(-x.abs())), torch.log1p(torch.exp(-x.abs())))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        e = torch.exp(torch.clamp_max(x, 50.0))
+        return g * e / (e + 1)
+
+
 @register("BNLL")
 class BNLL(Neuron):
     def f(self, x):
-        # log(1 + e^x), split at 0 as Caffe does to stay finite for large |x|
-        return torch.where(x > 0, x + torch.log1p(torch.exp(-x)), torch.log1p(torch.exp(x)))
+        return _BNLL.apply(x)
 
 
 @register("Power")
@@ -132,7 +148,7 @@ class Threshold(Neuron):
         self.threshold = lp.threshold_param.threshold
 
     def f(self, x):
-        return (x > self.threshold).to(x.dtype)
+        return _no_backward(self, (x > self.threshold).to(x.dtype), x)
 
 
 @register("Clip")
@@ -142,7 +158,8 @@ class Clip(Neuron):
         self.lo, self.hi = lp.clip_param.min, lp.clip_param.max
 
     def f(self, x):
-        return torch.clamp(x, self.lo, self.hi)
+        # the gradient passes at min and max too (clip_layer.cpp: x >= min && x <= max)
+        return torch.where((x >= self.lo) & (x <= self.hi), x, torch.clamp(x, self.lo, self.hi).detach())
 
 
 @register("Swish")

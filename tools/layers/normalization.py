@@ -37,12 +37,13 @@ class BatchNorm(Layer):
             dims = [d for d in range(x.dim()) if d != 1]
             mean = x.mean(dim=dims)
             var = ((x - self._view(mean, x)) ** 2).mean(dim=dims)
-            if self.training:
-                with torch.no_grad():  # Caffe's running sums, with its m/(m-1) variance correction
-                    m = x.numel() // self.channels
-                    self.scale_factor.mul_(self.maf).add_(1)
-                    self.mean.mul_(self.maf).add_(mean)
-                    self.variance.mul_(self.maf).add_(var * (m / max(m - 1, 1)))
+            # Caffe's running sums, with its m/(m-1) variance correction, whenever the batch's own
+            # statistics are used (batch_norm_layer.cpp), whatever the phase
+            with torch.no_grad():
+                m = x.numel() // self.channels
+                self.scale_factor.mul_(self.maf).add_(1)
+                self.mean.mul_(self.maf).add_(mean)
+                self.variance.mul_(self.maf).add_(var * (m / max(m - 1, 1)))
         return ((x - self._view(mean, x)) / torch.sqrt(self._view(var, x) + self.eps),)
 
 
@@ -67,7 +68,7 @@ class _Affine(Layer):
         if p.num_axes < -1 or self.axis + n > len(x):
             self.fail(f"num_axes {p.num_axes} is out of range from axis {self.axis} of {tuple(x)}")
         shape = tuple(x[self.axis:self.axis + n])
-        if not filler.ByteSize() and default_value is not None:
+        if not p.HasField("filler"):  # a filler given, even empty ({}: constant 0), is used as given
             filler = pb.FillerParameter(type="constant", value=default_value)
         ctx.param(self, name, 0, shape, filler)
         self.blob_names = (name,)

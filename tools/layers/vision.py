@@ -61,34 +61,38 @@ class Convolution(Layer):
                      for x in xs)
 
 
-def caffe_pool_size(size, kernel, stride, pad, clip):
-    """Caffe's pooled length: rounds up, then (when any pad is set) drops a last window that
-    would start in the padding."""
-    out = -(-(size + 2 * pad - kernel) // stride) + 1
+def caffe_pool_size(size, kernel, stride, pad, clip, ceil=True):
+    """Caffe's pooled length: rounds up (round_mode CEIL, the default) or down (FLOOR), then (when any
+    pad is set) drops a last window that would start in the padding."""
+    span = size + 2 * pad - kernel
+    out = (-(-span // stride) if ceil else span // stride) + 1
     if clip and (out - 1) * stride >= size + pad:
         out -= 1
     return out
 
 
-def _torch_ceil_size(size, kernel, stride, pad):
+def _torch_size(size, kernel, stride, pad, ceil):
+    if not ceil:
+        return (size + 2 * pad - kernel) // stride + 1
     out = (size + 2 * pad - kernel + stride - 1) // stride + 1
     if (out - 1) * stride >= size + pad:
         out -= 1
     return out
 
 
-def caffe_pool2d(x, method, kernel, stride, pad, fast=True):
-    """MAX or AVE pooling of an (N, C, H, W) tensor exactly as Caffe's PoolingLayer computes it."""
+def caffe_pool2d(x, method, kernel, stride, pad, fast=True, ceil=True):
+    """MAX or AVE pooling of an (N, C, H, W) tensor exactly as Caffe's PoolingLayer computes it
+    (`ceil`: round_mode CEIL, Caffe's default; False: FLOOR)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
     h, w = x.shape[-2:]
     clip = bool(ph or pw)  # Caffe checks both axes whenever either has padding
-    oh, ow = caffe_pool_size(h, kh, sh, ph, clip), caffe_pool_size(w, kw, sw, pw, clip)
+    oh, ow = caffe_pool_size(h, kh, sh, ph, clip, ceil), caffe_pool_size(w, kw, sw, pw, clip, ceil)
     torch_ok = (fast and ph <= kh // 2 and pw <= kw // 2 and
-                (oh, ow) == (_torch_ceil_size(h, kh, sh, ph), _torch_ceil_size(w, kw, sw, pw)))
-    if torch_ok:  # PyTorch's ceil mode agrees with Caffe here (the usual case): use the fused kernel
+                (oh, ow) == (_torch_size(h, kh, sh, ph, ceil), _torch_size(w, kw, sw, pw, ceil)))
+    if torch_ok:  # PyTorch's rounding agrees with Caffe here (the usual case): use the fused kernel
         if method == "max":
-            return F.max_pool2d(x, kernel, stride, pad, ceil_mode=True)
-        return F.avg_pool2d(x, kernel, stride, pad, ceil_mode=True, count_include_pad=True)
+            return F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil)
+        return F.avg_pool2d(x, kernel, stride, pad, ceil_mode=ceil, count_include_pad=True)
     # General case: pad explicitly to cover every Caffe window, then pool without padding.
     extra_h, extra_w = (oh - 1) * sh + kh - h - ph, (ow - 1) * sw + kw - w - pw
     if method == "max":
@@ -121,6 +125,7 @@ class Pooling(Layer):
         if p.pool == pb.PoolingParameter.STOCHASTIC:
             self.fail("STOCHASTIC pooling is not supported (use MAX or AVE)")
         self.method = "max" if p.pool == pb.PoolingParameter.MAX else "ave"
+        self.ceil = p.round_mode == pb.PoolingParameter.CEIL
         self.global_pool = p.global_pooling
         if self.global_pool:
             if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
@@ -142,12 +147,14 @@ class Pooling(Layer):
         if self.global_pool:
             return [(n, c, 1, 1)]
         clip = any(self.pad)
-        return [(n, c) + tuple(caffe_pool_size(size, k, s, p, clip) for size, k, s, p in
+        return [(n, c) + tuple(caffe_pool_size(size, k, s, p, clip, self.ceil) for size, k, s, p in
                                zip((h, w), self.kernel, self.stride, self.pad))]
 
     def forward(self, x):
         if self.global_pool:
-            if self.method == "max":
-                return (x.amax(dim=(2, 3), keepdim=True),)
+            if self.method == "max":  # the gradient goes to the first maximum only (pooling_layer.cpp)
+                flat = x.flatten(2)
+                first = flat.argmax(dim=2, keepdim=True)
+                return (flat.gather(2, first).unsqueeze(-1),)
             return (x.mean(dim=(2, 3), keepdim=True),)
-        return (caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad),)
+        return (caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad, ceil=self.ceil),)

@@ -1,0 +1,174 @@
+"""The rest of BVLC's layer registry, each against a float64 transcription of its .cpp loops (forward and
+Caffe's backward) and torch.autograd.gradcheck where Caffe's backward is the true derivative.
+Tolerances: 1e-5 on float32 forward values of O(1); gradcheck at its float64 defaults."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tools.errors import CaffeError
+
+from .test_caffe_edges import one
+
+RNG = np.random.default_rng(0)
+
+
+def f32(a):
+    return torch.from_numpy(np.asarray(a, dtype=np.float32))
+
+
+def grads(net, wrt, **inputs):
+    """Gradients of the net's objective (or its output's sum) for the inputs named in `wrt`."""
+    xs = {k: v.clone().requires_grad_(k in wrt) for k, v in inputs.items()}
+    net.objective(**xs).backward() if net.loss_weights else next(iter(net(**xs).values())).sum().backward()
+    return {k: xs[k].grad for k in wrt}
+
+
+def test_argmax_per_sample_and_along_an_axis():  # argmax_layer.cpp
+    x = np.array([[3, 1, 3, 2], [0, 5, 5, 1]], np.float32)
+    net = one('type: "ArgMax" argmax_param { top_k: 2 out_max_val: true }', {"data": (2, 4)})
+    out = net(f32(x))["out"]
+    assert out.shape == (2, 2, 2)  # (N, index/value, top_k): at least 3 axes
+    assert out[:, 0].tolist() == [[2, 0], [2, 1]] and out[:, 1].tolist() == [[3, 3], [5, 5]]  # ties: larger index
+    along = one('type: "ArgMax" argmax_param { axis: 0 }', {"data": (2, 4)})(f32(x))["out"]
+    assert along.tolist() == [[0, 1, 1, 0]]  # column 2: 3 vs 5
+    with pytest.raises(CaffeError, match="no backward"):
+        grads(net, ["data"], data=f32(x))
+
+
+def test_embed_and_its_gradient():  # embed_layer.cpp
+    net = one('type: "Embed" embed_param { num_output: 3 input_dim: 5 weight_filler { type: "gaussian" } '
+              'bias_filler { type: "constant" value: 0.5 } }', {"data": (2, 2)})
+    w = net.layer("L").weight.detach().numpy()
+    idx = np.array([[4, 0], [2, 4]], np.float32)
+    out = net(f32(idx))["out"].detach().numpy()
+    assert out.shape == (2, 2, 3) and np.allclose(out, w[idx.astype(int)] + 0.5)
+    net(f32(idx))["out"].sum().backward()
+    want = np.zeros_like(w)
+    for i in idx.astype(int).ravel():
+        want[i] += 1
+    assert np.allclose(net.layer("L").weight.grad.numpy(), want)
+    with pytest.raises(CaffeError, match="whole numbers"):
+        net(f32([[5, 0], [0, 0]]))
+
+
+def test_batch_reindex_gathers_and_adds_gradients():  # batch_reindex_layer.cpp
+    net = one('type: "BatchReindex"', {"data": (3, 2), "idx": (4,)}, bottoms=("data", "idx"))
+    x = f32(RNG.standard_normal((3, 2)))
+    idx = f32([2, 0, 2, 1])
+    assert torch.equal(net(data=x, idx=idx)["out"], x[[2, 0, 2, 1]])
+    assert grads(net, ["data"], data=x, idx=idx)["data"][:, 0].tolist() == [1, 1, 2]
+
+
+def test_tile_copies_the_block_from_its_axis():  # tile_layer.cpp
+    net = one('type: "Tile" tile_param { axis: 1 tiles: 3 }', {"data": (2, 2, 2)})
+    x = f32(np.arange(8).reshape(2, 2, 2))
+    out = net(x)["out"].numpy()
+    want = np.stack([np.concatenate([x[i].numpy()] * 3, 0) for i in range(2)])
+    assert out.shape == (2, 6, 2) and np.array_equal(out, want)
+    assert torch.autograd.gradcheck(lambda t: net.layer("L").double()(t)[0], (torch.randn(2, 2, 2, dtype=torch.float64, requires_grad=True),))
+
+
+def test_parameter_is_a_zeroed_learnable_top():  # parameter_layer.hpp
+    from .test_caffe_edges import net_of
+    net = net_of('layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 2 dim: 3 } } }')
+    out = net(outputs=["p"])["p"]
+    assert out.shape == (2, 3) and bool((out == 0).all()) and out.requires_grad
+
+
+@pytest.mark.parametrize("op,axis", [("SUM", 0), ("ASUM", 1), ("SUMSQ", 2), ("MEAN", 1)])
+def test_reduction(op, axis):  # reduction_layer.cpp
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    x[0, 0, 0] = 0.0  # ASUM's gradient at 0 is sign(0) = 0
+    net = one(f'type: "Reduction" reduction_param {{ operation: {op} axis: {axis} coeff: 1.5 }}', {"data": (2, 3, 4)})
+    flat = x.reshape(*x.shape[:axis], -1).astype(np.float64)
+    want = {"SUM": flat.sum(-1), "ASUM": np.abs(flat).sum(-1), "SUMSQ": (flat ** 2).sum(-1),
+            "MEAN": flat.mean(-1)}[op] * 1.5
+    out = net(f32(x))["out"]
+    assert tuple(out.shape) == x.shape[:axis] and np.allclose(out.detach().numpy(), want, atol=1e-5)
+    g = grads(net, ["data"], data=f32(x))["data"].numpy().astype(np.float64)
+    dim = flat.shape[-1]
+    gwant = {"SUM": np.ones_like(x), "ASUM": np.sign(x), "SUMSQ": 2 * x, "MEAN": np.full_like(x, 1 / dim)}[op] * 1.5
+    assert np.allclose(g, gwant, atol=1e-5)
+
+
+def test_im2col_is_caffes_column_layout():  # im2col.cpp: c * kh * kw + i * kw + j
+    net = one('type: "Im2col" convolution_param { kernel_size: 2 stride: 1 pad: 1 dilation: 2 }', {"data": (1, 2, 4, 4)})
+    x = RNG.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    out = net(f32(x))["out"].numpy()
+    kh = kw = 2
+    pad, dil = 1, 2
+    oh = (4 + 2 * pad - (dil * (kh - 1) + 1)) + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    want = np.zeros((1, 2 * kh * kw, oh, oh), np.float32)
+    for c in range(2):
+        for i in range(kh):
+            for j in range(kw):
+                want[0, c * kh * kw + i * kw + j] = xp[0, c, i * dil:i * dil + oh, j * dil:j * dil + oh]
+    assert out.shape == want.shape and np.array_equal(out, want)
+
+
+def test_multinomial_logistic_loss_and_its_clamped_gradient():  # multinomial_logistic_loss_layer.cpp
+    net = one('type: "MultinomialLogisticLoss"', {"data": (2, 3), "label": (2,)}, bottoms=("data", "label"))
+    p = f32([[0.2, 0.5, 0.3], [0.0, 0.4, 0.6]])
+    label = f32([1, 0])
+    loss = float(net(data=p, label=label)["out"])
+    assert loss == pytest.approx(-(math.log(0.5) + math.log(1e-20)) / 2, rel=1e-6)
+    g = grads(net, ["data"], data=p, label=label)
+    assert np.allclose(g["data"].numpy(), [[0, -1 / 0.5 / 2, 0], [-1 / 1e-20 / 2, 0, 0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("extra,norm", [("", 2.0), ("loss_param { ignore_label: -1 normalization: VALID }", 5.0)])
+def test_sigmoid_cross_entropy_loss(extra, norm):  # sigmoid_cross_entropy_loss_layer.cpp
+    net = one(f'type: "SigmoidCrossEntropyLoss" {extra}', {"data": (2, 3), "t": (2, 3)}, bottoms=("data", "t"))
+    x = np.array([[0.0, 30.0, -2.0], [1.5, -40.0, 0.3]], np.float32)
+    t = np.array([[1, 0, 0.5], [0, 1, -1 if extra else 1]], np.float32)
+    valid = t != -1 if extra else np.ones_like(t, bool)
+    x64, t64 = x.astype(np.float64), t.astype(np.float64)
+    pos = (x64 >= 0).astype(np.float64)
+    want = -(np.where(valid, x64 * (t64 - pos) - np.log1p(np.exp(x64 - 2 * x64 * pos)), 0)).sum() / norm
+    assert float(net(data=f32(x), t=f32(t))["out"]) == pytest.approx(want, rel=1e-6)
+    g = grads(net, ["data"], data=f32(x), t=f32(t))["data"].numpy()
+    assert np.allclose(g, np.where(valid, 1 / (1 + np.exp(-x64)) - t64, 0) / norm, atol=1e-7)
+
+
+@pytest.mark.parametrize("norm", ["L1", "L2"])
+def test_hinge_loss(norm):  # hinge_loss_layer.cpp
+    net = one(f'type: "HingeLoss" hinge_loss_param {{ norm: {norm} }}', {"data": (3, 4), "label": (3,)},
+              bottoms=("data", "label"))
+    x = RNG.standard_normal((3, 4)).astype(np.float32)
+    label = np.array([0, 3, 1])
+    d = x.astype(np.float64).copy()
+    d[np.arange(3), label] *= -1
+    d = np.maximum(0, 1 + d)
+    want = (d.sum() if norm == "L1" else (d * d).sum()) / 3
+    assert float(net(data=f32(x), label=f32(label))["out"]) == pytest.approx(want, rel=1e-6)
+    g = np.sign(d) if norm == "L1" else 2 * d
+    g[np.arange(3), label] *= -1
+    assert np.allclose(grads(net, ["data"], data=f32(x), label=f32(label))["data"].numpy(), g / 3, atol=1e-6)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_contrastive_loss(legacy):  # contrastive_loss_layer.cpp, forward and its backward (1e-4 in d)
+    net = one(f'type: "ContrastiveLoss" contrastive_loss_param {{ margin: 2 legacy_version: {str(legacy).lower()} }}',
+              {"a": (4, 3), "b": (4, 3), "y": (4,)}, bottoms=("a", "b", "y"))
+    a, b = RNG.standard_normal((4, 3)).astype(np.float32), RNG.standard_normal((4, 3)).astype(np.float32)
+    y = np.array([1, 0, 0, 1], np.float32)
+    diff = (a - b).astype(np.float64)
+    d2 = (diff ** 2).sum(1)
+    loss, ga = 0.0, np.zeros_like(diff)
+    for i in range(4):
+        if y[i]:
+            loss += d2[i]
+            ga[i] = diff[i] / 4
+        elif legacy:
+            loss += max(2 - d2[i], 0)
+            ga[i] = -diff[i] / 4 if 2 - d2[i] > 0 else 0
+        else:
+            gap = 2 - math.sqrt(d2[i])
+            loss += max(gap, 0) ** 2
+            ga[i] = -gap / (math.sqrt(d2[i]) + 1e-4) * diff[i] / 4 if gap > 0 else 0
+    assert float(net(a=f32(a), b=f32(b), y=f32(y))["out"]) == pytest.approx(loss / 8, rel=1e-6)
+    g = grads(net, ["a", "b"], a=f32(a), b=f32(b), y=f32(y))
+    assert np.allclose(g["a"].numpy(), ga, atol=1e-6) and np.allclose(g["b"].numpy(), -ga, atol=1e-6)
