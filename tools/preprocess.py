@@ -12,15 +12,19 @@ from .errors import CaffeError
 MAX_MEAN_BYTES = 1 << 30
 
 
+def read_blobproto(path: str, what: str = "mean file") -> np.ndarray:
+    """A serialised BlobProto (.binaryproto) as a float32 array of its declared shape."""
+    from .caffemodel import _Corrupt, _parse_blob
+    buf = read_bounded(path, MAX_MEAN_BYTES, what)
+    try:
+        return np.asarray(_parse_blob(buf, 0, len(buf), None).data, dtype=np.float32)
+    except (_Corrupt, ValueError, IndexError) as e:
+        raise CaffeError(f"{path}: not a .binaryproto {what} ({e})") from None
+
+
 def read_binaryproto(path: str) -> np.ndarray:
     """A mean file (a BlobProto, as Caffe's compute_image_mean writes it) as a float32 (C, H, W) array."""
-    from .caffemodel import _Corrupt, _parse_blob
-    buf = read_bounded(path, MAX_MEAN_BYTES, "mean file")
-    try:
-        blob = _parse_blob(buf, 0, len(buf), None)
-        mean = np.asarray(blob.data, dtype=np.float32)
-    except (_Corrupt, ValueError, IndexError) as e:
-        raise CaffeError(f"{path}: not a .binaryproto mean file ({e})") from None
+    mean = read_blobproto(path)
     while mean.ndim > 3 and mean.shape[0] == 1:  # legacy (1, C, H, W)
         mean = mean[0]
     if mean.ndim != 3 or not mean.size:

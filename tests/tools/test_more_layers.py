@@ -172,3 +172,82 @@ def test_contrastive_loss(legacy):  # contrastive_loss_layer.cpp, forward and it
     assert float(net(a=f32(a), b=f32(b), y=f32(y))["out"]) == pytest.approx(loss / 8, rel=1e-6)
     g = grads(net, ["a", "b"], a=f32(a), b=f32(b), y=f32(y))
     assert np.allclose(g["a"].numpy(), ga, atol=1e-6) and np.allclose(g["b"].numpy(), -ga, atol=1e-6)
+
+
+def test_filter_keeps_the_selected_items():  # filter_layer.cpp
+    net = one('type: "Filter"', {"data": (4, 2), "sel": (4,)}, bottoms=("data", "sel"))
+    x = f32(RNG.standard_normal((4, 2)))
+    out = net(data=x, sel=f32([1, 0, 0, 1]))["out"]
+    assert torch.equal(out, x[[0, 3]])
+    g = grads(net, ["data"], data=x, sel=f32([1, 0, 0, 1]))["data"]
+    assert g[:, 0].tolist() == [1, 0, 0, 1]
+
+
+@pytest.mark.parametrize("height,pool", [(1, "MAX"), (3, "MAX"), (2, "AVE")])
+def test_spp_against_caffes_pyramid(height, pool):  # spp_layer.cpp GetPoolingParam
+    from . import reference as ref
+    net = one(f'type: "SPP" spp_param {{ pyramid_height: {height} pool: {pool} }}', {"data": (2, 3, 13, 11)})
+    x = RNG.standard_normal((2, 3, 13, 11)).astype(np.float32)
+    parts = []
+    for level in range(height):
+        bins = 2 ** level
+        kh, kw = math.ceil(13 / bins), math.ceil(11 / bins)
+        ph, pw = (kh * bins - 13 + 1) // 2, (kw * bins - 11 + 1) // 2
+        parts.append(ref.pool(x.astype(np.float64), pool.lower(), (kh, kw), (kh, kw), (ph, pw)))
+    out = net(f32(x))["out"].numpy()
+    want = parts[0] if height == 1 else np.concatenate([p.reshape(2, -1) for p in parts], 1)
+    assert out.shape == want.shape and np.allclose(out, want, atol=1e-5)
+    if height == 3:
+        assert out.shape == (2, 3 * (1 + 4 + 16))
+
+
+def test_lstm_unit_against_caffes_loop():  # lstm_unit_layer.cpp
+    net = one('type: "LSTMUnit"', {"c": (1, 3, 2), "x": (1, 3, 8), "cont": (1, 3)}, bottoms=("c", "x", "cont"),
+              tops=("c_out", "h"))
+    c, x = RNG.standard_normal((1, 3, 2)), RNG.standard_normal((1, 3, 8))
+    cont = np.array([[1.0, 0.0, 0.5]])
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    want_c, want_h = np.zeros_like(c), np.zeros_like(c)
+    for n in range(3):
+        for d in range(2):
+            i, o = sig(x[0, n, d]), sig(x[0, n, 4 + d])
+            f = 0 if cont[0, n] == 0 else cont[0, n] * sig(x[0, n, 2 + d])
+            g = 2 * sig(2 * x[0, n, 6 + d]) - 1
+            want_c[0, n, d] = f * c[0, n, d] + i * g
+            want_h[0, n, d] = o * (2 * sig(2 * want_c[0, n, d]) - 1)
+    out = net(c=f32(c), x=f32(x), cont=f32(cont), outputs=["c_out", "h"])
+    assert np.allclose(out["c_out"].numpy(), want_c, atol=1e-6) and np.allclose(out["h"].numpy(), want_h, atol=1e-6)
+    layer = net.layer("L").double()
+    cont64 = torch.tensor(cont)
+    assert torch.autograd.gradcheck(lambda a, b: layer(a, b, cont64),
+                                    (torch.tensor(c, requires_grad=True), torch.tensor(x, requires_grad=True)))
+
+
+@pytest.mark.parametrize("from_file", [True, False])
+def test_infogain_loss(tmp_path, from_file):  # infogain_loss_layer.cpp (softmax inside, H from a file or bottom)
+    from tools import caffe_pb2 as pb
+    h = RNG.uniform(0, 1, (3, 3)).astype(np.float32)
+    x = RNG.standard_normal((4, 3)).astype(np.float32)
+    label = np.array([0, 2, 1, 2], np.float32)
+    if from_file:
+        (tmp_path / "H.binaryproto").write_bytes(
+            pb.BlobProto(shape=pb.BlobShape(dim=[1, 1, 3, 3]), data=h.ravel().tolist()).SerializeToString())
+        net = one(f'type: "InfogainLoss" infogain_loss_param {{ source: "{tmp_path / "H.binaryproto"}" }} '
+                  "loss_param { ignore_label: 1 }", {"data": (4, 3), "label": (4,)}, bottoms=("data", "label"))
+        inputs = dict(data=f32(x), label=f32(label))
+    else:
+        net = one('type: "InfogainLoss" loss_param { ignore_label: 1 }', {"data": (4, 3), "label": (4,), "H": (3, 3)},
+                  bottoms=("data", "label", "H"))
+        inputs = dict(data=f32(x), label=f32(label), H=f32(h))
+    x64, h64 = x.astype(np.float64), h.astype(np.float64)
+    p = np.exp(x64 - x64.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    loss, g, valid = 0.0, np.zeros_like(p), 0
+    for i, lab in enumerate(label.astype(int)):
+        if lab == 1:
+            continue
+        valid += 1
+        loss -= (h64[lab] * np.log(np.maximum(p[i], 1e-20))).sum()
+        g[i] = p[i] * h64[lab].sum() - h64[lab]
+    assert float(net(**inputs)["out"]) == pytest.approx(loss / valid, rel=1e-5)
+    assert np.allclose(grads(net, ["data"], **inputs)["data"].numpy(), g / valid, atol=1e-6)

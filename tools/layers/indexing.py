@@ -197,3 +197,26 @@ class Im2col(Layer):
         shape = self.out_shapes([x.shape])[0]
         cols = F.unfold(x, self.kernel, self.dilation, self.pad, self.stride)
         return (cols.reshape(shape),)
+
+
+@register("Filter")
+class Filter(Layer):
+    """The items (along axis 0) of each bottom whose selector (the last bottom) is non-zero. The tops'
+    first axis depends on the data: shapes known before a forward pass give its upper bound, N.
+    Caffe cannot backpropagate to the selector."""
+
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 2)
+        if len(lp.top) != len(shapes) - 1:
+            self.fail(f"{len(shapes) - 1} bottoms to filter need as many tops, got {len(lp.top)}")
+        n = shapes[-1][0] if shapes[-1] else 1
+        if _count(shapes[-1]) != n or any(not s or s[0] != n for s in shapes[:-1]):
+            self.fail(f"the selector {tuple(shapes[-1])} needs one value per item of every bottom (N = {n})")
+
+    def out_shapes(self, shapes):
+        return [tuple(s) for s in shapes[:-1]]
+
+    def forward(self, *xs):
+        keep = torch.nonzero(xs[-1].detach().reshape(-1) != 0).reshape(-1)
+        return tuple(x.index_select(0, keep) for x in xs[:-1])

@@ -246,6 +246,55 @@ class ContrastiveLoss(Layer):
         return (with_gradient(loss, (a, grad.reshape(a.shape)), (b, -grad.reshape(b.shape))),)
 
 
+@register("InfogainLoss")
+class InfogainLoss(Layer):
+    """SoftmaxWithLoss weighted by an infogain matrix H (from infogain_loss_param.source, a .binaryproto,
+    or a third bottom): -sum_l H[label, l] log(max(p_l, 1e-20)) per item, its gradient
+    p_l * sum(H[label]) - H[label, l] (infogain_loss_layer.cpp); ignore_label, normalization (VALID)."""
+
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 2, 3)
+        p, lpar = lp.infogain_loss_param, lp.loss_param
+        self.axis = canonical_axis(p.axis, len(shapes[0]), self)
+        self.k = shapes[0][self.axis]
+        outer, inner = _count(shapes[0][:self.axis]), _count(shapes[0][self.axis + 1:])
+        if outer * inner != _count(shapes[1]):
+            self.fail(f"{_count(shapes[1])} labels for {outer * inner} predictions")
+        self.outer = outer
+        self.ignore = lpar.ignore_label if lpar.HasField("ignore_label") else None
+        self.mode = lpar.normalization
+        if not lpar.HasField("normalization") and lpar.HasField("normalize"):
+            self.mode = pb.LossParameter.VALID if lpar.normalize else pb.LossParameter.BATCH_SIZE
+        self.register_buffer("infogain", None)
+        if len(shapes) == 2:
+            if not p.source:
+                self.fail("needs infogain_loss_param.source (a .binaryproto H) or H as a third bottom")
+            from ..preprocess import read_blobproto
+            h = read_blobproto(p.source, "infogain matrix")
+            if h.size != self.k * self.k:
+                self.fail(f"{p.source}: H holds {h.size} values, {self.k}x{self.k} labels need {self.k ** 2}")
+            self.infogain = torch.from_numpy(h.reshape(self.k, self.k).copy())
+        elif _count(shapes[2]) != self.k * self.k:
+            self.fail(f"H (bottom 2) holds {_count(shapes[2])} values, {self.k}x{self.k} labels need {self.k ** 2}")
+
+    def out_shapes(self, shapes):
+        return [(), tuple(shapes[0])][:max(self.n_top, 1)]
+
+    def forward(self, scores, labels, h=None):
+        h = (self.infogain if h is None else h.detach().reshape(self.k, self.k)).to(scores.dtype)
+        prob = torch.softmax(scores, self.axis)
+        flat, lab = _label_layout(prob, labels, self.axis)
+        valid = torch.ones_like(lab, dtype=torch.bool) if self.ignore is None else lab != self.ignore
+        rows = h[torch.where(valid, lab, 0).clamp(0, self.k - 1)]  # H[label] per item
+        rows = torch.where(valid[:, None], rows, torch.zeros_like(rows))
+        norm = _normalizer(self.mode, int(valid.sum()), lab.numel(), self.outer)
+        loss = -(rows * torch.log(flat.clamp_min(MultinomialLogisticLoss.THRESHOLD))).sum() / norm
+        grad = (flat * rows.sum(1, keepdim=True) - rows) / norm
+        grad = grad.reshape(*scores.movedim(self.axis, -1).shape).movedim(-1, self.axis)
+        return (with_gradient(loss, (scores, grad)), prob)[:max(self.n_top, 1)]
+
+
 def _count(shape):
     n = 1
     for d in shape:

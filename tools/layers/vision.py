@@ -158,3 +158,49 @@ class Pooling(Layer):
                 return (flat.gather(2, first).unsqueeze(-1),)
             return (x.mean(dim=(2, 3), keepdim=True),)
         return (caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad, ceil=self.ceil),)
+
+
+@register("SPP")
+class SPP(Layer):
+    """Spatial pyramid pooling (spp_layer.cpp): at level l, 2^l x 2^l bins of kernel ceil(H / 2^l), stride the
+    kernel, pad half the remainder, pooled as Caffe's PoolingLayer, flattened and concatenated over the
+    levels; pyramid_height 1 is that one pooling, (N, C, 1, 1)."""
+
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        self.check_bottoms(shapes, 1, 1)
+        p = lp.spp_param
+        if len(shapes[0]) != 4:
+            self.fail(f"SPP needs a 4-D input (N, C, H, W), got shape {tuple(shapes[0])}")
+        if p.pyramid_height < 1:
+            self.fail("spp_param.pyramid_height must be at least 1")
+        if p.pool == pb.SPPParameter.STOCHASTIC:
+            self.fail("STOCHASTIC pooling is not supported (use MAX or AVE)")
+        self.method = "max" if p.pool == pb.SPPParameter.MAX else "ave"
+        h, w = shapes[0][2:]
+        self.levels = []
+        for level in range(p.pyramid_height):
+            bins = 2 ** level
+            kernel = (-(-h // bins), -(-w // bins))
+            pad = ((kernel[0] * bins - h + 1) // 2, (kernel[1] * bins - w + 1) // 2)
+            if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+                self.fail(f"pyramid level {level}: {bins}x{bins} bins of a {h}x{w} input need pad {pad} "
+                          f"below kernel {kernel} (Caffe's pooling refuses it)")
+            self.levels.append((kernel, pad))
+
+    def out_shapes(self, shapes):
+        n, c, h, w = shapes[0]
+        if len(self.levels) == 1:
+            return [(n, c, 1, 1)]
+        total = 0
+        for kernel, pad in self.levels:
+            clip = any(pad)
+            total += c * caffe_pool_size(h, kernel[0], kernel[0], pad[0], clip) * \
+                caffe_pool_size(w, kernel[1], kernel[1], pad[1], clip)
+        return [(n, total)]
+
+    def forward(self, x):
+        outs = [caffe_pool2d(x, self.method, kernel, kernel, pad) for kernel, pad in self.levels]
+        if len(outs) == 1:
+            return (outs[0],)
+        return (torch.cat([o.flatten(1) for o in outs], 1),)
