@@ -251,3 +251,89 @@ def test_infogain_loss(tmp_path, from_file):  # infogain_loss_layer.cpp (softmax
         g[i] = p[i] * h64[lab].sum() - h64[lab]
     assert float(net(**inputs)["out"]) == pytest.approx(loss / valid, rel=1e-5)
     assert np.allclose(grads(net, ["data"], **inputs)["data"].numpy(), g / valid, atol=1e-6)
+
+
+def _sig(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def _recurrent(kind, static, expose):
+    t, n, d, h = 3, 2, 4, 5
+    shapes = {"x": (t, n, d), "cont": (t, n)}
+    bottoms = ["x", "cont"]
+    if static:
+        shapes["xs"] = (n, 3)
+        bottoms.append("xs")
+    states = (["h0", "c0"] if kind == "LSTM" else ["h0"]) if expose else []
+    for s in states:
+        shapes[s] = (1, n, h)
+        bottoms.append(s)
+    tops = ["out"] + ([s.replace("0", "T") for s in states] if expose else [])
+    net = one(f'type: "{kind}" recurrent_param {{ num_output: {h} expose_hidden: {str(expose).lower()} '
+              'weight_filler { type: "uniform" min: -0.5 max: 0.5 } bias_filler { type: "uniform" min: -0.5 max: 0.5 } }',
+              shapes, bottoms=tuple(bottoms), tops=tuple(tops))
+    inputs = {k: RNG.standard_normal(v) for k, v in shapes.items()}
+    inputs["cont"] = np.array([[0, 0], [1, 1], [1, 0]], np.float64)
+    return net, inputs, tops
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+@pytest.mark.parametrize("static,expose", [(False, False), (True, True)])
+def test_recurrent_layers_as_caffe_unrolls_them(kind, static, expose):  # lstm_layer.cpp, rnn_layer.cpp
+    net, inputs, tops = _recurrent(kind, static, expose)
+    layer = net.layer("L")
+    w = {name: getattr(layer, name).detach().double().numpy() for name in layer.blob_names}
+    want_blobs = (["W_xc", "b_c"] + (["W_xc_static"] if static else []) + ["W_hc"]) if kind == "LSTM" else \
+        (["W_xh", "b_h"] + (["W_xh_static"] if static else []) + ["W_hh", "W_ho", "b_o"])
+    assert list(layer.blob_names) == want_blobs
+    x, cont = inputs["x"], inputs["cont"]
+    h = inputs["h0"][0] if expose else np.zeros((2, 5))
+    c = inputs["c0"][0] if expose and kind == "LSTM" else np.zeros((2, 5))
+    outs = []
+    for t in range(3):
+        hc = cont[t][:, None] * h
+        if kind == "LSTM":
+            g = hc @ w["W_hc"].T + x[t] @ w["W_xc"].T + w["b_c"]
+            if static:
+                g = g + inputs["xs"] @ w["W_xc_static"].T
+            i, f, o, gg = _sig(g[:, :5]), cont[t][:, None] * _sig(g[:, 5:10]), _sig(g[:, 10:15]), np.tanh(g[:, 15:])
+            c = f * c + i * gg
+            h = o * np.tanh(c)
+            outs.append(h)
+        else:
+            pre = hc @ w["W_hh"].T + x[t] @ w["W_xh"].T + w["b_h"]
+            if static:
+                pre = pre + inputs["xs"] @ w["W_xh_static"].T
+            h = np.tanh(pre)
+            outs.append(np.tanh(h @ w["W_ho"].T + w["b_o"]))
+    got = net(**{k: f32(v) for k, v in inputs.items()}, outputs=tops)
+    assert np.allclose(got["out"].detach().numpy(), np.stack(outs), atol=1e-5)
+    if expose:
+        assert np.allclose(got["hT"].detach().numpy()[0], h, atol=1e-5)
+    double = layer.double()
+    names = list(inputs)
+    wrt = [k for k in names if k != "cont"]
+    args = {k: torch.tensor(v, requires_grad=k in wrt) for k, v in inputs.items()}
+    fn = lambda *vs: double(*[dict(zip(wrt, vs)).get(k, args[k]) for k in names])[0]  # noqa: E731
+    assert torch.autograd.gradcheck(fn, tuple(args[k] for k in wrt))
+
+
+def test_hdf5_output_writes_its_bottoms(tmp_path):  # hdf5_output_layer.cpp
+    import h5py
+    path = tmp_path / "out" / "blobs.h5"
+    net = one(f'type: "HDF5Output" hdf5_output_param {{ file_name: "{path}" }}', {"data": (2, 3), "label": (2,)},
+              bottoms=("data", "label"), tops=())
+    x, y = f32(RNG.standard_normal((2, 3))), f32([1, 0])
+    net(data=x, label=y, outputs=[])
+    with h5py.File(path, "r") as f:
+        assert np.array_equal(f["data"][()], x.numpy()) and np.array_equal(f["label"][()], y.numpy())
+
+
+def test_hdf5_output_never_overwrites_another_file(tmp_path):
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    net = one(f'type: "HDF5Output" hdf5_output_param {{ file_name: "{precious}" }}', {"data": (2, 3), "label": (2,)},
+              bottoms=("data", "label"), tops=())
+    with pytest.raises(CaffeError, match="not an HDF5 file"):
+        net(data=torch.zeros(2, 3), label=torch.zeros(2), outputs=[])
+    assert precious.read_text() == "keep me"

@@ -1,4 +1,6 @@
-"""Recurrent building blocks: LSTMUnit, one LSTM time step as lstm_unit_layer.cpp computes it."""
+"""Recurrent layers as Caffe unrolls them: LSTMUnit (one LSTM step), LSTM and RNN (recurrent_layer.cpp)."""
+import math
+
 import torch
 
 from .base import Layer, register
@@ -28,3 +30,100 @@ class LSTMUnit(Layer):
         f = cont.detach()[:, :, None] * torch.sigmoid(f)
         c = f * c_prev + torch.sigmoid(i) * torch.tanh(g)
         return c, torch.sigmoid(o) * torch.tanh(c)
+
+
+class _Recurrent(Layer):
+    """What RNN and LSTM share (recurrent_layer.cpp): bottoms x (T, N, ...), cont (T, N), an optional static
+    input x_static (N, ...) and, with expose_hidden, the initial states; the learnable blobs in the order of
+    Caffe's unrolled net."""
+    states = 1  # recurrent blobs: h (RNN), h and c (LSTM)
+    gates = 1   # outputs of the hidden transforms per unit
+
+    def __init__(self, lp, shapes, ctx):
+        super().__init__(lp, shapes, ctx)
+        p = lp.recurrent_param
+        if not p.num_output:
+            self.fail("recurrent_param.num_output must be positive")
+        self.hidden, self.expose = p.num_output, p.expose_hidden
+        extra = self.states if self.expose else 0
+        self.check_bottoms(shapes, 2 + extra, 3 + extra)
+        self.static = len(shapes) == 3 + extra
+        x, cont = tuple(shapes[0]), tuple(shapes[1])
+        if len(x) < 3 or cont != x[:2]:
+            self.fail(f"expects x (T, N, ...) and cont (T, N); got {x} and {cont}")
+        self.t, self.n = x[0], x[1]
+        width = self.gates * self.hidden
+        for i in range(extra):
+            if tuple(shapes[-extra + i]) != (1, self.n, self.hidden):
+                self.fail(f"initial state {i} must be (1, {self.n}, {self.hidden}), got {tuple(shapes[-extra + i])}")
+        self.make_params(ctx, p, width, math.prod(x[2:]), math.prod(shapes[2][1:]) if self.static else 0)
+
+    def make_params(self, ctx, p, width, d, d_static):
+        raise NotImplementedError
+
+    def out_shapes(self, shapes):
+        state = (1, self.n, self.hidden)
+        return [(self.t, self.n, self.hidden)] + [state] * (self.states if self.expose else 0)
+
+    def _inputs(self, xs):
+        x, cont = xs[0], xs[1].detach()
+        static = xs[2] if self.static else None
+        initial = xs[len(xs) - self.states:] if self.expose else \
+            [x.new_zeros(1, self.n, self.hidden)] * self.states
+        return x.reshape(self.t, self.n, -1), cont, static, [s[0] for s in initial]
+
+
+@register("LSTM")
+class LSTM(_Recurrent):
+    """Caffe's LSTM as its unrolled net computes it: blobs W_xc (4H, D), b_c (4H), [W_xc_static (4H, D_s)],
+    W_hc (4H, H); gates_t = W_hc (cont_t h_{t-1}) + W_xc x_t + b_c [+ W_xc_static x_static], then LSTMUnit."""
+    states, gates = 2, 4
+
+    def make_params(self, ctx, p, width, d, d_static):
+        names = ["W_xc", "b_c"] + (["W_xc_static"] if self.static else []) + ["W_hc"]
+        shapes = [(width, d), (width,)] + ([(width, d_static)] if self.static else []) + [(width, self.hidden)]
+        for i, (name, shape) in enumerate(zip(names, shapes)):
+            ctx.param(self, name, i, shape, p.bias_filler if name.startswith("b_") else p.weight_filler)
+        self.blob_names = tuple(names)
+
+    def forward(self, *xs):
+        x, cont, static, (h, c) = self._inputs(xs)
+        wx = x @ self.W_xc.t() + self.b_c
+        if static is not None:
+            wx = wx + (static.reshape(self.n, -1) @ self.W_xc_static.t())[None]
+        out = []
+        for t in range(self.t):
+            gates = wx[t] + (cont[t][:, None] * h) @ self.W_hc.t()
+            i, f, o, g = gates.split(self.hidden, dim=1)
+            c = cont[t][:, None] * torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            out.append(h)
+        tops = (torch.stack(out),)
+        return tops + ((h[None], c[None]) if self.expose else ())
+
+
+@register("RNN")
+class RNN(_Recurrent):
+    """Caffe's RNN as its unrolled net computes it: blobs W_xh (H, D), b_h (H), [W_xh_static (H, D_s)],
+    W_hh (H, H), W_ho (H, H), b_o (H); h_t = tanh(W_hh (cont_t h_{t-1}) + W_xh x_t + b_h [+ static]),
+    o_t = tanh(W_ho h_t + b_o)."""
+
+    def make_params(self, ctx, p, width, d, d_static):
+        names = ["W_xh", "b_h"] + (["W_xh_static"] if self.static else []) + ["W_hh", "W_ho", "b_o"]
+        hh = (self.hidden, self.hidden)
+        shapes = [(width, d), (width,)] + ([(width, d_static)] if self.static else []) + [hh, hh, (self.hidden,)]
+        for i, (name, shape) in enumerate(zip(names, shapes)):
+            ctx.param(self, name, i, shape, p.bias_filler if name.startswith("b_") else p.weight_filler)
+        self.blob_names = tuple(names)
+
+    def forward(self, *xs):
+        x, cont, static, (h,) = self._inputs(xs)
+        wx = x @ self.W_xh.t() + self.b_h
+        if static is not None:
+            wx = wx + (static.reshape(self.n, -1) @ self.W_xh_static.t())[None]
+        out = []
+        for t in range(self.t):
+            h = torch.tanh((cont[t][:, None] * h) @ self.W_hh.t() + wx[t])
+            out.append(torch.tanh(h @ self.W_ho.t() + self.b_o))
+        tops = (torch.stack(out),)
+        return tops + ((h[None],) if self.expose else ())
