@@ -129,3 +129,32 @@ def classification_input(image: np.ndarray, channels: int, height: int, width: i
             raise CaffeError(f"the mean file has {mean.shape[0]} channels, the net takes {channels}")
         x -= mean.reshape(channels, -1).mean(axis=1, dtype=np.float64).astype(np.float32)[:, None, None]
     return x
+
+
+def transformer_input(image: np.ndarray, height: int, width: int, channel_swap: Sequence[int] = (2, 1, 0),
+                      raw_scale: float = 255.0, mean: Optional[np.ndarray] = None,
+                      input_scale: Optional[float] = None) -> np.ndarray:
+    """pycaffe's caffe.io.Transformer.preprocess for deploy nets, in its order: an (H, W, C) image in [0, 1]
+    (as caffe.io.load_image gives it, RGB) resized to the input (bilinear, no antialiasing: close to, not
+    bit-exact with, skimage's resize), transposed to (C, H, W), channels permuted (RGB -> BGR), times
+    raw_scale, minus the mean ((C,) or (C, H, W)), times input_scale -> float32 (C, H, W)."""
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[:2] != (height, width):
+        import torch
+        import torch.nn.functional as F
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+        img = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+    data = img.transpose(2, 0, 1)
+    if channel_swap:
+        if sorted(channel_swap) != list(range(data.shape[0])):
+            raise CaffeError(f"channel_swap {tuple(channel_swap)} is no order of the {data.shape[0]} channels")
+        data = data[list(channel_swap)]
+    data = data * np.float32(raw_scale)
+    if mean is not None:
+        m = np.asarray(mean, dtype=np.float32)
+        data = data - (m[:, None, None] if m.ndim == 1 else m)
+    if input_scale is not None:
+        data = data * np.float32(input_scale)
+    return np.ascontiguousarray(data, dtype=np.float32)

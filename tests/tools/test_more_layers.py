@@ -337,3 +337,34 @@ def test_hdf5_output_never_overwrites_another_file(tmp_path):
     with pytest.raises(CaffeError, match="not an HDF5 file"):
         net(data=torch.zeros(2, 3), label=torch.zeros(2), outputs=[])
     assert precious.read_text() == "keep me"
+
+
+GRADCHECK = [  # (layer text, input shapes, bottoms, which inputs to check, integer-valued inputs)
+    ('type: "Reduction" reduction_param { operation: SUMSQ axis: 1 coeff: 0.5 }', {"data": (2, 3, 2)}, ("data",), {}),
+    ('type: "Im2col" convolution_param { kernel_size: 2 stride: 2 pad: 1 }', {"data": (1, 2, 4, 4)}, ("data",), {}),
+    ('type: "BatchReindex"', {"data": (3, 2), "idx": (4,)}, ("data", "idx"), {"idx": [2, 0, 2, 1]}),
+    ('type: "Filter"', {"data": (4, 2), "sel": (4,)}, ("data", "sel"), {"sel": [1, 0, 1, 1]}),
+    ('type: "SPP" spp_param { pyramid_height: 2 pool: AVE }', {"data": (1, 2, 5, 5)}, ("data",), {}),
+    ('type: "HingeLoss" hinge_loss_param { norm: L2 }', {"data": (3, 4), "label": (3,)}, ("data", "label"),
+     {"label": [1, 0, 3]}),
+    ('type: "SigmoidCrossEntropyLoss"', {"data": (2, 3), "t": (2, 3)}, ("data", "t"), {"t": [[1, 0, 1], [0, 0, 1]]}),
+    ('type: "MultinomialLogisticLoss"', {"data": (2, 3), "label": (2,)}, ("data", "label"), {"label": [2, 0]}),
+    ('type: "InfogainLoss"', {"data": (2, 3), "label": (2,), "H": (3, 3)}, ("data", "label", "H"),
+     {"label": [2, 0], "H": np.eye(3) + 0.5}),
+]
+
+
+@pytest.mark.parametrize("body,shapes,bottoms,fixed", GRADCHECK, ids=[g[0].split('"')[1] for g in GRADCHECK])
+def test_gradcheck(body, shapes, bottoms, fixed):
+    layer = one(body, shapes, bottoms=bottoms).layer("L").double()
+    args = {}
+    for name, shape in shapes.items():
+        if name in fixed:
+            args[name] = torch.tensor(np.asarray(fixed[name], np.float64))
+        elif "MultinomialLogistic" in body:
+            args[name] = torch.tensor(RNG.uniform(0.2, 0.9, shape), requires_grad=True)
+        else:
+            args[name] = torch.tensor(RNG.standard_normal(shape), requires_grad=True)
+    free = [k for k in bottoms if k not in fixed]
+    fn = lambda *vs: layer(*[dict(zip(free, vs)).get(k, args[k]) for k in bottoms])[0]  # noqa: E731
+    assert torch.autograd.gradcheck(fn, tuple(args[k] for k in free))

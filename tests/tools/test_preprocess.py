@@ -122,3 +122,15 @@ def test_classify_refuses_bad_labels_and_mean(tmp_path):
                             str(tmp_path / "w.caffemodel"), str(tmp_path / "img.png"), *extra],
                            capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_pycaffe_transformer_order_by_hand():  # python/caffe/io.py Transformer.preprocess
+    from tools.preprocess import transformer_input
+    rng = np.random.default_rng(5)
+    rgb01 = rng.uniform(0, 1, (4, 5, 3)).astype(np.float32)
+    mean = np.float32([104, 117, 123])
+    out = transformer_input(rgb01, 4, 5, mean=mean, input_scale=0.5)
+    want = (rgb01.transpose(2, 0, 1)[[2, 1, 0]] * np.float32(255) - mean[:, None, None]) * np.float32(0.5)
+    assert np.array_equal(out, want)
+    with pytest.raises(CaffeError, match="channel_swap"):
+        transformer_input(rgb01, 4, 5, channel_swap=(0, 0, 1))
