@@ -169,6 +169,14 @@ class CFN(nn.Module):
         if missing:
             raise CaffeError(f"{caffemodel}: no weights for CFN layer(s) {', '.join(missing)} "
                              "(expected conv1..conv5 or conv1_s1.., fc6, fc7, fc8)")
+        for n in WEIGHTED:  # shapes before sizes: a forged header must not size the net
+            shape = tuple(blobs[n][0].shape)
+            if len(shape) != (4 if n in CONVS else 2) or min(shape) <= 0:
+                raise CaffeError(f"{caffemodel}: layer '{n}' weight blob has shape {shape}; a CFN needs "
+                                 f"{'(out, in, k, k)' if n in CONVS else '(out, in)'} with every size positive")
+            if len(blobs[n]) > 1 and tuple(blobs[n][1].shape) not in ((shape[0],), (1, 1, 1, shape[0])):
+                raise CaffeError(f"{caffemodel}: layer '{n}' bias blob has shape {tuple(blobs[n][1].shape)}, "
+                                 f"its weights have {shape[0]} outputs")
         widths = {n: blobs[n][0].shape[0] for n in (*CONVS, "fc6", "fc7")}
         perms = blobs["fc8"][0].shape[0]
         side = int(round(math.sqrt(blobs["fc6"][0].shape[1] // widths["conv5"])))

@@ -7,9 +7,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
+from tools.errors import UserError
+from tools.paths import inside, is_regular
+
 from .layouts import jps_array
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+MAX_PIXELS = 1 << 26   # 67M pixels (8k x 8k): a larger image is not a photograph a puzzle or probe needs
+MAX_ASPECT = 16        # longer / shorter side: beyond it a centre crop is a sliver and the resize explodes
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -36,9 +41,16 @@ def decode(source, min_side=64, draft_at=None):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if not isinstance(source, bytes) and not is_regular(source):
+                raise BadImage("not a regular file")
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-                if min(img.size) < min_side:
-                    raise BadImage(f"tiny ({img.size[0]}x{img.size[1]}, shorter side < {min_side})")
+                w, h = img.size
+                if min(w, h) < min_side:
+                    raise BadImage(f"tiny ({w}x{h}, shorter side < {min_side})")
+                if w * h > MAX_PIXELS:
+                    raise BadImage(f"huge ({w}x{h}, over {MAX_PIXELS} pixels)")
+                if max(w, h) > MAX_ASPECT * min(w, h):
+                    raise BadImage(f"a sliver ({w}x{h}, sides over {MAX_ASPECT}:1)")
                 if draft_at and img.format == "JPEG" and min(img.size) >= draft_at:
                     img.draft("RGB", (img.size[0] // 2, img.size[1] // 2))
                 img.load()
@@ -84,17 +96,22 @@ def list_images(root, list_file=None):
     ('relative/path [label]' per line)."""
     if list_file:
         out = []
-        with open(list_file) as f:
-            for line in f:
+        if not os.path.isfile(list_file):
+            raise UserError(f"--list {list_file}: not a file (expected 'relative/path [label]' lines)")
+        with open(list_file, encoding="utf-8", errors="surrogateescape") as f:
+            for number, line in enumerate(f, 1):
                 line = line.strip()
                 if line and not line.startswith("#"):
-                    out.append(line.rsplit(None, 1)[0] if line.split()[-1].lstrip("-").isdigit()
-                               and len(line.split()) > 1 else line)
+                    rel = line.rsplit(None, 1)[0] if line.split()[-1].lstrip("-").isdigit() \
+                        and len(line.split()) > 1 else line
+                    inside(root, rel, f"{list_file}:{number}")
+                    out.append(rel)
         return out
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
-            if name.lower().endswith(EXTENSIONS) and not name.startswith("."):
-                out.append(os.path.relpath(os.path.join(dirpath, name), root))
+            path = os.path.join(dirpath, name)
+            if name.lower().endswith(EXTENSIONS) and not name.startswith(".") and is_regular(path):
+                out.append(os.path.relpath(path, root))
     return out

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from tools.atomic import atomic_open
+from tools import hdf5
 from tools.errors import UserError
 
 N_TILES = 9
@@ -71,9 +72,11 @@ def validate(perms, source="permutations"):
     perms = np.asarray(perms)
     if perms.ndim != 2 or perms.shape[1] != N_TILES:
         raise UserError(f"{source}: expected an (N, 9) array, got shape {perms.shape}")
-    if not (np.sort(perms, axis=1) == np.arange(N_TILES)).all():
+    if not len(perms):
+        raise UserError(f"{source}: holds no permutations")
+    if not (np.sort(perms, axis=1) == np.arange(N_TILES)).all():  # the values are not echoed: any file's
         bad = int(np.flatnonzero((np.sort(perms, axis=1) != np.arange(N_TILES)).any(axis=1))[0])
-        raise UserError(f"{source}: row {bad} is not a permutation of 0..8: {perms[bad].tolist()}")
+        raise UserError(f"{source}: row {bad} is not a permutation of 0..8")
     if len(np.unique(perms, axis=0)) != len(perms):
         raise UserError(f"{source}: the set holds duplicate permutations")
     return perms.astype(np.int64)
@@ -97,12 +100,29 @@ def save_permutations(path: str, perms: np.ndarray) -> None:
                 h5["permutations"].attrs["indexing"] = "0-based"
 
 
+def _load_npy(path):
+    """np.load, after checking that the header's shape fits the bytes the file holds."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise UserError(f"{path}: .npy format version {version} is not read here (1.0 or 2.0)")
+        shape, fortran, dtype = readers[version](f)
+        if dtype.hasobject:
+            raise UserError(f"{path}: holds Python objects, not integers")
+        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        have = os.path.getsize(path) - f.tell()
+    if need > have:
+        raise UserError(f"{path}: its header declares shape {shape} ({need} bytes), the file holds {have}")
+    return np.load(path, allow_pickle=False)
+
+
 def load_permutations(path: str) -> np.ndarray:
     """Read .npy (0-indexed), .bin (original, 1-indexed) or .h5; returns 0-indexed (N, 9) int64."""
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".npy":
-            perms = np.load(path, allow_pickle=False)
+            perms = _load_npy(path)
         elif ext == ".bin":
             raw = np.fromfile(path, dtype="<i4")
             if raw.size < 2 or raw[1] != N_TILES or raw.size != 2 + raw[0] * N_TILES:
@@ -114,9 +134,11 @@ def load_permutations(path: str) -> np.ndarray:
             with h5py.File(path, "r") as f:
                 if "permutations" not in f:
                     raise UserError(f"{path}: no 'permutations' dataset")
-                perms = f["permutations"][()]
+                perms = hdf5.dataset(f, "permutations", path)[()]
         else:
             raise UserError(f"{path}: unknown permutation file type (use .npy, .bin or .h5)")
+    except UserError:
+        raise
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read permutations ({e})") from None
+        raise UserError(f"{path}: cannot read permutations ({type(e).__name__}: {str(e)[:120]})") from None
     return validate(perms, path)

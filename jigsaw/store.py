@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from tools import hdf5
 from tools.errors import UserError
 
 from .images import BadImage, list_images, load_image, to_layout
@@ -19,6 +20,7 @@ from .lmdb_source import LmdbRecords, datum_image, is_lmdb
 
 FLUSH_EVERY = 64
 MIN_SIDE = 64  # images with a shorter side below this are junk unless the caller says otherwise
+MAX_STORE_SIDE = 4096  # a store image larger than this is not what prepare writes: refused before reading
 
 
 def _decode(job):
@@ -62,6 +64,8 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
         raise UserError(f"{source}: not a folder of images or a Caffe LMDB")
     if not names:
         raise UserError(f"{source}: no image files found")
+    if os.path.isdir(out):
+        raise UserError(f"-o {out}: is a folder; give the store's file name, e.g. {os.path.join(out, 'store.h5')}")
     side = stored_side(layout, size)
     digest = hashlib.sha1(("\n".join(names) + f"|{side}|{layout}|{min_side}").encode()).hexdigest()
     partial = out + ".partial"
@@ -160,7 +164,9 @@ class ImageStore:
     def __init__(self, path):
         try:
             self.file = h5py.File(path, "r")
-            self.images = self.file["images"]
+            if "images" not in self.file:
+                raise KeyError("no 'images'")
+            self.images = hdf5.dataset(self.file, "images", path)
         except (OSError, KeyError) as e:
             raise UserError(f"{path}: not a prepared image store ({e}); run `jigsaw prepare`") from None
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
@@ -272,5 +278,8 @@ def check_layout(source, cfg, path):
         raise UserError(f"{path}: a '{source.layout}' store, but recipe '{cfg.recipe}' reads the "
                          f"'{cfg.layout}' layout; run `jigsaw prepare --layout {cfg.layout}`")
     h, w = source.image_size
+    if max(h, w) > MAX_STORE_SIDE:
+        raise UserError(f"{path}: images of {h}x{w}; stores hold at most {MAX_STORE_SIDE} px a side "
+                        "(`jigsaw prepare` writes 256 by default), so this one is not read")
     if min(h, w) < cfg.min_image():
         raise UserError(f"{path}: images of {h}x{w}; recipe '{cfg.recipe}' reads {cfg.min_image()} px")

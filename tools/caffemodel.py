@@ -11,7 +11,8 @@ import numpy as np
 
 from . import caffe_pb2 as pb
 from .atomic import atomic_open
-from .errors import CaffeError
+from . import hdf5
+from .errors import CaffeError, UserError
 
 MAX_FILE_BYTES = 1 << 31  # Caffe's own reader stops at 2 GB (protobuf's total-bytes limit)
 
@@ -307,11 +308,18 @@ def _read_hdf5(path):
         with h5py.File(path, "r") as f:
             if "data" not in f:
                 raise CaffeError(f"{path}: HDF5 file has no /data group; not a Caffe .caffemodel.h5")
-            for name, group in f["data"].items():
-                keys = sorted(group.keys(), key=int)
-                named.append((name, [Blob(np.asarray(group[k], dtype=np.float32)) for k in keys]))
-    except (OSError, ValueError, KeyError) as e:
-        raise CaffeError(f"{path}: unreadable HDF5 .caffemodel ({e})") from None
+            data = hdf5.group(f, "data", path)
+            for name in hdf5.names(data, path):
+                layer = hdf5.group(data, name, path)
+                keys = hdf5.names(layer, path)
+                if not all(k.isdigit() for k in keys):
+                    raise CaffeError(f"{path}: layer '{name}' holds blobs named {keys[:5]}; expected 0, 1, ...")
+                named.append((name, [Blob(np.asarray(hdf5.dataset(layer, k, path), dtype=np.float32))
+                                     for k in sorted(keys, key=int)]))
+    except UserError as e:
+        raise CaffeError(str(e)) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CaffeError(f"{path}: unreadable HDF5 .caffemodel ({type(e).__name__})") from None
     return pb.NetParameter(), named
 
 
@@ -348,4 +356,5 @@ def write_caffemodel(path, net, blobs):
             f.write(layer_tag + _encode_varint(total) + body)
             for (head, arr), s in zip(parts, sizes):
                 f.write(blob_tag + _encode_varint(s) + head)
-                f.write(memoryview(arr).cast("B"))
+                if arr.size:  # an empty blob has no payload (and no byte view)
+                    f.write(memoryview(arr).cast("B"))

@@ -8,17 +8,33 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from jigsaw.images import MAX_PIXELS
+from tools.paths import is_regular
+
 from .datasets import DatasetError
 
 
-def _load(item, channels):
+def _load(item, channels, size=None):
+    """An image as a (C, H, W) uint8 tensor. A file is decoded no larger than needed (JPEG draft mode at
+    `size`); one of more than MAX_PIXELS pixels, or that is not a regular file, is one line."""
     if isinstance(item, np.ndarray):
         arr = item
     else:
+        if not is_regular(item):
+            raise DatasetError(f"{item}: not a regular file")
         try:
-            with Image.open(item) as im:
-                arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
-        except OSError as e:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(item) as im:
+                    if im.width * im.height > MAX_PIXELS:
+                        raise DatasetError(f"{item}: {im.width}x{im.height} pixels is more than the "
+                                           f"{MAX_PIXELS} this reads")
+                    if size:
+                        im.draft("RGB" if channels == 3 else "L", (size, size))
+                    arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+        except DatasetError:
+            raise
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise DatasetError(f"{item}: unreadable image ({e})") from None
     t = torch.from_numpy(np.array(arr))  # a writable copy (idx arrays are read-only views)
     t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
@@ -30,7 +46,7 @@ def channel_stats(split, size, channels, limit=5000, seed=0):
     idx = np.random.default_rng(seed).permutation(len(split))[:limit]
     total, sq, n = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
     for i in idx:
-        x = _prepare(_load(split.images[i], channels), size, channels).double()
+        x = _prepare(_load(split.images[i], channels, size), size, channels).double()
         total += x.sum(dim=(1, 2))
         sq += (x * x).sum(dim=(1, 2))
         n += x[0].numel()
@@ -67,7 +83,7 @@ class ImageSplit(Dataset):
         for k in range(len(self.split)):  # an unreadable file is reported and the next one used
             j = (i + k) % len(self.split)
             try:
-                x = _prepare(_load(self.split.images[j], self.channels), self.size, self.channels)
+                x = _prepare(_load(self.split.images[j], self.channels, self.size), self.size, self.channels)
                 break
             except DatasetError as e:
                 warnings.warn(f"skipped: {e}", stacklevel=2)

@@ -16,6 +16,7 @@ import numpy as np
 
 from jigsaw.images import EXTENSIONS as IMAGE_EXT
 from tools.errors import UserError
+from tools.paths import inside, is_regular
 
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
 MAX_IDX_BYTES = 1 << 31
@@ -144,7 +145,8 @@ def _class_folder(root, keep_every=1, max_classes=None):
         classes = classes[:max_classes]
     paths, labels = [], []
     for i, c in enumerate(classes):
-        files = sorted(f for f in os.listdir(os.path.join(root, c)) if f.lower().endswith(IMAGE_EXT))
+        files = sorted(f for f in os.listdir(os.path.join(root, c))
+                       if f.lower().endswith(IMAGE_EXT) and is_regular(os.path.join(root, c, f)))
         for f in files[::keep_every]:
             paths.append(os.path.join(root, c, f))
             labels.append(i)
@@ -162,7 +164,8 @@ def _named_sub(root, *names):
 
 def _kaggle_flat(folder):
     """Kaggle's cats-vs-dogs `train/cat.0.jpg`: the class is the file name's prefix."""
-    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXT) and "." in f)
+    files = sorted(f for f in os.listdir(folder)
+                   if f.lower().endswith(IMAGE_EXT) and "." in f and is_regular(os.path.join(folder, f)))
     classes = sorted({f.split(".")[0].lower() for f in files})
     if not files or len(classes) < 2:
         return None
@@ -213,15 +216,21 @@ def load_cub200(root):
         return _cub_lists(base)
     images, labels = table("images.txt"), table("image_class_labels.txt")
     split, classes = table("train_test_split.txt"), table("classes.txt")
-    names = [classes[k] for k in sorted(classes, key=int)]
+    if not images or not classes:
+        raise DatasetError(f"{base}: images.txt and classes.txt must list at least one entry")
+    try:
+        names = [classes[k] for k in sorted(classes, key=int)]
+        numbers = {i: int(v) for i, v in labels.items()}
+    except ValueError as e:
+        raise DatasetError(f"{base}: class ids and labels must be integers ({e})") from None
     out = {"train": ([], []), "test": ([], [])}
     for i, rel in images.items():
         if i not in labels or i not in split:
             raise DatasetError(f"{base}: image id {i} has no label or split entry")
-        label = int(labels[i]) - 1
+        label = numbers[i] - 1
         if not 0 <= label < len(names):
             raise DatasetError(f"{base}/image_class_labels.txt: label {labels[i]} for image {i} is not in 1..{len(names)}")
-        path = os.path.join(base, "images", rel)
+        path = inside(os.path.join(base, "images"), rel, os.path.join(base, "images.txt"))
         out["train" if split[i] == "1" else "test"][0].append(path)
         out["train" if split[i] == "1" else "test"][1].append(label)
     return {k: Split(p, np.asarray(l, np.int64), names) for k, (p, l) in out.items()}
@@ -238,7 +247,7 @@ def _cub_lists(base):
                     continue
                 rel = parts[0]
                 label = int(parts[1]) if len(parts) > 1 else int(rel.split("/")[0].split(".")[0]) - 1
-                paths.append(os.path.join(base, "images", rel))
+                paths.append(inside(os.path.join(base, "images"), rel, os.path.join(base, f"{split}.txt")))
                 labels.append(label)
         out[split] = Split(paths, np.asarray(labels, np.int64))
     names = [str(i) for i in range(int(max(out["train"].labels.max(), out["test"].labels.max())) + 1)]

@@ -1,0 +1,44 @@
+"""HDF5 files given by a user, read safely: no external links, soft links, external storage or virtual
+datasets (they read other files), and no dataset that declares more bytes than the file stores."""
+from .errors import UserError
+
+
+def _link(parent, name, path):
+    import h5py
+    link = parent.get(name, getlink=True)
+    if link is None:
+        raise UserError(f"{path}: no '{name}' in {parent.name}")
+    if not isinstance(link, h5py.HardLink):
+        raise UserError(f"{path}: '{parent.name.rstrip('/')}/{name}' is a link to elsewhere; "
+                        "links are not followed in files given to read")
+    return parent[name]
+
+
+def group(parent, name, path):
+    """The subgroup `name` of `parent` (a hard link to a group), or one line."""
+    import h5py
+    obj = _link(parent, name, path)
+    if not isinstance(obj, h5py.Group):
+        raise UserError(f"{path}: '{obj.name}' is not a group")
+    return obj
+
+
+def dataset(parent, name, path):
+    """The dataset `name` of `parent`, checked: a hard link, stored in this file, holding the bytes its
+    shape declares (compressed or chunked data may hold fewer and is read as it comes)."""
+    import h5py
+    obj = _link(parent, name, path)
+    if not isinstance(obj, h5py.Dataset):
+        raise UserError(f"{path}: '{obj.name}' is not a dataset")
+    if obj.is_virtual or obj.external:
+        raise UserError(f"{path}: '{obj.name}' keeps its data outside this file; not read")
+    declared = obj.size * obj.dtype.itemsize
+    stored = obj.id.get_storage_size()
+    if obj.compression is None and stored < declared:
+        raise UserError(f"{path}: '{obj.name}' declares {declared} bytes, the file stores {stored}")
+    return obj
+
+
+def names(group_, path):
+    """The members of a group, each a hard link (checked when opened with group() or dataset())."""
+    return [name for name in group_.keys() if _link(group_, name, path) is not None]
