@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from tools import hdf5
 from tools.errors import UserError
+from tools.runtime import die_with_parent
 
 from .images import BadImage, list_images, load_image, to_layout
 from .layouts import JPS_CROP, LAYOUTS, stored_side
@@ -35,6 +36,7 @@ def _decode(job):
 
 
 def _init_worker():
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and keeps progress
     # a forked child must not enter the parent's OpenMP pool (it hangs); one thread runs inline
     import torch
@@ -67,7 +69,7 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
     if os.path.isdir(out):
         raise UserError(f"-o {out}: is a folder; give the store's file name, e.g. {os.path.join(out, 'store.h5')}")
     side = stored_side(layout, size)
-    digest = hashlib.sha1(("\n".join(names) + f"|{side}|{layout}|{min_side}").encode()).hexdigest()
+    digest = hashlib.sha1(("\n".join(map(_shown, names)) + f"|{side}|{layout}|{min_side}").encode()).hexdigest()
     partial = out + ".partial"
     try:
         f = _open_partial(partial, len(names), side, layout, digest)
@@ -80,7 +82,7 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
     if records is not None:
         jobs = ((name, value, size, layout, min_side) for name, value in records.values(start))
     else:
-        jobs = ((rel, os.path.join(source, rel), size, layout, min_side) for rel in names[start:])
+        jobs = ((_shown(rel), os.path.join(source, rel), size, layout, min_side) for rel in names[start:])
     bar = tqdm(total=len(names), initial=start, unit="img", desc="prepare", disable=not progress)
     i = start
     try:
@@ -136,6 +138,12 @@ def _open_partial(partial, n, size, layout, digest):
     if layout == "jps":
         f.attrs["crop"] = JPS_CROP
     return f
+
+
+def _shown(name):
+    """A file name as the store records it: bytes that are not UTF-8 (a file system allows them) as
+    \\xNN escapes, so one odd name neither aborts a prepare nor goes unrecorded."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _checkpoint(f, next_index, count, skipped):

@@ -23,7 +23,7 @@ from tools.atomic import atomic_open, ensure_dir
 from tools.checkpoint import load_checkpoint, save_checkpoint
 from tools.errors import UserError
 from tools.prototxt import read_solver
-from tools.runtime import autocast, resolve_device, seed_of, stream, use_bf16
+from tools.runtime import autocast, lock_folder, resolve_device, seed_of, stream, use_bf16
 from tools.solver import CaffeSolver
 
 from .batches import BatchStream, split_indices
@@ -76,6 +76,7 @@ class _Run:
     model: CFN
     solver: CaffeSolver
     last: str               # the run's last.pt
+    lock: Any = None        # the output folder's lock, held for the run's life
     start: int = 0
     saved: Optional[int] = None  # the iteration last.pt holds
 
@@ -186,6 +187,20 @@ def _setup(cfg: TrainConfig) -> _Run:
         _calibrate(run)
     run.solver = CaffeSolver(model.param_groups(), sp)
     ensure_dir(cfg.out)
+    if rank == 0:  # two runs writing one folder would interleave its logs and checkpoints
+        run.lock = lock_folder(cfg.out, "jigsaw train")
+    try:
+        _claim(run)
+    except BaseException:
+        if run.lock is not None:
+            run.lock.close()
+        raise
+    return run
+
+
+def _claim(run: _Run):
+    """The output folder, locked: clean what killed writers left, continue or start the record."""
+    cfg, rank = run.cfg, run.rank
     if rank == 0:  # temporary files of writers killed mid-write (SIGKILL runs no cleanup)
         for folder in (cfg.out, os.path.join(cfg.out, "caffe")):
             for name in os.listdir(folder) if os.path.isdir(folder) else ():
@@ -201,9 +216,8 @@ def _setup(cfg: TrainConfig) -> _Run:
         first = not cfg.resume or not os.path.exists(os.path.join(cfg.out, "config.json"))
         name = "config.json" if first else f"resume_{run.start}.json"
         with atomic_open(os.path.join(cfg.out, name), "w") as f:
-            json.dump(dict(asdict(cfg), device=device.type if cfg.device == "auto" else cfg.device,
-                           world_size=world, start_iter=run.start, images=len(source)), f, indent=2)
-    return run
+            json.dump(dict(asdict(cfg), device=run.device.type if cfg.device == "auto" else cfg.device,
+                           world_size=run.world, start_iter=run.start, images=len(run.source)), f, indent=2)
 
 
 class _Logs:
@@ -369,4 +383,6 @@ def train(cfg: TrainConfig) -> Optional[dict]:
         if run.world > 1:
             dist.barrier()
             dist.destroy_process_group()
+        if run.lock is not None:
+            run.lock.close()
     return metrics

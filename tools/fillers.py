@@ -21,6 +21,16 @@ def fill(tensor, filler, generator=None, where="layer"):
     kind = filler.type
     shape = tuple(tensor.shape)
     g = dict(generator=generator)
+    numbers = {k: getattr(filler, k) for k in ("value", "min", "max", "mean", "std")}
+    bad = [k for k, v in numbers.items() if not math.isfinite(v)]
+    if bad:
+        raise CaffeError(f"{where}: {kind} filler {bad[0]} is {numbers[bad[0]]}; expected a finite number")
+    if kind == "uniform" and filler.min > filler.max:
+        raise CaffeError(f"{where}: uniform filler min {filler.min:g} is above max {filler.max:g}")
+    if kind == "gaussian" and filler.std < 0:
+        raise CaffeError(f"{where}: gaussian filler std {filler.std:g} is negative")
+    if kind in ("xavier", "msra") and tensor.numel() and not _fan(shape, filler.variance_norm) > 0:
+        raise CaffeError(f"{where}: {kind} filler needs a blob with inputs and outputs, got shape {shape}")
     if kind == "constant":
         tensor.fill_(filler.value)
     elif kind == "uniform":

@@ -117,9 +117,16 @@ class LoadReport:
         return "\n".join(lines)
 
 
+RESERVED = ("net_param", "plan", "path", "input_shapes", "layer_keys", "first_keys", "blob_shapes",
+            "output_names", "param_specs", "report", "loss_weights", "frozen_bottoms", "training")
+
+
 def _safe_name(name, taken):
     key = name.replace(".", "_") or "layer"
-    if key in taken or hasattr(nn.Module, key) or key in ("net_param", "plan"):
+    if key.startswith("_"):  # torch keeps its own state under _names
+        key = "layer" + key
+    # a layer may not shadow what the module itself holds (report, training, layer(), ...)
+    if key in taken or hasattr(nn.Module, key) or hasattr(CaffeNet, key) or key in RESERVED:
         i = 1
         while f"{key}_{i}" in taken:
             i += 1

@@ -54,3 +54,35 @@ def stream(seed: int, *parts: int) -> "torch.Generator":
     """A CPU generator on the named stream seed_of(seed, *parts)."""
     import torch
     return torch.Generator().manual_seed(seed_of(seed, *parts))
+
+
+def die_with_parent() -> None:
+    """In a worker process: be killed when the parent dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG),
+    so no orphan keeps files or HDF5 locks open. Elsewhere a no-op."""
+    import os
+    import signal
+    import sys
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call
+        os._exit(1)
+
+
+def lock_folder(folder: str, what: str = "run"):
+    """Hold an exclusive lock on `folder` (its .lock file) for this process's life; another holder is one
+    line. The lock goes with the process, however it ends."""
+    import fcntl
+    import os
+    handle = open(os.path.join(folder, ".lock"), "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UserError(f"{folder}: another {what} is using this folder (it holds {folder}/.lock)") from None
+    return handle

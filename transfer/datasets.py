@@ -51,7 +51,7 @@ def read_idx(path):
             if len(head) < 4 or head[0] or head[1] or head[2] != 0x08:
                 raise DatasetError(f"{path}: not an idx file of unsigned bytes (magic {head.hex()})")
             dims = np.frombuffer(f.read(4 * head[3]), ">u4").astype(np.int64)
-            if len(dims) != head[3] or np.prod(dims) > MAX_IDX_BYTES:
+            if not head[3] or len(dims) != head[3] or np.prod(dims) > MAX_IDX_BYTES:
                 raise DatasetError(f"{path}: bad idx header (dims {dims.tolist()})")
             data = f.read(int(np.prod(dims)) + 1)
     except (OSError, EOFError) as e:
@@ -120,15 +120,20 @@ def _unpickle(path):
 def load_cifar100(root, n_classes=None):
     base = os.path.join(root, "cifar-100-python") if os.path.isdir(os.path.join(root, "cifar-100-python")) else root
     meta = _unpickle(_find(base, "meta"))
-    names = [n.decode() for n in meta[b"fine_label_names"]]
+    try:
+        names = [n.decode() for n in meta[b"fine_label_names"]]
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
+        raise DatasetError(f"{base}/meta: not CIFAR-100's meta dictionary ({type(e).__name__})") from None
     out = {}
     for split in ("train", "test"):
         d = _unpickle(_find(base, split))
         try:
             data = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-            labels = np.asarray(d[b"fine_labels"], np.int64)
-        except (KeyError, ValueError) as e:
-            raise DatasetError(f"{base}/{split}: missing or malformed field ({e})") from None
+            labels = np.asarray(d[b"fine_labels"], np.int64).reshape(-1)
+        except (KeyError, ValueError, TypeError, IndexError) as e:
+            raise DatasetError(f"{base}/{split}: missing or malformed field ({type(e).__name__})") from None
+        if not len(labels):
+            raise DatasetError(f"{base}/{split}: holds no labels")
         if len(data) != len(labels) or labels.min() < 0 or labels.max() >= len(names):
             raise DatasetError(f"{base}/{split}: {len(data)} images, {len(labels)} labels in range "
                                f"{labels.min()}..{labels.max()} for {len(names)} classes")

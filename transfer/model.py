@@ -13,10 +13,16 @@ def make_head(spec, in_dim, n_classes, seed=0):
         if part == "linear":
             continue
         if part.startswith("dropout:"):
-            layers.append(nn.Dropout(float(part.split(":", 1)[1])))
+            try:
+                rate = float(part.split(":", 1)[1])
+            except ValueError:
+                rate = -1.0
+            if not 0 <= rate < 1:
+                raise UserError(f"head spec '{spec}': '{part}' needs a dropout rate in [0, 1)")
+            layers.append(nn.Dropout(rate))
         elif part == "bn":
             layers.append(nn.BatchNorm1d(width))
-        elif part.isdigit():
+        elif part.isdigit() and int(part) > 0:
             layers += [nn.Linear(width, int(part)), nn.ReLU()]
             width = int(part)
         else:

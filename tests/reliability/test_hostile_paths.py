@@ -160,3 +160,73 @@ def test_cfn_caffemodels_with_impossible_shapes_are_one_line(tmp_path, layer, sh
     write_caffemodel(str(tmp_path / "w.caffemodel"), read_net(cfn_prototxt(m.widths, 10, "deploy")), blobs)
     with pytest.raises(UserError, match=f"layer '{layer}' weight blob has shape"):
         CFN.from_caffe(None, str(tmp_path / "w.caffemodel"))
+
+
+@pytest.mark.parametrize("body,needle", [
+    ('type: "Flatten" bottom: "data" top: "f" flatten_param { axis: 3 end_axis: 1 }', "comes after end_axis"),
+    ('type: "Reshape" bottom: "data" top: "r" reshape_param { shape { dim: 0 dim: 0 dim: 0 dim: 0 dim: 0 dim: -1 } }',
+     "which a 4-D blob does not have"),
+    ('type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 weight_filler { '
+     'type: "uniform" min: nan max: 1 } }', "expected a finite number"),
+    ('type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 weight_filler { '
+     'type: "uniform" min: 2 max: 1 } }', "is above max"),
+    ('type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 weight_filler { '
+     'type: "gaussian" std: -1 } }', "is negative"),
+])
+def test_nets_caffe_would_refuse_are_one_line(body, needle):
+    from tools import load_caffe_net
+    text = ('layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }\n'
+            f'layer {{ name: "L" {body} }}')
+    with pytest.raises(UserError, match=needle):
+        load_caffe_net(text, seed=0)
+
+
+@pytest.mark.parametrize("name", ["layer", "report", "training", "_modules", "forward", "plan"])
+def test_layer_names_that_are_module_attributes(name):
+    import torch
+
+    from tools import load_caffe_net
+    net = load_caffe_net('layer { name: "in" type: "Input" top: "d" input_param { shape { dim: 1 dim: 2 } } }\n'
+                         f'layer {{ name: "{name}" type: "ReLU" bottom: "d" top: "a" }}')
+    assert net.layer(name).layer_name == name and net(torch.tensor([[-1.0, 2.0]]))["a"].tolist() == [[0, 2]]
+
+
+@pytest.mark.parametrize("spec", ["10,dropout:abc", "dropout:1.5", "0", "10,relu6"])
+def test_bad_head_specs_are_one_line(spec):
+    from transfer.model import make_head
+    with pytest.raises(UserError, match="head spec"):
+        make_head(spec, 8, 3, 0)
+
+
+def test_malformed_idx_and_cifar_files_are_one_line(tmp_path):
+    import pickle
+    import struct
+
+    from transfer.datasets import load_cifar100, read_idx
+    (tmp_path / "zero-dims-idx3-ubyte").write_bytes(struct.pack(">I", 0x00000800))
+    with pytest.raises(UserError, match="bad idx header"):
+        read_idx(str(tmp_path / "zero-dims-idx3-ubyte"))
+    base = tmp_path / "cifar-100-python"
+    base.mkdir()
+    for name in ("meta", "train", "test"):
+        (base / name).write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(UserError, match="not CIFAR-100's meta"):
+        load_cifar100(str(tmp_path))
+    (base / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"a", b"b"]}))
+    with pytest.raises(UserError, match="malformed field"):
+        load_cifar100(str(tmp_path))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that takes non-UTF-8 names")
+def test_a_non_utf8_file_name_is_prepared_not_fatal(tmp_path):
+    import h5py
+
+    from jigsaw.store import prepare
+    src = tmp_path / "src"
+    src.mkdir()
+    _png(src / "ok.png")
+    _png(os.path.join(os.fsencode(src), b"bad\xff.png").decode("utf-8", "surrogateescape"))
+    count, skipped = prepare(str(src), str(tmp_path / "s.h5"), size=64, workers=1, layout="square", progress=False)
+    assert count == 2 and not skipped
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert sorted(f["paths"][()]) == [b"bad\\xff.png", b"ok.png"]

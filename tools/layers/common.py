@@ -137,6 +137,9 @@ class Flatten(Layer):
         nd = len(shapes[0])
         self.start = canonical_axis(lp.flatten_param.axis, nd, self)
         self.end = canonical_axis(lp.flatten_param.end_axis, nd, self)
+        if self.start > self.end:
+            self.fail(f"axis {lp.flatten_param.axis} comes after end_axis {lp.flatten_param.end_axis} "
+                      f"of a {nd}-D blob")
 
     def forward(self, x):
         return (torch.flatten(x, self.start, self.end),)
@@ -158,6 +161,9 @@ class Reshape(Layer):
         dims = list(p.shape.dim)
         if sum(d == -1 for d in dims) > 1 or any(d < -1 for d in dims):
             self.fail(f"shape {dims}: at most one -1 and no other negative dims")
+        copied = [start + i for i, d in enumerate(dims) if d == 0 and start + i >= nd]
+        if copied:
+            self.fail(f"shape {dims}: dim 0 copies input axis {copied[0]}, which a {nd}-D blob does not have")
         self.start, self.end, self.dims = start, end, dims
         self.forward(torch.empty(shapes[0], device="meta"))  # validate counts now
 
