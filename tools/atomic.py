@@ -31,6 +31,24 @@ def atomic_open(path, mode="wb"):
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def atomic_files(*paths):
+    """Yield temporary paths, one per path (beside it); they replace `paths` only when the whole block
+    finishes, so files that belong together (a .prototxt and its .caffemodel) change as a unit."""
+    temps = [os.path.join(os.path.dirname(os.path.abspath(p)), f".tmp-{os.getpid()}-{os.path.basename(p)}")
+             for p in paths]
+    try:
+        yield temps
+        for tmp, path in zip(temps, paths):
+            os.replace(tmp, path)
+    except OSError as e:
+        raise CaffeError(f"{paths[0]}: cannot write ({e.strerror or e})") from None
+    finally:
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
 def ensure_dir(path):
     """Create folder `path` (and parents); a failure is one CaffeError line, not a traceback."""
     try:

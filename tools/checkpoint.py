@@ -12,7 +12,11 @@ def save_checkpoint(path, payload):
     """torch.save through a temporary file in the same folder, fsync, then rename."""
     ensure_dir(os.path.dirname(os.path.abspath(path)))
     with atomic_open(path, "wb") as f:
-        torch.save(payload, f)
+        try:
+            torch.save(payload, f)
+        except RuntimeError:  # torch reports a full disk or a size limit as "unexpected pos ..."
+            raise UserError(f"{path}: cannot write (the write stopped short: is the disk full, or a file "
+                            "size limit reached?)") from None
 
 
 def load_checkpoint(path, what="a loadable checkpoint"):

@@ -362,5 +362,9 @@ def load_caffe_net(prototxt, weights=None, phase="TEST", input_shapes=None, devi
         else "<net>"
     net = CaffeNet(net_param, input_shapes=input_shapes, device=device, weights=named, seed=seed,
                    path=path)
+    if weights and not net.report.loaded and net.report.missing:
+        raise CaffeError(f"{weights}: its weights match none of {path}'s layers (it has "
+                         f"{', '.join(sorted({n for n, _ in net.report.missing})[:5])}; the file has "
+                         f"{', '.join([n for n, b in named if b][:5]) or 'no weights'})")
     net.train(str(phase).upper() == "TRAIN")
     return net

@@ -4,6 +4,7 @@ import os
 import numpy as np
 import torch
 
+from .atomic import atomic_files
 from .caffemodel import repeat_key, write_caffemodel
 from .errors import CaffeError
 from .prototxt import write_prototxt
@@ -79,7 +80,11 @@ def save_caffe_net(module, prototxt_path, weights_path, net_param=None, input_sh
         for a in arrays:
             if not np.isfinite(a).all():
                 raise CaffeError(f"layer '{name}' holds NaN or infinite weights; refusing to save")
-    if prototxt_path:
+    if prototxt_path and weights_path:  # the pair changes together or not at all
+        with atomic_files(weights_path, prototxt_path) as (weights_tmp, prototxt_tmp):
+            write_caffemodel(weights_tmp, net, blobs)
+            write_prototxt(prototxt_tmp, net)
+    elif prototxt_path:
         write_prototxt(prototxt_path, net)
-    if weights_path:
+    elif weights_path:
         write_caffemodel(weights_path, net, blobs)

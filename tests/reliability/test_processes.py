@@ -76,3 +76,61 @@ def test_one_run_per_output_folder(tmp_path):
     finally:
         held.close()
     lock_folder(str(tmp_path), "jigsaw train").close()  # free again once the holder is gone
+
+
+def _limited(limit):
+    import resource
+
+    def setup():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return setup
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE semantics")
+def test_a_pair_is_written_as_a_unit_and_a_full_disk_is_one_line(tmp_path):
+    import warnings
+
+    import torch
+
+    from tools import load_caffe_net, save_caffe_net
+    text = ('layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 64 } } }\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 64 } }\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = load_caffe_net(text, seed=0)
+    save_caffe_net(net, str(tmp_path / "pair.prototxt"), str(tmp_path / "pair.caffemodel"))
+    before = {n: (tmp_path / n).read_bytes() for n in ("pair.prototxt", "pair.caffemodel")}
+    with torch.no_grad():
+        net.layer("ip").weight.add_(1)
+    save_caffe_net(net, str(tmp_path / "new.prototxt"), str(tmp_path / "new.caffemodel"))
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "-m", "tools.cli", str(tmp_path / "new.prototxt"), str(tmp_path / "new.caffemodel"),
+                        "-o", str(tmp_path / "new.pt")], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "tools.cli", str(tmp_path / "new.pt"), "-o", str(tmp_path / "pair")],
+                       capture_output=True, text=True, cwd=ROOT, env=env, preexec_fn=_limited(2048))
+    assert r.returncode == 2 and "cannot write" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before  # the old pair, whole
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+    r = subprocess.run([sys.executable, "-m", "tools.cli", str(tmp_path / "new.prototxt"), str(tmp_path / "new.caffemodel"),
+                        "-o", str(tmp_path / "big.pt")], capture_output=True, text=True, cwd=ROOT, env=env,
+                       preexec_fn=_limited(4096))
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith("caffe-convert: error:") and "cannot write" in last, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "big.pt").exists()
+
+
+def test_weights_that_match_no_layer_are_an_error(tmp_path):
+    import warnings
+
+    from tools import load_caffe_net, save_caffe_net
+    a = 'layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 } } }\n'
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = load_caffe_net(a + 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+                             'inner_product_param { num_output: 2 } }', seed=0)
+    save_caffe_net(net, str(tmp_path / "a.prototxt"), str(tmp_path / "a.caffemodel"))
+    other = a + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 2 } }'
+    with pytest.raises(UserError, match="match none of"):
+        load_caffe_net(other, str(tmp_path / "a.caffemodel"))
