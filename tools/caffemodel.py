@@ -168,15 +168,34 @@ class Blob:
         if not direct:
             np.copyto(out, self.data.reshape(out.shape), casting="unsafe")
             return
-        with open(self._path, "rb", buffering=0) as f:
-            f.seek(self._offset)
-            view, done = memoryview(out).cast("B"), 0
-            while done < view.nbytes:
-                n = f.readinto(view[done:])
-                if not n:
-                    raise CaffeError(f"{self._path}: file changed while reading (blob at byte "
-                                     f"{self._offset} is cut short)")
-                done += n
+        view, done = memoryview(out).cast("B"), 0
+        while done < view.nbytes:  # from the file that was parsed, even if its path now names another
+            n = self._path.read_at(view[done:], self._offset + done)
+            if not n:
+                raise CaffeError(f"{self._path.name}: file changed while reading (blob at byte "
+                                 f"{self._offset} is cut short)")
+            done += n
+
+
+class _OpenFile:
+    """The parsed .caffemodel kept open (a duplicate descriptor), so payloads are read from that file and
+    not from whatever its path names later; closed when the last Blob using it goes."""
+
+    def __init__(self, fd, name):
+        self.fd, self.name = fd, name
+        self.handle = os.fdopen(fd, "rb", buffering=0)
+
+    def read_at(self, view, offset):
+        if hasattr(os, "preadv"):
+            return os.preadv(self.fd, [view], offset)
+        self.handle.seek(offset)
+        return self.handle.readinto(view)
+
+    def __del__(self):
+        try:
+            self.handle.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 def _layer_type(buf, start, end):
@@ -295,9 +314,10 @@ def read_caffemodel(path):
             # Map rather than read: only tags and lengths are touched while parsing; payloads
             # are copied later straight into the parameters (Blob.copy_into).
             buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            opened = _OpenFile(os.dup(f.fileno()), os.path.abspath(path))
     except OSError as e:
         raise CaffeError(f"{path}: cannot read ({e.strerror or e})") from None
-    return parse_caffemodel(buf, path, file=os.path.abspath(path))
+    return parse_caffemodel(buf, path, file=opened)
 
 
 def _read_hdf5(path):

@@ -134,3 +134,28 @@ def test_weights_that_match_no_layer_are_an_error(tmp_path):
     other = a + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 2 } }'
     with pytest.raises(UserError, match="match none of"):
         load_caffe_net(other, str(tmp_path / "a.caffemodel"))
+
+
+def test_weights_come_from_the_file_that_was_parsed(tmp_path):
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from tools import CaffeNet, load_caffe_net, save_caffe_net
+    from tools.caffemodel import read_caffemodel
+    text = ('layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 256 } } }\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 256 } }\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = load_caffe_net(text, seed=0)
+    save_caffe_net(net, str(tmp_path / "a.prototxt"), str(tmp_path / "a.caffemodel"))
+    want = net.layer("ip").weight.detach().clone()
+    net_param, named = read_caffemodel(str(tmp_path / "a.caffemodel"))
+    with torch.no_grad():
+        net.layer("ip").weight.fill_(7)
+    save_caffe_net(net, None, str(tmp_path / "b.caffemodel"))
+    os.replace(tmp_path / "b.caffemodel", tmp_path / "a.caffemodel")  # another file now has the path
+    from tools.prototxt import read_net
+    back = CaffeNet(read_net(text), weights=named)
+    assert torch.equal(back.layer("ip").weight, want) and not np.allclose(want.numpy(), 7)
