@@ -10,6 +10,11 @@ tiles at offsets 0..10 (`--cell 42 --tile 32`): a cell is 9.2 of the original pi
 branch is the CFN's own (conv1 11x11 stride 2 ... pool5) on 32 px tiles; the probe feeds it whole
 images at 128 px, the scale its tiles had in pretraining, and the twins the same. Every step is the
 product's own command line, printed before it runs; finished steps are kept and skipped on a rerun.
+
+`--store-size 160` stores the images at 160 px instead, so the 126 px crop moves the object by up to 34 px
+(at 128 it barely moves and the object's outline names each tile's cell). The report also gives each
+run's pretext accuracy on unseen test images and on their silhouettes: the share a net solves from the
+outline alone.
 """
 import argparse
 import csv
@@ -40,6 +45,43 @@ def write_pngs(folder):
     for i, im in enumerate(images):
         Image.fromarray(np.asarray(im)).save(os.path.join(tmp, f"{i:05d}.png"))
     os.replace(tmp, folder)
+
+
+def write_test_pngs(folder, count=2000):
+    """The first `count` test images as PNGs, and as silhouettes (every pixel over 10 set to 255): puzzles
+    a net solves from the silhouettes alone are solved from the object's outline, a layout shortcut."""
+    import numpy as np
+    from PIL import Image
+
+    from transfer.datasets import load_idx_dataset
+    images = load_idx_dataset(None)["test"].images[:count]
+    for name, f in (("plain", lambda a: a), ("silhouette", lambda a: np.where(a > 10, 255, 0).astype(np.uint8))):
+        tmp = os.path.join(folder, name + ".partial")
+        os.makedirs(tmp, exist_ok=True)
+        for i, im in enumerate(images):
+            Image.fromarray(f(np.asarray(im))).save(os.path.join(tmp, f"{i:04d}.png"))
+        os.replace(tmp, os.path.join(folder, name))
+
+
+def shortcut_table(out, runs, store_size):
+    """Pretext top-1 of each run on unseen test images and on their silhouettes (`jigsaw evaluate`)."""
+    folder = os.path.join(out, "shortcut")
+    if not os.path.isdir(os.path.join(folder, "silhouette")):
+        os.makedirs(folder, exist_ok=True)
+        write_test_pngs(folder)
+    lines = ["pretext top-1 on 2,000 unseen test images      as they are   silhouettes only"]
+    for run in runs:
+        got = []
+        for name in ("plain", "silhouette"):
+            store = os.path.join(folder, f"{name}{store_size}.h5")
+            if not os.path.exists(store):
+                sh("jigsaw.cli", "prepare", os.path.join(folder, name), "-o", store, "--layout", "square",
+                   "--size", store_size, "--min-side", 16)
+            r = subprocess.run([sys.executable, "-m", "jigsaw.cli", "evaluate", "--weights", run, "--data", store,
+                                "--batch-size", "100"], capture_output=True, text=True, cwd=ROOT, check=True)
+            got.append(float(r.stdout.split("top-1 ")[1].split(",")[0]))
+        lines.append(f"{os.path.basename(os.path.dirname(run)):46s} {got[0]:11.3f} {got[1]:18.3f}")
+    return "\n".join(lines)
 
 
 def finished(run, iters):
@@ -136,6 +178,8 @@ def main():
            "--recipe", args.recipe, "--cell", 42, "--tile", 32, "--width", args.width, "--batch-size",
            args.batch_size, "--init", args.init, "--dropout", 0, "--seed", seed, "--no-progress", *resume)
     t_pre = time.time() - t0
+    shortcut = shortcut_table(out, runs, args.store_size)
+    print(shortcut, flush=True)
     probe = os.path.join(out, "probe_in_domain")
     sh("transfer.cli", "probe", "--dataset", "fashion-mnist", "--model", "cfn", "--weights", *runs, "--out", probe,
        "--input-size", args.store_size, "--twin-init", args.init, "--random-seeds", args.random_seeds,
@@ -145,6 +189,7 @@ def main():
     report = [f"in-domain (Fashion-MNIST at {args.store_size} px, {args.pretrain_seeds} pretraining seeds x "
               f"{args.iters} iterations, probes on {args.limit_train} labelled images; chance 0.1000)", text]
     report.append(report_dead)
+    report.append(shortcut)
     if args.cross_domain:
         cross = os.path.join(out, "probe_cross_domain")
         sh("transfer.cli", "probe", "--dataset", "fashion-mnist", "--model", "cfn", "--weights", args.cross_domain,
