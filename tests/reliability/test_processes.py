@@ -78,6 +78,18 @@ def test_one_run_per_output_folder(tmp_path):
     lock_folder(str(tmp_path), "jigsaw train").close()  # free again once the holder is gone
 
 
+def _ip_net(width):
+    """A net of one width x width InnerProduct, built quietly."""
+    import warnings
+
+    from tools import load_caffe_net
+    text = (f'layer {{ name: "in" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: {width} }} }} }}\n'
+            f'layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param {{ num_output: {width} }} }}\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_caffe_net(text, seed=0), text
+
+
 def _limited(limit):
     import resource
 
@@ -89,16 +101,10 @@ def _limited(limit):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE semantics")
 def test_a_pair_is_written_as_a_unit_and_a_full_disk_is_one_line(tmp_path):
-    import warnings
-
     import torch
 
-    from tools import load_caffe_net, save_caffe_net
-    text = ('layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 64 } } }\n'
-            'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 64 } }\n')
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = load_caffe_net(text, seed=0)
+    from tools import save_caffe_net
+    net, _ = _ip_net(64)
     save_caffe_net(net, str(tmp_path / "pair.prototxt"), str(tmp_path / "pair.caffemodel"))
     before = {n: (tmp_path / n).read_bytes() for n in ("pair.prototxt", "pair.caffemodel")}
     with torch.no_grad():
@@ -137,18 +143,12 @@ def test_weights_that_match_no_layer_are_an_error(tmp_path):
 
 
 def test_weights_come_from_the_file_that_was_parsed(tmp_path):
-    import warnings
-
     import numpy as np
     import torch
 
-    from tools import CaffeNet, load_caffe_net, save_caffe_net
+    from tools import CaffeNet, save_caffe_net
     from tools.caffemodel import read_caffemodel
-    text = ('layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 256 } } }\n'
-            'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 256 } }\n')
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = load_caffe_net(text, seed=0)
+    net, text = _ip_net(256)
     save_caffe_net(net, str(tmp_path / "a.prototxt"), str(tmp_path / "a.caffemodel"))
     want = net.layer("ip").weight.detach().clone()
     net_param, named = read_caffemodel(str(tmp_path / "a.caffemodel"))
