@@ -1,7 +1,7 @@
 """In-domain probe benchmark: CFNs pretrained on Fashion-MNIST's 60,000 training images without their
 labels, then linear probes per layer with the labels, against random-init twins (README: Small images).
 
-    python benchmarks/ssl_probe.py --out /tmp/ssl                       # about 50 min on 2 CPU cores
+    python benchmarks/ssl_probe.py --out /tmp/ssl                       # about 65 min on 2 CPU cores
     python benchmarks/ssl_probe.py --out /tmp/ssl --cross-domain demo-out/pretrain/last.pt
 
 Geometry for 28 px images (the jps proportions at half scale): each image upscaled to 128 px
@@ -11,8 +11,9 @@ branch is the CFN's own (conv1 11x11 stride 2 ... pool5) on 32 px tiles; the pro
 images at 128 px, the scale its tiles had in pretraining, and the twins the same. Every step is the
 product's own command line, printed before it runs; finished steps are kept and skipped on a rerun.
 
-`--store-size 160` stores the images at 160 px instead, so the 126 px crop moves the object by up to 34 px
-(at 128 it barely moves and the object's outline names each tile's cell). The report also gives each
+The images are stored at 160 px (`--store-size`; the geometry below is given for 128, the first choice),
+so the 126 px crop moves the object by up to 34 px: at 128 it barely moves, the object's outline names
+each tile's cell, and the features stay at random's level from conv2 on (RESULTS.md). The report also gives each
 run's pretext accuracy on unseen test images and on their silhouettes: the share a net solves from the
 outline alone.
 """
@@ -141,9 +142,9 @@ def main():
     ap.add_argument("--init", default="msra")
     ap.add_argument("--limit-train", type=int, default=5000, help="labelled images for the probes (5000)")
     ap.add_argument("--lbfgs-iters", type=int, default=40, help="L-BFGS iterations per probe fit (40)")
-    ap.add_argument("--store-size", type=int, default=128,
-                    help="side the images are upscaled to (128: the 126 px crop barely moves, so the object sits at "
-                         "the same place in every puzzle; 160: it moves by up to 34 px)")
+    ap.add_argument("--store-size", type=int, default=160,
+                    help="side the images are upscaled to (default 160: the 126 px crop moves the object by up to "
+                         "34 px; at 128 it barely moves, and the object's outline names each tile's cell)")
     ap.add_argument("--cross-domain", help="also probe this CFN checkpoint (e.g. the demo's) on Fashion-MNIST")
     args = ap.parse_args()
     out = os.path.abspath(args.out)
