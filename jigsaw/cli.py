@@ -16,7 +16,7 @@ EPILOG = """examples:
   jigsaw permutations -n 701 -o perms701.npy
   jigsaw train --recipe jps++ --data store.h5 --permutations perms701.npy --out runs/cfn++
   jigsaw train --out runs/cfn --resume                # the run folder's recorded settings
-  jigsaw prepare fmnist_png -o fm.h5 --layout square --size 128 --min-side 16   # small images, upscaled
+  jigsaw prepare fmnist_png -o fm.h5 --layout square --size 160 --min-side 16   # small images, upscaled
   jigsaw train --recipe paper --cell 42 --tile 32 --data fm.h5 --permutations perms.npy --out runs/fm \\
       --init msra --solver prototxt/cfn_solver_short.prototxt
   jigsaw evaluate --weights runs/cfn/last.pt --data val.h5
