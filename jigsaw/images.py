@@ -9,11 +9,11 @@ from PIL import Image, ImageFile
 
 from tools.errors import UserError
 from tools.paths import inside, is_regular
+from tools.preprocess import MAX_PIXELS
 
 from .layouts import jps_array
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
-MAX_PIXELS = 1 << 26   # 67M pixels (8k x 8k): a larger image is not a photograph a puzzle or probe needs
 MAX_ASPECT = 16        # longer / shorter side: beyond it a centre crop is a sliver and the resize explodes
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 

@@ -10,8 +10,8 @@ import os
 import numpy as np
 
 from . import caffe_pb2 as pb
-from .atomic import atomic_open
 from . import hdf5
+from .atomic import atomic_open
 from .errors import CaffeError, UserError
 
 MAX_FILE_BYTES = 1 << 31  # Caffe's own reader stops at 2 GB (protobuf's total-bytes limit)

@@ -7,7 +7,7 @@ import sys
 import warnings
 
 from .checkpoint import save_checkpoint
-from .cli_runner import run_cli
+from .cli_runner import positive, run_cli
 from .errors import CaffeError
 
 EPILOG = """examples:
@@ -53,7 +53,7 @@ def build_parser():
     ap.add_argument("--verify", action="store_true", help="also run the net in OpenCV's Caffe reader on a "
                     "seeded input and print max |difference| per layer; exit 2 at the first layer over "
                     "tolerance or anything either side skips")
-    ap.add_argument("--tolerance", type=float, default=1e-4, help="--verify: allowed difference relative to "
+    ap.add_argument("--tolerance", type=positive(float), default=1e-4, help="--verify: allowed difference relative to "
                     "the layer's largest |value| (default 1e-4)")
     return ap
 
@@ -151,7 +151,7 @@ def build_classify_parser():
     ap.add_argument("images", nargs="+", help="image files")
     ap.add_argument("--mean", help="mean file (.binaryproto)")
     ap.add_argument("--labels", help="labels, one per output (synset_words.txt)")
-    ap.add_argument("--top", type=int, default=5, help="predictions per image (default 5)")
+    ap.add_argument("--top", type=positive(int), default=5, help="predictions per image (default 5)")
     return ap
 
 

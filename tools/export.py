@@ -52,6 +52,8 @@ def export(net, path: str) -> str:
         os.replace(tmp, path)
     except CaffeError:
         raise
+    except OSError as e:
+        raise CaffeError(f"--export {path}: cannot write ({e.strerror or e})") from None
     except Exception as e:  # tracing and converter failures: say which layer when we can
         layer = _culprit(net, args, path.endswith(".onnx"), tmp)
         first = re.sub(r"\x1b\[[0-9;]*m", "", (str(e).strip().splitlines() or [type(e).__name__])[0])
@@ -77,16 +79,12 @@ def _write(module, args, path, onnx):
 
 def _culprit(net, args, onnx, scratch):
     """The first layer that cannot be exported on its own, as 'layer NAME (TYPE)', or None."""
-    blobs = dict(zip(net.input_shapes, args))
-    for key, bottoms, tops in net.plan:
-        layer = getattr(net, key)
-        xs = tuple(blobs[b] for b in bottoms)
-        try:
-            _write(_OneLayer(layer), xs, scratch, onnx)
-        except Exception:
-            return f"layer '{layer.layer_name}' ({layer.layer_type})"
-        with torch.no_grad():
-            blobs.update(zip(tops, layer(*xs)))
+    with torch.no_grad():
+        for layer, xs, _ in net.steps(dict(zip(net.input_shapes, args))):
+            try:
+                _write(_OneLayer(layer), xs, scratch, onnx)
+            except Exception:
+                return f"layer '{layer.layer_name}' ({layer.layer_type})"
     return None
 
 

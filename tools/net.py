@@ -11,10 +11,10 @@ from . import caffe_pb2 as pb
 from .errors import CaffeError
 from .fillers import fill
 from .layers import LAYERS
+from .layers.base import MAX_BLOB_ELEMENTS
 
 DATA_LAYERS = {"Input", "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",
                "Python"}
-MAX_BLOB_ELEMENTS = (1 << 31) - 1  # Caffe's own per-blob limit (INT_MAX)
 
 
 def _declared_shapes(lp):
@@ -295,15 +295,23 @@ class CaffeNet(nn.Module):
             raise CaffeError(f"net inputs are {list(self.input_shapes)}; missing {missing}, "
                              f"unknown {unknown}")
         blobs = dict(inputs)
-        for key, bottoms, tops in self.plan:
-            frozen = self.frozen_bottoms.get(key, ())
-            outs = getattr(self, key)(*[blobs[b].detach() if i in frozen else blobs[b] for i, b in enumerate(bottoms)])
-            blobs.update(zip(tops, outs))
+        for _ in self.steps(blobs):
+            pass
         if outputs == "all":
             return blobs
         names = self.output_names if outputs is None else outputs
         return {n: blobs[n] for n in names}
 
+    def steps(self, blobs):
+        """Run the layers in order on `blobs` ({name: tensor}, updated in place), yielding (layer, its
+        bottoms, its tops) after each: what a per-layer check or export needs."""
+        for key, bottoms, tops in self.plan:
+            frozen = self.frozen_bottoms.get(key, ())
+            layer = getattr(self, key)
+            xs = tuple(blobs[b].detach() if i in frozen else blobs[b] for i, b in enumerate(bottoms))
+            outs = layer(*xs)
+            blobs.update(zip(tops, outs))
+            yield layer, xs, outs
 
     def objective(self, *args, **inputs):
         """Caffe's training loss: the sum over tops with a loss weight of weight x the top's sum

@@ -2,14 +2,16 @@
 transform (crop, mirror, mean file or mean values, scale) applied to an image as Caffe's data layers read it."""
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .atomic import read_bounded
-from .errors import CaffeError
+from .errors import CaffeError, UserError
+from .paths import is_regular
 
 MAX_MEAN_BYTES = 1 << 30
+MAX_PIXELS = 1 << 26   # 67M pixels (8k x 8k): a larger image is refused from its header, before decoding
 
 
 def read_blobproto(path: str, what: str = "mean file") -> np.ndarray:
@@ -78,33 +80,48 @@ class Transform:
         return out * np.float32(self.scale) if self.scale != 1 else out
 
 
-def load_bgr(path: str, size: Optional[Tuple[int, int]] = None, max_pixels: int = 1 << 26) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 BGR, as Caffe's cv::imread reads it; `size` (h, w) resizes it
-    bilinearly first (ImageData's new_height/new_width)."""
+def read_image(path: str, mode: str = "RGB", draft: Optional[int] = None) -> np.ndarray:
+    """An image file as uint8 (H, W, 3) for mode "RGB" or (H, W) for "L". A JPEG decodes no larger than
+    needed when `draft` (the side wanted) is given. Refused in one line, before decoding where the header
+    allows: not a regular file (a FIFO would block), over MAX_PIXELS, unreadable."""
+    import warnings
+
     from PIL import Image
+    if not is_regular(path):
+        raise UserError(f"{path}: not a regular file")
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > max_pixels:
-                raise CaffeError(f"{path}: {im.width}x{im.height} pixels is more than {max_pixels} allowed")
-            rgb = im.convert("RGB")
-            if size:
-                rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(rgb)
-    except CaffeError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise UserError(f"{path}: {im.width}x{im.height} pixels is more than the {MAX_PIXELS} read here")
+                if draft:
+                    im.draft(mode, (draft, draft))
+                return np.asarray(im.convert(mode))
+    except UserError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise CaffeError(f"{path}: not a readable image ({e})") from None
-    return arr[:, :, ::-1]
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UserError(f"{path}: not a readable image ({e})") from None
+
+
+def load_bgr(path: str) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 BGR, as Caffe's cv::imread reads it."""
+    return read_image(path)[:, :, ::-1]
+
+
+def _bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, C) -> (height, width, C) float32: half-pixel centres, no antialiasing (cv::resize's
+    INTER_LINEAR geometry)."""
+    import torch
+    import torch.nn.functional as F
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
 
 
 def resize_bgr(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """cv::resize(INTER_LINEAR) of a uint8 image: half-pixel centres, no antialiasing, rounded back to
-    uint8 (within one grey level of OpenCV, which rounds fixed-point weights)."""
-    import torch
-    import torch.nn.functional as F
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    y = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
-    return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    """cv::resize(INTER_LINEAR) of a uint8 image, rounded back to uint8 (within one grey level of OpenCV,
+    which rounds fixed-point weights)."""
+    return np.clip(np.round(_bilinear(image, height, width)), 0, 255).astype(np.uint8)
 
 
 def classification_input(image: np.ndarray, channels: int, height: int, width: int,
@@ -142,10 +159,7 @@ def transformer_input(image: np.ndarray, height: int, width: int, channel_swap: 
     if img.ndim == 2:
         img = img[:, :, None]
     if img.shape[:2] != (height, width):
-        import torch
-        import torch.nn.functional as F
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
-        img = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+        img = _bilinear(img, height, width)
     data = img.transpose(2, 0, 1)
     if channel_swap:
         if sorted(channel_swap) != list(range(data.shape[0])):

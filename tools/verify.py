@@ -16,14 +16,8 @@ TOLERANCE = 1e-4  # relative to the largest |value| of the layer's output (at le
 def layer_outputs(net, inputs: Dict[str, torch.Tensor]) -> List[Tuple[str, torch.Tensor]]:
     """(layer name, first top) for every layer, in order, as the layer itself produced it (before a
     later in-place layer overwrites the blob)."""
-    blobs, out = dict(inputs), []
     with torch.no_grad():
-        for key, bottoms, tops in net.plan:
-            outs = getattr(net, key)(*[blobs[b] for b in bottoms])
-            blobs.update(zip(tops, outs))
-            if outs:
-                out.append((getattr(net, key).layer_name, outs[0]))
-    return out
+        return [(layer.layer_name, outs[0]) for layer, _, outs in net.steps(dict(inputs)) if outs]
 
 
 def verify(prototxt: str, weights: str = None, seed: int = 0, tolerance: float = TOLERANCE, input_shapes=None):

@@ -5,11 +5,10 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from jigsaw.images import MAX_PIXELS
-from tools.paths import is_regular
+from tools.errors import UserError
+from tools.preprocess import read_image
 
 from .datasets import DatasetError
 
@@ -20,22 +19,10 @@ def _load(item, channels, size=None):
     if isinstance(item, np.ndarray):
         arr = item
     else:
-        if not is_regular(item):
-            raise DatasetError(f"{item}: not a regular file")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(item) as im:
-                    if im.width * im.height > MAX_PIXELS:
-                        raise DatasetError(f"{item}: {im.width}x{im.height} pixels is more than the "
-                                           f"{MAX_PIXELS} this reads")
-                    if size:
-                        im.draft("RGB" if channels == 3 else "L", (size, size))
-                    arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
-        except DatasetError:
-            raise
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise DatasetError(f"{item}: unreadable image ({e})") from None
+            arr = read_image(item, "RGB" if channels == 3 else "L", size)
+        except UserError as e:  # a dataset's file: the loader may skip it
+            raise DatasetError(str(e)) from None
     t = torch.from_numpy(np.array(arr))  # a writable copy (idx arrays are read-only views)
     t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
     return t

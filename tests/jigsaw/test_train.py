@@ -215,3 +215,20 @@ def test_msra_init_trains_with_the_short_run_solver_and_sgd_stops_with_the_fix(t
     assert main([*args, "--out", str(tmp_path / "sgd"), "--solver", str(sgd), "--max-iter", "40"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cfn_solver_short.prototxt" in err, err
+
+
+def test_a_second_run_on_a_held_output_folder_is_one_line(tmp_path, photo_store, perms, capsys):
+    from tools.runtime import lock_folder
+    out = tmp_path / "busy"
+    out.mkdir()
+    held = lock_folder(str(out), "jigsaw train")  # as a first run, still training, holds it
+    try:
+        code = main(["train", "--data", photo_store, "--permutations", perms, "--out", str(out), *FAST,
+                     "--max-iter", "1"])
+        err = capsys.readouterr().err
+        assert code == 2 and "another jigsaw train is using this folder" in err
+        assert not (out / "config.json").exists() and not (out / "log.csv").exists()
+    finally:
+        held.close()
+    assert main(["train", "--data", photo_store, "--permutations", perms, "--out", str(out), *FAST,
+                 "--max-iter", "1"]) == 0  # the lock goes with its holder

@@ -7,6 +7,7 @@ from .. import caffe_pb2 as pb
 from ..errors import CaffeError
 
 LAYERS = {}
+MAX_BLOB_ELEMENTS = (1 << 31) - 1  # Caffe's own per-blob limit (INT_MAX)
 FLT_MAX = 3.4028234663852886e38
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import caffe_pb2 as pb
-from .base import Layer, canonical_axis, register
+from .base import MAX_BLOB_ELEMENTS, Layer, canonical_axis, register
 
 
 def _legacy_axis(layer, p, legacy, ndim):
@@ -267,7 +267,7 @@ class DummyData(Layer):
                 if len(values) not in (1, n):
                     self.fail(f"{len(values)} value(s) of {name} for {n} tops: give 1 or one per top")
             self.shapes = [tuple(v[i if len(v) > 1 else 0] for v in legacy) for i in range(n)]
-        if any(d < 0 for s in self.shapes for d in s) or any(math.prod(s) > (1 << 31) - 1 for s in self.shapes):
+        if any(d < 0 for s in self.shapes for d in s) or any(math.prod(s) > MAX_BLOB_ELEMENTS for s in self.shapes):
             self.fail(f"top shapes {self.shapes} exceed Caffe's blob size limit")
         if len(p.data_filler) not in (0, 1, n):
             self.fail(f"{len(p.data_filler)} data_filler(s) for {n} tops: give 0, 1 or one per top")

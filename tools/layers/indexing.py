@@ -8,9 +8,6 @@ from .. import caffe_pb2 as pb
 from .base import Layer, canonical_axis, no_backward, register, spatial_geometry
 
 
-def _count(shape):
-    return math.prod(shape) if shape else 1
-
 
 @register("ArgMax")
 class ArgMax(Layer):
@@ -24,7 +21,7 @@ class ArgMax(Layer):
         self.top_k, self.out_max_val = p.top_k, p.out_max_val
         x = shapes[0]
         self.axis = canonical_axis(p.axis, len(x), self) if p.HasField("axis") else None
-        size = x[self.axis] if self.axis is not None else _count(x[1:])
+        size = x[self.axis] if self.axis is not None else math.prod(x[1:])
         if self.top_k < 1 or self.top_k > size:
             self.fail(f"top_k {self.top_k} must be between 1 and the {size} values it ranks")
 
@@ -211,7 +208,7 @@ class Filter(Layer):
         if len(lp.top) != len(shapes) - 1:
             self.fail(f"{len(shapes) - 1} bottoms to filter need as many tops, got {len(lp.top)}")
         n = shapes[-1][0] if shapes[-1] else 1
-        if _count(shapes[-1]) != n or any(not s or s[0] != n for s in shapes[:-1]):
+        if math.prod(shapes[-1]) != n or any(not s or s[0] != n for s in shapes[:-1]):
             self.fail(f"the selector {tuple(shapes[-1])} needs one value per item of every bottom (N = {n})")
 
     def out_shapes(self, shapes):

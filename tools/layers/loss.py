@@ -1,5 +1,7 @@
 """Loss and metric layers: SoftmaxWithLoss, EuclideanLoss, MultinomialLogisticLoss, SigmoidCrossEntropyLoss,
 HingeLoss, ContrastiveLoss, Accuracy."""
+import math
+
 import torch
 
 from .. import caffe_pb2 as pb
@@ -33,8 +35,8 @@ class SoftmaxWithLoss(Layer):
         inner = 1
         for d in shapes[0][self.axis + 1:]:
             inner *= d
-        if shapes[1] and outer * inner != _count(shapes[1]):
-            self.fail(f"label count {_count(shapes[1])} must be outer*inner = {outer * inner} "
+        if shapes[1] and outer * inner != math.prod(shapes[1]):
+            self.fail(f"label count {math.prod(shapes[1])} must be outer*inner = {outer * inner} "
                       f"for scores {tuple(shapes[0])}")
         self.outer = outer
 
@@ -141,8 +143,8 @@ class MultinomialLogisticLoss(Layer):
     def __init__(self, lp, shapes, ctx):
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
-        if _count(shapes[1]) != shapes[0][0]:
-            self.fail(f"one label per sample: {_count(shapes[1])} labels for {shapes[0][0]} samples")
+        if math.prod(shapes[1]) != shapes[0][0]:
+            self.fail(f"one label per sample: {math.prod(shapes[1])} labels for {shapes[0][0]} samples")
 
     def out_shapes(self, shapes):
         return [()]
@@ -166,7 +168,7 @@ class SigmoidCrossEntropyLoss(Layer):
     def __init__(self, lp, shapes, ctx):
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
-        if _count(shapes[0]) != _count(shapes[1]):
+        if math.prod(shapes[0]) != math.prod(shapes[1]):
             self.fail(f"scores {tuple(shapes[0])} and targets {tuple(shapes[1])} must have the same count")
         lpar = lp.loss_param
         self.ignore = lpar.ignore_label if lpar.HasField("ignore_label") else None
@@ -258,9 +260,9 @@ class InfogainLoss(Layer):
         p, lpar = lp.infogain_loss_param, lp.loss_param
         self.axis = canonical_axis(p.axis, len(shapes[0]), self)
         self.k = shapes[0][self.axis]
-        outer, inner = _count(shapes[0][:self.axis]), _count(shapes[0][self.axis + 1:])
-        if outer * inner != _count(shapes[1]):
-            self.fail(f"{_count(shapes[1])} labels for {outer * inner} predictions")
+        outer, inner = math.prod(shapes[0][:self.axis]), math.prod(shapes[0][self.axis + 1:])
+        if outer * inner != math.prod(shapes[1]):
+            self.fail(f"{math.prod(shapes[1])} labels for {outer * inner} predictions")
         self.outer = outer
         self.ignore = lpar.ignore_label if lpar.HasField("ignore_label") else None
         self.mode = lpar.normalization
@@ -275,8 +277,8 @@ class InfogainLoss(Layer):
             if h.size != self.k * self.k:
                 self.fail(f"{p.source}: H holds {h.size} values, {self.k}x{self.k} labels need {self.k ** 2}")
             self.infogain = torch.from_numpy(h.reshape(self.k, self.k).copy())
-        elif _count(shapes[2]) != self.k * self.k:
-            self.fail(f"H (bottom 2) holds {_count(shapes[2])} values, {self.k}x{self.k} labels need {self.k ** 2}")
+        elif math.prod(shapes[2]) != self.k * self.k:
+            self.fail(f"H (bottom 2) holds {math.prod(shapes[2])} values, {self.k}x{self.k} labels need {self.k ** 2}")
 
     def out_shapes(self, shapes):
         return [(), tuple(shapes[0])][:max(self.n_top, 1)]
@@ -293,10 +295,3 @@ class InfogainLoss(Layer):
         grad = (flat * rows.sum(1, keepdim=True) - rows) / norm
         grad = grad.reshape(*scores.movedim(self.axis, -1).shape).movedim(-1, self.axis)
         return (with_gradient(loss, (scores, grad)), prob)[:max(self.n_top, 1)]
-
-
-def _count(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
