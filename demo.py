@@ -109,6 +109,9 @@ def main():
             dst = os.path.join(root, cls, name)
             if not os.path.exists(dst):
                 os.link(os.path.join(photos, "train", name), dst)
+    if os.path.isdir(os.path.join(out, "finetune")):  # a new pretraining: its fine-tune starts over too
+        import shutil
+        shutil.rmtree(os.path.join(out, "finetune"))
     summary, _ = finetune(FinetuneConfig(dataset=dataset, data_root=root, model="cfn",
                                          weights=os.path.join(run, "last.pt"), out=os.path.join(out, "finetune"),
                                          phase="both", limit_train=5000, epochs=6, batch_size=128,

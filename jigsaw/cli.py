@@ -1,8 +1,9 @@
 """`jigsaw`: permutations, prepare, train, evaluate, convert."""
 import argparse
+import os
 import sys
 
-from tools.cli_runner import positive, run_cli
+from tools.cli_runner import add_version, positive, run_cli
 from tools.errors import UserError
 from tools.options import add_options, given
 
@@ -77,7 +78,7 @@ def build_parser():
     p.add_argument("--recipe", default=None,
                    help="the recipe a .caffemodel was trained with, recorded in the checkpoint (default "
                         "jps, the original release's)")
-    return ap
+    return add_version(ap)
 
 
 def _run(args):
@@ -133,7 +134,13 @@ def _convert(args):
 
 
 def main(argv=None):
-    return run_cli("jigsaw", _run, build_parser().parse_args(argv))
+    code = run_cli("jigsaw", _run, build_parser().parse_args(argv))
+    store = sys.modules.get("jigsaw.store")
+    if store is not None and store.WRITE_FAILED and argv is None:  # the command line, not a caller's process
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # HDF5's exit handler would crash on the file whose write failed
+    return code
 
 
 if __name__ == "__main__":

@@ -1,14 +1,12 @@
 """The settings of a `jigsaw train` run: one dataclass whose fields are the command line's options too
 (tools.options), recorded in the run folder's config.json and read back by `--resume`."""
-import json
-import os
 from dataclasses import dataclass
 from typing import Optional
 
 import prototxt
 from tools.cli_runner import positive
-from tools.errors import UserError
 from tools.options import option
+from tools.runrecord import RESUME_CHOICES, RESUME_HELP, check_fixed, read_record
 from tools.runtime import PRECISIONS
 
 from .architecture import DROPOUT
@@ -59,9 +57,9 @@ class TrainConfig:
     snapshot: Optional[int] = option(None, "override the solver's snapshot", type=int)
     display: Optional[int] = option(None, "override the solver's display", type=int)
     base_lr: Optional[float] = option(None, "override the solver's base_lr", type=float)
-    resume: bool = option(False, "continue the run in --out from last.pt with the settings its config.json "
-                                 "recorded; options given override those that may change (iterations, device, "
-                                 "base lr, ...)")
+    tensorboard: bool = option(False, "also log the scalars for TensorBoard in OUT/tensorboard")
+    resume: Optional[str] = option(None, RESUME_HELP, nargs="?", const="yes", choices=RESUME_CHOICES,
+                                   metavar="auto")
     progress: bool = option(True, "no progress bar")
 
 
@@ -76,24 +74,9 @@ RUN_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ("res
 
 def recorded_config(out):
     """The settings a run folder's config.json recorded (TrainConfig fields but the machine's), or {}."""
-    path = os.path.join(out, "config.json")
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as f:
-            record = json.load(f)
-        if not isinstance(record, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable run record ({e})") from None
-    # the machine is not part of the run: a run started on a GPU resumes on whatever is here
-    return {k: v for k, v in record.items() if k in RUN_FIELDS and k not in ("device", "workers")}
+    return read_record(out, RUN_FIELDS, machine=("device", "workers"))
 
 
 def check_resume(cfg, recorded, out):
     """One line, before anything is opened, when `cfg` changes a setting the run in `out` fixed."""
-    for field in FIXED_ON_RESUME:
-        if field in recorded and recorded[field] != getattr(cfg, field):
-            raise UserError(f"{os.path.join(out, 'config.json')}: the run was started with {field} "
-                             f"{recorded[field]!r}; resuming with {getattr(cfg, field)!r} would change it "
-                             f"(start a new --out, or resume without --{field.replace('_', '-')})")
+    check_fixed(cfg, recorded, out, FIXED_ON_RESUME)

@@ -71,7 +71,7 @@ def decode(source, min_side=64, draft_at=None):
 def to_layout(img, layout="square", size=256):
     """An RGB PIL image (or (H, W, 3) uint8 array) as the store `layout` holds it (jigsaw.layouts)."""
     if layout == "jps":
-        arr = np.asarray(img, dtype=np.uint8)
+        arr = np.array(img, dtype=np.uint8)  # writable: torch warns on a read-only PIL view
         return jps_array(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)).numpy()
     if isinstance(img, np.ndarray):
         img = Image.fromarray(img)

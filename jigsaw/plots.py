@@ -3,6 +3,7 @@ import csv
 import os
 
 import matplotlib
+import numpy as np
 
 from tools.atomic import atomic_open
 
@@ -17,27 +18,50 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
-def plot_training(out, chance=None):
-    """Write out/curves.png from out/log.csv and out/val.csv; returns the PNG path."""
+def smooth(values, window):
+    """Trailing mean over up to `window` points, as Caffe's average_loss shows the loss; same length."""
+    v = np.asarray(values, dtype=np.float64)
+    if window <= 1 or len(v) < 2:
+        return v
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    k = np.arange(1, len(v) + 1)
+    n = np.minimum(k, window)
+    return (c[k] - c[k - n]) / n
+
+
+def plot_training(out, chance=None, window=None):
+    """Write out/curves.png from out/log.csv and out/val.csv; returns the PNG path. The noisy per-iteration
+    training curves are drawn faint, with their trailing mean over `window` iterations (the solver's
+    average_loss; by default 1/50 of the run) on top; the learning rate gets a panel only if it changes."""
     train, val = _read(os.path.join(out, "log.csv")), _read(os.path.join(out, "val.csv"))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    lrs = [float(r["lr"]) for r in train]
+    with_lr = bool(lrs) and min(lrs) != max(lrs)
+    fig, axes = plt.subplots(1, 3 if with_lr else 2, figsize=(15 if with_lr else 11, 4))
     if train:
         its = [int(r["iter"]) for r in train]
-        axes[0].plot(its, [float(r["loss"]) for r in train], lw=0.8, label="train")
-        axes[1].plot(its, [float(r["top1"]) for r in train], lw=0.8, label="train top-1")
-        axes[2].semilogy(its, [float(r["lr"]) for r in train])
+        w = window if window and window > 1 else max(1, len(train) // 50)
+        for ax, key, label in ((axes[0], "loss", "train"), (axes[1], "top1", "train top-1")):
+            values = [float(r[key]) for r in train]
+            ax.plot(its, values, lw=0.5, alpha=0.3, color="C0")
+            ax.plot(its, smooth(values, w), lw=1.5, color="C0", label=f"{label} (mean of {w} iterations)")
+        if with_lr:
+            axes[2].semilogy(its, lrs)
+            axes[2].set_ylabel("learning rate")
     if val:
         its = [int(r["iter"]) for r in val]
-        axes[0].plot(its, [float(r["loss"]) for r in val], "o-", label="validation")
-        axes[1].plot(its, [float(r["top1"]) for r in val], "o-", label="validation top-1")
-        axes[1].plot(its, [float(r["top5"]) for r in val], "s-", label="validation top-5")
+        axes[0].plot(its, [float(r["loss"]) for r in val], "o", color="C1", label="validation")
+        axes[1].plot(its, [float(r["top1"]) for r in val], "o", color="C1", label="validation top-1")
+        axes[1].plot(its, [float(r["top5"]) for r in val], "s", color="C2", label="validation top-5")
     if chance:
         axes[1].axhline(chance, color="gray", ls="--", label="chance")
+    axes[0].set_ylabel("cross-entropy loss")
+    axes[1].set_ylabel("accuracy (share of puzzles solved)")
     for ax, title in zip(axes, ("pretext loss", "pretext accuracy", "learning rate")):
         ax.set_title(title)
         ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path = os.path.join(out, "curves.png")
     with atomic_open(path, "wb") as f:

@@ -1,5 +1,6 @@
 """The prepared image store: `prepare` decodes a folder once into chunked HDF5; `ImageStore` reads
 shuffled batches from it at memory speed; `FolderImages` reads a raw folder (the slower path)."""
+import contextlib
 import hashlib
 import itertools
 import os
@@ -93,14 +94,15 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
                     break
                 for rel, arr, reason in pool.map(_decode, chunk, chunksize=8):
                     i += 1
-                    if arr is None:
-                        skipped.append((rel, reason))
-                    else:
-                        images[count] = arr
-                        paths[count] = rel
-                        count += 1
-                    if i % FLUSH_EVERY == 0 or i == len(names):
-                        _checkpoint(f, i, count, skipped)
+                    with _writing(partial):
+                        if arr is None:
+                            skipped.append((rel, reason))
+                        else:
+                            images[count] = arr
+                            paths[count] = rel
+                            count += 1
+                        if i % FLUSH_EVERY == 0 or i == len(names):
+                            _checkpoint(f, i, count, skipped)
                     bar.update(1)
     except KeyboardInterrupt:
         _checkpoint(f, i, count, skipped)
@@ -110,10 +112,11 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
         bar.close()
         if records is not None:
             records.close()
-    images.resize(count, axis=0)
-    paths.resize(count, axis=0)
-    f.attrs["complete"] = True
-    f.close()
+    with _writing(partial):
+        images.resize(count, axis=0)
+        paths.resize(count, axis=0)
+        f.attrs["complete"] = True
+        f.close()
     if count == 0:
         raise UserError(f"{source}: none of the {len(names)} images could be used "
                          f"(first: {skipped[0][0]}: {skipped[0][1]})")
@@ -121,13 +124,36 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
     return count, skipped
 
 
+# the error of a write to a store that failed: HDF5's own exit handler then crashes (SIGSEGV) flushing
+# that file, so the command line leaves without it (jigsaw.cli.main); what was written stays resumable
+WRITE_FAILED = None
+
+
+@contextlib.contextmanager
+def _writing(partial):
+    """A write to the store that fails (a full disk, a file-size limit) ends the prepare with one line."""
+    global WRITE_FAILED
+    try:
+        yield
+    except OSError as e:
+        # neither closed nor released (the error keeps the writer's frame, and its HDF5 objects, alive):
+        # HDF5 crashes or fails noisily closing a file whose write failed
+        WRITE_FAILED = e
+        why = os.strerror(e.errno) if e.errno else str(e).splitlines()[0]
+        raise UserError(f"{partial}: cannot write the store ({why}); free space and run the same command "
+                        "again: it continues from the last images written") from None
+
+
 def _open_partial(partial, n, size, layout, digest):
     if os.path.exists(partial):
-        f = h5py.File(partial, "r+")
-        if f.attrs.get("digest") == digest:
-            return f
-        f.close()
-        os.unlink(partial)  # a different source or size: start over
+        try:
+            f = h5py.File(partial, "r+")
+            if f.attrs.get("digest") == digest:
+                return f
+            f.close()
+        except OSError:  # left unreadable by a failed write: it is only a cache of decoded images
+            pass
+        os.unlink(partial)  # a different source or size, or unreadable: start over
     f = h5py.File(partial, "w")
     f.create_dataset("images", (n, size, size, 3), dtype=np.uint8, chunks=(1, size, size, 3),
                      maxshape=(None, size, size, 3))
@@ -291,3 +317,15 @@ def check_layout(source, cfg, path):
                         "(`jigsaw prepare` writes 256 by default), so this one is not read")
     if min(h, w) < cfg.min_image():
         raise UserError(f"{path}: images of {h}x{w}; recipe '{cfg.recipe}' reads {cfg.min_image()} px")
+
+
+def fingerprint(source) -> str:
+    """Which images a source holds, cheaply: their count, size and the bytes of three of them. A run
+    records it so a resume given other images under a moved or reused path is refused."""
+    import hashlib
+    n = len(source)
+    h = hashlib.sha1(f"{n} {tuple(source.image_size)}".encode())
+    if n:
+        images = source.read(sorted({0, n // 2, n - 1}))
+        h.update(np.ascontiguousarray(images.cpu().numpy() if hasattr(images, "cpu") else images).tobytes())
+    return h.hexdigest()[:16]

@@ -5,13 +5,13 @@ Every random choice of iteration k (which images, the puzzle draws, dropout) is 
 (seed, k), so `--resume` from a checkpoint replays exactly the iterations the uninterrupted run
 would have made. Multi-GPU: launch with torchrun; each process takes a slice of every batch.
 """
-import csv
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -23,17 +23,20 @@ from tools.atomic import atomic_open, ensure_dir
 from tools.checkpoint import load_checkpoint, save_checkpoint
 from tools.errors import UserError
 from tools.prototxt import read_solver
+from tools.runrecord import read_record, wants_resume
 from tools.runtime import autocast, lock_folder, resolve_device, seed_of, stream, use_bf16
 from tools.solver import CaffeSolver
+from tools.tensorboard import Scalars
 
 from .batches import BatchStream, split_indices
 from .cfn import CFN
 from .checkpoint import cfn_payload
 from .config import TrainConfig, check_resume, recorded_config
 from .evaluate import evaluate_puzzles
+from .logs import TrainLogs, diverged
 from .permutations import load_permutations
 from .recipes import recipe_of, recipe_record
-from .store import check_layout, open_images
+from .store import check_layout, fingerprint, open_images
 from .tiles import PuzzleConfig, draw, make_puzzles
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -79,6 +82,7 @@ class _Run:
     lock: Any = None        # the output folder's lock, held for the run's life
     start: int = 0
     saved: Optional[int] = None  # the iteration last.pt holds
+    board: Any = None       # TensorBoard scalars (tools.tensorboard), a no-op unless --tensorboard
 
 
 def _solver_param(cfg: TrainConfig):
@@ -167,6 +171,7 @@ def _restore(run: _Run):
 
 
 def _setup(cfg: TrainConfig) -> _Run:
+    cfg.resume = wants_resume(cfg.resume, os.path.exists(os.path.join(cfg.out, "last.pt")))
     if cfg.resume:  # before anything is opened: the record says what may not change
         check_resume(cfg, recorded_config(cfg.out), cfg.out)
     rank, world, device = _processes(cfg)
@@ -208,77 +213,22 @@ def _claim(run: _Run):
                     os.unlink(os.path.join(folder, name))
     if os.path.exists(run.last) and not cfg.resume:
         raise UserError(f"{cfg.out} already holds a run (last.pt); pass --resume or choose another --out")
+    data_id = fingerprint(run.source)
     if cfg.resume:
         if not os.path.exists(run.last):
             raise UserError(f"{run.last}: nothing to resume")
+        was = read_record(cfg.out, ("data", "data_fingerprint"))
+        if was.get("data_fingerprint") not in (None, data_id):
+            raise UserError(f"{cfg.data}: not the images the run in {cfg.out} was trained on "
+                            f"({was.get('data')}); resume with those, or start a new --out")
         _restore(run)
     if rank == 0:  # config.json records the start; each resume gets its own record beside it
         first = not cfg.resume or not os.path.exists(os.path.join(cfg.out, "config.json"))
         name = "config.json" if first else f"resume_{run.start}.json"
         with atomic_open(os.path.join(cfg.out, name), "w") as f:
             json.dump(dict(asdict(cfg), device=run.device.type if cfg.device == "auto" else cfg.device,
-                           world_size=run.world, start_iter=run.start, images=len(run.source)), f, indent=2)
-
-
-class _Logs:
-    """log.csv (one row per iteration) and val.csv; a resumed run drops rows at or after its start.
-    Training rows wait on the device in `pending` and are written once per window (one sync)."""
-    TRAIN = ["iter", "loss", "top1", "lr", "puzzles_per_s"]
-    VAL = ["iter", "loss", "top1", "top5"]
-
-    def __init__(self, run: _Run):
-        self.run, self.enabled = run, run.rank == 0
-        self.paths = {"train": os.path.join(run.cfg.out, "log.csv"), "val": os.path.join(run.cfg.out, "val.csv")}
-        self.pending: List[tuple] = []
-        self.window = time.perf_counter()
-        if self.enabled:
-            for kind, cols in (("train", self.TRAIN), ("val", self.VAL)):
-                rows = []
-                if run.start and os.path.exists(self.paths[kind]):
-                    with open(self.paths[kind]) as f:
-                        rows = [r for r in csv.DictReader(f) if int(r["iter"]) < run.start]
-                with open(self.paths[kind], "w", newline="") as f:
-                    w = csv.DictWriter(f, cols)
-                    w.writeheader()
-                    w.writerows(rows)
-
-    def write(self, kind, row):
-        if self.enabled:
-            with open(self.paths[kind], "a", newline="") as f:
-                csv.DictWriter(f, self.TRAIN if kind == "train" else self.VAL).writerow(row)
-
-    def flush(self):
-        """Write the iterations since the last flush; a non-finite loss stops the run."""
-        if not self.pending:
-            return
-        run, sp = self.run, self.run.sp
-        stats = torch.stack([torch.stack(p[1:3]) for p in self.pending]).double()
-        if run.world > 1:
-            dist.all_reduce(stats)
-            stats[:, 0] /= run.world
-        stats = stats.cpu().numpy()  # the sync
-        now = time.perf_counter()
-        per_iter = run.cfg.batch_size * sp.iter_size
-        rate = per_iter * len(self.pending) / (now - self.window)
-        for (i, _, _, lr), (loss, hits) in zip(self.pending, stats):
-            self.write("train", dict(iter=i, loss=f"{loss:.6f}", top1=f"{hits / per_iter:.4f}",
-                                     lr=f"{lr:.8g}", puzzles_per_s=f"{rate:.1f}"))
-            if not np.isfinite(loss):
-                self.pending.clear()
-                raise _diverged(run, i, f"the loss is {loss}")
-            if sp.display and i % sp.display == 0:
-                tqdm.write(f"Iteration {i}, loss = {loss:.4f}, lr = {lr:.6g}, {rate:.0f} puzzles/s")
-        self.pending.clear()
-        self.window = now
-
-
-def _diverged(run: _Run, it, what):
-    held = f"{run.last} keeps iteration {run.saved}" if run.saved is not None else "no checkpoint was written"
-    hint = "try a lower --base-lr"
-    if run.cfg.init == "msra" and run.sp.type in ("SGD", "Nesterov", ""):
-        hint = (f"He init with {run.sp.type or 'SGD'} diverges on the CFN's 0-255 inputs; use Adam "
-                "(--solver prototxt/cfn_solver_short.prototxt) or --init caffe")
-    return UserError(f"iteration {it}: {what}; training stopped ({held}); {hint}")
+                           world_size=run.world, start_iter=run.start, images=len(run.source),
+                           data_fingerprint=data_id), f, indent=2)
 
 
 def _step(run: _Run, net, batches: BatchStream, part: slice):
@@ -307,7 +257,7 @@ def _snapshot(run: _Run, it):
     """last.pt and the Caffe form; never weights that are no longer finite."""
     # every rank holds the same weights, so every rank stops alike; one device sync per snapshot
     if not bool(torch.stack([p.detach().isfinite().all() for p in run.model.parameters()]).all()):
-        raise _diverged(run, it, "the weights are no longer finite")
+        raise diverged(run, it, "the weights are no longer finite")
     if run.rank != 0:
         return
     save_checkpoint(run.last, cfn_payload(run.model, run.perms_np, run.record, it, run.solver.state_dict(),
@@ -320,15 +270,28 @@ def _snapshot(run: _Run, it):
     run.saved = it
 
 
-def _validate(run: _Run, logs: _Logs, it):
+def _validate(run: _Run, logs: TrainLogs, it):
     if run.rank != 0:
         return None
     m = evaluate_puzzles(run.model, run.val_source, run.val_pool, run.perms, run.pcfg, run.device,
                          run.cfg.batch_size, run.cfg.seed, run.fast)
     logs.write("val", dict(iter=it, **{k: f"{v:.6f}" for k, v in m.items()}))
+    for k in ("loss", "top1", "top5"):
+        run.board.add(f"val/{k}", m[k], it)
     tqdm.write(f"Iteration {it}, Testing net: loss = {m['loss']:.4f}, top-1 = {m['top1']:.4f}, "
                f"top-5 = {m['top5']:.4f} (chance {1 / len(run.perms_np):.4f})")
     return m
+
+
+def _header(run: _Run):
+    cfg, sp = run.cfg, run.sp
+    params = sum(p.numel() for p in run.model.parameters())
+    tqdm.write(f"jigsaw train: {len(run.train_pool)} training / {len(run.val_pool)} validation puzzles' images from "
+               f"{cfg.data}; {len(run.perms_np)} permutations; recipe {cfg.recipe}; CFN width {cfg.width:g} "
+               f"({params:,} parameters); {sp.type or 'SGD'} base_lr {sp.base_lr:g}, batch {cfg.batch_size}, "
+               f"max_iter {sp.max_iter}; {run.device}{', bf16' if run.fast else ''}"
+               f"{f' x {run.world} processes' if run.world > 1 else ''}; "
+               f"{'resuming at iteration ' + str(run.start) if run.start else 'starting'}; writing {cfg.out}")
 
 
 def train(cfg: TrainConfig) -> Optional[dict]:
@@ -337,7 +300,10 @@ def train(cfg: TrainConfig) -> Optional[dict]:
     cfg = replace(cfg, **{f: os.path.abspath(getattr(cfg, f)) for f in ("data", "permutations", "solver",
                                                                         "val_data") if getattr(cfg, f)})
     run = _setup(cfg)
-    sp, logs = run.sp, _Logs(run)
+    run.board = Scalars(cfg.out, cfg.tensorboard and run.rank == 0)
+    sp, logs = run.sp, TrainLogs(run)
+    if run.rank == 0:
+        _header(run)
     net = run.model
     if run.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(run.model)
@@ -367,6 +333,9 @@ def train(cfg: TrainConfig) -> Optional[dict]:
             if stop.signum is not None:
                 logs.flush()
                 _snapshot(run, it)
+                if run.rank == 0:
+                    tqdm.write(f"jigsaw train: {signal.Signals(stop.signum).name} at iteration {it}; {run.last} "
+                               f"holds it; resume with: jigsaw train --out {cfg.out} --resume", file=sys.stderr)
                 raise SystemExit(128 + stop.signum)
         logs.flush()
         if sp.snapshot_after_train and not (sp.snapshot and it % sp.snapshot == 0):
@@ -377,9 +346,10 @@ def train(cfg: TrainConfig) -> Optional[dict]:
         bar.close()
         stop.restore()
         batches.close()
+        run.board.close()
         if run.rank == 0 and os.path.exists(logs.paths["train"]):
             from .plots import plot_training
-            plot_training(cfg.out, chance=1 / len(run.perms_np))
+            plot_training(cfg.out, chance=1 / len(run.perms_np), window=sp.average_loss)
         if run.world > 1:
             dist.barrier()
             dist.destroy_process_group()

@@ -22,10 +22,15 @@ def save_checkpoint(path, payload):
 def load_checkpoint(path, what="a loadable checkpoint"):
     """What a torch file holds; refuses files that need pickled objects (weights_only=True). A file
     that is missing, truncated or not a torch archive is one line: '{path}: not {what} (why)'."""
+    import warnings
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols say nothing to a user
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except Exception as e:  # unpickling refusals, truncated archives, other files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in first:
+            first = "it holds pickled Python objects, which could run code; only tensors are read"
         raise UserError(f"{path}: not {what} ({first[:200]})") from None

@@ -7,7 +7,7 @@ import sys
 import warnings
 
 from .checkpoint import save_checkpoint
-from .cli_runner import positive, run_cli
+from .cli_runner import add_version, positive, run_cli
 from .errors import CaffeError
 
 EPILOG = """examples:
@@ -55,15 +55,17 @@ def build_parser():
                     "tolerance or anything either side skips")
     ap.add_argument("--tolerance", type=positive(float), default=1e-4, help="--verify: allowed difference relative to "
                     "the layer's largest |value| (default 1e-4)")
-    return ap
+    return add_version(ap)
 
 
 def _to_torch(args):
     from . import load_caffe_net
     from .prototxt import net_text
 
+    # a summary needs shapes, not weights: without anything to write or copy, nothing is allocated
+    shapes_only = args.summary and not (args.weights or args.output or args.export)
     net = load_caffe_net(args.net, args.weights, phase=args.phase, seed=args.seed,
-                         input_shapes=dict(args.input_shape) or None)
+                         input_shapes=dict(args.input_shape) or None, device="meta" if shapes_only else "cpu")
     if args.weights:
         for line in str(net.report).splitlines():
             print(f"caffe-convert: {line}", file=sys.stderr)
@@ -152,7 +154,7 @@ def build_classify_parser():
     ap.add_argument("--mean", help="mean file (.binaryproto)")
     ap.add_argument("--labels", help="labels, one per output (synset_words.txt)")
     ap.add_argument("--top", type=positive(int), default=5, help="predictions per image (default 5)")
-    return ap
+    return add_version(ap)
 
 
 def _classify(args):

@@ -19,6 +19,20 @@ def positive(kind, zero=False):
     return parse
 
 
+def add_version(parser):
+    """`--version` on a command line and on each of its subcommands."""
+    from importlib import metadata
+    try:
+        version = metadata.version("jigsaw-cfn")
+    except metadata.PackageNotFoundError:
+        version = "(not installed: pip install -e .)"
+    parsers = [parser] + [p for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+                          for p in a.choices.values()]
+    for p in parsers:
+        p.add_argument("--version", action="version", version=f"{parser.prog} {version}")
+    return parser
+
+
 def run_cli(prog, func, args):
     """Call func(args); a UserError or a bad path prints `prog: error: ...` and returns 2. Anything
     else propagates with its traceback: it is a bug."""

@@ -205,7 +205,8 @@ class CaffeNet(nn.Module):
             loaded |= self.load_blobs(named)
         if weights is not None:
             loaded |= self.load_blobs(weights)
-        gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        meta = torch.device(device).type == "meta"  # shapes only: nothing to fill
+        gen = torch.Generator(device=device).manual_seed(seed) if seed is not None and not meta else None
         for tensor, filler, where in ctx.fillers:
             if id(tensor) not in loaded and tensor.device.type != "meta":
                 fill(tensor.data, filler, gen, where)

@@ -32,11 +32,12 @@ def _shown(value):
 
 
 def add_options(parser: argparse.ArgumentParser, cls, only: Optional[Sequence[str]] = None,
-                unset: bool = False) -> None:
+                unset: bool = False, not_required: Sequence[str] = ()) -> None:
     """One option per `option()` field of dataclass `cls` (fields without help stay off the command
     line), or per field named in `only`. Required fields become required options. With unset=True an
     option not given is None, so the caller can tell it from its default (a run's recorded settings,
-    or a recipe's, fill it)."""
+    or a recipe's, fill it); fields in `not_required` are optional even without a default (the caller
+    checks them)."""
     for f in dataclasses.fields(cls):
         m = f.metadata
         if "help" not in m or (only is not None and f.name not in only):
@@ -56,7 +57,7 @@ def add_options(parser: argparse.ArgumentParser, cls, only: Optional[Sequence[st
                              not isinstance(default, (tuple, list)) else str)
         kw["type"] = kind
         if default is dataclasses.MISSING:
-            kw["required"] = True
+            kw["required"] = f.name not in not_required
         else:
             kw["default"] = None if unset else default
             if default not in (None, (), [], {}) and "(default" not in help_text:

@@ -9,6 +9,7 @@ are built here and trained from scratch.
 import functools
 from typing import Optional
 
+import torch
 from torch import nn
 
 from tools.checkpoint import load_checkpoint
@@ -37,6 +38,19 @@ class Backbone(nn.Module):
 
     def forward(self, x):
         return self.features(x)
+
+    def feature_dim_at(self, size):
+        """Features per image at inputs of `size` px (the head's width); one line when too small."""
+        if size == self.input_size:
+            return self.feature_dim
+        try:
+            with torch.no_grad():
+                p = next(self.parameters(), None)
+                x = torch.zeros(1, self.in_channels, size, size, device=p.device if p is not None else "cpu")
+                return int(self.features(x).shape[1])
+        except RuntimeError:
+            raise UserError(f"--input-size {size}: too small for this model (its native size is "
+                            f"{self.input_size} px)") from None
 
     def block(self, name):
         return dict(self.body.named_children())[name] if name in dict(self.body.named_children()) \
@@ -80,7 +94,8 @@ class _CFNBranch(nn.Module):
         return branch_forward(self, x, self.upto)
 
 
-@register("cfn", input_size=64)
+@register("cfn", input_size=64,
+          what="a CFN branch conv1-fc6 (jigsaw checkpoint or .caffemodel; BGR 0-255 input)")
 def cfn_backbone(weights=None, upto="pool5", **kw):
     from jigsaw.architecture import CONVS
     from jigsaw.recipes import DEFAULT, recipe
@@ -127,17 +142,29 @@ def _torchvision(arch, weights):
         if missing:
             raise UserError(f"{weights}: missing {len(missing)} tensors for {arch}, e.g. {missing[0]}")
         return model
-    return builder(weights=weights)
+    try:
+        return builder(weights=weights)
+    except (ValueError, KeyError):  # not one of this architecture's weight names
+        names = ", ".join(w.name for w in torchvision.models.get_model_weights(arch))
+        raise UserError(f"--weights {weights}: not a local .pth, 'none' or one of torchvision's {arch} weight "
+                        f"names ({names})") from None
+    except OSError as e:  # offline, a proxy, a full cache: the download is the problem, not the run
+        reason = getattr(e, "reason", None) or e
+        raise UserError(f"--weights {weights}: could not download torchvision's {arch} weights ({reason}); "
+                        f"on a machine without network, give a local .pth (torchvision's file from "
+                        f"~/.cache/torch/hub/checkpoints/) or 'none'") from None
 
 
-@register("alexnet", input_size=224)
+@register("alexnet", input_size=224,
+          what="torchvision AlexNet (--weights .pth, IMAGENET1K_V1 or none)")
 def alexnet(weights=None, **kw):
     m = _torchvision("alexnet", weights)
     body = nn.Sequential(m.features, m.avgpool, nn.Flatten(), *list(m.classifier.children())[:-1])
     return Backbone(body, 4096, 224, 3, ["0", "1", "3", "4", "6"])
 
 
-@register("resnet50", input_size=224)
+@register("resnet50", input_size=224,
+          what="torchvision ResNet-50 (--weights .pth, IMAGENET1K_V1/V2 or none)")
 def resnet50(weights=None, **kw):
     m = _torchvision("resnet50", weights)
     body = nn.Sequential(nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool), m.layer1, m.layer2, m.layer3,
@@ -145,19 +172,22 @@ def resnet50(weights=None, **kw):
     return Backbone(body, 2048, 224, 3, ["0", "1", "2", "3", "4"])
 
 
-@register("vgg16", input_size=224)
+@register("vgg16", input_size=224,
+          what="torchvision VGG-16 (--weights .pth, IMAGENET1K_V1 or none)")
 def vgg16(weights=None, **kw):
     m = _torchvision("vgg16", weights)
     return Backbone(nn.Sequential(m.features, nn.AdaptiveAvgPool2d(1)), 512, 224, 3, ["0"])
 
 
-@register("mobilenet_v2", input_size=224)
+@register("mobilenet_v2", input_size=224,
+          what="torchvision MobileNetV2 (--weights .pth, IMAGENET1K_V1/V2 or none)")
 def mobilenet_v2(weights=None, **kw):
     m = _torchvision("mobilenet_v2", weights)
     return Backbone(nn.Sequential(m.features, nn.AdaptiveAvgPool2d(1)), 1280, 224, 3, ["0"])
 
 
-@register("mobilenet_v3_large", input_size=224)
+@register("mobilenet_v3_large", input_size=224,
+          what="torchvision MobileNetV3-Large (--weights .pth, IMAGENET1K_V1/V2 or none)")
 def mobilenet_v3_large(weights=None, **kw):
     m = _torchvision("mobilenet_v3_large", weights)
     return Backbone(nn.Sequential(m.features, m.avgpool), 960, 224, 3, ["0"])
@@ -169,14 +199,16 @@ def _scratch(body, dim, size, channels):
     return Backbone(body, dim, size, channels, [n for n, _ in body.named_children()], scratch=True)
 
 
-@register("basenet", input_size=32)
+@register("basenet", input_size=32,
+          what="seed 000's BaseNet, trained from scratch")
 def basenet(**kw):  # seed 000: 24,197 parameters with its 25-way head
     body = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 50), nn.ReLU())
     return _scratch(body, 50, 32, 3)
 
 
-@register("basenet++", input_size=32)
+@register("basenet++", input_size=32,
+          what="seed 000's BaseNet++ (batch norm, dropout), from scratch")
 def basenet_pp(**kw):  # seed 000: 809,945 parameters with its 25-way head
     body = nn.Sequential(
         nn.Conv2d(3, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
@@ -187,7 +219,8 @@ def basenet_pp(**kw):  # seed 000: 809,945 parameters with its 25-way head
     return _scratch(body, 64, 32, 3)
 
 
-@register("fmnist-cnn", input_size=28)
+@register("fmnist-cnn", input_size=28,
+          what="seed 001's Fashion-MNIST CNN, from scratch")
 def fmnist_cnn(**kw):  # seed 001
     body = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Dropout(0.25), nn.Flatten(), nn.Linear(64 * 12 * 12, 600), nn.ReLU(),
@@ -195,20 +228,23 @@ def fmnist_cnn(**kw):  # seed 001
     return _scratch(body, 120, 28, 1)
 
 
-@register("mlp", input_size=28)
+@register("mlp", input_size=28,
+          what="seed 001's one-hidden-layer MLP, from scratch")
 def mlp(hidden=512, **kw):  # seed 001: one hidden layer
     body = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, hidden), nn.ReLU(), nn.Dropout(0.25))
     return _scratch(body, hidden, 28, 1)
 
 
-@register("emnist-cnn", input_size=28)
+@register("emnist-cnn", input_size=28,
+          what="seed 002's EMNIST CNN, from scratch")
 def emnist_cnn(**kw):  # seed 002: Conv 10, MaxPool, Conv 10, Flatten 1960 (padded 'same' convs)
     body = nn.Sequential(nn.Conv2d(1, 10, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(10, 10, 3, padding=1), nn.ReLU(), nn.Flatten())
     return _scratch(body, 1960, 28, 1)
 
 
-@register("blood-cnn", input_size=150)
+@register("blood-cnn", input_size=150,
+          what="seed 004's blood-cell CNN, from scratch")
 def blood_cnn(**kw):  # seed 004: 4 x (conv 3x3 + pool), 32 -> 128 filters, dropout, dense 512
     chans, layers, c_in = (32, 64, 128, 128), [], 3
     for c in chans:
@@ -225,13 +261,15 @@ def first_conv(module):
 
 
 def first_conv_of(weights):
-    """First-layer filters from a jigsaw checkpoint, a CFN .caffemodel or a `transfer` model.pt."""
+    """First-layer filters from a jigsaw checkpoint, a CFN .caffemodel or a `transfer` model.pt, and
+    whether they take Caffe's BGR input (a CFN's do)."""
     if str(weights).endswith(".caffemodel"):
         from jigsaw.checkpoint import read_cfn
-        return first_conv(read_cfn(weights)[0])
-    state = load_checkpoint(weights)
-    state = state.get("model", {}) if isinstance(state, dict) else {}
+        return first_conv(read_cfn(weights)[0]), True
+    ck = load_checkpoint(weights)
+    state = ck.get("model", {}) if isinstance(ck, dict) else {}
     convs = [v for v in state.values() if hasattr(v, "dim") and v.dim() == 4]
     if not convs:
         raise UserError(f"{weights}: no convolution weights to plot")
-    return convs[0]
+    bgr = "permutations" in ck or ck.get("model_name") == "cfn"
+    return convs[0], bgr

@@ -4,14 +4,16 @@ import json
 import os
 import sys
 
-from tools.cli_runner import run_cli
+from tools.cli_runner import add_version, run_cli
 from tools.errors import UserError
 from tools.options import add_options, given
+from tools.runrecord import read_record
 
-from .config import RUN_OPTIONS, FinetuneConfig, ProbeConfig
+from .config import RUN_FIELDS, RUN_OPTIONS, FinetuneConfig, ProbeConfig
 
 EPILOG = """examples:
   transfer list
+  transfer show fruits360-cfn > fruits.json        # then: transfer finetune --config fruits.json --out runs/f
   transfer finetune --dataset fashion-mnist --model fmnist-cnn --phase finetune --out runs/fm
   transfer finetune --dataset cifar100 --data-root ~/data --model cfn --weights runs/cfn/last.pt --out runs/c100
   transfer run cifar100-cfn --data-root ~/data --weights runs/cfn/last.pt --out runs/c100
@@ -25,9 +27,13 @@ def build_parser():
                                  "backbone or the seeds' own nets; every seed experiment as a recipe.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("list", help="datasets, models and recipes")
+    sub.add_parser("list", help="datasets (where each is read from, whether it is here), models and recipes")
+    p = sub.add_parser("show", help="a recipe's full settings as JSON (a --config file)")
+    p.add_argument("recipe")
     p = sub.add_parser("finetune", help="fine-tune one model on one dataset")
-    add_options(p, FinetuneConfig, unset=True)
+    p.add_argument("--config", help="settings from a JSON or YAML file (`transfer show`'s output, or a run's "
+                                    "config.json); options given override them")
+    add_options(p, FinetuneConfig, unset=True, not_required=("dataset", "model", "out"))
     p.add_argument("--patience", type=int, nargs=2, metavar=("HEAD", "FINETUNE"),
                    help="early stopping patience of each phase, in epochs (default 5 1)")
     p = sub.add_parser("probe", help="linear probes per layer: pretrained backbone vs random-init twins")
@@ -44,26 +50,42 @@ def build_parser():
     p.add_argument("--weights", help="weights whose conv1 filters to draw (filters)")
     p.add_argument("--compare", help="a second set of weights to draw beside the first")
     p.add_argument("-o", "--output", help="PNG to write (filters)")
-    return ap
+    return add_version(ap)
 
 
 def _config(args, base):
-    """The recipe's (or the command line's) settings, with the options given on top."""
+    """The recipe's (or the command line's) settings, then with --resume those the run folder recorded,
+    with the options given on top."""
     fields = dict(base)
     fields.pop("reported", None)
-    return FinetuneConfig(**{**fields, **given(FinetuneConfig, args)})
+    if getattr(args, "config", None):
+        from .catalog import read_settings
+        fields.update(read_settings(args.config))
+    if args.out is None:
+        args.out = fields.get("out")
+    if args.out is None:
+        raise UserError(f"{args.command}: --out is required")
+    if args.resume:
+        recorded = read_record(args.out, RUN_FIELDS, machine=("device", "workers"))
+        if not recorded and args.resume != "auto":
+            raise UserError(f"{os.path.join(args.out, 'config.json')}: no run to resume here")
+        fields.update(recorded)
+    settings = {**fields, **given(FinetuneConfig, args)}
+    for need in ("dataset", "model"):
+        if need not in settings:
+            raise UserError(f"{args.command}: --{need} is required (or --resume a run folder whose config.json "
+                            "records it)")
+    return FinetuneConfig(**settings)
 
 
 def _run(args):
     if args.command == "list":
-        from .backbones import BACKBONES
-        from .datasets import DATASETS
-        from .recipes import RECIPES
-        print("datasets: " + ", ".join(sorted(DATASETS)))
-        print("models:   " + ", ".join(sorted(BACKBONES)))
-        print("recipes:")
-        for name, r in RECIPES.items():
-            print(f"  {name:24s} {r['dataset']:15s} {r['model']:18s} {r['reported']}")
+        from .catalog import list_text
+        print(list_text())
+        return 0
+    if args.command == "show":
+        from .catalog import recipe_settings
+        print(json.dumps(recipe_settings(args.recipe), indent=2))
         return 0
     if args.command == "plot":
         return _plot(args)
@@ -92,6 +114,7 @@ def _run(args):
             first, _ = finetune(_config(args, recipe))
             print(json.dumps(dict(stage=1, **stats_of(first))))
             args.out, args.weights = os.path.join(out, "stage2"), os.path.join(out, "stage1", "model.pt")
+            args.resume = args.resume and "auto"  # stage 2 may not have started
             args.limit_train = then.get("limit_train", args.limit_train)
             cfg = _config(args, dict(recipe, **then))
     else:
@@ -106,15 +129,23 @@ def _plot(args):
     if args.kind == "curves":
         if not args.run:
             raise UserError("plot curves needs --run RUN_FOLDER")
-        print(plot_history(args.run), plot_lr(args.run))
+        print(plot_history(args.run))
+        print(plot_lr(args.run) or "the learning rate was constant in every phase: no lr.png")
         return 0
     if args.kind in ("activations", "featuremaps"):
         return _plot_model(args)
     if not args.weights or not args.output:
         raise UserError("plot filters needs --weights and -o OUTPUT.png")
     from .backbones import first_conv_of
-    named = [(w, first_conv_of(w)) for w in filter(None, (args.weights, args.compare))]
-    print(plot_filters(args.output, *named))
+    got = [(w, *first_conv_of(w)) for w in filter(None, (args.weights, args.compare))]
+    if len({bgr for _, _, bgr in got}) > 1:
+        raise UserError(f"{args.compare}: its filters take another channel order than {args.weights}'s")
+    parts = [os.path.abspath(w).split(os.sep) for w, _, _ in got]
+    k = 1  # titles: the shortest path tails that tell the files apart (last.pt, then seed0/last.pt, ...)
+    while k < max(map(len, parts)) and len({tuple(p[-k:]) for p in parts}) < len(parts):
+        k += 1
+    names = [os.path.join(*p[-k:]) for p in parts]
+    print(plot_filters(args.output, *[(n, t) for n, (_, t, _) in zip(names, got)], bgr=got[0][2]))
     return 0
 
 
@@ -135,8 +166,10 @@ def _plot_model(args):
     size, channels = conf["input_size"], model.backbone.in_channels
     out = args.output or os.path.join(args.run, f"{args.kind}-{args.layer}.png")
     if args.kind == "activations":
+        is_output = layer is list(model.modules())[-1]  # the last layer's units are the classes
         print(plot_activation_maximisation(out, model, layer, args.indices, size, channels,
-                                           title=f"{args.layer}: inputs that maximise / minimise"))
+                                           title=f"{args.layer}: inputs that maximise / minimise",
+                                           names=conf["classes"] if is_output else None))
         return 0
     if not args.image:
         raise UserError("plot featuremaps needs --image IMAGE")

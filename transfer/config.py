@@ -6,6 +6,7 @@ from typing import Optional
 
 from tools.cli_runner import positive
 from tools.options import option
+from tools.runrecord import RESUME_CHOICES, RESUME_HELP
 
 # Seed 003's settings: head phase Adam 0.01, exp 0.9995/iteration, decay 1e-3, <= 200 epochs, patience 5;
 # fine-tune phase Adam 5e-4, step gamma 0.2, decay 5e-4, <= 50 epochs, patience 1.
@@ -64,9 +65,19 @@ class FinetuneConfig:
     seed: int = option(0, "seed for everything random")
     workers: int = option(0, "DataLoader workers")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    resume: bool = option(False, "continue from --out/checkpoint.pt")
+    tensorboard: bool = option(False, "also log the scalars for TensorBoard in OUT/tensorboard")
+    resume: Optional[str] = option(None, RESUME_HELP, nargs="?", const="yes", choices=RESUME_CHOICES,
+                                   metavar="auto")
     progress: bool = option(True, "no progress bar")
 
+
+# Settings that decide what the run's weights, splits and epochs mean: a resume keeps them. The epoch
+# caps and patience may change (each resume is recorded beside config.json), and so may the machine.
+FIXED_ON_RESUME = ("dataset", "model", "weights", "phase", "head", "unfreeze", "head_solver", "finetune_solver",
+                   "eps", "batch_size", "limit_train", "val_fraction", "input_size", "augment", "input_norm",
+                   "seed")
+# what config.json records of a run
+RUN_FIELDS = tuple(f for f in FinetuneConfig.__dataclass_fields__ if f not in ("resume", "progress"))
 
 # what `transfer run RECIPE` takes from the command line (the recipe sets the rest)
 RUN_OPTIONS = ("out", "data_root", "weights", "epochs", "batch_size", "limit_train", "seed", "workers", "device",

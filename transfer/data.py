@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from tools.errors import UserError
 from tools.preprocess import read_image
@@ -28,11 +29,11 @@ def _load(item, channels, size=None):
     return t
 
 
-def channel_stats(split, size, channels, limit=5000, seed=0):
+def channel_stats(split, size, channels, limit=5000, seed=0, progress=False):
     """Per-channel mean and std of the (resized) training images on a 0-1 scale."""
     idx = np.random.default_rng(seed).permutation(len(split))[:limit]
     total, sq, n = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
-    for i in idx:
+    for i in tqdm(idx, desc="input statistics", leave=False, disable=not progress):
         x = _prepare(_load(split.images[i], channels, size), size, channels).double()
         total += x.sum(dim=(1, 2))
         sq += (x * x).sum(dim=(1, 2))
@@ -95,10 +96,12 @@ def augmentation(rotation=0.0, hflip=False, shift=0.0, shear=0.0, zoom=0.0):
     return v2.Compose(ops)
 
 
-def loaders(splits, size, channels, batch_size, workers=0, augment=None, seed=0, stats=None, preprocess=None):
+def loaders(splits, size, channels, batch_size, workers=0, augment=None, seed=0, stats=None, preprocess=None,
+            progress=False):
     """DataLoaders for train (shuffled, seeded), val and test: through `preprocess` when given, else
     normalised by training-split statistics (computed either way, and recorded)."""
-    mean, std = stats if stats is not None else channel_stats(splits["train"], size, channels, seed=seed)
+    mean, std = stats if stats is not None else channel_stats(splits["train"], size, channels, seed=seed,
+                                                              progress=progress)
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name in ("train", "val", "test"):

@@ -269,6 +269,20 @@ def check_files(split, where):
                 raise DatasetError(f"{where}: listed image {p} does not exist")
 
 
+# what each dataset's --data-root holds (the official downloads, unpacked)
+EXPECTED = {
+    "fashion-mnist": "the four idx files, e.g. train-images-idx3-ubyte.gz",
+    "mnist": "the four idx files, e.g. train-images-idx3-ubyte.gz",
+    "emnist-letters": "the four emnist-letters idx files",
+    "cifar100": "cifar-100-python/ with train, test and meta",
+    "cifar100-25": "cifar-100-python/ with train, test and meta",
+    "fruits360": "Training/ and Test/ class folders",
+    "cub200": "CUB_200_2011/ with images.txt, image_class_labels.txt, train_test_split.txt, images/",
+    "cats-vs-dogs": "train/ with cat.N.jpg and dog.N.jpg (Kaggle) or train/test class folders",
+    "blood-cells": "TRAIN/ and TEST/ class folders (dataset2-master/images)",
+    "folder": "train/ and test/ class folders, or class folders alone",
+}
+
 DATASETS = {
     "fashion-mnist": lambda root, **kw: load_idx_dataset(root, "fashion-mnist"),
     "mnist": lambda root, **kw: load_idx_dataset(root, "mnist"),
@@ -289,6 +303,8 @@ def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, see
     set); with no test split on disk, one is cut the same way first."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset '{name}' (known: {', '.join(sorted(DATASETS))})")
+    if root is None and name != "fashion-mnist":  # only Fashion-MNIST has a default place (Debian's package)
+        raise DatasetError(f"{name}: --data-root is required ({EXPECTED[name]}; `transfer list` shows the layouts)")
     parts = DATASETS[name](root, **kw)
     rng = np.random.default_rng(seed)
     train, test = parts["train"], parts.get("test")

@@ -27,3 +27,8 @@ class EarlyStopping:
 
     def state_dict(self):
         return dict(best=self.best, best_epoch=self.best_epoch, bad_epochs=self.bad_epochs, fired=self.fired)
+
+    def load_state_dict(self, state, best_state):
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.bad_epochs, self.fired = state["bad_epochs"], state["fired"]
+        self.best_state = best_state

@@ -14,15 +14,20 @@ from tools.atomic import atomic_open, ensure_dir
 from tools.checkpoint import load_checkpoint, save_checkpoint
 from tools.errors import UserError
 from tools.prototxt import read_solver
-from tools.runtime import autocast, resolve_device, use_bf16
+from tools.runrecord import changes, check_fixed, read_record, wants_resume
+from tools.runtime import autocast, lock_folder, resolve_device, use_bf16
 from tools.solver import CaffeSolver
+from tools.tensorboard import Scalars
 
 from .backbones import build_backbone, first_conv
-from .config import FinetuneConfig
+from .config import FIXED_ON_RESUME, RUN_FIELDS, FinetuneConfig
 from .data import augmentation, loaders
 from .datasets import load_dataset
 from .early_stopping import EarlyStopping
 from .model import TransferModel, make_head
+
+# the files a run writes: any of them in --out means the folder holds a run
+RUN_FILES = ("config.json", "stats.pt", "checkpoint.pt", "history.csv", "model.pt", "summary.json")
 
 def _phases(cfg, scratch):
     if cfg.phase not in ("head", "finetune", "both"):
@@ -45,10 +50,11 @@ def _configure(model, phase, cfg):
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, n_classes):
+def evaluate(model, loader, device, n_classes, bar=None):
+    """Loss, accuracy and confusion matrix over `loader` (a transient progress bar named `bar`)."""
     model.eval()
     loss, confusion = 0.0, torch.zeros(n_classes, n_classes, dtype=torch.long)
-    for x, y in loader:
+    for x, y in tqdm(loader, desc=bar, leave=False, disable=bar is None):
         with autocast(device, use_bf16("auto", device)):
             logits = model(_to(x, device)).float()
         loss += float(F.cross_entropy(logits, y.to(device), reduction="sum"))
@@ -84,101 +90,183 @@ def _epoch(model, solver, loader, device, bar):
 
 
 def finetune(cfg: FinetuneConfig):
-    """Run the configured phases; writes history.csv, lr.csv, summary.json and plots into cfg.out."""
+    """Run the configured phases; writes history.csv, lr.csv, model.pt, plots and, last, summary.json into
+    cfg.out. Returns (summary, model); a resumed run that had already finished returns its summary and None."""
+    ensure_dir(cfg.out)
+    lock = lock_folder(cfg.out, "transfer run")  # two runs writing one folder would interleave its files
+    try:
+        return _finetune(cfg)
+    finally:
+        lock.close()
+
+
+def _claim(cfg):
+    """Start, or resume with the recorded settings kept: refused in one line before anything is written."""
+    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+    used = [n for n in RUN_FILES if os.path.exists(os.path.join(cfg.out, n))]
+    cfg.resume = wants_resume(cfg.resume, bool(used))
+    if not cfg.resume:
+        if used:
+            raise UserError(f"{cfg.out} already holds a transfer run ({', '.join(used)}); pass --resume or "
+                            "choose another --out")
+        return None, {}
+    recorded = read_record(cfg.out, RUN_FIELDS + ("classes",))
+    if not recorded:
+        raise UserError(f"{os.path.join(cfg.out, 'config.json')}: no run to resume here")
+    if cfg.input_size is None:  # the model's own, which config.json records resolved
+        cfg.input_size = recorded.get("input_size")
+    check_fixed(cfg, recorded, cfg.out, FIXED_ON_RESUME)
+    ck = load_checkpoint(ckpt_path) if os.path.exists(ckpt_path) else None
+    return ck, recorded
+
+
+def _finished(cfg, ck):
+    """The summary of a run that has nothing left to do with these settings, else None."""
+    path = os.path.join(cfg.out, "summary.json")
+    if ck is None or not os.path.exists(path):
+        return None
+    phases = ck.get("phases") or _phases(cfg, False)
+    last = ck["phase_index"] == len(phases) - 1
+    if not last or not (ck["stopper"]["fired"] or ck["epoch"] + 1 >= _max_epochs(cfg, phases[-1])):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _max_epochs(cfg, phase):
+    most = cfg.head_epochs if phase == "head" else cfg.finetune_epochs
+    return min(most, cfg.epochs) if cfg.epochs else most
+
+
+def _finetune(cfg):
+    ck, recorded = _claim(cfg)
+    done = _finished(cfg, ck)
+    if done is not None:
+        print(f"{cfg.out}: the run is finished (summary.json); nothing to resume")
+        return done, None
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.model, cfg.weights)
     size = cfg.input_size or backbone.input_size
     splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train)
     classes = splits["train"].classes
-    model = TransferModel(backbone, make_head(cfg.head, backbone.feature_dim, len(classes), cfg.seed)).to(device)
+    if recorded and list(recorded.get("classes", classes)) != list(classes):
+        raise UserError(f"{cfg.data_root}: classes {classes[:5]}... are not those of the run in {cfg.out}")
+    model = TransferModel(backbone, make_head(cfg.head, backbone.feature_dim_at(size), len(classes),
+                                              cfg.seed)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    ensure_dir(cfg.out)
     stats_path = os.path.join(cfg.out, "stats.pt")
     stats = tuple(load_checkpoint(stats_path, "the run's input statistics")) \
-        if cfg.resume and os.path.exists(stats_path) else None
+        if recorded and os.path.exists(stats_path) else None
     if cfg.input_norm not in ("backbone", "dataset"):
         raise UserError(f"input_norm must be 'backbone' or 'dataset', got '{cfg.input_norm}'")
     preprocess = getattr(backbone, "preprocess", None) if cfg.input_norm == "backbone" else None
     data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, cfg.workers,
-                          augmentation(**cfg.augment), cfg.seed, stats, preprocess)
-    save_checkpoint(stats_path, list(stats))
-    with atomic_open(os.path.join(cfg.out, "config.json"), "w") as f:
-        json.dump(dict(asdict(cfg), classes=classes, input_size=size, mean=stats[0].tolist(),
-                       std=stats[1].tolist(), backbone=getattr(backbone, "record", {}),
-                       input=("the backbone's own" if preprocess else "standardised by the training split")),
-                  f, indent=2)
+                          augmentation(**cfg.augment), cfg.seed, stats, preprocess, cfg.progress)
     phases = _phases(cfg, backbone.scratch)
+    history = ck["history"] if ck else []
+    if not recorded:  # config.json describes the start; each resume is recorded beside it
+        save_checkpoint(stats_path, list(stats))
+        _write_json(os.path.join(cfg.out, "config.json"), dict(
+            asdict(cfg), classes=classes, input_size=size, mean=stats[0].tolist(), std=stats[1].tolist(),
+            backbone=getattr(backbone, "record", {}), phases=phases,
+            input=("the backbone's own" if preprocess else "standardised by the training split")))
+    else:
+        _write_json(os.path.join(cfg.out, f"resume_{len(history)}.json"),
+                    dict(epochs_done=len(history), device=str(device), changed=changes(cfg, recorded, RUN_FIELDS)))
+    print(f"transfer: {cfg.model} on {cfg.dataset} ({len(classes)} classes), {device}, "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters; train {len(splits['train'])}, "
+          f"val {len(splits['val'])}, test {len(splits['test'])} images at {size} px; phases "
+          f"{' then '.join(phases)}; {'resuming after ' + str(len(history)) + ' epochs; ' if ck else ''}"
+          f"writing {cfg.out}", flush=True)
     conv1_before = first_conv(model)
+    board = Scalars(cfg.out, cfg.tensorboard)
+    try:
+        result = _train(cfg, model, data, phases, ck, device, len(classes), board)
+        summary = _finish(cfg, model, data, splits, result, conv1_before, device)
+        board.add("test/accuracy", summary["test_accuracy"], summary["epochs_run"])
+    finally:
+        board.close()
+    return summary, model
+
+
+def _train(cfg, model, data, phases, ck, device, n_classes, board):
+    """The phases from where the checkpoint left them; returns {phase: result} of all phases."""
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
-    start_phase, start_epoch, history, lr_rows, ck = 0, 0, [], [], None
-    if cfg.resume:
-        ck = load_checkpoint(ckpt_path)
-        start_phase, start_epoch = ck["phase_index"], ck["epoch"] + 1
-        history, lr_rows = ck["history"], ck["lr_rows"]
+    start_phase, history, lr_rows, result = 0, [], [], {}
+    if ck is not None:
+        start_phase, history, lr_rows, result = ck["phase_index"], ck["history"], ck["lr_rows"], dict(ck.get("done") or {})
         model.load_state_dict(ck["model"])
-    result = {}
     for pi in range(start_phase, len(phases)):
         phase = phases[pi]
         solver = _configure(model, phase, cfg)
         stopper = EarlyStopping(cfg.head_patience if phase == "head" else cfg.finetune_patience, cfg.eps)
-        max_epochs = cfg.head_epochs if phase == "head" else cfg.finetune_epochs
-        max_epochs = min(max_epochs, cfg.epochs) if cfg.epochs else max_epochs
-        first = 0
+        max_epochs, first = _max_epochs(cfg, phase), 0
         if ck is not None and pi == start_phase:
             solver.load_state_dict(ck["solver"])
-            for k, v in ck["stopper"].items():
-                setattr(stopper, k, v)
-            stopper.best_state = ck["best_state"]
-            first = start_epoch
-            ck = None
-        bar = tqdm(total=(max_epochs - first) * len(data["train"]), desc=phase, disable=not cfg.progress)
+            stopper.load_state_dict(ck["stopper"], ck["best_state"])
+            first = max_epochs if stopper.fired else ck["epoch"] + 1  # a fired phase is over
         try:
             for epoch in range(first, max_epochs):
                 # shuffling and dropout of each epoch depend only on (seed, phase, epoch): resumable
                 data["train"].generator.manual_seed(cfg.seed * 1_000_003 + pi * 10_007 + epoch)
                 torch.manual_seed(cfg.seed * 1_000_003 + pi * 10_007 + epoch + 1)
                 t0 = time.time()
-                tr_loss, tr_acc, lrs = _epoch(model, solver, data["train"], device, bar)
-                val = evaluate(model, data["val"], device, len(classes))
+                bar = tqdm(total=len(data["train"]), desc=f"{phase} {epoch + 1}/{max_epochs}", leave=False,
+                           disable=not cfg.progress)
+                with bar:
+                    tr_loss, tr_acc, lrs = _epoch(model, solver, data["train"], device, bar)
+                val = evaluate(model, data["val"], device, n_classes, "validation" if cfg.progress else None)
                 history.append(dict(phase=phase, epoch=epoch, train_loss=tr_loss, train_acc=tr_acc,
                                     val_loss=val["loss"], val_acc=val["accuracy"], seconds=time.time() - t0))
                 lr_rows += [dict(phase=phase, iteration=solver.iter - len(lrs) + i, lr=lr) for i, lr in enumerate(lrs)]
                 _write_csv(os.path.join(cfg.out, "history.csv"), history)  # per epoch: a crash keeps it
                 stop = stopper.step(epoch, val["loss"], model)
-                bar.set_postfix(val_loss=f"{val['loss']:.4f}", val_acc=f"{val['accuracy']:.4f}")
+                for key, value in (("train/loss", tr_loss), ("train/accuracy", tr_acc), ("val/loss", val["loss"]),
+                                   ("val/accuracy", val["accuracy"]), ("train/lr", lrs[-1])):
+                    board.add(key, value, len(history))  # the epoch across both phases, as curves.png
+                tqdm.write(f"{phase} epoch {epoch + 1}/{max_epochs}: train loss {tr_loss:.4f} acc {tr_acc:.4f}, "
+                           f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}, lr {lrs[-1]:.3g}, "
+                           f"{time.time() - t0:.1f} s" + (" (early stop)" if stop else ""))
                 save_checkpoint(ckpt_path, dict(model=model.state_dict(), solver=solver.state_dict(),
                                                 stopper=stopper.state_dict(), best_state=stopper.best_state,
-                                                phase_index=pi, epoch=epoch, history=history, lr_rows=lr_rows))
+                                                phase_index=pi, phases=phases, epoch=epoch, done=result,
+                                                history=history, lr_rows=lr_rows))
                 if stop:
                     break
         finally:
-            bar.close()
             stopper.restore(model)  # best weights on every exit path, fired or not
         result[phase] = dict(epochs_run=sum(1 for h in history if h["phase"] == phase),
-                             best_val_loss=stopper.best, early_stopped=stopper.fired)
+                             best_val_loss=stopper.best, best_epoch=stopper.best_epoch,
+                             early_stopped=stopper.fired)
     _write_csv(os.path.join(cfg.out, "history.csv"), history)
     _write_csv(os.path.join(cfg.out, "lr.csv"), lr_rows)
-    test = evaluate(model, data["test"], device, len(classes))
+    return result
+
+
+def _finish(cfg, model, data, splits, result, conv1_before, device):
+    """Test, model.pt and plots, then summary.json last: its presence says the run is complete."""
+    classes = splits["train"].classes
+    test = evaluate(model, data["test"], device, len(classes), "test" if cfg.progress else None)
     conf = test["confusion"]
     per_class = (conf.diag().double() / conf.sum(1).clamp_min(1).double()).tolist()
+    save_checkpoint(os.path.join(cfg.out, "model.pt"), dict(model=model.state_dict(), classes=classes,
+                                                           model_name=cfg.model, head=cfg.head))
     summary = dict(dataset=cfg.dataset, model=cfg.model, phases=result, test_accuracy=test["accuracy"],
                    test_loss=test["loss"], epochs_run=sum(r["epochs_run"] for r in result.values()),
                    best_val_loss=min(r["best_val_loss"] for r in result.values()),
                    per_class_accuracy=dict(zip(classes, per_class)), confusion_matrix=conf.tolist(),
                    n_train=len(splits["train"]), n_val=len(splits["val"]), n_test=len(splits["test"]))
-    with atomic_open(os.path.join(cfg.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    save_checkpoint(os.path.join(cfg.out, "model.pt"), dict(model=model.state_dict(), classes=classes,
-                                                           model_name=cfg.model, head=cfg.head))
     from .plots import plot_filters, plot_history, plot_lr
-    plot_history(cfg.out)
+    plot_history(cfg.out, summary)
     plot_lr(cfg.out)
     if conv1_before is not None:
         plot_filters(os.path.join(cfg.out, "filters.png"), ("conv1 before", conv1_before),
-                     ("conv1 after", first_conv(model)))
-    return summary, model
+                     ("conv1 after", first_conv(model)), bgr=cfg.model == "cfn")
+    _write_json(os.path.join(cfg.out, "summary.json"), summary)
+    print(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}); wrote {cfg.out}")
+    return summary
 
 
 def load_run(out):
@@ -187,9 +275,15 @@ def load_run(out):
         conf = json.load(f)
     weights = conf.get("weights") or "none"
     backbone = build_backbone(conf["model"], weights)
-    model = TransferModel(backbone, make_head(conf["head"], backbone.feature_dim, len(conf["classes"])))
+    size = conf.get("input_size") or backbone.input_size
+    model = TransferModel(backbone, make_head(conf["head"], backbone.feature_dim_at(size), len(conf["classes"])))
     model.load_state_dict(load_checkpoint(os.path.join(out, "model.pt"))["model"])
     return model.eval(), conf
+
+
+def _write_json(path, obj):
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2)
 
 
 def _write_csv(path, rows):

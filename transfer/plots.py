@@ -2,6 +2,7 @@
 conv1 filter grids (one net or two side by side), activation maximisation by gradient ascent from
 noise (a filter or a class, maximised or minimised) and feature maps of a layer for an image."""
 import csv
+import json
 import math
 import os
 
@@ -13,6 +14,7 @@ from tools.atomic import atomic_open
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(fig, path):
@@ -27,63 +29,113 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-def plot_history(out):
-    """out/curves.png: train vs validation loss and accuracy per epoch, phases marked."""
+def _summary(out):
+    path = os.path.join(out, "summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def plot_history(out, summary=None):
+    """out/curves.png: per epoch of both phases, training loss/accuracy (lines) and validation (points);
+    the phases, the epoch whose weights were kept and the test accuracy marked."""
     rows = _rows(os.path.join(out, "history.csv"))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    summary = summary if summary is not None else _summary(out)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     x = np.arange(1, len(rows) + 1)
-    for key, ax in (("loss", axes[0]), ("acc", axes[1])):
-        ax.plot(x, [float(r[f"train_{key}"]) for r in rows], "o-", label="train")
-        ax.plot(x, [float(r[f"val_{key}"]) for r in rows], "s-", label="validation")
+    for key, ax, label in (("loss", axes[0], "cross-entropy loss"), ("acc", axes[1], "accuracy")):
+        ax.plot(x, [float(r[f"train_{key}"]) for r in rows], "-", color="C0", label="train (epoch mean)")
+        ax.plot(x, [float(r[f"val_{key}"]) for r in rows], "o", color="C1", label="validation")
         ax.set_xlabel("epoch (both phases)")
-        ax.set_title("loss" if key == "loss" else "accuracy")
-    for i in range(1, len(rows)):
-        if rows[i]["phase"] != rows[i - 1]["phase"]:
-            for ax in axes:
-                ax.axvline(i + 0.5, color="gray", ls="--")
-                ax.text(i + 0.6, ax.get_ylim()[1], rows[i]["phase"], va="top", fontsize=8)
-    axes[0].legend()
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, len(rows) + 0.5)
+        ax.grid(alpha=0.3)
+    starts = [0] + [i for i in range(1, len(rows)) if rows[i]["phase"] != rows[i - 1]["phase"]]
+    for i in starts:
+        for ax in axes:
+            if i:
+                ax.axvline(i + 0.5, color="gray", ls="--", lw=0.8)
+            ax.text(i + 0.6, 0.98, rows[i]["phase"], transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+    if summary:
+        kept = _kept_epoch(rows, summary)
+        if kept is not None:
+            for ax, key in ((axes[0], "val_loss"), (axes[1], "val_acc")):
+                ax.plot(kept + 1, float(rows[kept][key]), "*", ms=14, color="C3", label="weights kept")
+        axes[1].axhline(summary["test_accuracy"], color="C2", ls=":",
+                        label=f"test {summary['test_accuracy']:.4f}")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, os.path.join(out, "curves.png"))
 
 
+def _kept_epoch(rows, summary):
+    """Row index of the epoch whose weights the run kept: the last phase's best validation loss."""
+    phases = summary.get("phases") or {}
+    if not phases:
+        return None
+    last = list(phases)[-1]
+    best = (phases[last] or {}).get("best_epoch")
+    if best is None:
+        return None
+    for i, r in enumerate(rows):
+        if r["phase"] == last and int(r["epoch"]) == int(best):
+            return i
+    return None
+
+
 def plot_lr(out):
-    """out/lr.png: the learning rate of each phase per iteration on a log axis."""
+    """out/lr.png: the learning rate of each phase per iteration on a log axis; None (and no file) when
+    every phase kept one rate, which a flat panel would only restate (history.csv has it)."""
     rows = _rows(os.path.join(out, "lr.csv"))
+    path = os.path.join(out, "lr.png")
+    phases = {p: [float(r["lr"]) for r in rows if r["phase"] == p] for p in dict.fromkeys(r["phase"] for r in rows)}
+    if all(min(v) == max(v) for v in phases.values()):
+        if os.path.exists(path):
+            os.unlink(path)
+        return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    for phase in dict.fromkeys(r["phase"] for r in rows):
-        sel = [r for r in rows if r["phase"] == phase]
-        ax.semilogy([int(r["iteration"]) for r in sel], [float(r["lr"]) for r in sel], label=phase)
+    for phase, lrs in phases.items():
+        ax.semilogy(np.arange(len(lrs)), lrs, label=phase)
     ax.set_xlabel("iteration within the phase")
     ax.set_ylabel("learning rate")
+    ax.grid(alpha=0.3, which="both")
     ax.legend()
-    return _save(fig, os.path.join(out, "lr.png"))
+    return _save(fig, path)
 
 
-def _grid(weights):
+def _grid(weights, bgr=False):
+    """Filters as one image (torchvision's make_grid), each scaled to its own range; RGB for display."""
+    from torchvision.utils import make_grid
     w = weights.detach().float().cpu()
     if w.shape[1] not in (1, 3):
         w = w[:, :1]
-    w = (w - w.amin(dim=(1, 2, 3), keepdim=True)) / (w.amax(dim=(1, 2, 3), keepdim=True) -
-                                                     w.amin(dim=(1, 2, 3), keepdim=True)).clamp_min(1e-12)
-    n, c, k = w.shape[0], w.shape[1], w.shape[2]
-    cols = int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / cols))
-    grid = torch.ones(c, rows * (k + 1) + 1, cols * (k + 1) + 1)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        grid[:, 1 + r * (k + 1):1 + r * (k + 1) + k, 1 + q * (k + 1):1 + q * (k + 1) + k] = w[i]
+    if bgr and w.shape[1] == 3:
+        w = w.flip(1)
+    lo, hi = w.amin(dim=(1, 2, 3), keepdim=True), w.amax(dim=(1, 2, 3), keepdim=True)
+    w = (w - lo) / (hi - lo).clamp_min(1e-12)
+    grid = make_grid(w, nrow=int(math.ceil(math.sqrt(w.shape[0]))), padding=1, pad_value=1.0)
     img = grid.permute(1, 2, 0).numpy()
-    return img[..., 0] if c == 1 else img
+    return img[..., 0] if w.shape[1] == 1 else img
 
 
-def plot_filters(path, *named_weights):
-    """A grid of first-layer filters per (title, weight tensor); two give a side-by-side comparison."""
-    fig, axes = plt.subplots(1, len(named_weights), figsize=(5 * len(named_weights), 5), squeeze=False)
-    for ax, (title, w) in zip(axes[0], named_weights):
-        img = _grid(w)
-        ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
-        ax.set_title(f"{title} ({w.shape[0]} filters {w.shape[2]}x{w.shape[3]})")
+def plot_filters(path, *named_weights, bgr=False):
+    """A grid of first-layer filters per (title, weights); two of the same shape also get a panel of
+    their difference (what training changed), each filter scaled alike so small changes show.
+    `bgr`: the weights take Caffe's BGR input (a CFN); they are drawn in RGB."""
+    panels = [(title, _grid(w, bgr), w) for title, w in named_weights]
+    if len(named_weights) == 2 and named_weights[0][1].shape == named_weights[1][1].shape:
+        diff = named_weights[1][1].float() - named_weights[0][1].float()
+        rel = float(diff.norm() / named_weights[0][1].float().norm().clamp_min(1e-12))
+        panels.append((f"difference (relative change {rel:.3f})", _grid(diff, bgr), diff))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5.6), squeeze=False)
+    for ax, (title, img, w) in zip(axes[0], panels):
+        ax.imshow(img, cmap=None if img.ndim == 3 else "gray", interpolation="nearest")
+        ax.set_title(f"{title}\n{w.shape[0]} filters, {w.shape[2]}x{w.shape[3]}", fontsize=10)
         ax.axis("off")
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -109,8 +161,8 @@ def activation_maximisation(model, layer, index, size, channels=3, steps=60, lr=
     return x.detach()[0]
 
 
-def plot_activation_maximisation(path, model, layer, indices, size, channels=3, title="", steps=60):
-    """Rows: maximised and minimised input for each index."""
+def plot_activation_maximisation(path, model, layer, indices, size, channels=3, title="", steps=60, names=None):
+    """Rows: maximised and minimised input for each index (named by `names`, e.g. the classes)."""
     fig, axes = plt.subplots(2, len(indices), figsize=(2.2 * len(indices), 4.6), squeeze=False)
     for j, idx in enumerate(indices):
         for i, sign in enumerate((1.0, -1.0)):
@@ -118,7 +170,8 @@ def plot_activation_maximisation(path, model, layer, indices, size, channels=3, 
             img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-12)
             arr = img.permute(1, 2, 0).numpy()
             axes[i][j].imshow(arr[..., 0] if channels == 1 else arr, cmap="gray" if channels == 1 else None)
-            axes[i][j].set_title(f"{idx} {'max' if sign > 0 else 'min'}", fontsize=8)
+            name = names[idx] if names is not None and 0 <= idx < len(names) else idx
+            axes[i][j].set_title(f"{name} {'max' if sign > 0 else 'min'}", fontsize=8)
             axes[i][j].axis("off")
     fig.suptitle(title)
     return _save(fig, path)

@@ -117,6 +117,8 @@ def test_sigterm_checkpoints_and_exits(tmp_path, photo_store, perms):
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["iter"] >= 2 and ck["iter"] == len(_losses(out))
+    said = proc.stderr.read().decode()
+    assert f"SIGTERM at iteration {ck['iter']}" in said and "--resume" in said, said
 
 
 def test_refuses_a_checkpoint_that_needs_pickle(tmp_path, photo_store, perms, capsys):
@@ -232,3 +234,59 @@ def test_a_second_run_on_a_held_output_folder_is_one_line(tmp_path, photo_store,
         held.close()
     assert main(["train", "--data", photo_store, "--permutations", perms, "--out", str(out), *FAST,
                  "--max-iter", "1"]) == 0  # the lock goes with its holder
+
+
+def test_resume_takes_moved_images_but_refuses_other_ones(tmp_path, photo_store, perms, capsys):
+    import shutil
+
+    import h5py
+    out = tmp_path / "run"
+    base = ["train", "--out", str(out), "--test-interval", "0", "--snapshot", "2"]
+    assert main([*base, "--data", photo_store, "--permutations", perms, *FAST, "--max-iter", "2"]) in (0, None)
+    moved, other = str(tmp_path / "moved.h5"), str(tmp_path / "other.h5")
+    shutil.copy(photo_store, moved)
+    shutil.copy(photo_store, other)
+    with h5py.File(other, "r+") as f:
+        name = next(k for k in f if f[k].ndim == 4)
+        f[name][0] = 255 - f[name][0]
+    assert main([*base, "--resume", "--max-iter", "3", "--data", other]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not the images" in err, err
+    assert main([*base, "--resume", "--max-iter", "3", "--data", moved]) in (0, None)
+    assert torch.load(out / "last.pt", weights_only=True)["iter"] == 3
+
+
+def test_resume_auto_starts_then_continues(tmp_path, photo_store, perms):
+    out = tmp_path / "run"
+    args = ["train", "--data", photo_store, "--permutations", perms, "--out", str(out), *FAST,
+            "--test-interval", "0", "--snapshot", "1", "--resume", "auto"]
+    assert main([*args, "--max-iter", "1"]) in (0, None)  # nothing there: a new run
+    assert main([*args, "--max-iter", "2"]) in (0, None)  # its checkpoint there: continued
+    assert torch.load(out / "last.pt", weights_only=True)["iter"] == 2
+    assert (out / "resume_1.json").exists()
+
+
+def test_the_displayed_loss_is_averaged_over_average_loss_iterations(tmp_path, photo_store, perms, capsys):
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('base_lr: 0.001 lr_policy: "fixed" momentum: 0.9 max_iter: 6 display: 1 average_loss: 3\n')
+    out = tmp_path / "run"
+    assert main(["train", "--data", photo_store, "--permutations", perms, "--out", str(out), *FAST,
+                 "--solver", str(solver), "--test-interval", "0", "--log-every", "1"]) in (0, None)
+    said = capsys.readouterr().out
+    assert "jigsaw train: " in said and "8 permutations" in said and "writing" in said  # the header
+    shown = [float(line.split("loss = ")[1].split(",")[0]) for line in said.splitlines()
+             if line.startswith("Iteration ") and "Testing" not in line]
+    losses = [float(loss) for _, loss in _losses(out)]
+    want = [np.mean(losses[max(0, i - 2):i + 1]) for i in range(len(losses))]
+    assert len(shown) == 6 and np.allclose(shown, want, atol=1e-4), (shown, want)
+
+
+def test_tensorboard_scalars_match_the_csv_logs(tmp_path, photo_store, perms):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out = tmp_path / "run"
+    assert main(["train", "--data", photo_store, "--permutations", perms, "--out", str(out), *FAST,
+                 "--max-iter", "3", "--test-interval", "3", "--tensorboard"]) in (0, None)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [round(e.value, 4) for e in events.Scalars("train/loss")] == [round(float(x), 4) for _, x in _losses(out)]
+    assert [e.step for e in events.Scalars("val/top1")] == [3]

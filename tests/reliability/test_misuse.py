@@ -23,6 +23,14 @@ def test_help_is_complete(prog):
     assert r.returncode == 0 and "examples:" in r.stdout and prog in r.stdout
 
 
+@pytest.mark.parametrize("prog,sub", [("caffe-convert", []), ("caffe-convert", ["classify"]), ("jigsaw", []),
+                                      ("jigsaw", ["train"]), ("transfer", []), ("transfer", ["finetune"])])
+def test_every_command_has_a_version(prog, sub):
+    from importlib import metadata
+    r = cli(CLIS[prog], *sub, "--version")
+    assert r.returncode == 0 and r.stdout.split()[-1] == metadata.version("jigsaw-cfn"), (r.stdout, r.stderr)
+
+
 @pytest.mark.parametrize("prog,args,expect", [
     ("caffe-convert", ["net.prototxt", "--bogus"], "unrecognized arguments"),
     ("caffe-convert", ["/no/such.prototxt", "-o", "x.pt"], "no such file"),

@@ -159,3 +159,41 @@ def test_weights_come_from_the_file_that_was_parsed(tmp_path):
     from tools.prototxt import read_net
     back = CaffeNet(read_net(text), weights=named)
     assert torch.equal(back.layer("ip").weight, want) and not np.allclose(want.numpy(), 7)
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_train_from_a_folder_with_workers_leaves_none_behind(tmp_path, signum):
+    import numpy as np
+    from PIL import Image
+
+    from jigsaw.permutations import make_permutations, save_permutations
+    (tmp_path / "photos").mkdir()
+    for i in range(8):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (280, 280, 3), dtype=np.uint8)).save(
+            tmp_path / "photos" / f"{i}.png")
+    save_permutations(str(tmp_path / "p.npy"), make_permutations(8))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "jigsaw.cli", "train", "--data", str(tmp_path / "photos"),
+                             "--permutations", str(tmp_path / "p.npy"), "--out", str(out), "--workers", "2",
+                             "--batch-size", "4", "--width", "0.125", "--max-iter", "100000", "--snapshot", "0",
+                             "--test-interval", "0", "--val-fraction", "0.25", "--log-every", "1", "--no-progress"],
+                            env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert _wait_for(lambda: (out / "log.csv").exists() and len((out / "log.csv").read_text().splitlines()) > 3,
+                     300)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, workers  # the decoding processes
+    proc.send_signal(signum)  # to the parent alone, as a scheduler or `kill` does
+    code = proc.wait(timeout=120)
+    assert code == (128 + signum if signum == signal.SIGTERM else -signum)
+    assert _wait_for(lambda: not any(_alive(w) for w in workers))  # they die with it
+    if signum == signal.SIGTERM:
+        assert "resume with: jigsaw train --out" in proc.stderr.read().decode()

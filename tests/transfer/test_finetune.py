@@ -6,8 +6,6 @@ import os
 import pytest
 import torch
 
-from jigsaw.cfn import CFN
-from tools.checkpoint import save_checkpoint
 from transfer.cli import main
 from transfer.datasets import FASHION_MNIST_DEBIAN
 from transfer.finetune import FinetuneConfig, finetune
@@ -15,15 +13,6 @@ from transfer.finetune import FinetuneConfig, finetune
 from .test_datasets import mnist_like
 
 ADAM = 'type: "Adam" base_lr: 0.001 momentum: 0.9 lr_policy: "fixed"'
-
-
-@pytest.fixture
-def jigsaw_ckpt(tmp_path):
-    cfn = CFN(8, width=0.125, seed=0)
-    path = str(tmp_path / "last.pt")
-    save_checkpoint(path, dict(model=cfn.state_dict(), widths=cfn.widths, iter=0,
-                               permutations=torch.zeros(0, 9, dtype=torch.long)))
-    return path
 
 
 def test_cfn_branch_both_phases_with_early_stopping(tmp_path, jigsaw_ckpt):
@@ -40,7 +29,8 @@ def test_cfn_branch_both_phases_with_early_stopping(tmp_path, jigsaw_ckpt):
     for key in ("test_accuracy", "epochs_run", "best_val_loss", "per_class_accuracy", "confusion_matrix"):
         assert key in on_disk
     assert 0 <= on_disk["test_accuracy"] <= 1 and len(on_disk["confusion_matrix"]) == 10
-    for name in ("curves.png", "lr.png", "history.csv", "lr.csv", "model.pt", "checkpoint.pt", "config.json"):
+    assert not (tmp_path / "run" / "lr.png").exists()  # a fixed rate: no flat panel
+    for name in ("curves.png", "filters.png", "history.csv", "lr.csv", "model.pt", "checkpoint.pt", "config.json"):
         assert (tmp_path / "run" / name).exists(), name
     hist = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert hist[1].startswith("head,") and hist[-1].startswith("finetune,")

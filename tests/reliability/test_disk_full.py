@@ -1,0 +1,78 @@
+"""A full disk (a file-size limit stands for it) in the middle of each long command: one line naming the
+file, exit 2, the previous checkpoint intact, no worker left behind, and the same command run again
+with room finishes the work."""
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+
+
+def _full_disk():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+
+def _run(module, *args, full=False, cwd=None):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=ENV, cwd=cwd, capture_output=True,
+                          text=True, timeout=600, preexec_fn=_full_disk if full else None)
+
+
+def _one_error_line(r, needle):
+    errors = [line for line in r.stderr.splitlines() if ": error: " in line]
+    assert r.returncode == 2 and len(errors) == 1 and needle in errors[0], r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr[-3000:]
+
+
+def _photos(folder, n=12):
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(
+            folder / f"{i}.png")
+
+
+def test_prepare_with_workers_on_a_full_disk_then_again(tmp_path):
+    _photos(tmp_path / "src")
+    r = _run("jigsaw.cli", "prepare", tmp_path / "src", "-o", tmp_path / "s.h5", "--workers", "2", full=True)
+    _one_error_line(r, "cannot write the store")  # it was a segfault (rc 139)
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "src")], capture_output=True, text=True).stdout.split()
+    assert left == [], left  # no worker outlives its parent
+    r = _run("jigsaw.cli", "prepare", tmp_path / "src", "-o", tmp_path / "s.h5", "--workers", "2")
+    assert r.returncode == 0 and "12 images" in r.stdout, r.stderr[-3000:]
+
+
+def test_train_on_a_full_disk_keeps_the_last_checkpoint_and_resumes(tmp_path):
+    _photos(tmp_path / "src")
+    store = tmp_path / "s.h5"
+    assert _run("jigsaw.cli", "prepare", tmp_path / "src", "-o", store).returncode == 0
+    assert _run("jigsaw.cli", "permutations", "-n", "8", "-o", tmp_path / "p.npy").returncode == 0
+    out = tmp_path / "run"
+    r = _run("jigsaw.cli", "train", "--data", store, "--permutations", tmp_path / "p.npy", "--out", out,
+             "--batch-size", "4", "--width", "0.125", "--max-iter", "2", "--snapshot", "2", "--test-interval", "0",
+             "--val-fraction", "0.25", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    before = (out / "last.pt").read_bytes()
+    r = _run("jigsaw.cli", "train", "--out", out, "--resume", "--max-iter", "4", "--no-progress", full=True)
+    _one_error_line(r, "last.pt: cannot write")
+    assert (out / "last.pt").read_bytes() == before
+    r = _run("jigsaw.cli", "train", "--out", out, "--resume", "--max-iter", "4", "--no-progress")
+    assert r.returncode == 0 and torch.load(out / "last.pt", weights_only=True)["iter"] == 4, r.stderr[-3000:]
+
+
+def test_transfer_on_a_full_disk_then_resumed(tmp_path):
+    from tests.transfer.test_datasets import mnist_like
+    root = mnist_like(str(tmp_path / "fm"), n=(60, 20))
+    out = tmp_path / "ft"
+    args = ("finetune", "--dataset", "fashion-mnist", "--data-root", root, "--model", "mlp", "--phase", "finetune",
+            "--epochs", "2", "--batch-size", "8", "--out", out, "--no-progress")
+    r = _run("transfer.cli", *args, full=True)
+    _one_error_line(r, "checkpoint.pt: cannot write")  # 1.6 MB of weights do not fit in 256 KB
+    r = _run("transfer.cli", "finetune", "--out", out, "--resume", "--no-progress")
+    assert r.returncode == 0 and (out / "summary.json").exists(), r.stderr[-3000:]
