@@ -100,6 +100,7 @@ def plot_lr(out):
     for phase, lrs in phases.items():
         ax.semilogy(np.arange(len(lrs)), lrs, label=phase)
     ax.set_xlabel("iteration within the phase")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("learning rate")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
