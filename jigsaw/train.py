@@ -286,10 +286,11 @@ def _validate(run: _Run, logs: TrainLogs, it):
 def _header(run: _Run):
     cfg, sp = run.cfg, run.sp
     params = sum(p.numel() for p in run.model.parameters())
-    tqdm.write(f"jigsaw train: {len(run.train_pool)} training / {len(run.val_pool)} validation puzzles' images from "
-               f"{cfg.data}; {len(run.perms_np)} permutations; recipe {cfg.recipe}; CFN width {cfg.width:g} "
-               f"({params:,} parameters); {sp.type or 'SGD'} base_lr {sp.base_lr:g}, batch {cfg.batch_size}, "
-               f"max_iter {sp.max_iter}; {run.device}{', bf16' if run.fast else ''}"
+    tqdm.write(f"jigsaw train: {len(run.train_pool)} training images from {cfg.data}, validation on "
+               f"{len(run.val_pool)} puzzles of {len(np.unique(run.val_pool))} images; {len(run.perms_np)} "
+               f"permutations; recipe {cfg.recipe}; CFN width {cfg.width:g} ({params:,} parameters); "
+               f"{sp.type or 'SGD'} base_lr {sp.base_lr:g}, batch {cfg.batch_size}, max_iter {sp.max_iter}; "
+               f"{run.device}{', bf16' if run.fast else ''}"
                f"{f' x {run.world} processes' if run.world > 1 else ''}; "
                f"{'resuming at iteration ' + str(run.start) if run.start else 'starting'}; writing {cfg.out}")
 

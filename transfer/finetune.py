@@ -196,7 +196,8 @@ def _train(cfg, model, data, phases, ck, device, n_classes, board):
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     start_phase, history, lr_rows, result = 0, [], [], {}
     if ck is not None:
-        start_phase, history, lr_rows, result = ck["phase_index"], ck["history"], ck["lr_rows"], dict(ck.get("done") or {})
+        start_phase, history, lr_rows = ck["phase_index"], ck["history"], ck["lr_rows"]
+        result = dict(ck.get("done") or {})  # the phases finished before the checkpoint
         model.load_state_dict(ck["model"])
     for pi in range(start_phase, len(phases)):
         phase = phases[pi]
