@@ -1,11 +1,12 @@
 """The settings of a `jigsaw train` run: one dataclass whose fields are the command line's options too
 (tools.options), recorded in the run folder's config.json and read back by `--resume`."""
+import os
 from dataclasses import dataclass
 from typing import Optional
 
 import prototxt
 from tools.cli_runner import positive
-from tools.options import option
+from tools.options import check_types, option
 from tools.runrecord import RESUME_CHOICES, RESUME_HELP, check_fixed, read_record
 from tools.runtime import PRECISIONS
 
@@ -74,7 +75,8 @@ RUN_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ("res
 
 def recorded_config(out):
     """The settings a run folder's config.json recorded (TrainConfig fields but the machine's), or {}."""
-    return read_record(out, RUN_FIELDS, machine=("device", "workers"))
+    return check_types(TrainConfig, read_record(out, RUN_FIELDS, machine=("device", "workers")),
+                       os.path.join(out, "config.json"))
 
 
 def check_resume(cfg, recorded, out):

@@ -2,7 +2,10 @@
 text is written once, on the field (`option(...)`), and `add_options` turns fields into flags."""
 import argparse
 import dataclasses
+import typing
 from typing import Any, Callable, Dict, Optional, Sequence
+
+from .errors import UserError
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, type: Optional[Callable] = None,
@@ -63,6 +66,37 @@ def add_options(parser: argparse.ArgumentParser, cls, only: Optional[Sequence[st
             if default not in (None, (), [], {}) and "(default" not in help_text:
                 kw["help"] = f"{help_text} (default {_shown(default)})"
         parser.add_argument(name, **{k: v for k, v in kw.items() if v is not None or k == "default"})
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint in (Any, object):
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (tuple, list):
+        return isinstance(value, (tuple, list))
+    return isinstance(value, origin or hint)
+
+
+def check_types(cls, settings: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """Settings read from a file (a config file, a run's record) must have their fields' types: a
+    wrong one is one line naming the file and the field, not a traceback deep in the run."""
+    hints = typing.get_type_hints(cls)
+    for name, value in settings.items():
+        if name in hints and not _fits(value, hints[name]):
+            hint = hints[name]
+            want = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise UserError(f"{source}: setting '{name}' is {value!r}; expected {want}")
+    return settings
 
 
 def given(cls, args: argparse.Namespace) -> Dict[str, Any]:

@@ -5,6 +5,7 @@ import os
 from dataclasses import asdict, fields
 
 from tools.errors import UserError
+from tools.options import check_types
 
 from .config import FinetuneConfig
 
@@ -87,5 +88,6 @@ def read_settings(path):
     if unknown:
         raise UserError(f"{path}: unknown setting(s) {', '.join(unknown)} (settings are FinetuneConfig's "
                         "fields, as `transfer show RECIPE` prints them)")
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
-            if k in known and k not in ("resume", "progress")}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+                if k in known and k not in ("resume", "progress")}
+    return check_types(FinetuneConfig, settings, path)

@@ -6,7 +6,7 @@ import sys
 
 from tools.cli_runner import add_version, run_cli
 from tools.errors import UserError
-from tools.options import add_options, given
+from tools.options import add_options, check_types, given
 from tools.runrecord import read_record
 
 from .config import RUN_FIELDS, RUN_OPTIONS, FinetuneConfig, ProbeConfig
@@ -66,7 +66,8 @@ def _config(args, base):
     if args.out is None:
         raise UserError(f"{args.command}: --out is required")
     if args.resume:
-        recorded = read_record(args.out, RUN_FIELDS, machine=("device", "workers"))
+        recorded = check_types(FinetuneConfig, read_record(args.out, RUN_FIELDS, machine=("device", "workers")),
+                               os.path.join(args.out, "config.json"))
         if not recorded and args.resume != "auto":
             raise UserError(f"{os.path.join(args.out, 'config.json')}: no run to resume here")
         fields.update(recorded)

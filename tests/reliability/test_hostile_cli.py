@@ -152,6 +152,13 @@ CASES = {
     "a used --out without --resume": ("transfer.cli", lambda t: (
         (t / "o").mkdir(), (t / "o" / "summary.json").write_text("{}"),
         ["finetune", "--dataset", "fashion-mnist", "--model", "mlp", "--out", t / "o"])[-1], "already holds"),
+    "a --config file with batch_size \"abc\"": ("transfer.cli", lambda t: (
+        (t / "c.json").write_text('{"dataset": "fashion-mnist", "model": "mlp", "batch_size": "abc"}'),
+        ["finetune", "--config", t / "c.json", "--out", t / "o"])[-1], "setting 'batch_size' is 'abc'"),
+    "a run record with width \"wide\" on jigsaw --resume": ("jigsaw.cli", lambda t: (
+        (t / "run").mkdir(), (t / "run" / "config.json").write_text(json.dumps(dict(
+            data=str(t / "s.h5"), permutations=str(t / "p.npy"), width="wide"))),
+        ["train", "--out", t / "run", "--resume"])[-1], "setting 'width' is 'wide'"),
     "--resume where no run is": ("transfer.cli", lambda t: ["finetune", "--out", t / "none", "--resume"],
                                  "no run to resume"),
 }
