@@ -26,6 +26,7 @@ import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+from tools.atomic import atomic_open  # noqa: E402
 
 
 def sh(*args):
@@ -111,18 +112,20 @@ def dead_features(probe_dir):
     """Per layer, the share of probe features that never vary over the training split (dead ReLU
     channels), pretrained vs random: a trained net that kills channels has fewer features to offer."""
     import glob
+    import json
 
     import numpy as np
+    with open(os.path.join(probe_dir, "config.json")) as f:
+        features = json.load(f)["features"]  # this probe's nets: the cache may hold others'
     out = {}
-    for path in sorted(glob.glob(os.path.join(probe_dir, "cache", "*", "*_train.npy"))
-                       or glob.glob(os.path.join(probe_dir, "cache", "*_train.npy"))):
-        name = os.path.basename(path)[:-len("_train.npy")]
-        if name == "labels":
-            continue
-        tag, layer = name.split("_", 1)
-        a = np.load(path, mmap_mode="r")[:2000].astype(np.float32)
-        out.setdefault(layer, {}).setdefault("random" if tag.startswith("random") else "pretrained", []).append(
-            float((a.std(0) < 1e-6).mean()))
+    for tag, folder in features.items():
+        for path in sorted(glob.glob(os.path.join(probe_dir, folder, "*_train.npy"))):
+            layer = os.path.basename(path)[:-len("_train.npy")]
+            if layer == "labels":
+                continue
+            a = np.load(path, mmap_mode="r")[:2000].astype(np.float32)
+            out.setdefault(layer, {}).setdefault("random" if tag.startswith("random") else "pretrained", []).append(
+                float((a.std(0) < 1e-6).mean()))
     lines = ["layer    dead features: pretrained   random"]
     for layer, d in out.items():
         lines.append(f"{layer:8s} {np.mean(d.get('pretrained', [0])):27.2f} {np.mean(d.get('random', [0])):8.2f}")
@@ -163,7 +166,7 @@ def main():
     if not os.path.exists(perms):
         sh("jigsaw.cli", "permutations", "-n", args.permutations, "-o", perms)
     solver = os.path.join(out, "solver.prototxt")
-    with open(solver, "w") as f:  # Adam: the Caffe-filler SGD start sits at chance for thousands of iterations
+    with atomic_open(solver, "w") as f:  # Adam: the Caffe-filler SGD start sits at chance for thousands of iterations
         f.write(f'type: "Adam" base_lr: 0.001 momentum: 0.9 momentum2: 0.999 weight_decay: 0.0005\n'
                 f'lr_policy: "step" gamma: 0.1 stepsize: {int(args.iters * 0.8)} max_iter: {args.iters}\n'
                 f"test_interval: {args.iters} test_iter: 8 test_initialization: false display: {args.iters // 6}\n"
@@ -200,7 +203,7 @@ def main():
     report.append(f"pretraining {t_pre / 60:.1f} min, everything {(time.time() - t0) / 60:.1f} min")
     text = "\n\n".join(report)
     print("\n" + text)
-    with open(os.path.join(out, "ssl_probe.txt"), "w") as f:
+    with atomic_open(os.path.join(out, "ssl_probe.txt"), "w") as f:
         f.write(text + "\n")
     beat = [r["layer"] for r in rows if r["margin_se"] is not None and r["margin_se"] > 3]
     print(f"layers where pretraining beats random by > 3 SE: {', '.join(beat) or 'none'}")

@@ -2,7 +2,8 @@
 Zhang et al. 2017, Goyal et al. 2019): is the pretraining worth anything?
 
 A frozen backbone's activations after each block (after the ReLU for a CFN branch) are average-pooled
-to about `target_dim` values, cached once on disk (float16), standardised with the training split's
+to about `target_dim` values, cached once on disk per net (float16; a run that adds a pretraining seed or
+a twin computes only the new nets' features and fits), standardised with the training split's
 statistics, and fed to a multinomial logistic regression (full-batch L-BFGS) per layer; the weight
 decay is chosen on the validation split, never on test. The same runs for `random_seeds` twins of the
 backbone (same architecture, width and input; for a CFN, Caffe's fillers, the init its pretraining
@@ -66,9 +67,10 @@ def _probe_points(backbone, model_name):
 
 @torch.no_grad()
 def _extract(backbone, model_name, data, cache, tag, cfg, device):
-    """Features of every probed layer for every split, written once to cache/TAG_LAYER_SPLIT.npy."""
+    """Features of every probed layer for every split, written once to CACHE/LAYER_SPLIT.npy (one folder
+    per net)."""
     points = _probe_points(backbone, model_name)
-    paths = {(layer, split): os.path.join(cache, f"{tag}_{layer}_{split}.npy")
+    paths = {(layer, split): os.path.join(cache, f"{layer}_{split}.npy")
              for layer, _, _ in points for split in data}
     paths.update({("labels", split): os.path.join(cache, f"labels_{split}.npy") for split in data})
     if all(os.path.exists(p) for p in paths.values()):
@@ -123,6 +125,28 @@ def _accuracy(x, y, w, b):
     return float(((x @ w + b).argmax(1) == y).float().mean())
 
 
+def _probe_net(feats, layers, n_classes, cfg, cache):
+    """{layer: (best fit, dims, every fit)} for one net; kept in CACHE/fits_KEY.json for these fit settings."""
+    key = dict(weight_decays=[float(w) for w in cfg.weight_decays], lbfgs_iters=cfg.lbfgs_iters, seed=cfg.seed)
+    path = os.path.join(cache, f"fits_{_digest(key)}.json")
+    try:
+        with open(path) as f:
+            kept = json.load(f)
+        if kept["key"] == key and list(kept["layers"]) == list(layers):
+            return {k: (v["best"], v["dims"], v["fits"]) for k, v in kept["layers"].items()}
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or not ours to trust: fit again
+        pass
+    labels = {s: torch.from_numpy(np.array(feats[("labels", s)], dtype=np.int64)) for s in ("train", "val", "test")}
+    out = {}
+    for layer in layers:
+        split_feats = {s: feats[(layer, s)] for s in labels}
+        best, fits = probe_layer(split_feats, labels, n_classes, cfg)
+        out[layer] = (best, int(split_feats["train"].shape[1]), fits)
+    with atomic_open(path, "w") as f:
+        json.dump(dict(key=key, layers={k: dict(best=b, dims=d, fits=fs) for k, (b, d, fs) in out.items()}), f)
+    return out
+
+
 def probe_layer(feats, labels, n_classes, cfg):
     """Test accuracy of the probe whose weight decay did best on validation; and every fit's scores."""
     train = torch.from_numpy(np.array(feats["train"], dtype=np.float32))
@@ -135,6 +159,10 @@ def probe_layer(feats, labels, n_classes, cfg):
                          test=_accuracy(xs["test"], labels["test"], w, b)))
     best = max(fits, key=lambda f: f["val"])  # chosen on validation, never on test
     return best, fits
+
+
+def _digest(obj):
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _twin(backbone, seed, init="msra", model_name="", sample=None):
@@ -190,27 +218,33 @@ def probe(cfg: ProbeConfig):
     data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, 0, None, cfg.seed, None, preprocess)
     data["train"] = torch.utils.data.DataLoader(data["train"].dataset, batch_size=cfg.batch_size)  # in order
     ensure_dir(cfg.out)
-    # features depend on all of these: another setting gets its own cache, never a stale one
-    key = dict(model=cfg.model, weights=[(str(w), _stamp(w)) for w in weights], twin_init=cfg.twin_init,
-               size=size, target_dim=cfg.target_dim, limit_train=cfg.limit_train, val_fraction=cfg.val_fraction,
-               seed=cfg.seed, dataset=cfg.dataset, data_root=cfg.data_root, version=2)
-    cache = os.path.join(cfg.out, "cache", hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12])
-    ensure_dir(cache)
+    # a net's features depend on it and on all of these: another setting gets its own cache, never a stale one
+    common = dict(model=cfg.model, size=size, target_dim=cfg.target_dim, limit_train=cfg.limit_train,
+                  val_fraction=cfg.val_fraction, seed=cfg.seed, dataset=cfg.dataset, data_root=cfg.data_root, version=3)
+    # a twin depends on the architecture and the input it is scaled to, not on which weights file gave them
+    shape = dict(shapes=[list(p.shape) for p in backbone.parameters()],
+                 record={k: v for k, v in backbone.record.items() if k != "recipe_source"})
+    tags = ["pretrained"] if len(pretrained) == 1 else [f"pretrained{i}" for i in range(len(pretrained))]
+    identities = [dict(weights=str(w), stamp=_stamp(w)) for w in weights]
+    identities += [dict(twin=1000 + s, init=cfg.twin_init, **shape) for s in range(cfg.random_seeds)]
+    caches = {tag: os.path.join(cfg.out, "cache", _digest(dict(common, **ident)))
+              for tag, ident in zip(tags + [f"random{s}" for s in range(cfg.random_seeds)], identities)}
     with atomic_open(os.path.join(cfg.out, "config.json"), "w") as f:
         json.dump(dict(asdict(cfg), classes=classes, input_size=size, backbone=backbone.record,
-                       input="the backbone's own" if preprocess else "standardised by the training split"),
-                  f, indent=2)
-    tags = ["pretrained"] if len(pretrained) == 1 else [f"pretrained{i}" for i in range(len(pretrained))]
+                       input="the backbone's own" if preprocess else "standardised by the training split",
+                       features={t: os.path.relpath(c, cfg.out) for t, c in caches.items()}), f, indent=2)
     sample = next(iter(data["train"]))[0]  # a CFN's He twins start at the scale its pretraining did
     models = list(zip(tags, pretrained)) + [(f"random{s}", _twin(backbone, 1000 + s, cfg.twin_init, cfg.model, sample))
                                            for s in range(cfg.random_seeds)]
     results, fit_rows = {}, []
-    for tag, net in models:
+    for (tag, net), ident in zip(models, identities):
+        cache = ensure_dir(caches[tag])
+        if not os.path.exists(os.path.join(cache, "net.json")):
+            with atomic_open(os.path.join(cache, "net.json"), "w") as f:  # what this folder holds, for people
+                json.dump(dict(common, **ident), f, indent=2)
         feats = _extract(net, cfg.model, data, cache, tag, cfg, device)
-        labels = {s: torch.from_numpy(np.array(feats[("labels", s)], dtype=np.int64)) for s in data}
-        for layer in backbone.blocks:
-            best, fits = probe_layer({s: feats[(layer, s)] for s in data}, labels, len(classes), cfg)
-            results[(tag, layer)] = (best, feats[(layer, "train")].shape[1])
+        for layer, (best, dims, fits) in _probe_net(feats, backbone.blocks, len(classes), cfg, cache).items():
+            results[(tag, layer)] = (best, dims)
             fit_rows += [dict(model=tag, layer=layer, **f) for f in fits]
     rows = _table(results, backbone.blocks, tags, cfg.random_seeds, cfg.weight_decays)
     _write_csv(os.path.join(cfg.out, "probe.csv"), rows)

@@ -1,6 +1,7 @@
 """Linear probes on a tiny fixture: features cached once, baseline rows present, weight decay chosen on
 the validation split (never on test), twins of the same shape with the chosen init."""
 import csv
+import os
 
 import pytest
 import torch
@@ -60,6 +61,7 @@ def test_features_are_cached_once(setup, monkeypatch):
     def no_more_extraction(*a, **k):
         raise AssertionError("features extracted twice")
     monkeypatch.setattr(probe_mod, "_pooled", no_more_extraction)
+    monkeypatch.setattr(probe_mod, "fit_logistic", no_more_extraction)  # and the fits are kept with them
     assert _probe(setup) == first
 
 
@@ -83,14 +85,56 @@ def test_bad_probe_flags_exit_2_with_the_reason(flag, value, capsys):
     assert e.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err
 
 
+def _features(out):
+    with open(f"{out}/config.json") as f:
+        return {tag: f"{out}/{folder}" for tag, folder in __import__("json").load(f)["features"].items()}
+
+
 def test_another_setting_never_reuses_stale_features(setup):
     from dataclasses import replace
     _probe(setup)
+    caffe = _features(setup.out)
     _probe(replace(setup, twin_init="msra"))
-    caches = sorted((p for p in __import__("pathlib").Path(setup.out, "cache").iterdir()), key=str)
-    assert len(caches) == 2  # one feature cache per setting
-    a, b = (torch.from_numpy(__import__("numpy").load(c / "random0_conv2_test.npy").astype("float32")) for c in caches)
+    msra = _features(setup.out)
+    assert msra["pretrained"] == caffe["pretrained"]  # the pretrained net's features do not depend on the twins
+    assert msra["random0"] != caffe["random0"] and len(set(caffe.values()) | set(msra.values())) == 5
+    a, b = (torch.from_numpy(__import__("numpy").load(f"{c['random0']}/conv2_test.npy").astype("float32"))
+            for c in (caffe, msra))
     assert not torch.equal(a, b)
+    _probe(replace(setup, target_dim=500))
+    assert not set(_features(setup.out).values()) & set(msra.values())  # every net's features depend on it
+
+
+def test_adding_a_pretrained_run_computes_only_its_features_and_fits(setup, tmp_path, monkeypatch):
+    from dataclasses import replace
+    first = _probe(setup)
+    second = str(tmp_path / "c2.pt")
+    cfn = CFN(8, width=0.125, seed=1)
+    save_checkpoint(second, dict(model=cfn.state_dict(), widths=cfn.widths, iter=0, recipe="jps",
+                                 recipe_options={}, permutations=torch.zeros(0, 9, dtype=torch.long)))
+    calls = {"extract": 0, "fit": 0}
+    pooled, fit = probe_mod._pooled, probe_mod.fit_logistic
+
+    def counted(name, f):
+        def g(*a, **k):
+            calls[name] += 1
+            return f(*a, **k)
+        return g
+    monkeypatch.setattr(probe_mod, "_pooled", counted("extract", pooled))
+    monkeypatch.setattr(probe_mod, "fit_logistic", counted("fit", fit))
+    rows = _probe(replace(setup, weights=[setup.weights, second]))
+    batches = -(-60 * 85 // 100 // setup.batch_size) + -(-60 * 15 // 100 // setup.batch_size) + -(-20 // 16)
+    assert calls["fit"] == len(LAYERS) * 2  # the new run's: 6 layers x 2 weight decays; the rest were kept
+    assert 0 < calls["extract"] <= len(LAYERS) * (batches + 2)  # one net's pass over the three splits
+    fits = _csv(f"{setup.out}/fits.csv")
+    for r, old in zip(rows, first):  # the kept runs' scores are the ones measured the first time
+        assert r["random_mean"] == old["random_mean"] and r["random_se"] == old["random_se"]
+        kept = max((f for f in fits if f["model"] == "pretrained0" and f["layer"] == r["layer"]),
+                   key=lambda f: float(f["val"]))
+        assert float(kept["test"]) == pytest.approx(old["pretrained"], abs=1e-4)
+    calls.update(extract=0, fit=0)
+    assert _probe(replace(setup, weights=[setup.weights, second], lbfgs_iters=6)) and calls["extract"] == 0
+    assert calls["fit"] == 4 * len(LAYERS) * 2  # new fit settings: all four nets are fit again on kept features
 
 
 def test_several_pretrained_runs_give_mean_and_se_and_a_larger_input_probes_fc6_as_a_map(setup, tmp_path):
@@ -109,3 +153,12 @@ def test_several_pretrained_runs_give_mean_and_se_and_a_larger_input_probes_fc6_
         assert r["pretrained_se"] == pytest.approx(abs(tests[0] - tests[1]) / 2, abs=1e-4)
     fc6 = next(r for r in rows if r["layer"] == "fc6")
     assert fc6["dims"] == 3 * 3 * cfn.widths["fc6"]  # 96 px: fc6 slid over pool5 (5x5) gives a 3x3 map
+
+
+def test_a_damaged_fits_file_is_fit_again_not_a_traceback(setup):
+    first = _probe(setup)
+    folder = _features(setup.out)["pretrained"]
+    (fits,) = [p for p in os.listdir(folder) if p.startswith("fits_")]
+    with open(os.path.join(folder, fits), "w") as f:
+        f.write('{"key": [1, 2')
+    assert _probe(setup) == first
