@@ -3,6 +3,10 @@ labels, then linear probes per layer with the labels, against random-init twins 
 
     python benchmarks/ssl_probe.py --out /tmp/ssl                       # about 65 min on 2 CPU cores
     python benchmarks/ssl_probe.py --out /tmp/ssl --cross-domain demo-out/pretrain/last.pt
+    python benchmarks/ssl_probe.py --out /tmp/ssl --pretrain-seeds 6 --random-seeds 6   # adds 3 + 3 nets
+
+A rerun on the same --out keeps what is done: finished pretraining runs, and each net's probe features
+and fits, so more seeds cost only the new runs and nets.
 
 Geometry for 28 px images (the jps proportions at half scale): each image upscaled to 128 px
 (`jigsaw prepare --layout square --size 128 --min-side 16`), a 126 px crop of 3x3 cells of 42 px, 32 px
