@@ -133,7 +133,7 @@ def _probe_net(feats, layers, n_classes, cfg, cache):
         with open(path) as f:
             kept = json.load(f)
         if kept["key"] == key and list(kept["layers"]) == list(layers):
-            return {k: (v["best"], v["dims"], v["fits"]) for k, v in kept["layers"].items()}
+            return {k: (_best(v["fits"]), v["dims"], v["fits"]) for k, v in kept["layers"].items()}
     except (OSError, ValueError, KeyError, TypeError):  # none yet, or not ours to trust: fit again
         pass
     labels = {s: torch.from_numpy(np.array(feats[("labels", s)], dtype=np.int64)) for s in ("train", "val", "test")}
@@ -143,7 +143,7 @@ def _probe_net(feats, layers, n_classes, cfg, cache):
         best, fits = probe_layer(split_feats, labels, n_classes, cfg)
         out[layer] = (best, int(split_feats["train"].shape[1]), fits)
     with atomic_open(path, "w") as f:
-        json.dump(dict(key=key, layers={k: dict(best=b, dims=d, fits=fs) for k, (b, d, fs) in out.items()}), f)
+        json.dump(dict(key=key, layers={k: dict(dims=d, fits=fs) for k, (_, d, fs) in out.items()}), f)
     return out
 
 
@@ -157,8 +157,11 @@ def probe_layer(feats, labels, n_classes, cfg):
         w, b = fit_logistic(xs["train"], labels["train"], n_classes, wd, cfg.lbfgs_iters, cfg.seed)
         fits.append(dict(weight_decay=wd, val=_accuracy(xs["val"], labels["val"], w, b),
                          test=_accuracy(xs["test"], labels["test"], w, b)))
-    best = max(fits, key=lambda f: f["val"])  # chosen on validation, never on test
-    return best, fits
+    return _best(fits), fits
+
+
+def _best(fits):
+    return max(fits, key=lambda f: f["val"])  # chosen on validation, never on test
 
 
 def _digest(obj):
