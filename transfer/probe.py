@@ -65,6 +65,20 @@ def _probe_points(backbone, model_name):
     return [(b, backbone.block(b), False) for b in backbone.blocks]
 
 
+def _load_features(paths, data):
+    """The cached arrays if every one is there, readable and of the split's length; None means extract
+    again (a file lost, truncated or damaged is not an error the user must mend by hand)."""
+    try:
+        arrays = {k: np.load(p, mmap_mode="r") for k, p in paths.items()}
+    except (OSError, ValueError, EOFError):
+        return None
+    for (layer, split), a in arrays.items():
+        n = len(data[split].dataset)
+        if a.shape[0] != n or (layer == "labels") != (a.ndim == 1):
+            return None
+    return arrays
+
+
 @torch.no_grad()
 def _extract(backbone, model_name, data, cache, tag, cfg, device):
     """Features of every probed layer for every split, written once to CACHE/LAYER_SPLIT.npy (one folder
@@ -73,8 +87,9 @@ def _extract(backbone, model_name, data, cache, tag, cfg, device):
     paths = {(layer, split): os.path.join(cache, f"{layer}_{split}.npy")
              for layer, _, _ in points for split in data}
     paths.update({("labels", split): os.path.join(cache, f"labels_{split}.npy") for split in data})
-    if all(os.path.exists(p) for p in paths.values()):
-        return {k: np.load(p, mmap_mode="r") for k, p in paths.items()}
+    kept = _load_features(paths, data)
+    if kept is not None:
+        return kept
     backbone.eval().to(device)
     grabbed = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name, relu=relu:

@@ -162,3 +162,14 @@ def test_a_damaged_fits_file_is_fit_again_not_a_traceback(setup):
     with open(os.path.join(folder, fits), "w") as f:
         f.write('{"key": [1, 2')
     assert _probe(setup) == first
+
+
+def test_a_damaged_feature_file_is_extracted_again_not_a_traceback(setup):
+    first = _probe(setup)
+    folder = _features(setup.out)["pretrained"]
+    path = os.path.join(folder, "conv3_train.npy")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # an interrupted copy: the header survives, the rows do not
+        f.truncate(size // 2)
+    assert _probe(setup) == first
+    assert os.path.getsize(path) == size
