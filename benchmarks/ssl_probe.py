@@ -93,7 +93,7 @@ def shortcut_table(out, runs, store_size):
             r = subprocess.run([sys.executable, "-m", "jigsaw.cli", "evaluate", "--weights", run, "--data", store,
                                 "--batch-size", "100"], capture_output=True, text=True, cwd=ROOT, check=True)
             got.append(float(r.stdout.split("top-1 ")[1].split(",")[0]))
-        lines.append(f"{os.path.basename(os.path.dirname(run)):46s} {got[0]:11.3f} {got[1]:18.3f}")
+        lines.append(f"{os.path.basename(os.path.dirname(run)):46s} {got[0]:11.4f} {got[1]:18.4f}")
     return "\n".join(lines)
 
 
