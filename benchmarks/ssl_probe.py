@@ -35,15 +35,17 @@ sys.path.insert(0, ROOT)
 from tools.atomic import atomic_open  # noqa: E402
 
 
-def sh(*args):
-    """Run one of the product's commands; if it fails, stop here with its exit code (it has said why)."""
+def sh(*args, capture=False):
+    """Run one of the product's commands (its output returned when `capture`); if it fails, stop here with
+    its exit code (it has said why)."""
     cmd = [sys.executable, "-m", *map(str, args)]
     print("$ " + " ".join(["python", "-m", *map(str, args)]), flush=True)
-    rc = subprocess.run(cmd, cwd=ROOT).returncode
-    if rc:
-        print(f"ssl_probe: stopped: the command above exited {rc}; what is finished is kept for a rerun",
+    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE if capture else None, text=True)
+    if r.returncode:
+        print(f"ssl_probe: stopped: the command above exited {r.returncode}; what is finished is kept for a rerun",
               file=sys.stderr)
-        sys.exit(rc)
+        sys.exit(r.returncode)
+    return r.stdout
 
 
 def write_pngs(folder):
@@ -90,9 +92,8 @@ def shortcut_table(out, runs, store_size):
             if not os.path.exists(store):
                 sh("jigsaw.cli", "prepare", os.path.join(folder, name), "-o", store, "--layout", "square",
                    "--size", store_size, "--min-side", 16)
-            r = subprocess.run([sys.executable, "-m", "jigsaw.cli", "evaluate", "--weights", run, "--data", store,
-                                "--batch-size", "100"], capture_output=True, text=True, cwd=ROOT, check=True)
-            got.append(float(r.stdout.split("top-1 ")[1].split(",")[0]))
+            said = sh("jigsaw.cli", "evaluate", "--weights", run, "--data", store, "--batch-size", 100, capture=True)
+            got.append(float(said.split("top-1 ")[1].split(",")[0]))
         lines.append(f"{os.path.basename(os.path.dirname(run)):46s} {got[0]:11.4f} {got[1]:18.4f}")
     return "\n".join(lines)
 
@@ -164,7 +165,8 @@ def main():
     ap.add_argument("--cross-domain", help="also probe this CFN checkpoint (e.g. the demo's) on Fashion-MNIST")
     args = ap.parse_args()
     # Checked before the pretraining, not after it; display and snapshot intervals are iters/6 and iters/3.
-    for name, least in (("pretrain_seeds", 1), ("random_seeds", 2), ("iters", 6), ("batch_size", 1)):
+    for name, least in (("pretrain_seeds", 1), ("random_seeds", 2), ("iters", 6), ("batch_size", 1),
+                        ("limit_train", 1), ("lbfgs_iters", 1)):
         if getattr(args, name) < least:
             ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least {least}"
                      + (" (a standard error needs two twins)" if name == "random_seeds" else ""))
@@ -172,6 +174,8 @@ def main():
         ap.error(f"--stepsize {args.stepsize}: expected a positive number of iterations")
     if args.store_size < 126:
         ap.error(f"--store-size {args.store_size}: the 3x3 grid of 42 px cells needs at least 126")
+    if args.cross_domain and not os.path.isfile(args.cross_domain):
+        ap.error(f"--cross-domain {args.cross_domain}: no such checkpoint file")
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
