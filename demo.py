@@ -119,13 +119,16 @@ def main():
     print(f"{note}: test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} epochs "
           f"({time.time() - t:.0f} s)")
 
-    t = step("6. linear probes: the pretrained branch against random-init twins")
+    t = step("6. linear probes and kNN: the pretrained branch against random-init twins")
     from transfer.probe import ProbeConfig, format_table, probe
-    rows = probe(ProbeConfig(dataset=dataset, data_root=root, model="cfn", weights=os.path.join(run, "last.pt"),
+    tables = probe(ProbeConfig(dataset=dataset, data_root=root, model="cfn", weights=os.path.join(run, "last.pt"),
                              out=os.path.join(out, "probe"), random_seeds=3, twin_init="msra",
                              limit_train=2000, val_fraction=0.05, lbfgs_iters=40, seed=args.seed, progress=False))
     chance = 1 / (10 if use_fmnist else len(os.listdir(root)))
+    rows = tables["linear"]
     print(format_table(rows, chance=chance))
+    print("weighted kNN (k 20, T 0.07) on the same features:")
+    print(format_table(tables["knn"], chance=chance))
     wins = [r["layer"] for r in rows if r["margin_se"] is not None and r["margin_se"] > 3]
     print(f"pretrained beats its random twins by > 3 SE at: {', '.join(wins) or 'no layer'} "
           f"({time.time() - t:.0f} s; {os.path.join(out, 'probe', 'probe.png')})")

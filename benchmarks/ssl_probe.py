@@ -1,5 +1,7 @@
 """In-domain probe benchmark: CFNs pretrained on Fashion-MNIST's 60,000 training images without their
-labels, then linear probes per layer with the labels, against random-init twins (README: Small images).
+labels, then probes per layer with the labels, against random-init twins (README: Small images): linear
+probes and a weighted kNN with every label, and low-shot linear probes and kNN with 1, 5, 10, 50 and 100
+labels per class (5 seeded draws each).
 
     python benchmarks/ssl_probe.py --out /tmp/ssl                       # about 65 min on 2 CPU cores
     python benchmarks/ssl_probe.py --out /tmp/ssl --cross-domain demo-out/pretrain/last.pt
@@ -108,16 +110,36 @@ def finished(run, iters):
 
 
 def table(path):
+    """A probe table's CSV (probe.csv, knn.csv, label_efficiency.csv) as rows with numbers, and as text."""
     with open(path) as f:
         rows = list(csv.DictReader(f))
-    from transfer.probe import format_table
+    from transfer.probe_tables import format_lowshot, format_table
     for r in rows:
         for k in ("dims", "n", "pretrained_n"):
             r[k] = int(r.get(k) or 1)
-        for k in ("pretrained", "pretrained_se", "random_mean", "random_se"):
+        for k in ("pretrained", "pretrained_se", "random_mean", "random_se", "random_sd"):
             r[k] = float(r.get(k) or 0)
         r["margin_se"] = float(r["margin_se"]) if r.get("margin_se") not in (None, "") else None
-    return rows, format_table(rows)
+    return rows, (format_lowshot(rows) if rows and "budget" in rows[0] else format_table(rows))
+
+
+def best_margins(rows):
+    """Per protocol, the budget with the largest smallest margin (in SE) over conv2-conv5: where the
+    pretraining helps most."""
+    lines = []
+    for protocol in dict.fromkeys(r["protocol"] for r in rows):
+        scored = []
+        for budget in dict.fromkeys(r["budget"] for r in rows if r["protocol"] == protocol):
+            mine = {r["layer"]: r for r in rows if (r["protocol"], r["budget"]) == (protocol, budget)}
+            convs = [mine[c] for c in ("conv2", "conv3", "conv4", "conv5") if c in mine]
+            if convs and all(r["margin_se"] is not None for r in convs):
+                scored.append((min(r["margin_se"] for r in convs), budget, convs))
+        if scored:
+            low, budget, convs = max(scored, key=lambda t: t[0])
+            points = ", ".join(f"{r['layer']} {100 * (r['pretrained'] - r['random_mean']):+.1f} pt "
+                               f"({r['margin_se']:+.1f} SE)" for r in convs)
+            lines.append(f"{protocol}: most at {budget} labels per class: {points}; smallest margin {low:+.1f} SE")
+    return "\n".join(lines)
 
 
 def dead_features(probe_dir):
@@ -163,10 +185,16 @@ def main():
                     help="side the images are upscaled to (default 160: the 126 px crop moves the object by up to "
                          "34 px; at 128 it barely moves, and the object's outline names each tile's cell)")
     ap.add_argument("--cross-domain", help="also probe this CFN checkpoint (e.g. the demo's) on Fashion-MNIST")
+    ap.add_argument("--protocols", nargs="+", default=["linear", "knn"], choices=["linear", "knn"],
+                    help="full-label protocols (default both; the linear fits are most of a probe's time)")
+    ap.add_argument("--labels-per-class", nargs="*", default=["1", "5", "10", "50", "100", "all"],
+                    help="low-shot budgets (default 1 5 10 50 100 all; none: no low-shot table)")
+    ap.add_argument("--draws", type=int, default=5, help="labelled draws per low-shot budget (5)")
+    ap.add_argument("--twin-seeds", type=int, nargs="+", help="the twins' seeds (default 1000, 1001, ...)")
     args = ap.parse_args()
     # Checked before the pretraining, not after it; display and snapshot intervals are iters/6 and iters/3.
     for name, least in (("pretrain_seeds", 1), ("random_seeds", 2), ("iters", 6), ("batch_size", 1),
-                        ("limit_train", 1), ("lbfgs_iters", 1)):
+                        ("limit_train", 1), ("lbfgs_iters", 1), ("draws", 1)):
         if getattr(args, name) < least:
             ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least {least}"
                      + (" (a standard error needs two twins)" if name == "random_seeds" else ""))
@@ -174,6 +202,14 @@ def main():
         ap.error(f"--stepsize {args.stepsize}: expected a positive number of iterations")
     if args.store_size < 126:
         ap.error(f"--store-size {args.store_size}: the 3x3 grid of 42 px cells needs at least 126")
+    from transfer.lowshot import parse_budget
+    from tools.errors import UserError
+    try:
+        [parse_budget(b) for b in args.labels_per_class]
+    except UserError as e:
+        ap.error(str(e))
+    if args.twin_seeds is not None and len(set(args.twin_seeds)) < 2:
+        ap.error(f"--twin-seeds {' '.join(map(str, args.twin_seeds))}: expected at least two different seeds")
     if args.cross_domain and not os.path.isfile(args.cross_domain):
         ap.error(f"--cross-domain {args.cross_domain}: no such checkpoint file")
     out = os.path.abspath(args.out)
@@ -210,14 +246,30 @@ def main():
     shortcut = shortcut_table(out, runs, args.store_size)
     print(shortcut, flush=True)
     probe = os.path.join(out, "probe_in_domain")
+    twins = ["--twin-seeds", *args.twin_seeds] if args.twin_seeds else ["--random-seeds", args.random_seeds]
+    budgets = ["--labels-per-class", *args.labels_per_class] if args.labels_per_class else []
     sh("transfer.cli", "probe", "--dataset", "fashion-mnist", "--model", "cfn", "--weights", *runs, "--out", probe,
-       "--input-size", args.store_size, "--twin-init", args.init, "--random-seeds", args.random_seeds,
-       "--limit-train", args.limit_train, "--lbfgs-iters", args.lbfgs_iters, "--no-progress")
-    rows, text = table(os.path.join(probe, "probe.csv"))
-    report_dead = dead_features(probe)
+       "--input-size", args.store_size, "--twin-init", args.init, *twins, "--limit-train", args.limit_train,
+       "--lbfgs-iters", args.lbfgs_iters, "--protocols", *args.protocols, "--draws", args.draws, *budgets,
+       "--no-progress")
+    t_probe = time.time() - t0 - t_pre
     report = [f"in-domain (Fashion-MNIST at {args.store_size} px, {args.pretrain_seeds} pretraining seeds x "
-              f"{args.iters} iterations, probes on {args.limit_train} labelled images; chance 0.1000)", text]
-    report.append(report_dead)
+              f"{args.iters} iterations, {len(args.twin_seeds or range(args.random_seeds))} twins, "
+              f"{args.limit_train} labelled training images; chance 0.1000)"]
+    tables = [(name, what) for name, what, asked in (
+        ("probe.csv", "linear probes, every label, weight decay chosen on 9,000 validation images",
+         "linear" in args.protocols),
+        ("knn.csv", "weighted kNN (k 20, T 0.07), every label as the bank", "knn" in args.protocols),
+        ("label_efficiency.csv", f"low-shot ({args.draws} draws per budget; linear: weight decay by cross-validation "
+                                 "inside the draw): pretrained minus random", bool(budgets))) if asked]
+    rows = []
+    for name, what in tables:  # what this run asked for: a file from an earlier run's settings is not reported
+        got, text = table(os.path.join(probe, name))
+        rows = rows or got
+        report += [what, text]
+        if name == "label_efficiency.csv":
+            report.append(best_margins(got))
+    report.append(dead_features(probe))
     report.append(shortcut)
     if args.cross_domain:
         cross = os.path.join(out, "probe_cross_domain")
@@ -225,13 +277,14 @@ def main():
            "--out", cross, "--twin-init", args.init, "--random-seeds", args.random_seeds,
            "--limit-train", args.limit_train, "--lbfgs-iters", args.lbfgs_iters, "--no-progress")
         report += [f"cross-domain ({args.cross_domain} -> Fashion-MNIST)", table(os.path.join(cross, "probe.csv"))[1]]
-    report.append(f"pretraining {t_pre / 60:.1f} min, everything {(time.time() - t0) / 60:.1f} min")
+    report.append(f"pretraining {t_pre / 60:.1f} min, probes {t_probe / 60:.1f} min, everything "
+                  f"{(time.time() - t0) / 60:.1f} min")
     text = "\n\n".join(report)
     print("\n" + text)
     with atomic_open(os.path.join(out, "ssl_probe.txt"), "w") as f:
         f.write(text + "\n")
     beat = [r["layer"] for r in rows if r["margin_se"] is not None and r["margin_se"] > 3]
-    print(f"layers where pretraining beats random by > 3 SE: {', '.join(beat) or 'none'}")
+    print(f"layers where pretraining beats random by > 3 SE ({tables[0][0]}): {', '.join(beat) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ EPILOG = """examples:
   transfer run cifar100-cfn --data-root ~/data --weights runs/cfn/last.pt --out runs/c100
   transfer plot filters --weights runs/cfn/last.pt --compare runs/c100/model.pt -o conv1.png
   transfer probe --dataset fashion-mnist --model cfn --weights runs/cfn/last.pt --out runs/probe
+  transfer probe --dataset fashion-mnist --model cfn --weights runs/cfn/last.pt --out runs/probe \
+      --labels-per-class 1 5 10 50 100 all --twin-seeds 2000 2001 2002
 """
 
 
@@ -36,7 +38,7 @@ def build_parser():
     add_options(p, FinetuneConfig, unset=True, not_required=("dataset", "model", "out"))
     p.add_argument("--patience", type=int, nargs=2, metavar=("HEAD", "FINETUNE"),
                    help="early stopping patience of each phase, in epochs (default 5 1)")
-    p = sub.add_parser("probe", help="linear probes per layer: pretrained backbone vs random-init twins")
+    p = sub.add_parser("probe", help="probes per layer (linear, kNN, low-shot): pretrained backbone vs random-init twins")
     add_options(p, ProbeConfig, unset=True)
     p = sub.add_parser("run", help="run a seed recipe (see `transfer list`)")
     p.add_argument("recipe")
@@ -95,10 +97,15 @@ def _run(args):
         settings = given(ProbeConfig, args)
         if len(settings.get("weights") or ()) == 1:
             settings["weights"] = settings["weights"][0]
-        rows = probe(ProbeConfig(**settings))
-        from .probe import format_table
-        print(format_table(rows))
-        print(f"wrote {os.path.join(args.out, 'probe.csv')} and probe.png")
+        tables = probe(ProbeConfig(**settings))
+        from .probe_tables import format_lowshot, format_table
+        said = dict(linear=("linear probes, every training label (probe.csv, probe.png)", format_table),
+                    knn=("weighted kNN, the training split as the bank (knn.csv)", format_table),
+                    lowshot=("low-shot: pretrained minus random, in points and SE (label_efficiency.csv, .png)",
+                             format_lowshot))
+        for name, rows in tables.items():
+            print(f"{said[name][0]}\n{said[name][1](rows)}\n")
+        print(f"wrote {args.out}")
         return 0
     from .finetune import finetune, stats_of
     if args.command == "run":

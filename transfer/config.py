@@ -92,7 +92,26 @@ class ProbeConfig:
     weights: Optional[object] = option(None, "the pretrained weights (as for finetune); several runs that differ "
                                              "only in their seed give the pretrained column as mean ± SE", nargs="+")
     data_root: Optional[str] = option(None, FASHION_HELP)
-    random_seeds: int = option(3, "random-init twins", type=positive(int))
+    random_seeds: int = option(3, "random-init twins (seeded 1000, 1001, ...)", type=positive(int))
+    twin_seeds: tuple = option((), "the twins' seeds instead (fresh twins: new seeds); recorded in config.json",
+                               type=int, nargs="+")
+    protocols: tuple = option(("linear", "knn"), "linear: probes on every training label, weight decay chosen on "
+                                                 "the validation split; knn: weighted kNN on the training split",
+                              nargs="+", choices=("linear", "knn"))
+    knn_k: int = option(20, "neighbours that vote (kNN)", type=positive(int))
+    knn_temperature: float = option(0.07, "a neighbour's vote is exp(cosine similarity / T)", type=positive(float))
+    knn_center: bool = option(True, "kNN on the features as they are (default: minus the training split's mean)")
+    labels_per_class: tuple = option((), "low-shot budgets, e.g. 1 5 10 50 100 all: for each, --draws seeded "
+                                         "class-balanced draws of labelled training images; a linear probe (weight "
+                                         "decay by cross-validation inside the draw) and a kNN per draw",
+                                     nargs="+", metavar="N")
+    label_fraction: tuple = option((), "low-shot budgets as fractions of each class, e.g. 0.01 0.1 (or 1%% 10%%)",
+                                   nargs="+", metavar="F")
+    draws: int = option(5, "seeded labelled draws per low-shot budget", type=positive(int))
+    cv_folds: int = option(3, "folds of the low-shot cross-validation (fewer when a class has fewer labels)",
+                           type=positive(int))
+    lowshot_weight_decays: tuple = option((1e-2, 1e-1, 1.0, 10.0, 100.0), "low-shot candidates, chosen by "
+                                          "cross-validation in each draw", type=positive(float, zero=True), nargs="+")
     twin_init: str = option("caffe", "a CFN twin's init: caffe (the fillers its pretraining started from) or "
                                      "msra (He)", choices=("caffe", "msra"))
     target_dim: int = option(9000, "features per layer after pooling", type=positive(int))

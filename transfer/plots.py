@@ -217,3 +217,37 @@ def plot_probe(rows, path, title):
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
+
+
+def plot_label_efficiency(rows, path, title):
+    """Accuracy against labelled images per class (log x), pretrained and random-init twins with ± SE bands,
+    linear probe solid and kNN dashed, one panel per layer; 'all' sits at 4x the largest budget."""
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    cols = min(3, len(layers))
+    fig, axes = plt.subplots(-(-len(layers) // cols), cols, figsize=(4.2 * cols, 3.4 * -(-len(layers) // cols)),
+                             squeeze=False)
+    for ax, layer in zip(axes.flat, layers):
+        for protocol, style in (("linear", "-"), ("knn", "--")):
+            mine = [r for r in rows if r["layer"] == layer and r["protocol"] == protocol]
+            if not mine:
+                continue
+            xs = [float(r["per_class"]) if r["budget"] != "all" else 0.0 for r in mine]
+            xs = np.array([x or 4 * max(xs + [1.0]) for x in xs])
+            order = np.argsort(xs)
+            for key, se, colour, who in (("pretrained", "pretrained_se", "C0", "pretrained"),
+                                         ("random_mean", "random_se", "C1", "random init")):
+                y = np.array([mine[i][key] for i in order])
+                e = np.array([mine[i][se] for i in order])
+                ax.plot(xs[order], y, style, color=colour, marker="o", ms=3, label=f"{who}, {protocol}")
+                ax.fill_between(xs[order], y - e, y + e, color=colour, alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_title(layer)
+        ax.set_xlabel("labelled images per class ('all' at the right)")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(layers):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: label efficiency (mean ± SE over nets)")
+    fig.tight_layout()
+    return _save(fig, path)

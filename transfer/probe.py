@@ -12,8 +12,6 @@ probe.csv is a pair measured in one run: layer, dims, pretrained test accuracy, 
 The init matters: untrained CFNs with Caffe's fillers beat He-init ones by 6-18 SE at conv2-conv5 on
 Fashion-MNIST (RESULTS.md), so the baseline's init is recorded in config.json.
 """
-import copy
-import csv
 import hashlib
 import json
 import os
@@ -23,7 +21,6 @@ from dataclasses import asdict
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from tools.atomic import atomic_open, ensure_dir
@@ -34,6 +31,12 @@ from .backbones import build_backbone
 from .config import ProbeConfig
 from .data import loaders
 from .datasets import load_dataset
+from .knn import knn_accuracy
+from .lowshot import budget_name, fit_softmax, lowshot_layer, parse_budget
+from .probe_tables import format_table, layer_rows, lowshot_rows, write_csv  # noqa: F401 (format_table: callers')
+from .twins import make_twin
+
+PROTOCOLS = ("linear", "knn")
 
 
 def _pooled(t, target_dim):
@@ -123,43 +126,75 @@ def fit_logistic(x, y, n_classes, weight_decay, iters=60, seed=0):
     """Multinomial logistic regression, full-batch L-BFGS on (N, D) float32 features: cross-entropy
     plus weight_decay/2 * |W|^2 (biases free). Returns (W, b)."""
     g = torch.Generator().manual_seed(seed)
-    w = (torch.randn(x.shape[1], n_classes, generator=g) * 1e-3).requires_grad_()
-    b = torch.zeros(n_classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(x @ w + b, y) + 0.5 * weight_decay * (w * w).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    return w.detach(), b.detach()
+    init = torch.randn(x.shape[1], n_classes, generator=g) * 1e-3, torch.zeros(n_classes)
+    return fit_softmax(x, y, n_classes, weight_decay, init, iters, tolerance_grad=1e-7, tolerance_change=1e-9)
 
 
 def _accuracy(x, y, w, b):
     return float(((x @ w + b).argmax(1) == y).float().mean())
 
 
-def _probe_net(feats, layers, n_classes, cfg, cache):
-    """{layer: (best fit, dims, every fit)} for one net; kept in CACHE/fits_KEY.json for these fit settings."""
-    key = dict(weight_decays=[float(w) for w in cfg.weight_decays], lbfgs_iters=cfg.lbfgs_iters, seed=cfg.seed)
-    path = os.path.join(cache, f"fits_{_digest(key)}.json")
+def _kept(cache, prefix, key, compute=None):
+    """One net's result for these settings, kept in CACHE/PREFIX_DIGEST.json; computed (and kept) when it
+    is missing, damaged or for other settings; None then without `compute`."""
+    path = os.path.join(cache, f"{prefix}_{_digest(key)}.json")
     try:
         with open(path) as f:
             kept = json.load(f)
-        if kept["key"] == key and list(kept["layers"]) == list(layers):
-            return {k: (_best(v["fits"]), v["dims"], v["fits"]) for k, v in kept["layers"].items()}
-    except (OSError, ValueError, KeyError, TypeError):  # none yet, or not ours to trust: fit again
+        if kept["key"] == json.loads(json.dumps(key)):
+            return kept["value"]
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or not ours to trust: compute again
         pass
-    labels = {s: torch.from_numpy(np.array(feats[("labels", s)], dtype=np.int64)) for s in ("train", "val", "test")}
-    out = {}
+    return None if compute is None else _keep(cache, prefix, key, compute())
+
+
+def _keep(cache, prefix, key, value):
+    with atomic_open(os.path.join(cache, f"{prefix}_{_digest(key)}.json"), "w") as f:
+        json.dump(dict(key=key, value=value), f)
+    return value
+
+
+def _labels(feats, split):
+    return torch.from_numpy(np.array(feats[("labels", split)], dtype=np.int64))
+
+
+def _probe_net(feats, layers, n_classes, cfg, cache):
+    """{layer: dict(dims, fits)} for one net: the full-label linear probes."""
+    def compute():
+        labels = {s: _labels(feats, s) for s in ("train", "val", "test")}
+        return {layer: dict(dims=int(feats[(layer, "train")].shape[1]),
+                            fits=probe_layer({s: feats[(layer, s)] for s in labels}, labels, n_classes, cfg)[1])
+                for layer in layers}
+    key = dict(weight_decays=[float(w) for w in cfg.weight_decays], lbfgs_iters=cfg.lbfgs_iters, seed=cfg.seed,
+               layers=list(layers))
+    return _kept(cache, "fits", key, compute)
+
+
+def _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets):
+    """({layer: accuracy} of the kNN on the whole training split, {layer: {budget: [per draw]}} of the
+    low-shot probes (transfer/lowshot.py)); each kept apart, and computed from one similarity matrix per
+    layer when neither is kept."""
+    knn_key = dict(k=cfg.knn_k, temperature=cfg.knn_temperature, center=cfg.knn_center, layers=list(layers))
+    low_key = dict(knn_key, budgets=[budget_name(b) for b in budgets], draws=cfg.draws, seed=cfg.seed,
+                   folds=cfg.cv_folds, weight_decays=[float(w) for w in cfg.lowshot_weight_decays])
+    knn = _kept(cache, "knn", knn_key) if "knn" in cfg.protocols else {}
+    low = _kept(cache, "lowshot", low_key) if budgets else {}
+    if knn is not None and low is not None:
+        return knn, low
+    new_knn, new_low = {}, {}
     for layer in layers:
-        split_feats = {s: feats[(layer, s)] for s in labels}
-        best, fits = probe_layer(split_feats, labels, n_classes, cfg)
-        out[layer] = (best, int(split_feats["train"].shape[1]), fits)
-    with atomic_open(path, "w") as f:
-        json.dump(dict(key=key, layers={k: dict(dims=d, fits=fs) for k, (_, d, fs) in out.items()}), f)
-    return out
+        train, test = feats[(layer, "train")], feats[(layer, "test")]
+        labels = feats[("labels", "train")], feats[("labels", "test")]
+        if low is None:
+            new_low[layer], new_knn[layer] = lowshot_layer(
+                train, labels[0], test, labels[1], n_classes, budgets, cfg.draws, cfg.seed,
+                cfg.lowshot_weight_decays, cfg.cv_folds, cfg.knn_k, cfg.knn_temperature, cfg.knn_center,
+                full_knn=knn is None)
+        else:
+            new_knn[layer] = knn_accuracy(train, labels[0], test, labels[1], n_classes, cfg.knn_k,
+                                          cfg.knn_temperature, cfg.knn_center)
+    return (_keep(cache, "knn", knn_key, new_knn) if knn is None else knn,
+            _keep(cache, "lowshot", low_key, new_low) if low is None else low)
 
 
 def probe_layer(feats, labels, n_classes, cfg):
@@ -183,43 +218,37 @@ def _digest(obj):
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _twin(backbone, seed, init="msra", model_name="", sample=None):
-    """The same backbone with fresh weights: a CFN's Caffe fillers (init="caffe"), else He-normal
-    weights and zero biases; other layers reset. A CFN's He twin has its weight layers divided by
-    RMS(sample)^(1/8), as `jigsaw train --init msra` scales its eight layers to its tiles."""
-    twin = copy.deepcopy(backbone)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        if init == "caffe" and model_name == "cfn":
-            from jigsaw.caffe_form import FILLERS
-            for name in twin.blocks:
-                std, bias = FILLERS[name]
-                layer = twin.block(name)
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * std)
-                layer.bias.fill_(bias)
-            return twin
-        for m in twin.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif hasattr(m, "reset_parameters") and m is not twin:
-                m.reset_parameters()
-        if model_name == "cfn" and sample is not None:  # the eight layers' share (CFN.scale_to_input)
-            rms = float(sample.float().pow(2).mean().sqrt())
-            for name in twin.blocks:
-                twin.block(name).weight.div_(rms ** (1 / 8) if rms > 0 else 1.0)
-    return twin
+def _check(cfg):
+    if cfg.twin_init not in ("caffe", "msra"):
+        raise UserError(f"twin_init must be 'caffe' or 'msra', got '{cfg.twin_init}'")
+    seeds = twin_seeds(cfg)
+    if len(seeds) < 2 or len(set(seeds)) < len(seeds):
+        raise UserError(f"twin seeds {seeds}: need at least two different seeds for a standard error")
+    unknown = set(cfg.protocols) - set(PROTOCOLS)
+    if unknown or not cfg.protocols:
+        raise UserError(f"protocols {list(cfg.protocols)}: expected some of {', '.join(PROTOCOLS)}")
+    budgets = [parse_budget(b) for b in (*cfg.labels_per_class, *cfg.label_fraction)]
+    if any(isinstance(b, float) for b in map(parse_budget, cfg.labels_per_class)):
+        raise UserError(f"--labels-per-class {' '.join(map(str, cfg.labels_per_class))}: expected whole numbers "
+                        "or 'all' (fractions go to --label-fraction)")
+    if any(not isinstance(b, float) for b in map(parse_budget, cfg.label_fraction)):
+        raise UserError(f"--label-fraction {' '.join(map(str, cfg.label_fraction))}: expected fractions between 0 "
+                        "and 1 (0.01 or 1%)")
+    if cfg.draws < 1 or cfg.cv_folds < 2:
+        raise UserError(f"draws {cfg.draws}, cv_folds {cfg.cv_folds}: need at least 1 draw and 2 folds")
+    return seeds, [b for b in dict.fromkeys(budgets) if b != "all"]
+
+
+def twin_seeds(cfg):
+    """The twins' seeds: --twin-seeds, else 1000, 1001, ... (--random-seeds of them)."""
+    return list(cfg.twin_seeds) if cfg.twin_seeds else [1000 + s for s in range(cfg.random_seeds)]
 
 
 def probe(cfg: ProbeConfig):
-    """Run the probes; writes probe.csv, fits.csv, probe.png, config.json and the feature cache."""
+    """Run the probes; writes probe.csv + fits.csv + probe.png (linear), knn.csv, label_efficiency.csv +
+    .png (low-shot budgets), config.json and the feature cache. Returns {table name: rows}."""
+    seeds, budgets = _check(cfg)
     device = resolve_device(cfg.device)
-    if cfg.random_seeds < 2:
-        raise UserError(f"random_seeds {cfg.random_seeds}: need at least 2 for a standard error")
-    if cfg.twin_init not in ("caffe", "msra"):
-        raise UserError(f"twin_init must be 'caffe' or 'msra', got '{cfg.twin_init}'")
     kw = {"upto": "fc6"} if cfg.model == "cfn" else {}
     weights = list(cfg.weights) if isinstance(cfg.weights, (list, tuple)) else [cfg.weights]
     pretrained = [build_backbone(cfg.model, w, **kw) for w in weights]
@@ -232,6 +261,11 @@ def probe(cfg: ProbeConfig):
     size = cfg.input_size or backbone.input_size
     splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train)
     classes = splits["train"].classes
+    per_class = [b for b in budgets if isinstance(b, int)]
+    fewest = int(np.bincount(splits["train"].labels, minlength=len(classes)).min())
+    if per_class and max(per_class) > fewest:  # said now, not after every net's features
+        raise UserError(f"--labels-per-class {max(per_class)}: the training split has {fewest} images of its "
+                        "smallest class; ask for fewer or raise --limit-train")
     preprocess = getattr(backbone, "preprocess", None)
     data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, 0, None, cfg.seed, None, preprocess)
     data["train"] = torch.utils.data.DataLoader(data["train"].dataset, batch_size=cfg.batch_size)  # in order
@@ -243,80 +277,64 @@ def probe(cfg: ProbeConfig):
     shape = dict(shapes=[list(p.shape) for p in backbone.parameters()],
                  record={k: v for k, v in backbone.record.items() if k != "recipe_source"})
     tags = ["pretrained"] if len(pretrained) == 1 else [f"pretrained{i}" for i in range(len(pretrained))]
+    twins = [f"random{i}" for i in range(len(seeds))]
     identities = [dict(weights=str(w), stamp=_stamp(w)) for w in weights]
-    identities += [dict(twin=1000 + s, init=cfg.twin_init, **shape) for s in range(cfg.random_seeds)]
+    identities += [dict(twin=s, init=cfg.twin_init, **shape) for s in seeds]
     caches = {tag: os.path.join(cfg.out, "cache", _digest(dict(common, **ident)))
-              for tag, ident in zip(tags + [f"random{s}" for s in range(cfg.random_seeds)], identities)}
+              for tag, ident in zip(tags + twins, identities)}
     with atomic_open(os.path.join(cfg.out, "config.json"), "w") as f:
-        json.dump(dict(asdict(cfg), classes=classes, input_size=size, backbone=backbone.record,
+        json.dump(dict(asdict(cfg), twin_seeds=seeds, classes=classes, input_size=size, backbone=backbone.record,
                        input="the backbone's own" if preprocess else "standardised by the training split",
                        features={t: os.path.relpath(c, cfg.out) for t, c in caches.items()}), f, indent=2)
     sample = next(iter(data["train"]))[0]  # a CFN's He twins start at the scale its pretraining did
-    models = list(zip(tags, pretrained)) + [(f"random{s}", _twin(backbone, 1000 + s, cfg.twin_init, cfg.model, sample))
-                                           for s in range(cfg.random_seeds)]
-    results, fit_rows = {}, []
-    for (tag, net), ident in zip(models, identities):
+    nets = list(zip(tags, pretrained)) + [(t, None) for t in twins]
+    layers, n_classes = backbone.blocks, len(classes)
+    linear, fit_rows, knn, lowshot, dims = {}, [], {}, {}, {}
+    for (tag, net), ident in zip(nets, identities):
         cache = ensure_dir(caches[tag])
         if not os.path.exists(os.path.join(cache, "net.json")):
             with atomic_open(os.path.join(cache, "net.json"), "w") as f:  # what this folder holds, for people
                 json.dump(dict(common, **ident), f, indent=2)
+        if net is None:  # built only now: a twin's weights are not kept in memory beside the others'
+            net = make_twin(backbone, ident["twin"], cfg.twin_init, cfg.model, sample)
         feats = _extract(net, cfg.model, data, cache, tag, cfg, device)
-        for layer, (best, dims, fits) in _probe_net(feats, backbone.blocks, len(classes), cfg, cache).items():
-            results[(tag, layer)] = (best, dims)
-            fit_rows += [dict(model=tag, layer=layer, **f) for f in fits]
-    rows = _table(results, backbone.blocks, tags, cfg.random_seeds, cfg.weight_decays)
-    _write_csv(os.path.join(cfg.out, "probe.csv"), rows)
-    _write_csv(os.path.join(cfg.out, "fits.csv"), fit_rows)
-    from .plots import plot_probe
-    plot_probe(rows, os.path.join(cfg.out, "probe.png"), f"{cfg.model} on {cfg.dataset}: linear probes")
-    return rows
+        dims.update({layer: int(feats[(layer, "train")].shape[1]) for layer in layers})
+        if "linear" in cfg.protocols:
+            for layer, got in _probe_net(feats, layers, n_classes, cfg, cache).items():
+                linear[(tag, layer)] = _best(got["fits"])
+                fit_rows += [dict(model=tag, layer=layer, **f) for f in got["fits"]]
+        if "knn" in cfg.protocols or budgets:
+            full, lowshot[tag] = _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets)
+            knn.update({(tag, layer): a for layer, a in full.items()})
+    lowshot = {tag: got for tag, got in lowshot.items() if got}
+    return _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot)
 
 
-def _mean_se(values):
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-
-
-def _table(results, layers, tags, n_random, grid=()):
-    """One row per layer: pretrained (mean ± SE over `tags` when several), random mean ± SE, and the
-    margin in standard errors of the difference (the random SE alone for one pretrained run)."""
-    rows = []
-    for layer in layers:
-        bests = [results[(t, layer)][0] for t in tags]
-        dims = results[(tags[0], layer)][1]
-        for best in bests:
-            if len(grid) > 1 and best["weight_decay"] in (min(grid), max(grid)):
-                warnings.warn(f"layer {layer}: the weight decay chosen on validation ({best['weight_decay']:g}) "
-                              "is at the edge of the grid; widen --weight-decays", stacklevel=2)
-        p_mean, p_se = _mean_se([b["test"] for b in bests])
-        r_mean, r_se = _mean_se([results[(f"random{s}", layer)][0]["test"] for s in range(n_random)])
-        se = float(np.hypot(p_se, r_se))
-        decays = [b["weight_decay"] for b in bests]
-        rows.append(dict(layer=layer, dims=dims, pretrained=round(p_mean, 4), pretrained_se=round(p_se, 4),
-                         pretrained_n=len(bests), random_mean=round(r_mean, 4), random_se=round(r_se, 4),
-                         n=n_random, margin_se=round((p_mean - r_mean) / se, 2) if se > 0 else None,
-                         pretrained_weight_decay=decays[0] if len(decays) == 1 else "/".join(f"{d:g}" for d in decays)))
-    return rows
-
-
-def format_table(rows, chance=None):
-    """probe.csv's rows as the text table the command line and the benchmarks print."""
-    k = rows[0].get("pretrained_n", 1)
-    head = f"pretrained (n={k})" if k > 1 else "pretrained"
-    lines = [f"{'layer':8s} {'dims':>6s} {head:>20s} {'random (mean ± SE, n=' + str(rows[0]['n']) + ')':>26s} "
-             f"{'margin':>9s}"]
-    for r in rows:
-        p = f"{r['pretrained']:.4f} ± {r['pretrained_se']:.4f}" if k > 1 else f"{r['pretrained']:.4f}"
-        margin = "" if r["margin_se"] is None else f"{r['margin_se']:+.1f} SE"
-        lines.append(f"{r['layer']:8s} {r['dims']:6d} {p:>20s} {r['random_mean']:17.4f} ± {r['random_se']:.4f} "
-                     f"{margin:>9s}")
-    if chance is not None:
-        lines.append(f"(chance {chance:.4f})")
-    return "\n".join(lines)
-
-
-def _write_csv(path, rows):
-    with atomic_open(path, "w") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+def _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot):
+    """Every table's CSV (and plot) in cfg.out; {table name: rows}."""
+    from .plots import plot_label_efficiency, plot_probe
+    out, title = {}, f"{cfg.model} on {cfg.dataset}"
+    if linear:
+        rows = layer_rows({k: v["test"] for k, v in linear.items()}, layers, tags, twins, dims)
+        for r in rows:
+            decays = [linear[(t, r["layer"])]["weight_decay"] for t in tags]
+            edges = (min(cfg.weight_decays), max(cfg.weight_decays))
+            if len(cfg.weight_decays) > 1 and any(d in edges for d in decays):
+                warnings.warn(f"layer {r['layer']}: the weight decay chosen on validation "
+                              f"({'/'.join(f'{d:g}' for d in decays)}) is at the edge of the grid; widen "
+                              "--weight-decays", stacklevel=2)
+            r["pretrained_weight_decay"] = decays[0] if len(decays) == 1 else "/".join(f"{d:g}" for d in decays)
+        write_csv(os.path.join(cfg.out, "probe.csv"), rows)
+        write_csv(os.path.join(cfg.out, "fits.csv"), fit_rows)
+        plot_probe(rows, os.path.join(cfg.out, "probe.png"), f"{title}: linear probes")
+        out["linear"] = rows
+    if knn:
+        out["knn"] = layer_rows(knn, layers, tags, twins, dims)
+        write_csv(os.path.join(cfg.out, "knn.csv"), out["knn"])
+    if lowshot:
+        full = {name: {k: (v["test"] if name == "linear" else v) for k, v in scores.items()}
+                for name, scores in (("linear", linear), ("knn", knn)) if scores}
+        out["lowshot"] = lowshot_rows(lowshot, full, layers, tags, twins, dims, n_classes)
+        write_csv(os.path.join(cfg.out, "label_efficiency.csv"), out["lowshot"])
+        plot_label_efficiency(out["lowshot"], os.path.join(cfg.out, "label_efficiency.png"), title)
+    return out

@@ -9,9 +9,11 @@ import torch
 from jigsaw.caffe_form import FILLERS
 from jigsaw.cfn import CFN
 from tools.checkpoint import save_checkpoint
+from tools.errors import UserError
 from transfer import probe as probe_mod
 from transfer.backbones import build_backbone
-from transfer.probe import ProbeConfig, _twin, probe
+from transfer.probe import ProbeConfig, probe
+from transfer.twins import make_twin
 
 from .test_datasets import mnist_like
 
@@ -36,7 +38,7 @@ def _csv(path):
 
 def _probe(cfg):
     with pytest.warns(UserWarning, match="edge of the grid"):  # two candidates: always an edge
-        return probe(cfg)
+        return probe(cfg)["linear"]
 
 
 def test_probe_rows_pair_each_layer_with_its_random_baseline(setup):
@@ -67,7 +69,7 @@ def test_features_are_cached_once(setup, monkeypatch):
 
 def test_twins_have_the_backbones_shape_and_the_chosen_init(setup):
     backbone = build_backbone("cfn", setup.weights, upto="fc6")
-    caffe, msra = _twin(backbone, 1, "caffe", "cfn"), _twin(backbone, 1, "msra", "cfn")
+    caffe, msra = make_twin(backbone, 1, "caffe", "cfn"), make_twin(backbone, 1, "msra", "cfn")
     for name in LAYERS:
         a, c, m = backbone.block(name).weight, caffe.block(name).weight, msra.block(name).weight
         assert a.shape == c.shape == m.shape and not torch.equal(a, c)
@@ -173,3 +175,60 @@ def test_a_damaged_feature_file_is_extracted_again_not_a_traceback(setup):
         f.truncate(size // 2)
     assert _probe(setup) == first
     assert os.path.getsize(path) == size
+
+
+def test_knn_and_lowshot_tables_pair_nets_and_never_read_the_validation_labels(setup):
+    from dataclasses import replace
+    import numpy as np
+    cfg = replace(setup, labels_per_class=("1", "2", "all"), draws=2, lowshot_weight_decays=(0.1, 10.0))
+    with pytest.warns(UserWarning, match="edge of the grid"):
+        tables = probe(cfg)
+    knn = _csv(f"{setup.out}/knn.csv")
+    assert [r["layer"] for r in knn] == LAYERS and all(0 <= float(r["pretrained"]) <= 1 for r in knn)
+    rows = _csv(f"{setup.out}/label_efficiency.csv")
+    assert {(r["protocol"], r["budget"]) for r in rows} == {(p, b) for p in ("linear", "knn") for b in ("1", "2", "all")}
+    for r in rows:
+        assert r["draws"] == ("1" if r["budget"] == "all" else "2") and r["n"] == "2"
+        if r["budget"] == "all":  # the full-label tables' numbers
+            full = next(x for x in tables[r["protocol"]] if x["layer"] == r["layer"])
+            assert float(r["pretrained"]) == full["pretrained"] and float(r["random_mean"]) == full["random_mean"]
+        else:
+            assert int(r["labels"]) == int(r["budget"]) * 10
+    assert open(f"{setup.out}/label_efficiency.png", "rb").read(4) == b"\x89PNG"
+    low = [r for r in rows if r["budget"] != "all"]
+    # the validation split's labels, scrambled: the full-label linear probe may change, low-shot may not
+    for folder in _features(setup.out).values():
+        path = os.path.join(folder, "labels_val.npy")
+        np.save(path, (np.load(path) + 1) % 10)
+        for name in os.listdir(folder):
+            if name.startswith(("lowshot_", "fits_")):
+                os.remove(os.path.join(folder, name))
+    with pytest.warns(UserWarning, match="edge of the grid"):
+        probe(cfg)
+    assert [r for r in _csv(f"{setup.out}/label_efficiency.csv") if r["budget"] != "all"] == low
+
+
+def test_twin_seeds_choose_fresh_twins_and_are_recorded(setup):
+    from dataclasses import replace
+    import json
+    _probe(setup)
+    default = _features(setup.out)
+    _probe(replace(setup, twin_seeds=(7, 8)))
+    fresh = _features(setup.out)
+    assert fresh["pretrained"] == default["pretrained"] and not {fresh["random0"], fresh["random1"]} & set(default.values())
+    with open(f"{setup.out}/config.json") as f:
+        assert json.load(f)["twin_seeds"] == [7, 8]
+    with pytest.raises(UserError, match="two different seeds"):
+        probe(replace(setup, twin_seeds=(7, 7)))
+
+
+@pytest.mark.parametrize("field,value,needle", [("labels_per_class", ("0.5",), "whole numbers"),
+                                                ("label_fraction", ("3",), "fractions"),
+                                                ("labels_per_class", ("lots",), "label budget"),
+                                                ("protocols", ("svm",), "protocols"),
+                                                ("labels_per_class", ("1", "40"), "smallest class")])
+def test_bad_protocol_settings_are_one_line_before_any_work(setup, field, value, needle):
+    from dataclasses import replace
+    with pytest.raises(UserError, match=needle):
+        probe(replace(setup, **{field: value}))
+    assert not os.path.exists(setup.out)  # refused before any folder or feature

@@ -1,0 +1,174 @@
+"""Low-shot probes (Goyal et al. 2019's low-shot protocol; SimCLR's 1 % / 10 %): seeded, class-balanced
+draws of a few labelled training images, a linear probe and a kNN per draw, scored on the test split.
+
+No label outside the draw is used: the linear probe's weight decay is chosen by cross-validation inside
+the draw (the validation split holds thousands of labels a low-shot user does not have), with one label
+per class it cannot be chosen and is the grid's largest (the decision rule then tends to the class means).
+Images without their labels are used as they are by the full-label probe: the features are standardised
+(linear) or centred (kNN) with the whole training split's statistics.
+
+The fits run in the row space of the draw's features: an L2-regularised linear model's weights are a
+combination of its training rows, so with N labelled rows of D > N features the same problem is solved
+exactly on N coordinates (a Cholesky factor of the Gram matrix), at a cost set by N, not D.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tools.errors import UserError
+
+from .knn import knn_accuracy, similarities, unit_rows, vote
+
+MAX_DRAWN = 12000  # labelled images over all draws of all budgets: the Gram matrices are that square
+MAX_SHARED_SIMILARITIES = 1 << 28  # test x training similarities held at once (1 GB) to serve both kNNs
+
+
+def parse_budget(text):
+    """'all', a number of labels per class ('10'), or a fraction of each class ('0.01' / '1%')."""
+    text = str(text).strip()
+    if text == "all":
+        return "all"
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise UserError(f"label budget '{text}': expected 'all', labels per class (10) or a fraction (0.1, 10%)") \
+            from None
+    if value >= 1 and value == int(value) and not text.endswith("%"):
+        return int(value)
+    if 0 < value < 1:
+        return value
+    raise UserError(f"label budget '{text}': expected 'all', a whole number of labels per class, or a fraction "
+                    "between 0 and 1")
+
+
+def budget_name(budget):
+    return "all" if budget == "all" else str(budget) if isinstance(budget, int) else f"{100 * budget:g}%"
+
+
+def draw_labelled(labels, budget, draw, seed):
+    """Indices of one seeded draw: `budget` labels of each class (or that fraction of each class, at least
+    one), without replacement; the same (labels, budget, draw, seed) always give the same draw."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, draw, budget] if isinstance(budget, int) else [seed, draw, int(budget * 1e6), 1])
+    picked = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        n = budget if isinstance(budget, int) else max(1, int(round(budget * len(members))))
+        if n > len(members):
+            raise UserError(f"{n} labels of class {c} asked for, the training split has {len(members)}; use a "
+                            "smaller --labels-per-class or a larger --limit-train")
+        picked.append(rng.choice(members, n, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def folds_of(labels, k, seed):
+    """k stratified folds (arrays of positions into `labels`): each class dealt round-robin after a shuffle."""
+    rng = np.random.default_rng([seed, k, 7])
+    fold = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        fold[rng.permutation(members)] = np.arange(len(members)) % k
+    return [np.flatnonzero(fold == f) for f in range(k)]
+
+
+def row_space(gram, tol=1e-6):
+    """(N, r) coordinates R with R R^T = gram: its Cholesky factor, or for a singular gram (fewer features
+    than rows) its eigenvectors scaled by the roots of the eigenvalues above tol x the largest. Also the
+    map M with R = gram-columns @ M, which takes any rows' products with the N rows to the same
+    coordinates."""
+    g = gram.double()
+    low, info = torch.linalg.cholesky_ex(g)
+    if not info and low.diagonal().min() ** 2 > tol * g.diagonal().max():
+        return low.float(), torch.linalg.solve_triangular(low, torch.eye(len(g), dtype=g.dtype), upper=False).T.float()
+    vals, vecs = torch.linalg.eigh(g)  # singular or nearly: only the directions the rows span
+    keep = vals > tol * vals.max().clamp_min(1e-30)
+    vecs, roots = vecs[:, keep], vals[keep].sqrt()
+    return (vecs * roots).float(), (vecs / roots).float()
+
+
+def fit_softmax(x, y, n_classes, weight_decay, init=None, max_iter=200, tolerance_grad=1e-6, tolerance_change=1e-10):
+    """Multinomial logistic regression, full-batch L-BFGS from `init` (W, b) or zeros: mean cross-entropy
+    plus weight_decay/2 |W|^2, biases free; by default to convergence. Returns (W, b)."""
+    w = torch.zeros(x.shape[1], n_classes) if init is None else init[0].clone()
+    b = torch.zeros(n_classes) if init is None else init[1].clone()
+    w.requires_grad_()
+    b.requires_grad_()
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=tolerance_grad,
+                            tolerance_change=tolerance_change, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w + b, y) + 0.5 * weight_decay * (w * w).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def _path(x, y, n_classes, decays):
+    """One fit per weight decay, largest first, each started from the previous one's solution."""
+    fits, init = {}, None
+    for wd in sorted(decays, reverse=True):
+        fits[wd] = init = fit_softmax(x, y, n_classes, wd, init)
+    return fits
+
+
+def choose_decay(gram, y, n_classes, decays, folds, seed):
+    """The weight decay with the most correct held-out predictions over `folds` stratified folds of the
+    draw (ties: the larger decay); the largest when a class has a single label."""
+    counts = np.bincount(y.numpy(), minlength=n_classes)
+    k = min(folds, int(counts[counts > 0].min()))
+    if k < 2:
+        return max(decays)
+    correct = dict.fromkeys(decays, 0)
+    for held in folds_of(y.numpy(), k, seed):
+        kept = np.setdiff1d(np.arange(len(y)), held)
+        coords, to_coords = row_space(gram[kept][:, kept])
+        held_x = gram[held][:, kept] @ to_coords
+        for wd, (w, b) in _path(coords, y[kept], n_classes, decays).items():
+            correct[wd] += int(((held_x @ w + b).argmax(1) == y[held]).sum())
+    return max(decays, key=lambda wd: (correct[wd], wd))
+
+
+def lowshot_layer(train, train_labels, test, test_labels, n_classes, budgets, draws, seed, decays, folds=3,
+                  k=20, temperature=0.07, center=True, full_knn=False):
+    """{budget name: [per draw {linear, weight_decay, knn, labels}]} for one layer's cached features; with
+    `full_knn`, also the kNN accuracy with the whole training split as the bank (one similarity matrix then
+    serves both), else None."""
+    train_labels, test_labels = np.array(train_labels, dtype=np.int64), torch.from_numpy(np.array(test_labels, np.int64))
+    picks = {(b, d): draw_labelled(train_labels, b, d, seed) for b in budgets for d in range(draws)}
+    union = np.unique(np.concatenate(list(picks.values()))) if picks else np.zeros(0, np.int64)
+    if len(union) > MAX_DRAWN:
+        raise UserError(f"the low-shot draws hold {len(union)} distinct labelled images, at most {MAX_DRAWN}: use "
+                        "fewer --draws or smaller budgets ('all' is the full-label probe)")
+    where = {int(i): j for j, i in enumerate(union)}
+    full = np.asarray(train, dtype=np.float32)
+    mean, std = full.mean(0), full.std(0, ddof=1).clip(1e-6)
+    drawn = torch.from_numpy((full[union] - mean) / std)
+    std_test = torch.from_numpy((np.asarray(test, dtype=np.float32) - mean) / std)
+    gram, cross = drawn @ drawn.T, similarities(std_test, drawn)
+    unit_test = unit_rows(test, mean if center else None)
+    every = None
+    if full_knn and len(full) * len(unit_test) <= MAX_SHARED_SIMILARITIES:
+        knn_sim = similarities(unit_test, unit_rows(full, mean if center else None))
+        bank_labels = torch.from_numpy(train_labels)
+        every = float((vote(knn_sim, bank_labels, n_classes, k, temperature) == test_labels).double().mean())
+        knn_sim = knn_sim[:, torch.from_numpy(union)]
+    else:
+        if full_knn:  # too large to hold: the whole-bank vote in chunks of its own
+            every = knn_accuracy(full, train_labels, test, test_labels, n_classes, k, temperature, center)
+        knn_sim = similarities(unit_test, unit_rows(full[union], mean if center else None))
+    del full, drawn, std_test, unit_test
+    y_all = torch.as_tensor(train_labels[union], dtype=torch.long)
+    out = {}
+    for (budget, d), idx in picks.items():
+        pos = torch.as_tensor([where[int(i)] for i in idx])
+        y = y_all[pos]
+        wd = choose_decay(gram[pos][:, pos], y, n_classes, decays, folds, seed + d)
+        coords, to_coords = row_space(gram[pos][:, pos])
+        w, b = fit_softmax(coords, y, n_classes, wd)
+        linear = float(((cross[:, pos] @ to_coords @ w + b).argmax(1) == test_labels).double().mean())
+        knn = float((vote(knn_sim[:, pos], y, n_classes, k, temperature) == test_labels).double().mean())
+        out.setdefault(budget_name(budget), []).append(dict(draw=d, labels=len(idx), linear=linear, weight_decay=wd,
+                                                            knn=knn))
+    return out, every
