@@ -53,6 +53,12 @@ class FinetuneConfig:
     epochs: Optional[int] = option(None, "cap on the epochs of each phase", type=int)
     batch_size: int = option(128, "batch size", type=positive(int))
     limit_train: Optional[int] = option(None, "use only the first N training images", type=positive(int))
+    labels_per_class: Optional[str] = option(None, "semi-supervised: train on a seeded class-balanced draw of N "
+                                                   "labelled images per class (or a fraction of each class: 0.01, "
+                                                   "1%%) of the training split; validation and test are untouched",
+                                             metavar="N")
+    label_draw: int = option(0, "which draw of --labels-per-class (0, 1, ...: fresh labelled subsets)",
+                             type=positive(int, zero=True))
     val_fraction: float = 0.15
     input_size: Optional[int] = option(None, "resize images to this side (default: the model's)",
                                        type=positive(int))
@@ -74,14 +80,14 @@ class FinetuneConfig:
 # Settings that decide what the run's weights, splits and epochs mean: a resume keeps them. The epoch
 # caps and patience may change (each resume is recorded beside config.json), and so may the machine.
 FIXED_ON_RESUME = ("dataset", "model", "weights", "phase", "head", "unfreeze", "head_solver", "finetune_solver",
-                   "eps", "batch_size", "limit_train", "val_fraction", "input_size", "augment", "input_norm",
-                   "seed")
+                   "eps", "batch_size", "limit_train", "labels_per_class", "label_draw", "val_fraction", "input_size",
+                   "augment", "input_norm", "seed")
 # what config.json records of a run
 RUN_FIELDS = tuple(f for f in FinetuneConfig.__dataclass_fields__ if f not in ("resume", "progress"))
 
 # what `transfer run RECIPE` takes from the command line (the recipe sets the rest)
-RUN_OPTIONS = ("out", "data_root", "weights", "epochs", "batch_size", "limit_train", "seed", "workers", "device",
-               "resume", "progress")
+RUN_OPTIONS = ("out", "data_root", "weights", "epochs", "batch_size", "limit_train", "labels_per_class", "label_draw",
+               "seed", "workers", "device", "resume", "progress")
 
 
 @dataclass

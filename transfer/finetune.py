@@ -24,6 +24,7 @@ from .config import FIXED_ON_RESUME, RUN_FIELDS, FinetuneConfig
 from .data import augmentation, loaders
 from .datasets import load_dataset
 from .early_stopping import EarlyStopping
+from .lowshot import draw_labelled, parse_budget
 from .model import TransferModel, make_head
 
 # the files a run writes: any of them in --out means the folder holds a run
@@ -92,6 +93,8 @@ def _epoch(model, solver, loader, device, bar):
 def finetune(cfg: FinetuneConfig):
     """Run the configured phases; writes history.csv, lr.csv, model.pt, plots and, last, summary.json into
     cfg.out. Returns (summary, model); a resumed run that had already finished returns its summary and None."""
+    if cfg.labels_per_class is not None:
+        parse_budget(cfg.labels_per_class)  # a bad budget is said before the folder is made
     ensure_dir(cfg.out)
     lock = lock_folder(cfg.out, "transfer run")  # two runs writing one folder would interleave its files
     try:
@@ -150,6 +153,11 @@ def _finetune(cfg):
     size = cfg.input_size or backbone.input_size
     splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train)
     classes = splits["train"].classes
+    if cfg.labels_per_class is not None:  # the labelled few; validation stays the split it was
+        budget = parse_budget(cfg.labels_per_class)
+        if budget != "all":
+            splits["train"] = splits["train"].subset(draw_labelled(splits["train"].labels, budget, cfg.label_draw,
+                                                                   cfg.seed))
     if recorded and list(recorded.get("classes", classes)) != list(classes):
         raise UserError(f"{cfg.data_root}: classes {classes[:5]}... are not those of the run in {cfg.out}")
     model = TransferModel(backbone, make_head(cfg.head, backbone.feature_dim_at(size), len(classes),
@@ -258,7 +266,8 @@ def _finish(cfg, model, data, splits, result, conv1_before, device):
                    test_loss=test["loss"], epochs_run=sum(r["epochs_run"] for r in result.values()),
                    best_val_loss=min(r["best_val_loss"] for r in result.values()),
                    per_class_accuracy=dict(zip(classes, per_class)), confusion_matrix=conf.tolist(),
-                   n_train=len(splits["train"]), n_val=len(splits["val"]), n_test=len(splits["test"]))
+                   n_train=len(splits["train"]), n_val=len(splits["val"]), n_test=len(splits["test"]),
+                   labels_per_class=cfg.labels_per_class, label_draw=cfg.label_draw)
     from .plots import plot_filters, plot_history, plot_lr
     plot_history(cfg.out, summary)
     plot_lr(cfg.out)

@@ -123,3 +123,33 @@ def test_two_stage_recipe_starts_stage_two_from_stage_one(tmp_path, monkeypatch,
     assert s1["head.0.weight"].shape[0] == 26 and s2["head.0.weight"].shape[0] == 10
     with open(tmp_path / "run" / "stage2" / "summary.json") as f:
         assert json.load(f)["n_train"] == 30
+
+
+def test_semi_supervised_finetune_trains_on_the_labelled_draw_only(tmp_path, monkeypatch):
+    import numpy as np
+
+    from tools.errors import UserError
+    from transfer import finetune as finetune_mod
+    from transfer.datasets import load_dataset
+    from transfer.lowshot import draw_labelled
+    root = mnist_like(str(tmp_path / "fm"), n=(200, 20))
+    seen = {}
+    loaders = finetune_mod.loaders
+
+    def spy(splits, *a, **k):
+        seen.update(splits)
+        return loaders(splits, *a, **k)
+    monkeypatch.setattr(finetune_mod, "loaders", spy)
+    cfg = FinetuneConfig(dataset="fashion-mnist", data_root=root, model="mlp", out=str(tmp_path / "run"),
+                         phase="finetune", epochs=1, batch_size=16, labels_per_class="3", label_draw=1,
+                         finetune_solver=ADAM, progress=False)
+    summary, _ = finetune(cfg)
+    full = load_dataset("fashion-mnist", root, cfg.val_fraction, cfg.seed)
+    want = full["train"].subset(draw_labelled(full["train"].labels, 3, 1, cfg.seed))
+    assert summary["n_train"] == 30 and summary["labels_per_class"] == "3" and summary["label_draw"] == 1
+    assert np.array_equal(seen["train"].images, want.images) and np.array_equal(seen["train"].labels, want.labels)
+    assert len(seen["val"]) == len(full["val"])  # validation is the split it was, disjoint from the draw
+    with pytest.raises(UserError, match="label budget"):
+        finetune(FinetuneConfig(dataset="fashion-mnist", data_root=root, model="mlp", out=str(tmp_path / "bad"),
+                                labels_per_class="2.5"))
+    assert not (tmp_path / "bad").exists()
