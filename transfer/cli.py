@@ -17,6 +17,9 @@ EPILOG = """examples:
   transfer finetune --dataset fashion-mnist --model fmnist-cnn --phase finetune --out runs/fm
   transfer finetune --dataset cifar100 --data-root ~/data --model cfn --weights runs/cfn/last.pt --out runs/c100
   transfer run cifar100-cfn --data-root ~/data --weights runs/cfn/last.pt --out runs/c100
+  transfer finetune --dataset fashion-mnist --model cfn --weights runs/cfn/last.pt --labels-per-class 10 \
+      --twin-seed 1000 --out runs/fm10-twin0     # a random twin of that branch, fine-tuned alike
+  transfer compare runs/fm10-* runs/fm10-twin*  # pretrained vs twins, mean ± SE
   transfer plot filters --weights runs/cfn/last.pt --compare runs/c100/model.pt -o conv1.png
   transfer probe --dataset fashion-mnist --model cfn --weights runs/cfn/last.pt --out runs/probe
   transfer probe --dataset fashion-mnist --model cfn --weights runs/cfn/last.pt --out runs/probe \
@@ -40,6 +43,9 @@ def build_parser():
                    help="early stopping patience of each phase, in epochs (default 5 1)")
     p = sub.add_parser("probe", help="probes per layer (linear, kNN, low-shot): pretrained backbone vs random-init twins")
     add_options(p, ProbeConfig, unset=True)
+    p = sub.add_parser("compare", help="finished fine-tune runs: pretrained vs random-init twins (--twin-seed "
+                                       "runs), per label budget, mean ± SE")
+    p.add_argument("runs", nargs="+", help="run folders (each with config.json and summary.json)")
     p = sub.add_parser("run", help="run a seed recipe (see `transfer list`)")
     p.add_argument("recipe")
     add_options(p, FinetuneConfig, only=RUN_OPTIONS, unset=True)
@@ -92,6 +98,10 @@ def _run(args):
         return 0
     if args.command == "plot":
         return _plot(args)
+    if args.command == "compare":
+        from .compare import compare, format_compare
+        print(format_compare(compare(args.runs)))
+        return 0
     if args.command == "probe":
         from .probe import probe
         settings = given(ProbeConfig, args)

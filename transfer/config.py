@@ -59,6 +59,12 @@ class FinetuneConfig:
                                              metavar="N")
     label_draw: int = option(0, "which draw of --labels-per-class (0, 1, ...: fresh labelled subsets)",
                              type=positive(int, zero=True))
+    twin_seed: Optional[int] = option(None, "fine-tune a random-init twin of --weights instead (the architecture, "
+                                            "width and input scale of those weights, fresh weights from this seed), "
+                                            "the baseline `transfer compare` sets the pretrained runs against",
+                                      type=int)
+    twin_init: str = option("msra", "the twin's init: msra (He, scaled to the input as `jigsaw train --init msra` "
+                                    "does) or caffe (a CFN's fillers)", choices=("caffe", "msra"))
     val_fraction: float = 0.15
     input_size: Optional[int] = option(None, "resize images to this side (default: the model's)",
                                        type=positive(int))
@@ -80,8 +86,8 @@ class FinetuneConfig:
 # Settings that decide what the run's weights, splits and epochs mean: a resume keeps them. The epoch
 # caps and patience may change (each resume is recorded beside config.json), and so may the machine.
 FIXED_ON_RESUME = ("dataset", "model", "weights", "phase", "head", "unfreeze", "head_solver", "finetune_solver",
-                   "eps", "batch_size", "limit_train", "labels_per_class", "label_draw", "val_fraction", "input_size",
-                   "augment", "input_norm", "seed")
+                   "eps", "batch_size", "limit_train", "labels_per_class", "label_draw", "twin_seed", "twin_init",
+                   "val_fraction", "input_size", "augment", "input_norm", "seed")
 # what config.json records of a run
 RUN_FIELDS = tuple(f for f in FinetuneConfig.__dataclass_fields__ if f not in ("resume", "progress"))
 

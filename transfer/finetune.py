@@ -26,6 +26,7 @@ from .datasets import load_dataset
 from .early_stopping import EarlyStopping
 from .lowshot import draw_labelled, parse_budget
 from .model import TransferModel, make_head
+from .twins import make_twin
 
 # the files a run writes: any of them in --out means the folder holds a run
 RUN_FILES = ("config.json", "stats.pt", "checkpoint.pt", "history.csv", "model.pt", "summary.json")
@@ -172,6 +173,12 @@ def _finetune(cfg):
     preprocess = getattr(backbone, "preprocess", None) if cfg.input_norm == "backbone" else None
     data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, cfg.workers,
                           augmentation(**cfg.augment), cfg.seed, stats, preprocess, cfg.progress)
+    if cfg.twin_seed is not None:  # scaled to this run's input, as the probe's twins are to theirs
+        sample = next(iter(torch.utils.data.DataLoader(data["train"].dataset, batch_size=cfg.batch_size)))[0]
+        model.backbone = make_twin(backbone, cfg.twin_seed, cfg.twin_init, cfg.model, sample)
+        model = model.to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
     phases = _phases(cfg, backbone.scratch)
     history = ck["history"] if ck else []
     if not recorded:  # config.json describes the start; each resume is recorded beside it

@@ -153,3 +153,22 @@ def test_semi_supervised_finetune_trains_on_the_labelled_draw_only(tmp_path, mon
         finetune(FinetuneConfig(dataset="fashion-mnist", data_root=root, model="mlp", out=str(tmp_path / "bad"),
                                 labels_per_class="2.5"))
     assert not (tmp_path / "bad").exists()
+
+
+def test_twin_runs_start_from_fresh_weights_and_compare_sets_them_against_the_pretrained(tmp_path, jigsaw_ckpt,
+                                                                                        capsys):
+    from transfer.compare import compare
+    root = mnist_like(str(tmp_path / "fm"), n=(60, 20))
+    common = dict(dataset="fashion-mnist", data_root=root, model="cfn", weights=jigsaw_ckpt, phase="head", epochs=1,
+                  batch_size=16, labels_per_class="2", head_solver=ADAM, progress=False)
+    finetune(FinetuneConfig(out=str(tmp_path / "pre"), **common))
+    models = [finetune(FinetuneConfig(out=str(tmp_path / f"twin{s}"), twin_seed=s, **common))[1] for s in (5, 6)]
+    pretrained = torch.load(jigsaw_ckpt, weights_only=True)["model"]["conv1.weight"]
+    a, b = (m.backbone.body.conv1.weight.detach() for m in models)
+    assert a.shape == b.shape == pretrained.shape and not torch.equal(a, b) and not torch.equal(a, pretrained)
+    runs = [str(tmp_path / n) for n in ("pre", "twin5", "twin6")]
+    (row,) = compare(runs)
+    assert row["pretrained_n"] == 1 and row["n"] == 2 and row["labels_per_class"] == "2"
+    assert main(["compare", *runs]) == 0 and "± " in capsys.readouterr().out
+    assert main(["compare", *runs[:2]]) == 2  # one twin: no standard error; one line
+    assert "need at least 1 and 2" in capsys.readouterr().err
