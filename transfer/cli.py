@@ -112,7 +112,8 @@ def _run(args):
         said = dict(linear=("linear probes, every training label (probe.csv, probe.png)", format_table),
                     knn=("weighted kNN, the training split as the bank (knn.csv)", format_table),
                     lowshot=("low-shot: pretrained minus random, in points and SE (label_efficiency.csv, .png)",
-                             format_lowshot))
+                             format_lowshot),
+                    svm=("VOC07: linear SVMs per class on trainval, 11-point mAP on test (voc07.csv)", format_table))
         for name, rows in tables.items():
             print(f"{said[name][0]}\n{said[name][1](rows)}\n")
         print(f"wrote {args.out}")

@@ -122,6 +122,9 @@ class ProbeConfig:
     draws: int = option(5, "seeded labelled draws per low-shot budget", type=positive(int))
     cv_folds: int = option(3, "folds of the low-shot cross-validation (fewer when a class has fewer labels)",
                            type=positive(int))
+    svm_costs: tuple = option((0.01, 0.1, 1.0, 10.0, 100.0), "a multi-label dataset (voc2007) is probed with "
+                              "VOC07's linear SVMs per class (Goyal et al. 2019): their cost candidates, chosen by "
+                              "--cv-folds cross-validation on trainval", type=positive(float), nargs="+")
     lowshot_weight_decays: tuple = option((1e-2, 1e-1, 1.0, 10.0, 100.0), "low-shot candidates, chosen by "
                                           "cross-validation in each draw", type=positive(float, zero=True), nargs="+")
     twin_init: str = option("caffe", "a CFN twin's init: caffe (the fillers its pretraining started from) or "

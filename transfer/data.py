@@ -81,7 +81,8 @@ class ImageSplit(Dataset):
         if self.augment is not None:
             x = self.augment(x)
         x = self.preprocess(x) if self.preprocess is not None else (x - self.mean) / self.std
-        return x, int(self.split.labels[i])
+        label = self.split.labels[i]  # a class, or a row of multi-label targets (VOC: 1 / -1 / 0 difficult)
+        return x, int(label) if np.ndim(label) == 0 else torch.from_numpy(np.array(label))
 
 
 def augmentation(rotation=0.0, hflip=False, shift=0.0, shear=0.0, zoom=0.0):

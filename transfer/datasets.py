@@ -281,6 +281,8 @@ EXPECTED = {
     "cats-vs-dogs": "train/ with cat.N.jpg and dog.N.jpg (Kaggle) or train/test class folders",
     "blood-cells": "TRAIN/ and TEST/ class folders (dataset2-master/images)",
     "folder": "train/ and test/ class folders, or class folders alone",
+    "voc2007": "VOCdevkit/ (or its VOC2007/) with JPEGImages/ and ImageSets/Main/CLASS_trainval.txt and "
+               "CLASS_test.txt (the trainval and test downloads unpacked into one folder); multi-label",
 }
 
 DATASETS = {
@@ -294,7 +296,13 @@ DATASETS = {
     "cats-vs-dogs": lambda root, **kw: load_folder_dataset(root),
     "blood-cells": lambda root, **kw: load_folder_dataset(root),
     "folder": lambda root, **kw: load_folder_dataset(root),
+    "voc2007": lambda root, **kw: _voc2007(root),
 }
+
+
+def _voc2007(root):
+    from .voc07 import load_voc2007  # it builds on this module
+    return load_voc2007(root)
 
 
 def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, seed: int = 0,

@@ -20,8 +20,6 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from tools.atomic import atomic_open, ensure_dir
 from tools.errors import UserError
@@ -31,95 +29,14 @@ from .backbones import build_backbone
 from .config import ProbeConfig
 from .data import loaders
 from .datasets import load_dataset
+from .features import extract, stamp
 from .knn import knn_accuracy
 from .lowshot import budget_name, fit_softmax, lowshot_layer, parse_budget
 from .probe_tables import format_table, layer_rows, lowshot_rows, write_csv  # noqa: F401 (format_table: callers')
+from .svm import svm_layer
 from .twins import make_twin
 
 PROTOCOLS = ("linear", "knn")
-
-
-def _pooled(t, target_dim):
-    """(N, C, H, W) -> average-pooled to a g x g grid with C*g*g about target_dim; (N, D) as is."""
-    if t.dim() == 2:
-        return t
-    if t.dim() == 3:  # (N, positions, D): a fully connected layer slid over a square map (fc6 on a large image)
-        n, positions, d = t.shape
-        side = int(round(positions ** 0.5))
-        t = t.transpose(1, 2).reshape(n, d, side, side)
-    c, h = t.shape[1], t.shape[2]
-    g = int(min(h, max(1, round((target_dim / c) ** 0.5))))
-    return F.adaptive_avg_pool2d(t, g).flatten(1)
-
-
-def _stamp(path):
-    """Size and mtime of a weights file (None for 'none' or a name): a rewritten file is a new one."""
-    try:
-        st = os.stat(path)
-        return [st.st_size, st.st_mtime_ns]
-    except (OSError, TypeError):
-        return None
-
-
-def _probe_points(backbone, model_name):
-    """(layer name, module, ReLU after it?) for each probed layer."""
-    if model_name == "cfn":
-        return [(b, backbone.block(b), True) for b in backbone.blocks]
-    return [(b, backbone.block(b), False) for b in backbone.blocks]
-
-
-def _load_features(paths, data):
-    """The cached arrays if every one is there, readable and of the split's length; None means extract
-    again (a file lost, truncated or damaged is not an error the user must mend by hand)."""
-    try:
-        arrays = {k: np.load(p, mmap_mode="r") for k, p in paths.items()}
-    except (OSError, ValueError, EOFError):
-        return None
-    for (layer, split), a in arrays.items():
-        n = len(data[split].dataset)
-        if a.shape[0] != n or (layer == "labels") != (a.ndim == 1):
-            return None
-    return arrays
-
-
-@torch.no_grad()
-def _extract(backbone, model_name, data, cache, tag, cfg, device):
-    """Features of every probed layer for every split, written once to CACHE/LAYER_SPLIT.npy (one folder
-    per net)."""
-    points = _probe_points(backbone, model_name)
-    paths = {(layer, split): os.path.join(cache, f"{layer}_{split}.npy")
-             for layer, _, _ in points for split in data}
-    paths.update({("labels", split): os.path.join(cache, f"labels_{split}.npy") for split in data})
-    kept = _load_features(paths, data)
-    if kept is not None:
-        return kept
-    backbone.eval().to(device)
-    grabbed = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name, relu=relu:
-                                     grabbed.__setitem__(name, F.relu(out) if relu else out))
-             for name, m, relu in points]
-    try:
-        for split, loader in data.items():
-            arrays, n, start, ys = {}, len(loader.dataset), 0, []
-            for x, y in tqdm(loader, desc=f"features {tag} {split}", disable=not cfg.progress, leave=False):
-                ys.append(y)
-                backbone.features(x.to(device))
-                for layer, _, _ in points:
-                    f = _pooled(grabbed[layer].float(), cfg.target_dim).cpu().numpy()
-                    if layer not in arrays:
-                        arrays[layer] = np.lib.format.open_memmap(paths[(layer, split)] + ".tmp.npy", "w+",
-                                                                  np.float16, (n, f.shape[1]))
-                    arrays[layer][start:start + len(f)] = f
-                start += len(x)
-            for layer, a in arrays.items():
-                a.flush()
-                os.replace(paths[(layer, split)] + ".tmp.npy", paths[(layer, split)])
-            with atomic_open(paths[("labels", split)], "wb") as f:  # what the loader gave, in order
-                np.save(f, torch.cat(ys).numpy())
-    finally:
-        for h in hooks:
-            h.remove()
-    return {k: np.load(p, mmap_mode="r") for k, p in paths.items()}
 
 
 def fit_logistic(x, y, n_classes, weight_decay, iters=60, seed=0):
@@ -261,8 +178,12 @@ def probe(cfg: ProbeConfig):
     size = cfg.input_size or backbone.input_size
     splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train)
     classes = splits["train"].classes
+    multilabel = np.ndim(splits["train"].labels) == 2
+    if multilabel and budgets:
+        raise UserError(f"{cfg.dataset} is multi-label: it is probed with VOC07's SVMs on all of trainval; low-shot "
+                        "budgets are for single-label datasets")
     per_class = [b for b in budgets if isinstance(b, int)]
-    fewest = int(np.bincount(splits["train"].labels, minlength=len(classes)).min())
+    fewest = 0 if multilabel else int(np.bincount(splits["train"].labels, minlength=len(classes)).min())
     if per_class and max(per_class) > fewest:  # said now, not after every net's features
         raise UserError(f"--labels-per-class {max(per_class)}: the training split has {fewest} images of its "
                         "smallest class; ask for fewer or raise --limit-train")
@@ -278,7 +199,7 @@ def probe(cfg: ProbeConfig):
                  record={k: v for k, v in backbone.record.items() if k != "recipe_source"})
     tags = ["pretrained"] if len(pretrained) == 1 else [f"pretrained{i}" for i in range(len(pretrained))]
     twins = [f"random{i}" for i in range(len(seeds))]
-    identities = [dict(weights=str(w), stamp=_stamp(w)) for w in weights]
+    identities = [dict(weights=str(w), stamp=stamp(w)) for w in weights]
     identities += [dict(twin=s, init=cfg.twin_init, **shape) for s in seeds]
     caches = {tag: os.path.join(cfg.out, "cache", _digest(dict(common, **ident)))
               for tag, ident in zip(tags + twins, identities)}
@@ -289,7 +210,7 @@ def probe(cfg: ProbeConfig):
     sample = next(iter(data["train"]))[0]  # a CFN's He twins start at the scale its pretraining did
     nets = list(zip(tags, pretrained)) + [(t, None) for t in twins]
     layers, n_classes = backbone.blocks, len(classes)
-    linear, fit_rows, knn, lowshot, dims = {}, [], {}, {}, {}
+    linear, fit_rows, knn, lowshot, dims, svm = {}, [], {}, {}, {}, {}
     for (tag, net), ident in zip(nets, identities):
         cache = ensure_dir(caches[tag])
         if not os.path.exists(os.path.join(cache, "net.json")):
@@ -297,8 +218,11 @@ def probe(cfg: ProbeConfig):
                 json.dump(dict(common, **ident), f, indent=2)
         if net is None:  # built only now: a twin's weights are not kept in memory beside the others'
             net = make_twin(backbone, ident["twin"], cfg.twin_init, cfg.model, sample)
-        feats = _extract(net, cfg.model, data, cache, tag, cfg, device)
+        feats = extract(net, cfg.model, data, cache, tag, cfg, device)
         dims.update({layer: int(feats[(layer, "train")].shape[1]) for layer in layers})
+        if multilabel:
+            svm.update({(tag, layer): got for layer, got in _svm_net(feats, layers, cfg, cache).items()})
+            continue
         if "linear" in cfg.protocols:
             for layer, got in _probe_net(feats, layers, n_classes, cfg, cache).items():
                 linear[(tag, layer)] = _best(got["fits"])
@@ -307,7 +231,22 @@ def probe(cfg: ProbeConfig):
             full, lowshot[tag] = _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets)
             knn.update({(tag, layer): a for layer, a in full.items()})
     lowshot = {tag: got for tag, got in lowshot.items() if got}
+    if svm:
+        rows = layer_rows({k: v["map"] for k, v in svm.items()}, layers, tags, twins, dims)
+        write_csv(os.path.join(cfg.out, "voc07.csv"), rows)
+        return {"svm": rows}
     return _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot)
+
+
+def _svm_net(feats, layers, cfg, cache):
+    """{layer: VOC07 result} for one net: SVMs on trainval (the training and validation splits together)."""
+    def compute():
+        targets = np.concatenate([np.asarray(feats[("labels", s)]) for s in ("train", "val")])
+        return {layer: svm_layer(np.concatenate([np.asarray(feats[(layer, s)]) for s in ("train", "val")]), targets,
+                                 feats[(layer, "test")], feats[("labels", "test")], cfg.svm_costs, cfg.cv_folds,
+                                 cfg.seed) for layer in layers}
+    key = dict(costs=[float(c) for c in cfg.svm_costs], folds=cfg.cv_folds, seed=cfg.seed, layers=list(layers))
+    return _kept(cache, "svm", key, compute)
 
 
 def _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot):

@@ -10,6 +10,7 @@ from jigsaw.caffe_form import FILLERS
 from jigsaw.cfn import CFN
 from tools.checkpoint import save_checkpoint
 from tools.errors import UserError
+from transfer import features as features_mod
 from transfer import probe as probe_mod
 from transfer.backbones import build_backbone
 from transfer.probe import ProbeConfig, probe
@@ -62,7 +63,7 @@ def test_features_are_cached_once(setup, monkeypatch):
 
     def no_more_extraction(*a, **k):
         raise AssertionError("features extracted twice")
-    monkeypatch.setattr(probe_mod, "_pooled", no_more_extraction)
+    monkeypatch.setattr(features_mod, "pooled", no_more_extraction)
     monkeypatch.setattr(probe_mod, "fit_logistic", no_more_extraction)  # and the fits are kept with them
     assert _probe(setup) == first
 
@@ -115,14 +116,14 @@ def test_adding_a_pretrained_run_computes_only_its_features_and_fits(setup, tmp_
     save_checkpoint(second, dict(model=cfn.state_dict(), widths=cfn.widths, iter=0, recipe="jps",
                                  recipe_options={}, permutations=torch.zeros(0, 9, dtype=torch.long)))
     calls = {"extract": 0, "fit": 0}
-    pooled, fit = probe_mod._pooled, probe_mod.fit_logistic
+    pooled, fit = features_mod.pooled, probe_mod.fit_logistic
 
     def counted(name, f):
         def g(*a, **k):
             calls[name] += 1
             return f(*a, **k)
         return g
-    monkeypatch.setattr(probe_mod, "_pooled", counted("extract", pooled))
+    monkeypatch.setattr(features_mod, "pooled", counted("extract", pooled))
     monkeypatch.setattr(probe_mod, "fit_logistic", counted("fit", fit))
     rows = _probe(replace(setup, weights=[setup.weights, second]))
     batches = -(-60 * 85 // 100 // setup.batch_size) + -(-60 * 15 // 100 // setup.batch_size) + -(-20 // 16)
@@ -232,3 +233,22 @@ def test_bad_protocol_settings_are_one_line_before_any_work(setup, field, value,
     with pytest.raises(UserError, match=needle):
         probe(replace(setup, **{field: value}))
     assert not os.path.exists(setup.out)  # refused before any folder or feature
+
+
+def test_voc2007_is_probed_with_svms_on_trainval_and_map_on_test(setup, tmp_path):
+    from dataclasses import replace
+
+    from .test_voc07 import voc_like
+    root, _ = voc_like(str(tmp_path / "VOCdevkit"), n=(30, 12))
+    cfg = replace(setup, dataset="voc2007", data_root=root, svm_costs=(1.0,), input_size=64)
+    tables = probe(cfg)
+    rows = _csv(f"{setup.out}/voc07.csv")
+    assert list(tables) == ["svm"] and [r["layer"] for r in rows] == LAYERS
+    assert all(0 <= float(r["pretrained"]) <= 1 and r["n"] == "2" for r in rows)
+    folder = _features(setup.out)["pretrained"]
+    (kept,) = [p for p in os.listdir(folder) if p.startswith("svm_")]
+    with open(os.path.join(folder, kept)) as f:
+        conv1 = __import__("json").load(f)["value"]["conv1"]
+    assert len(conv1["aps"]) == 20 and conv1["cost"] == 1.0  # the choice among costs: tests/transfer/test_svm.py
+    with pytest.raises(UserError, match="multi-label"):
+        probe(replace(cfg, labels_per_class=("1",)))

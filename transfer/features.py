@@ -1,0 +1,94 @@
+"""Frozen features for the probes: each probed layer's activations (after the ReLU for a CFN branch),
+average-pooled to about `target_dim` values, written once per net to its cache folder (float16) and read
+back from it; a file lost, truncated or damaged is extracted again."""
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tools.atomic import atomic_open
+
+
+def pooled(t, target_dim):
+    """(N, C, H, W) -> average-pooled to a g x g grid with C*g*g about target_dim; (N, D) as is."""
+    if t.dim() == 2:
+        return t
+    if t.dim() == 3:  # (N, positions, D): a fully connected layer slid over a square map (fc6 on a large image)
+        n, positions, d = t.shape
+        side = int(round(positions ** 0.5))
+        t = t.transpose(1, 2).reshape(n, d, side, side)
+    c, h = t.shape[1], t.shape[2]
+    g = int(min(h, max(1, round((target_dim / c) ** 0.5))))
+    return F.adaptive_avg_pool2d(t, g).flatten(1)
+
+
+def stamp(path):
+    """Size and mtime of a weights file (None for 'none' or a name): a rewritten file is a new one."""
+    try:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    except (OSError, TypeError):
+        return None
+
+
+def _probe_points(backbone, model_name):
+    """(layer name, module, ReLU after it?) for each probed layer."""
+    if model_name == "cfn":
+        return [(b, backbone.block(b), True) for b in backbone.blocks]
+    return [(b, backbone.block(b), False) for b in backbone.blocks]
+
+
+def _load_features(paths, data):
+    """The cached arrays if every one is there, readable and of the split's length; None means extract
+    again (a file lost, truncated or damaged is not an error the user must mend by hand)."""
+    try:
+        arrays = {k: np.load(p, mmap_mode="r") for k, p in paths.items()}
+    except (OSError, ValueError, EOFError):
+        return None
+    for (layer, split), a in arrays.items():
+        n = len(data[split].dataset)
+        if a.shape[0] != n or a.ndim != 2 and (layer != "labels" or a.ndim != 1):  # labels: (N,) or (N, classes)
+            return None
+    return arrays
+
+
+@torch.no_grad()
+def extract(backbone, model_name, data, cache, tag, cfg, device):
+    """Features of every probed layer for every split, written once to CACHE/LAYER_SPLIT.npy (one folder
+    per net)."""
+    points = _probe_points(backbone, model_name)
+    paths = {(layer, split): os.path.join(cache, f"{layer}_{split}.npy")
+             for layer, _, _ in points for split in data}
+    paths.update({("labels", split): os.path.join(cache, f"labels_{split}.npy") for split in data})
+    kept = _load_features(paths, data)
+    if kept is not None:
+        return kept
+    backbone.eval().to(device)
+    grabbed = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name, relu=relu:
+                                     grabbed.__setitem__(name, F.relu(out) if relu else out))
+             for name, m, relu in points]
+    try:
+        for split, loader in data.items():
+            arrays, n, start, ys = {}, len(loader.dataset), 0, []
+            for x, y in tqdm(loader, desc=f"features {tag} {split}", disable=not cfg.progress, leave=False):
+                ys.append(y)
+                backbone.features(x.to(device))
+                for layer, _, _ in points:
+                    f = pooled(grabbed[layer].float(), cfg.target_dim).cpu().numpy()
+                    if layer not in arrays:
+                        arrays[layer] = np.lib.format.open_memmap(paths[(layer, split)] + ".tmp.npy", "w+",
+                                                                  np.float16, (n, f.shape[1]))
+                    arrays[layer][start:start + len(f)] = f
+                start += len(x)
+            for layer, a in arrays.items():
+                a.flush()
+                os.replace(paths[(layer, split)] + ".tmp.npy", paths[(layer, split)])
+            with atomic_open(paths[("labels", split)], "wb") as f:  # what the loader gave, in order
+                np.save(f, torch.cat(ys).numpy())
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: np.load(p, mmap_mode="r") for k, p in paths.items()}
