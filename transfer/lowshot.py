@@ -86,11 +86,11 @@ def row_space(gram, tol=1e-6):
     return (vecs * roots).float(), (vecs / roots).float()
 
 
-def fit_softmax(x, y, n_classes, weight_decay, init=None, max_iter=200, tolerance_grad=1e-6, tolerance_change=1e-10):
-    """Multinomial logistic regression, full-batch L-BFGS from `init` (W, b) or zeros: mean cross-entropy
-    plus weight_decay/2 |W|^2, biases free; by default to convergence. Returns (W, b)."""
-    w = torch.zeros(x.shape[1], n_classes) if init is None else init[0].clone()
-    b = torch.zeros(n_classes) if init is None else init[1].clone()
+def fit_linear(x, outputs, data_loss, l2, init=None, max_iter=200, tolerance_grad=1e-6, tolerance_change=1e-10):
+    """(W, b) minimising data_loss(x @ W + b) + l2/2 |W|^2 (biases free) by full-batch L-BFGS from `init` or
+    zeros; the default tolerances stop it at convergence."""
+    w = torch.zeros(x.shape[1], outputs, dtype=x.dtype) if init is None else init[0].clone()
+    b = torch.zeros(outputs, dtype=x.dtype) if init is None else init[1].clone()
     w.requires_grad_()
     b.requires_grad_()
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=tolerance_grad,
@@ -98,11 +98,16 @@ def fit_softmax(x, y, n_classes, weight_decay, init=None, max_iter=200, toleranc
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(x @ w + b, y) + 0.5 * weight_decay * (w * w).sum()
+        loss = data_loss(x @ w + b) + 0.5 * l2 * (w * w).sum()
         loss.backward()
         return loss
     opt.step(closure)
     return w.detach(), b.detach()
+
+
+def fit_softmax(x, y, n_classes, weight_decay, init=None, **kw):
+    """Multinomial logistic regression: mean cross-entropy plus weight_decay/2 |W|^2. Returns (W, b)."""
+    return fit_linear(x, n_classes, lambda z: F.cross_entropy(z, y), weight_decay, init, **kw)
 
 
 def _path(x, y, n_classes, decays):

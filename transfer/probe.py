@@ -44,7 +44,7 @@ def fit_logistic(x, y, n_classes, weight_decay, iters=60, seed=0):
     plus weight_decay/2 * |W|^2 (biases free). Returns (W, b)."""
     g = torch.Generator().manual_seed(seed)
     init = torch.randn(x.shape[1], n_classes, generator=g) * 1e-3, torch.zeros(n_classes)
-    return fit_softmax(x, y, n_classes, weight_decay, init, iters, tolerance_grad=1e-7, tolerance_change=1e-9)
+    return fit_softmax(x, y, n_classes, weight_decay, init, max_iter=iters, tolerance_grad=1e-7, tolerance_change=1e-9)
 
 
 def _accuracy(x, y, w, b):

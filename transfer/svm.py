@@ -9,7 +9,7 @@ classes at once (their problems are independent, so the joint minimum is each on
 import numpy as np
 import torch
 
-from .lowshot import row_space
+from .lowshot import fit_linear, row_space
 from .voc07 import mean_ap
 
 COSTS = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -22,21 +22,11 @@ def fit_svms(x, targets, cost, init=None, max_iter=300, tolerance_grad=1e-5, tol
     y = targets.to(x.dtype)
     mask = (targets != 0).to(x.dtype)
     n = len(x)
-    w = torch.zeros(x.shape[1], y.shape[1], dtype=x.dtype) if init is None else init[0].clone()
-    b = torch.zeros(y.shape[1], dtype=x.dtype) if init is None else init[1].clone()
-    w.requires_grad_()
-    b.requires_grad_()
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=tolerance_grad,
-                            tolerance_change=tolerance_change, line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
-        margin = (1 - y * (x @ w + b)).clamp_min(0)
-        loss = (mask * margin * margin).sum() / n + 0.5 / (cost * n) * (w * w).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    return w.detach(), b.detach()
+    def squared_hinge(scores):
+        margin = (1 - y * scores).clamp_min(0)
+        return (mask * margin * margin).sum() / n
+    return fit_linear(x, y.shape[1], squared_hinge, 1 / (cost * n), init, max_iter, tolerance_grad, tolerance_change)
 
 
 def _folds(n, k, seed):

@@ -3,7 +3,6 @@ and informative features give a high mAP where noise gives chance."""
 import warnings
 
 import numpy as np
-import pytest
 import torch
 
 from transfer.lowshot import row_space
