@@ -59,6 +59,10 @@ class FinetuneConfig:
                                              metavar="N")
     label_draw: int = option(0, "which draw of --labels-per-class (0, 1, ...: fresh labelled subsets)",
                              type=positive(int, zero=True))
+    freeze_through: Optional[str] = option(None, "Noroozi & Favaro's Table 2: the backbone's blocks up to and "
+                                                 "including this one (e.g. conv3) keep their weights and stay frozen; "
+                                                 "the blocks after it start afresh (a twin's init, --twin-init, seeded "
+                                                 "by --seed) and are trained with the head", metavar="BLOCK")
     twin_seed: Optional[int] = option(None, "fine-tune a random-init twin of --weights instead (the architecture, "
                                             "width and input scale of those weights, fresh weights from this seed), "
                                             "the baseline `transfer compare` sets the pretrained runs against",
@@ -86,7 +90,8 @@ class FinetuneConfig:
 # Settings that decide what the run's weights, splits and epochs mean: a resume keeps them. The epoch
 # caps and patience may change (each resume is recorded beside config.json), and so may the machine.
 FIXED_ON_RESUME = ("dataset", "model", "weights", "phase", "head", "unfreeze", "head_solver", "finetune_solver",
-                   "eps", "batch_size", "limit_train", "labels_per_class", "label_draw", "twin_seed", "twin_init",
+                   "eps", "batch_size", "limit_train", "labels_per_class", "label_draw", "freeze_through", "twin_seed",
+                   "twin_init",
                    "val_fraction", "input_size", "augment", "input_norm", "seed")
 # what config.json records of a run
 RUN_FIELDS = tuple(f for f in FinetuneConfig.__dataclass_fields__ if f not in ("resume", "progress"))

@@ -39,9 +39,23 @@ def _phases(cfg, scratch):
     return ["head", "finetune"] if cfg.phase == "both" else [cfg.phase]
 
 
+def _retrained(cfg, backbone):
+    """The blocks after --freeze-through's (none without it)."""
+    if cfg.freeze_through is None:
+        return []
+    if cfg.unfreeze:
+        raise UserError("--freeze-through and --unfreeze both say which blocks train: give one of them")
+    blocks = list(backbone.blocks)
+    if cfg.freeze_through not in blocks:
+        raise UserError(f"--freeze-through {cfg.freeze_through}: not a block of {cfg.model} ({', '.join(blocks)})")
+    return blocks[blocks.index(cfg.freeze_through) + 1:]
+
+
 def _configure(model, phase, cfg):
     if phase == "head":
         model.freeze_backbone()
+    elif cfg.freeze_through is not None:
+        model.freeze_backbone(except_blocks=tuple(_retrained(cfg, model.backbone)))
     elif cfg.unfreeze:
         model.freeze_backbone(except_blocks=tuple(cfg.unfreeze))
     else:
@@ -173,9 +187,14 @@ def _finetune(cfg):
     preprocess = getattr(backbone, "preprocess", None) if cfg.input_norm == "backbone" else None
     data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, cfg.workers,
                           augmentation(**cfg.augment), cfg.seed, stats, preprocess, cfg.progress)
-    if cfg.twin_seed is not None:  # scaled to this run's input, as the probe's twins are to theirs
+    if cfg.twin_seed is not None or cfg.freeze_through is not None:  # fresh weights, scaled to this run's input
         sample = next(iter(torch.utils.data.DataLoader(data["train"].dataset, batch_size=cfg.batch_size)))[0]
-        model.backbone = make_twin(backbone, cfg.twin_seed, cfg.twin_init, cfg.model, sample)
+        fresh = make_twin(backbone, cfg.seed if cfg.twin_seed is None else cfg.twin_seed, cfg.twin_init, cfg.model,
+                          sample)
+        if cfg.twin_seed is not None:
+            model.backbone = fresh
+        for name in _retrained(cfg, backbone):
+            model.backbone.block(name).load_state_dict(fresh.block(name).state_dict())
         model = model.to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)

@@ -172,3 +172,26 @@ def test_twin_runs_start_from_fresh_weights_and_compare_sets_them_against_the_pr
     assert main(["compare", *runs]) == 0 and "± " in capsys.readouterr().out
     assert main(["compare", *runs[:2]]) == 2  # one twin: no standard error; one line
     assert "need at least 1 and 2" in capsys.readouterr().err
+
+
+def test_freeze_through_keeps_the_lower_blocks_and_retrains_the_rest_from_a_fresh_init(tmp_path, jigsaw_ckpt):
+    from transfer.backbones import build_backbone
+    root = mnist_like(str(tmp_path / "fm"), n=(60, 20))
+    still = 'type: "SGD" base_lr: 0.0 momentum: 0.9 lr_policy: "fixed"'  # nothing moves: the start is seen
+    cfg = FinetuneConfig(dataset="fashion-mnist", data_root=root, model="cfn", weights=jigsaw_ckpt, phase="finetune",
+                         freeze_through="conv3", epochs=1, batch_size=16, finetune_solver=still, progress=False,
+                         out=str(tmp_path / "run"))
+    _, model = finetune(cfg)
+    pretrained = build_backbone("cfn", jigsaw_ckpt)
+    blocks = list(pretrained.blocks)
+    assert [n for n, p in model.backbone.named_parameters() if p.requires_grad]  # the later blocks train
+    for name in blocks:
+        before, after = pretrained.block(name).weight, model.backbone.block(name).weight.detach().cpu()
+        trains = model.backbone.block(name).weight.requires_grad
+        if blocks.index(name) <= blocks.index("conv3"):
+            assert torch.equal(before, after) and not trains, name  # kept and frozen
+        else:  # a fresh He init, not the pretrained weights
+            assert trains and not torch.equal(before, after) and after.abs().max() > 0, name
+    with pytest.raises(Exception, match="not a block"):
+        finetune(FinetuneConfig(dataset="fashion-mnist", data_root=root, model="cfn", weights=jigsaw_ckpt,
+                                freeze_through="conv9", out=str(tmp_path / "bad"), progress=False))
