@@ -65,20 +65,52 @@ def _configure(model, phase, cfg):
     return CaffeSolver([dict(params=params)], sp)
 
 
+def _loss(logits, y, reduction="mean"):
+    """Cross-entropy over classes; for multi-label targets (1 / -1 / 0 = difficult) the binary cross-entropy of
+    each label summed per image, difficult ones left out (a sigmoid head, as VOC07 classification is fine-tuned)."""
+    if y.dim() == 1:
+        return F.cross_entropy(logits, y, reduction=reduction)
+    total = F.binary_cross_entropy_with_logits(logits, (y > 0).float(), weight=(y != 0).float(), reduction="sum")
+    return total if reduction == "sum" else total / len(y)
+
+
+class _Score:
+    """Correct predictions (classes), or every score and target for VOC07 mAP (multi-label): the accuracy
+    columns of a multi-label run hold the 11-point mAP."""
+    def __init__(self):
+        self.hits, self.n, self.scores, self.targets = 0, 0, [], []
+
+    def add(self, logits, y):
+        self.n += len(y)
+        if y.dim() == 1:
+            self.hits += int((logits.argmax(1) == y).sum())
+        else:
+            self.scores.append(logits.detach().float().cpu())
+            self.targets.append(y.cpu())
+
+    def value(self):
+        if not self.scores:
+            return self.hits / max(self.n, 1), None
+        from .voc07 import mean_ap
+        m, aps = mean_ap(torch.cat(self.scores).numpy(), torch.cat(self.targets).numpy())
+        return m, aps
+
+
 @torch.no_grad()
 def evaluate(model, loader, device, n_classes, bar=None):
-    """Loss, accuracy and confusion matrix over `loader` (a transient progress bar named `bar`)."""
+    """Loss per image, accuracy (mAP for multi-label targets, with each class's AP) and confusion matrix
+    (classes only) over `loader` (a transient progress bar named `bar`)."""
     model.eval()
-    loss, confusion = 0.0, torch.zeros(n_classes, n_classes, dtype=torch.long)
+    loss, confusion, score = 0.0, torch.zeros(n_classes, n_classes, dtype=torch.long), _Score()
     for x, y in tqdm(loader, desc=bar, leave=False, disable=bar is None):
         with autocast(device, use_bf16("auto", device)):
             logits = model(_to(x, device)).float()
-        loss += float(F.cross_entropy(logits, y.to(device), reduction="sum"))
-        pred = logits.argmax(1).cpu()
-        confusion.index_put_((y, pred), torch.ones_like(y), accumulate=True)
-    n = int(confusion.sum())
-    return dict(loss=loss / max(n, 1), accuracy=float(confusion.trace()) / max(n, 1), confusion=confusion)
-
+        loss += float(_loss(logits, y.to(device), reduction="sum"))
+        score.add(logits, y.to(device))
+        if y.dim() == 1:
+            confusion.index_put_((y, logits.argmax(1).cpu()), torch.ones_like(y), accumulate=True)
+    accuracy, aps = score.value()
+    return dict(loss=loss / max(score.n, 1), accuracy=accuracy, confusion=None if aps else confusion, aps=aps)
 
 
 def _to(x, device):
@@ -88,21 +120,20 @@ def _to(x, device):
 
 def _epoch(model, solver, loader, device, bar):
     model.train()
-    total, hits, n, lrs = 0.0, 0, 0, []
+    total, score, lrs = 0.0, _Score(), []
     for x, y in loader:
         x, y = _to(x, device), y.to(device)
         with autocast(device, use_bf16("auto", device)):
             logits = model(x).float()
-        loss = F.cross_entropy(logits, y)
+        loss = _loss(logits, y)
         lrs.append(solver.lr)
         loss.backward()
         solver.step()
         solver.zero_grad(set_to_none=True)
         total += loss.item() * len(y)
-        hits += int((logits.argmax(1) == y).sum())
-        n += len(y)
+        score.add(logits, y)
         bar.update(1)
-    return total / n, hits / n, lrs
+    return total / score.n, score.value()[0], lrs
 
 
 def finetune(cfg: FinetuneConfig):
@@ -169,6 +200,9 @@ def _finetune(cfg):
     splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train)
     classes = splits["train"].classes
     if cfg.labels_per_class is not None:  # the labelled few; validation stays the split it was
+        if splits["train"].labels.ndim != 1:
+            raise UserError(f"--labels-per-class: {cfg.dataset} is multi-label; a class-balanced draw needs one "
+                            "class per image")
         budget = parse_budget(cfg.labels_per_class)
         if budget != "all":
             splits["train"] = splits["train"].subset(draw_labelled(splits["train"].labels, budget, cfg.label_draw,
@@ -285,14 +319,19 @@ def _finish(cfg, model, data, splits, result, conv1_before, device):
     classes = splits["train"].classes
     test = evaluate(model, data["test"], device, len(classes), "test" if cfg.progress else None)
     conf = test["confusion"]
-    per_class = (conf.diag().double() / conf.sum(1).clamp_min(1).double()).tolist()
+    if conf is not None:
+        per_class = dict(per_class_accuracy=dict(zip(classes, (conf.diag().double() /
+                                                               conf.sum(1).clamp_min(1).double()).tolist())),
+                         confusion_matrix=conf.tolist())
+    else:  # multi-label: test_accuracy is the VOC07 mAP
+        per_class = dict(metric="mAP (VOC07, 11-point)", per_class_ap=dict(zip(
+            classes, [None if a != a else a for a in test["aps"]])))
     save_checkpoint(os.path.join(cfg.out, "model.pt"), dict(model=model.state_dict(), classes=classes,
                                                            model_name=cfg.model, head=cfg.head))
     summary = dict(dataset=cfg.dataset, model=cfg.model, phases=result, test_accuracy=test["accuracy"],
                    test_loss=test["loss"], epochs_run=sum(r["epochs_run"] for r in result.values()),
                    best_val_loss=min(r["best_val_loss"] for r in result.values()),
-                   per_class_accuracy=dict(zip(classes, per_class)), confusion_matrix=conf.tolist(),
-                   n_train=len(splits["train"]), n_val=len(splits["val"]), n_test=len(splits["test"]),
+                   **per_class, n_train=len(splits["train"]), n_val=len(splits["val"]), n_test=len(splits["test"]),
                    labels_per_class=cfg.labels_per_class, label_draw=cfg.label_draw)
     from .plots import plot_filters, plot_history, plot_lr
     plot_history(cfg.out, summary)

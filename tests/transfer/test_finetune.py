@@ -195,3 +195,30 @@ def test_freeze_through_keeps_the_lower_blocks_and_retrains_the_rest_from_a_fres
     with pytest.raises(Exception, match="not a block"):
         finetune(FinetuneConfig(dataset="fashion-mnist", data_root=root, model="cfn", weights=jigsaw_ckpt,
                                 freeze_through="conv9", out=str(tmp_path / "bad"), progress=False))
+
+
+def test_voc2007_fine_tunes_a_sigmoid_head_and_reports_map(tmp_path, jigsaw_ckpt):
+    from transfer.voc07 import CLASSES
+
+    from .test_voc07 import voc_like
+    root, _ = voc_like(str(tmp_path / "VOCdevkit"), n=(24, 8))
+    cfg = FinetuneConfig(dataset="voc2007", data_root=root, model="cfn", weights=jigsaw_ckpt, phase="both",
+                         epochs=1, batch_size=8, head_solver=ADAM, finetune_solver=ADAM, input_size=64,
+                         progress=False, out=str(tmp_path / "run"))
+    summary, model = finetune(cfg)
+    assert summary["metric"].startswith("mAP") and list(summary["per_class_ap"]) == list(CLASSES)
+    assert 0 <= summary["test_accuracy"] <= 1 and "confusion_matrix" not in summary
+    assert model.head[-1].out_features == 20 and summary["epochs_run"] == 2
+    with pytest.raises(Exception, match="multi-label"):
+        finetune(FinetuneConfig(dataset="voc2007", data_root=root, model="cfn", weights=jigsaw_ckpt,
+                                labels_per_class="2", out=str(tmp_path / "bad"), progress=False))
+
+
+def test_the_multilabel_loss_leaves_difficult_labels_out():
+    from transfer.finetune import _loss
+    logits = torch.tensor([[2.0, -1.0, 0.5]])
+    with_difficult = _loss(logits, torch.tensor([[1, -1, 0]]))
+    want = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, :2], torch.tensor([[1.0, 0.0]]),
+                                                               reduction="sum")
+    assert with_difficult == pytest.approx(float(want))
+    assert _loss(torch.tensor([[2.0, -1.0]]), torch.tensor([1])) == pytest.approx(3.0486, abs=1e-4)  # classes: CE
