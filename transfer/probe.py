@@ -1,16 +1,16 @@
-"""Linear probes per layer, pretrained against random-init twins (Noroozi & Favaro 2016 Table 2 style;
-Zhang et al. 2017, Goyal et al. 2019): is the pretraining worth anything?
+"""Probes per layer, pretrained against random-init twins (Noroozi & Favaro 2016 Table 2 style; Zhang et al.
+2017, Goyal et al. 2019): is the pretraining worth anything, and with how many labels?
 
-A frozen backbone's activations after each block (after the ReLU for a CFN branch) are average-pooled
-to about `target_dim` values, cached once on disk per net (float16; a run that adds a pretraining seed or
-a twin computes only the new nets' features and fits), standardised with the training split's
-statistics, and fed to a multinomial logistic regression (full-batch L-BFGS) per layer; the weight
-decay is chosen on the validation split, never on test. The same runs for `random_seeds` twins of the
-backbone (same architecture, width and input; for a CFN, Caffe's fillers, the init its pretraining
-started from, or He-normal with `twin_init="msra"`; other backbones He-normal), so every row of
-probe.csv is a pair measured in one run: layer, dims, pretrained test accuracy, random mean ± SE.
-The init matters: untrained CFNs with Caffe's fillers beat He-init ones by 6-18 SE at conv2-conv5 on
-Fashion-MNIST (RESULTS.md), so the baseline's init is recorded in config.json.
+Each net's frozen features (transfer/features.py) are cached once per net; on them run the protocols asked
+for: a multinomial logistic regression per layer on every training label (full-batch L-BFGS on features
+standardised with the training split's statistics, the weight decay chosen on the validation split, never
+on test), a weighted kNN (knn.py), the low-shot probes (lowshot.py), or for a multi-label dataset VOC07's
+SVMs (svm.py). The same runs for random-init twins of the backbone (twins.py: same architecture, width and
+input; for a CFN, Caffe's fillers, the init its pretraining started from, or He-normal with
+`twin_init="msra"`), so every row of a table is a pair measured in one run. Each net's results are kept
+beside its features for the settings that made them: adding a pretraining seed or a twin computes only the
+new nets. The init matters: untrained CFNs with Caffe's fillers beat He-init ones by 6-18 SE at
+conv2-conv5 on Fashion-MNIST (RESULTS.md), so the baseline's init is recorded in config.json.
 """
 import hashlib
 import json
@@ -144,13 +144,14 @@ def _check(cfg):
     unknown = set(cfg.protocols) - set(PROTOCOLS)
     if unknown or not cfg.protocols:
         raise UserError(f"protocols {list(cfg.protocols)}: expected some of {', '.join(PROTOCOLS)}")
-    budgets = [parse_budget(b) for b in (*cfg.labels_per_class, *cfg.label_fraction)]
-    if any(isinstance(b, float) for b in map(parse_budget, cfg.labels_per_class)):
+    per_class, fractions = ([parse_budget(b) for b in given] for given in (cfg.labels_per_class, cfg.label_fraction))
+    if any(isinstance(b, float) for b in per_class):
         raise UserError(f"--labels-per-class {' '.join(map(str, cfg.labels_per_class))}: expected whole numbers "
                         "or 'all' (fractions go to --label-fraction)")
-    if any(not isinstance(b, float) for b in map(parse_budget, cfg.label_fraction)):
+    if any(not isinstance(b, float) for b in fractions):
         raise UserError(f"--label-fraction {' '.join(map(str, cfg.label_fraction))}: expected fractions between 0 "
                         "and 1 (0.01 or 1%)")
+    budgets = per_class + fractions
     if cfg.draws < 1 or cfg.cv_folds < 2:
         raise UserError(f"draws {cfg.draws}, cv_folds {cfg.cv_folds}: need at least 1 draw and 2 folds")
     return seeds, [b for b in dict.fromkeys(budgets) if b != "all"]
@@ -231,11 +232,7 @@ def probe(cfg: ProbeConfig):
             full, lowshot[tag] = _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets)
             knn.update({(tag, layer): a for layer, a in full.items()})
     lowshot = {tag: got for tag, got in lowshot.items() if got}
-    if svm:
-        rows = layer_rows({k: v["map"] for k, v in svm.items()}, layers, tags, twins, dims)
-        write_csv(os.path.join(cfg.out, "voc07.csv"), rows)
-        return {"svm": rows}
-    return _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot)
+    return _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot, svm)
 
 
 def _svm_net(feats, layers, cfg, cache):
@@ -249,10 +246,13 @@ def _svm_net(feats, layers, cfg, cache):
     return _kept(cache, "svm", key, compute)
 
 
-def _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot):
+def _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot, svm):
     """Every table's CSV (and plot) in cfg.out; {table name: rows}."""
     from .plots import plot_label_efficiency, plot_probe
     out, title = {}, f"{cfg.model} on {cfg.dataset}"
+    if svm:
+        out["svm"] = layer_rows({k: v["map"] for k, v in svm.items()}, layers, tags, twins, dims)
+        write_csv(os.path.join(cfg.out, "voc07.csv"), out["svm"])
     if linear:
         rows = layer_rows({k: v["test"] for k, v in linear.items()}, layers, tags, twins, dims)
         for r in rows:
