@@ -41,7 +41,8 @@ def build_parser():
     add_options(p, FinetuneConfig, unset=True, not_required=("dataset", "model", "out"))
     p.add_argument("--patience", type=int, nargs=2, metavar=("HEAD", "FINETUNE"),
                    help="early stopping patience of each phase, in epochs (default 5 1)")
-    p = sub.add_parser("probe", help="probes per layer (linear, kNN, low-shot): pretrained backbone vs random-init twins")
+    p = sub.add_parser("probe", help="probes per layer (linear, kNN, low-shot, VOC07 SVMs): pretrained backbone vs "
+                                     "random-init twins")
     add_options(p, ProbeConfig, unset=True)
     p = sub.add_parser("compare", help="finished fine-tune runs: pretrained vs random-init twins (--twin-seed "
                                        "runs), per label budget, mean ± SE")

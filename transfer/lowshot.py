@@ -140,7 +140,8 @@ def lowshot_layer(train, train_labels, test, test_labels, n_classes, budgets, dr
     """{budget name: [per draw {linear, weight_decay, knn, labels}]} for one layer's cached features; with
     `full_knn`, also the kNN accuracy with the whole training split as the bank (one similarity matrix then
     serves both), else None."""
-    train_labels, test_labels = np.array(train_labels, dtype=np.int64), torch.from_numpy(np.array(test_labels, np.int64))
+    train_labels = np.array(train_labels, dtype=np.int64)
+    test_labels = torch.from_numpy(np.array(test_labels, dtype=np.int64))
     picks = {(b, d): draw_labelled(train_labels, b, d, seed) for b in budgets for d in range(draws)}
     union = np.unique(np.concatenate(list(picks.values()))) if picks else np.zeros(0, np.int64)
     if len(union) > MAX_DRAWN:

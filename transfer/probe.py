@@ -15,6 +15,7 @@ conv2-conv5 on Fashion-MNIST (RESULTS.md), so the baseline's init is recorded in
 import hashlib
 import json
 import os
+import time
 import warnings
 from dataclasses import asdict
 
@@ -164,7 +165,8 @@ def twin_seeds(cfg):
 
 def probe(cfg: ProbeConfig):
     """Run the probes; writes probe.csv + fits.csv + probe.png (linear), knn.csv, label_efficiency.csv +
-    .png (low-shot budgets), config.json and the feature cache. Returns {table name: rows}."""
+    .png (low-shot budgets), voc07.csv (multi-label), timing.csv (seconds per net and stage), config.json
+    and the feature cache. Returns {table name: rows}."""
     seeds, budgets = _check(cfg)
     device = resolve_device(cfg.device)
     kw = {"upto": "fc6"} if cfg.model == "cfn" else {}
@@ -211,7 +213,7 @@ def probe(cfg: ProbeConfig):
     sample = next(iter(data["train"]))[0]  # a CFN's He twins start at the scale its pretraining did
     nets = list(zip(tags, pretrained)) + [(t, None) for t in twins]
     layers, n_classes = backbone.blocks, len(classes)
-    linear, fit_rows, knn, lowshot, dims, svm = {}, [], {}, {}, {}, {}
+    linear, fit_rows, knn, lowshot, dims, svm, timing = {}, [], {}, {}, {}, {}, []
     for (tag, net), ident in zip(nets, identities):
         cache = ensure_dir(caches[tag])
         if not os.path.exists(os.path.join(cache, "net.json")):
@@ -219,18 +221,24 @@ def probe(cfg: ProbeConfig):
                 json.dump(dict(common, **ident), f, indent=2)
         if net is None:  # built only now: a twin's weights are not kept in memory beside the others'
             net = make_twin(backbone, ident["twin"], cfg.twin_init, cfg.model, sample)
+        clock = [time.perf_counter()]
         feats = extract(net, cfg.model, data, cache, tag, cfg, device)
+        clock.append(time.perf_counter())
         dims.update({layer: int(feats[(layer, "train")].shape[1]) for layer in layers})
         if multilabel:
             svm.update({(tag, layer): got for layer, got in _svm_net(feats, layers, cfg, cache).items()})
-            continue
-        if "linear" in cfg.protocols:
+        if "linear" in cfg.protocols and not multilabel:
             for layer, got in _probe_net(feats, layers, n_classes, cfg, cache).items():
                 linear[(tag, layer)] = _best(got["fits"])
                 fit_rows += [dict(model=tag, layer=layer, **f) for f in got["fits"]]
-        if "knn" in cfg.protocols or budgets:
+        clock.append(time.perf_counter())
+        if ("knn" in cfg.protocols or budgets) and not multilabel:
             full, lowshot[tag] = _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets)
             knn.update({(tag, layer): a for layer, a in full.items()})
+        clock.append(time.perf_counter())
+        seconds = [round(b - a, 1) for a, b in zip(clock, clock[1:])]  # a kept result costs ~0
+        timing.append(dict(net=tag, features_s=seconds[0], linear_or_svm_s=seconds[1], knn_and_lowshot_s=seconds[2]))
+    write_csv(os.path.join(cfg.out, "timing.csv"), timing)
     lowshot = {tag: got for tag, got in lowshot.items() if got}
     return _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot, svm)
 

@@ -49,7 +49,8 @@ def lowshot_rows(lowshot, full, layers, tags, twins, dims, n_classes):
                     selection = "cross-validation in the draw" if protocol == "linear" else ""
                 draw_sd = np.mean([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in per_net.values()])
                 rows.append(dict(protocol=protocol, budget=budget, labels=labels,
-                                 per_class=round(labels / n_classes, 2) if labels else "", layer=layer, dims=dims[layer],
+                                 per_class=round(labels / n_classes, 2) if labels else "", layer=layer,
+                                 dims=dims[layer],
                                  draws=len(per_net[tags[0]]), draw_sd=round(float(draw_sd), 4), selection=selection,
                                  **pair([np.mean(per_net[t]) for t in tags], [np.mean(per_net[t]) for t in twins])))
     return rows
