@@ -270,6 +270,12 @@ def main():
         if name == "label_efficiency.csv":
             report.append(best_margins(got))
     report.append(dead_features(probe))
+    with open(os.path.join(probe, "timing.csv")) as f:
+        timing = list(csv.DictReader(f))
+    report.append("probe seconds per net (0 where kept from an earlier run): features / linear fits / kNN and "
+                  "low-shot\n" + "\n".join(f"{t['net']:12s} {float(t['features_s']):8.1f} "
+                                             f"{float(t['linear_or_svm_s']):8.1f} {float(t['knn_and_lowshot_s']):8.1f}"
+                                             for t in timing))
     report.append(shortcut)
     if args.cross_domain:
         cross = os.path.join(out, "probe_cross_domain")
