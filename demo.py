@@ -122,16 +122,15 @@ def main():
     t = step("6. linear probes and kNN: the pretrained branch against random-init twins")
     from transfer.probe import ProbeConfig, format_table, probe
     tables = probe(ProbeConfig(dataset=dataset, data_root=root, model="cfn", weights=os.path.join(run, "last.pt"),
-                             out=os.path.join(out, "probe"), random_seeds=3, twin_init="msra",
-                             limit_train=2000, val_fraction=0.05, lbfgs_iters=40, seed=args.seed, progress=False))
+                               out=os.path.join(out, "probe"), random_seeds=3, twin_init="msra",
+                               limit_train=2000, val_fraction=0.05, lbfgs_iters=40, seed=args.seed, progress=False))
     chance = 1 / (10 if use_fmnist else len(os.listdir(root)))
-    rows = tables["linear"]
-    print(format_table(rows, chance=chance))
-    print("weighted kNN (k 20, T 0.07) on the same features:")
-    print(format_table(tables["knn"], chance=chance))
-    wins = [r["layer"] for r in rows if r["margin_se"] is not None and r["margin_se"] > 3]
-    print(f"pretrained beats its random twins by > 3 SE at: {', '.join(wins) or 'no layer'} "
-          f"({time.time() - t:.0f} s; {os.path.join(out, 'probe', 'probe.png')})")
+    for name, what in (("linear", "linear probes (every label; weight decay chosen on validation)"),
+                       ("knn", "weighted kNN (k 20, T 0.07; every label as the bank)")):
+        print(f"{what}:\n{format_table(tables[name], chance=chance)}")
+        wins = [r["layer"] for r in tables[name] if r["margin_se"] is not None and r["margin_se"] > 3]
+        print(f"{name}: pretrained beats its random twins by > 3 SE at: {', '.join(wins) or 'no layer'}")
+    print(f"({time.time() - t:.0f} s; {os.path.join(out, 'probe', 'probe.png')})")
 
     step("7. summary")
     print(f"pretext accuracy (held-out photographs): {metrics['top1']:.3f} vs chance {1 / len(perms):.3f}")
