@@ -105,13 +105,16 @@ RUN_OPTIONS = ("out", "data_root", "weights", "epochs", "batch_size", "limit_tra
 class ProbeConfig:
     dataset: str = option(help="dataset name (see `transfer list`)")
     model: str = option(help="backbone name (see `transfer list`)")
-    out: str = option(help="folder: probe.csv, fits.csv, probe.png, the feature cache")
+    out: str = option(help="folder: the tables (probe.csv, knn.csv, label_efficiency.csv, voc07.csv), plots, "
+                           "timing.csv, the feature cache")
     weights: Optional[object] = option(None, "the pretrained weights (as for finetune); several runs that differ "
                                              "only in their seed give the pretrained column as mean ± SE", nargs="+")
     data_root: Optional[str] = option(None, FASHION_HELP)
     random_seeds: int = option(3, "random-init twins (seeded 1000, 1001, ...)", type=positive(int))
     twin_seeds: tuple = option((), "the twins' seeds instead (fresh twins: new seeds); recorded in config.json",
                                type=int, nargs="+")
+    twin_init: str = option("caffe", "a CFN twin's init: caffe (the fillers its pretraining started from) or "
+                                     "msra (He)", choices=("caffe", "msra"))
     protocols: tuple = option(("linear", "knn"), "linear: probes on every training label, weight decay chosen on "
                                                  "the validation split; knn: weighted kNN on the training split",
                               nargs="+", choices=("linear", "knn"))
@@ -132,8 +135,6 @@ class ProbeConfig:
                               "--cv-folds cross-validation on trainval", type=positive(float), nargs="+")
     lowshot_weight_decays: tuple = option((1e-2, 1e-1, 1.0, 10.0, 100.0), "low-shot candidates, chosen by "
                                           "cross-validation in each draw", type=positive(float, zero=True), nargs="+")
-    twin_init: str = option("caffe", "a CFN twin's init: caffe (the fillers its pretraining started from) or "
-                                     "msra (He)", choices=("caffe", "msra"))
     target_dim: int = option(9000, "features per layer after pooling", type=positive(int))
     # 5,000 images x 9,000 features wants strong decay
     weight_decays: tuple = option((1e-3, 1e-2, 1e-1, 1.0, 10.0), "candidates, chosen on the validation split",
