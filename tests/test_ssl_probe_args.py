@@ -29,6 +29,10 @@ def ssl_probe():
     (["--limit-train", "0"], "--limit-train 0: expected at least 1"),
     (["--lbfgs-iters", "0"], "--lbfgs-iters 0: expected at least 1"),
     (["--cross-domain", "missing.pt"], "--cross-domain missing.pt: no such checkpoint file"),
+    (["--draws", "0"], "--draws 0: expected at least 1"),
+    (["--labels-per-class", "3", "lots"], "label budget 'lots': expected 'all', labels per class (10) or a "
+                                          "fraction (0.1, 10%)"),
+    (["--twin-seeds", "7", "7"], "--twin-seeds 7 7: expected at least two different seeds"),
 ])
 def test_bad_counts_stop_before_anything_runs(tmp_path, flags, says):
     out = tmp_path / "ssl"
@@ -55,3 +59,20 @@ def test_a_captured_step_returns_its_output_and_a_failing_one_stops_too(ssl_prob
         ssl_probe.sh("jigsaw.cli", "evaluate", "--weights", str(tmp_path / "none.pt"), "--data",
                      str(tmp_path / "none.h5"), capture=True)
     assert stop.value.code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_the_low_shot_report_names_the_budget_where_the_pretraining_helps_most(ssl_probe, tmp_path):
+    rows = []
+    for budget, gap in (("1", 0.01), ("10", 0.05), ("all", 0.002)):
+        for layer in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+            rows.append(dict(protocol="knn", budget=budget, labels="", per_class="", layer=layer, dims=100, draws=5,
+                             draw_sd=0.01, selection="", pretrained=0.5 + gap, pretrained_se=0.005, pretrained_n=3,
+                             random_mean=0.5, random_se=0.005, random_sd=0.009, random_min=0.49, random_max=0.51, n=3,
+                             margin_se=round(gap / (0.005 * 2 ** 0.5), 2)))
+    path = tmp_path / "label_efficiency.csv"
+    from transfer.probe_tables import write_csv
+    write_csv(str(path), rows)
+    got, text = ssl_probe.table(str(path))
+    assert "labels/class" in text and "+5.0 pt" in text
+    line = ssl_probe.best_margins(got)
+    assert line.startswith("knn: most at 10 labels per class: conv2 +5.0 pt (+7.1 SE)") and "smallest margin +7.1 SE" in line
