@@ -120,7 +120,10 @@ class ProbeConfig:
                               nargs="+", choices=("linear", "knn"))
     knn_k: int = option(20, "neighbours that vote (kNN)", type=positive(int))
     knn_temperature: float = option(0.07, "a neighbour's vote is exp(cosine similarity / T)", type=positive(float))
-    knn_center: bool = option(True, "kNN on the features as they are (default: minus the training split's mean)")
+    knn_features: str = option("centred", "what the kNN's cosine compares: the features minus the training split's "
+                                          "mean (centred), z-scored by its mean and SD (standardised: the linear "
+                                          "probe's view) or as they are (raw)",
+                               choices=("centred", "standardised", "raw"))
     labels_per_class: tuple = option((), "low-shot budgets, e.g. 1 5 10 50 100 all: for each, --draws seeded "
                                          "class-balanced draws of labelled training images; a linear probe (weight "
                                          "decay by cross-validation inside the draw) and a kNN per draw",

@@ -10,13 +10,33 @@ K = 20
 TEMPERATURE = 0.07
 
 
+FEATURES = ("centred", "standardised", "raw")
+
+
 def unit_rows(x, center=None):
-    """(N, D) float32 rows minus `center` (the bank's mean: a ReLU layer's features all share one
-    positive direction, which would make every pair similar), scaled to unit length; a zero row stays 0."""
+    """(N, D) float32 rows minus `center`, scaled to unit length; a zero row stays 0."""
     x = torch.from_numpy(np.array(x, dtype=np.float32))
     if center is not None:
         x = x - torch.as_tensor(center, dtype=torch.float32)
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def view(bank, features="centred"):
+    """The map from feature rows to the unit rows the cosine compares, from the bank's statistics: minus its
+    mean ("centred": a ReLU layer's features share one positive direction, which would make every pair
+    similar), z-scored by its mean and SD with the features constant on it left out ("standardised": the
+    linear probe's view, in which no few large-scale features outvote the rest), or as they are ("raw")."""
+    if features not in FEATURES:
+        raise ValueError(f"kNN features '{features}': expected one of {FEATURES}")
+    if features == "raw":
+        return unit_rows
+    bank = np.asarray(bank, dtype=np.float32)
+    mean = bank.mean(0)
+    if features == "centred":
+        return lambda x: unit_rows(x, mean)
+    std = bank.std(0)
+    keep = std > 1e-6
+    return lambda x: unit_rows((np.asarray(x, dtype=np.float32)[:, keep] - mean[keep]) / std[keep])
 
 
 def vote(sim, bank_labels, n_classes, k=K, temperature=TEMPERATURE):
@@ -37,13 +57,12 @@ def similarities(queries, bank, chunk=4096):
         if len(queries) else torch.zeros(0, len(bank))
 
 
-def knn_accuracy(bank, bank_labels, queries, query_labels, n_classes, k=K, temperature=TEMPERATURE, center=True):
-    """Top-1 accuracy of the weighted vote of `bank` (its labels) on `queries`; features centred by the
-    bank's mean when `center`."""
-    bank = np.asarray(bank, dtype=np.float32)
-    mean = bank.mean(0) if center else None
-    bank, labels = unit_rows(bank, mean), torch.from_numpy(np.array(bank_labels, dtype=np.int64))
-    queries, truth = unit_rows(queries, mean), torch.from_numpy(np.array(query_labels, dtype=np.int64))
+def knn_accuracy(bank, bank_labels, queries, query_labels, n_classes, k=K, temperature=TEMPERATURE,
+                 features="centred"):
+    """Top-1 accuracy of the weighted vote of `bank` (its labels) on `queries`, compared in `view`'s terms."""
+    to_unit = view(bank, features)
+    bank, labels = to_unit(bank), torch.from_numpy(np.array(bank_labels, dtype=np.int64))
+    queries, truth = to_unit(queries), torch.from_numpy(np.array(query_labels, dtype=np.int64))
     step = max(1, (1 << 26) // max(1, len(bank)))  # similarity rows held at once: 256 MB of them
     correct = sum(int((vote(queries[i:i + step] @ bank.T, labels, n_classes, k, temperature)
                        == truth[i:i + step]).sum()) for i in range(0, len(queries), step))

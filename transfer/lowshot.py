@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from tools.errors import UserError
 
-from .knn import knn_accuracy, similarities, unit_rows, vote
+from .knn import knn_accuracy, similarities, view, vote
 
 MAX_DRAWN = 12000  # labelled images over all draws of all budgets: the Gram matrices are that square
 MAX_SHARED_SIMILARITIES = 1 << 28  # test x training similarities held at once (1 GB) to serve both kNNs
@@ -136,7 +136,7 @@ def choose_decay(gram, y, n_classes, decays, folds, seed):
 
 
 def lowshot_layer(train, train_labels, test, test_labels, n_classes, budgets, draws, seed, decays, folds=3,
-                  k=20, temperature=0.07, center=True, full_knn=False):
+                  k=20, temperature=0.07, features="centred", full_knn=False):
     """{budget name: [per draw {linear, weight_decay, knn, labels}]} for one layer's cached features; with
     `full_knn`, also the kNN accuracy with the whole training split as the bank (one similarity matrix then
     serves both), else None."""
@@ -153,17 +153,18 @@ def lowshot_layer(train, train_labels, test, test_labels, n_classes, budgets, dr
     drawn = torch.from_numpy((full[union] - mean) / std)
     std_test = torch.from_numpy((np.asarray(test, dtype=np.float32) - mean) / std)
     gram, cross = drawn @ drawn.T, similarities(std_test, drawn)
-    unit_test = unit_rows(test, mean if center else None)
+    to_unit = view(full, features)  # the whole training split's statistics, as the linear probe's
+    unit_test = to_unit(test)
     every = None
     if full_knn and len(full) * len(unit_test) <= MAX_SHARED_SIMILARITIES:
-        knn_sim = similarities(unit_test, unit_rows(full, mean if center else None))
+        knn_sim = similarities(unit_test, to_unit(full))
         bank_labels = torch.from_numpy(train_labels)
         every = float((vote(knn_sim, bank_labels, n_classes, k, temperature) == test_labels).double().mean())
         knn_sim = knn_sim[:, torch.from_numpy(union)]
     else:
         if full_knn:  # too large to hold: the whole-bank vote in chunks of its own
-            every = knn_accuracy(full, train_labels, test, test_labels, n_classes, k, temperature, center)
-        knn_sim = similarities(unit_test, unit_rows(full[union], mean if center else None))
+            every = knn_accuracy(full, train_labels, test, test_labels, n_classes, k, temperature, features)
+        knn_sim = similarities(unit_test, to_unit(full[union]))
     del full, drawn, std_test, unit_test
     y_all = torch.as_tensor(train_labels[union], dtype=torch.long)
     out = {}

@@ -92,7 +92,8 @@ def _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets):
     """({layer: accuracy} of the kNN on the whole training split, {layer: {budget: [per draw]}} of the
     low-shot probes (transfer/lowshot.py)); each kept apart, and computed from one similarity matrix per
     layer when neither is kept."""
-    knn_key = dict(k=cfg.knn_k, temperature=cfg.knn_temperature, center=cfg.knn_center, layers=list(layers))
+    knn_key = dict(k=cfg.knn_k, temperature=cfg.knn_temperature, center=cfg.knn_features != "raw",
+                   **({"standardised": True} if cfg.knn_features == "standardised" else {}), layers=list(layers))
     low_key = dict(knn_key, budgets=[budget_name(b) for b in budgets], draws=cfg.draws, seed=cfg.seed,
                    folds=cfg.cv_folds, weight_decays=[float(w) for w in cfg.lowshot_weight_decays])
     knn = _kept(cache, "knn", knn_key) if "knn" in cfg.protocols else {}
@@ -106,11 +107,11 @@ def _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets):
         if low is None:
             new_low[layer], new_knn[layer] = lowshot_layer(
                 train, labels[0], test, labels[1], n_classes, budgets, cfg.draws, cfg.seed,
-                cfg.lowshot_weight_decays, cfg.cv_folds, cfg.knn_k, cfg.knn_temperature, cfg.knn_center,
+                cfg.lowshot_weight_decays, cfg.cv_folds, cfg.knn_k, cfg.knn_temperature, cfg.knn_features,
                 full_knn=knn is None)
         else:
             new_knn[layer] = knn_accuracy(train, labels[0], test, labels[1], n_classes, cfg.knn_k,
-                                          cfg.knn_temperature, cfg.knn_center)
+                                          cfg.knn_temperature, cfg.knn_features)
     return (_keep(cache, "knn", knn_key, new_knn) if knn is None else knn,
             _keep(cache, "lowshot", low_key, new_low) if low is None else low)
 
