@@ -1,6 +1,5 @@
 """Fine-tuning in the seeds' two phases: `head` (backbone frozen) then `finetune` (all, or named
 blocks, unfrozen) from the head phase's best weights; Caffe solvers; early stopping; resumable."""
-import csv
 import json
 import os
 import time
@@ -26,6 +25,7 @@ from .datasets import load_dataset
 from .early_stopping import EarlyStopping
 from .lowshot import draw_labelled, parse_budget
 from .model import TransferModel, make_head
+from .probe_tables import write_csv
 from .twins import make_twin
 
 # the files a run writes: any of them in --out means the folder holds a run
@@ -290,7 +290,7 @@ def _train(cfg, model, data, phases, ck, device, n_classes, board):
                 history.append(dict(phase=phase, epoch=epoch, train_loss=tr_loss, train_acc=tr_acc,
                                     val_loss=val["loss"], val_acc=val["accuracy"], seconds=time.time() - t0))
                 lr_rows += [dict(phase=phase, iteration=solver.iter - len(lrs) + i, lr=lr) for i, lr in enumerate(lrs)]
-                _write_csv(os.path.join(cfg.out, "history.csv"), history)  # per epoch: a crash keeps it
+                write_csv(os.path.join(cfg.out, "history.csv"), history)  # per epoch: a crash keeps it
                 stop = stopper.step(epoch, val["loss"], model)
                 for key, value in (("train/loss", tr_loss), ("train/accuracy", tr_acc), ("val/loss", val["loss"]),
                                    ("val/accuracy", val["accuracy"]), ("train/lr", lrs[-1])):
@@ -309,8 +309,8 @@ def _train(cfg, model, data, phases, ck, device, n_classes, board):
         result[phase] = dict(epochs_run=sum(1 for h in history if h["phase"] == phase),
                              best_val_loss=stopper.best, best_epoch=stopper.best_epoch,
                              early_stopped=stopper.fired)
-    _write_csv(os.path.join(cfg.out, "history.csv"), history)
-    _write_csv(os.path.join(cfg.out, "lr.csv"), lr_rows)
+    write_csv(os.path.join(cfg.out, "history.csv"), history)
+    write_csv(os.path.join(cfg.out, "lr.csv"), lr_rows)
     return result
 
 
@@ -359,15 +359,6 @@ def load_run(out):
 def _write_json(path, obj):
     with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=2)
-
-
-def _write_csv(path, rows):
-    if not rows:
-        return
-    with atomic_open(path, "w") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def stats_of(summary):

@@ -89,6 +89,9 @@ def format_lowshot(rows):
 
 
 def write_csv(path, rows):
+    """Rows of dicts as a CSV, written atomically; nothing for no rows."""
+    if not rows:
+        return
     with atomic_open(path, "w") as f:
         w = csv.DictWriter(f, list(rows[0]))
         w.writeheader()

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from tools.errors import UserError
 from transfer.cli import main
 from transfer.datasets import FASHION_MNIST_DEBIAN
 from transfer.finetune import FinetuneConfig, finetune
@@ -192,7 +193,7 @@ def test_freeze_through_keeps_the_lower_blocks_and_retrains_the_rest_from_a_fres
             assert torch.equal(before, after) and not trains, name  # kept and frozen
         else:  # a fresh He init, not the pretrained weights
             assert trains and not torch.equal(before, after) and after.abs().max() > 0, name
-    with pytest.raises(Exception, match="not a block"):
+    with pytest.raises(UserError, match="not a block"):
         finetune(FinetuneConfig(dataset="fashion-mnist", data_root=root, model="cfn", weights=jigsaw_ckpt,
                                 freeze_through="conv9", out=str(tmp_path / "bad"), progress=False))
 
@@ -209,7 +210,7 @@ def test_voc2007_fine_tunes_a_sigmoid_head_and_reports_map(tmp_path, jigsaw_ckpt
     assert summary["metric"].startswith("mAP") and list(summary["per_class_ap"]) == list(CLASSES)
     assert 0 <= summary["test_accuracy"] <= 1 and "confusion_matrix" not in summary
     assert model.head[-1].out_features == 20 and summary["epochs_run"] == 2
-    with pytest.raises(Exception, match="multi-label"):
+    with pytest.raises(UserError, match="multi-label"):
         finetune(FinetuneConfig(dataset="voc2007", data_root=root, model="cfn", weights=jigsaw_ckpt,
                                 labels_per_class="2", out=str(tmp_path / "bad"), progress=False))
 
