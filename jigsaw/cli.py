@@ -102,7 +102,12 @@ def _run(args):
             if need not in settings:
                 raise UserError(f"train: --{need} is required (or --resume a run folder whose config.json "
                                 "records it)")
-        train(TrainConfig(**settings))
+        cfg = TrainConfig(**settings)
+        monitor = None
+        if cfg.monitor:  # the command line composes transfer's monitor in; the jigsaw library knows no transfer
+            from transfer.monitor import from_config
+            monitor = from_config(cfg)
+        train(cfg, monitor)
     elif args.command == "evaluate":
         from .evaluate import evaluate
         m = evaluate(args.weights, args.data, args.permutations, args.batch_size, args.repeats, args.seed,

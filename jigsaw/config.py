@@ -58,6 +58,19 @@ class TrainConfig:
     snapshot: Optional[int] = option(None, "override the solver's snapshot", type=int)
     display: Optional[int] = option(None, "override the solver's display", type=int)
     base_lr: Optional[float] = option(None, "override the solver's base_lr", type=float)
+    monitor: Optional[str] = option(None, "every test interval, the kNN accuracy of each conv layer on a small "
+                                          "labelled set of this `transfer` dataset (e.g. fashion-mnist), in "
+                                          "val.csv and curves.png; its labels are used by the kNN vote only")
+    monitor_root: Optional[str] = option(None, "the --monitor dataset's folder (as `transfer --data-root`)")
+    monitor_labels_per_class: int = option(50, "the monitor's bank: labelled training images per class",
+                                           type=positive(int))
+    monitor_queries: int = option(500, "the monitor's queries: images of the dataset's test split",
+                                  type=positive(int))
+    monitor_size: Optional[int] = option(None, "side the monitor's images are resized to (default: the tile size; "
+                                               "as `transfer probe --input-size`, e.g. the store's side for small "
+                                               "upscaled images)", type=positive(int))
+    monitor_features: str = option("standardised", "what the monitor's cosine compares (`transfer probe "
+                                                   "--knn-features`)", choices=("centred", "standardised", "raw"))
     tensorboard: bool = option(False, "also log the scalars for TensorBoard in OUT/tensorboard")
     resume: Optional[str] = option(None, RESUME_HELP, nargs="?", const="yes", choices=RESUME_CHOICES,
                                    metavar="auto")

@@ -20,28 +20,30 @@ class TrainLogs:
     TRAIN = ["iter", "loss", "top1", "lr", "puzzles_per_s"]
     VAL = ["iter", "loss", "top1", "top5"]
 
-    def __init__(self, run):  # jigsaw.train._Run
+    def __init__(self, run, monitored=()):  # jigsaw.train._Run; monitored: the monitor's val.csv columns
         self.run, self.enabled = run, run.rank == 0
+        self.cols = {"train": self.TRAIN, "val": self.VAL + list(monitored)}
         self.paths = {"train": os.path.join(run.cfg.out, "log.csv"), "val": os.path.join(run.cfg.out, "val.csv")}
         self.pending: List[tuple] = []
         self.window = time.perf_counter()
+        self.trained_s = 0.0  # training seconds since the last validation
         # the displayed loss is the mean of the last average_loss iterations, as Caffe's solver shows it
         self.recent = collections.deque(maxlen=max(1, run.sp.average_loss))
         if self.enabled:
-            for kind, cols in (("train", self.TRAIN), ("val", self.VAL)):
+            for kind, cols in self.cols.items():
                 rows = []
                 if run.start and os.path.exists(self.paths[kind]):
                     with open(self.paths[kind]) as f:
                         rows = [r for r in csv.DictReader(f) if int(r["iter"]) < run.start]
                 with open(self.paths[kind], "w", newline="") as f:
-                    w = csv.DictWriter(f, cols)
+                    w = csv.DictWriter(f, cols, extrasaction="ignore")  # a resume may drop the monitor
                     w.writeheader()
                     w.writerows(rows)
 
     def write(self, kind, row):
         if self.enabled:
             with open(self.paths[kind], "a", newline="") as f:
-                csv.DictWriter(f, self.TRAIN if kind == "train" else self.VAL).writerow(row)
+                csv.DictWriter(f, self.cols[kind]).writerow(row)
 
     def flush(self):
         """Write the iterations since the last flush; a non-finite loss stops the run."""
@@ -56,6 +58,7 @@ class TrainLogs:
         now = time.perf_counter()
         per_iter = run.cfg.batch_size * sp.iter_size
         rate = per_iter * len(self.pending) / (now - self.window)
+        self.trained_s += now - self.window
         for (i, _, _, lr), (loss, hits) in zip(self.pending, stats):
             self.write("train", dict(iter=i, loss=f"{loss:.6f}", top1=f"{hits / per_iter:.4f}",
                                      lr=f"{lr:.8g}", puzzles_per_s=f"{rate:.1f}"))

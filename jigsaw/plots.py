@@ -32,11 +32,15 @@ def smooth(values, window):
 def plot_training(out, chance=None, window=None):
     """Write out/curves.png from out/log.csv and out/val.csv; returns the PNG path. The noisy per-iteration
     training curves are drawn faint, with their trailing mean over `window` iterations (the solver's
-    average_loss; by default 1/50 of the run) on top; the learning rate gets a panel only if it changes."""
+    average_loss; by default 1/50 of the run) on top; the learning rate gets a panel only if it changes, the
+    monitor's kNN accuracies (`--monitor`) one when val.csv has them."""
     train, val = _read(os.path.join(out, "log.csv")), _read(os.path.join(out, "val.csv"))
     lrs = [float(r["lr"]) for r in train]
     with_lr = bool(lrs) and min(lrs) != max(lrs)
-    fig, axes = plt.subplots(1, 3 if with_lr else 2, figsize=(15 if with_lr else 11, 4))
+    monitored = [k for k in (val[0] if val else {}) if k.startswith("knn_")]
+    titles = ["pretext loss", "pretext accuracy"] + ["learning rate"] * with_lr + \
+        ["features: kNN accuracy (--monitor)"] * bool(monitored)
+    fig, axes = plt.subplots(1, len(titles), figsize=(5.2 * len(titles) + 0.5, 4))
     if train:
         its = [int(r["iter"]) for r in train]
         w = window if window and window > 1 else max(1, len(train) // 50)
@@ -52,11 +56,17 @@ def plot_training(out, chance=None, window=None):
         axes[0].plot(its, [float(r["loss"]) for r in val], "o", color="C1", label="validation")
         axes[1].plot(its, [float(r["top1"]) for r in val], "o", color="C1", label="validation top-1")
         axes[1].plot(its, [float(r["top5"]) for r in val], "s", color="C2", label="validation top-5")
+    if monitored:
+        ax, rows = axes[-1], [r for r in val if r.get(monitored[0])]  # rows of a resume without it: blank
+        for k, key in enumerate(monitored):
+            ax.plot([int(r["iter"]) for r in rows], [float(r[key]) for r in rows], "o-", ms=3,
+                    color=plt.cm.viridis(0.85 * k / max(1, len(monitored) - 1)), label=key[4:])
+        ax.set_ylabel("kNN top-1 on the monitor's labelled set")
     if chance:
         axes[1].axhline(chance, color="gray", ls="--", label="chance")
     axes[0].set_ylabel("cross-entropy loss")
     axes[1].set_ylabel("accuracy (share of puzzles solved)")
-    for ax, title in zip(axes, ("pretext loss", "pretext accuracy", "learning rate")):
+    for ax, title in zip(axes, titles):
         ax.set_title(title)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)

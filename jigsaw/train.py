@@ -83,6 +83,7 @@ class _Run:
     start: int = 0
     saved: Optional[int] = None  # the iteration last.pt holds
     board: Any = None       # TensorBoard scalars (tools.tensorboard), a no-op unless --tensorboard
+    monitor: Any = None     # --monitor: called with (model, recipe, device) -> {"knn_conv1": ...}
 
 
 def _solver_param(cfg: TrainConfig):
@@ -275,11 +276,20 @@ def _validate(run: _Run, logs: TrainLogs, it):
         return None
     m = evaluate_puzzles(run.model, run.val_source, run.val_pool, run.perms, run.pcfg, run.device,
                          run.cfg.batch_size, run.cfg.seed, run.fast)
-    logs.write("val", dict(iter=it, **{k: f"{v:.6f}" for k, v in m.items()}))
-    for k in ("loss", "top1", "top5"):
-        run.board.add(f"val/{k}", m[k], it)
     tqdm.write(f"Iteration {it}, Testing net: loss = {m['loss']:.4f}, top-1 = {m['top1']:.4f}, "
                f"top-5 = {m['top5']:.4f} (chance {1 / len(run.perms_np):.4f})")
+    for k in ("loss", "top1", "top5"):
+        run.board.add(f"val/{k}", m[k], it)
+    if run.monitor is not None:
+        knn = run.monitor(run.model, run.pcfg, run.device)
+        m.update(knn, monitor_s=run.monitor.seconds[-1])
+        for k, v in knn.items():
+            run.board.add(f"monitor/{k}", v, it)
+        share = f", {100 * m['monitor_s'] / logs.trained_s:.1f} % of the training since the last test" \
+            if logs.trained_s > 0 else ""
+        tqdm.write(f"Iteration {it}, kNN monitor: " + ", ".join(f"{k[4:]} {v:.4f}" for k, v in knn.items())
+                   + f" ({m['monitor_s']:.1f} s{share})")
+    logs.write("val", dict(iter=it, **{k: f"{v:.6f}" for k, v in m.items()}))
     return m
 
 
@@ -295,16 +305,24 @@ def _header(run: _Run):
                f"{'resuming at iteration ' + str(run.start) if run.start else 'starting'}; writing {cfg.out}")
 
 
-def train(cfg: TrainConfig) -> Optional[dict]:
-    """Train a CFN; returns the final validation metrics (rank 0) and writes everything to cfg.out."""
+def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:
+    """Train a CFN; returns the final validation metrics (rank 0) and writes everything to cfg.out.
+    `monitor` (the `--monitor` of the command line, built there: transfer.monitor) is called at every
+    validation with (model, recipe, device) and returns accuracies for val.csv."""
+    if bool(cfg.monitor) != (monitor is not None):
+        raise ValueError("cfg.monitor and the monitor passed must go together (jigsaw.cli builds it)")
     # the record works from any folder
     cfg = replace(cfg, **{f: os.path.abspath(getattr(cfg, f)) for f in ("data", "permutations", "solver",
                                                                         "val_data") if getattr(cfg, f)})
     run = _setup(cfg)
     run.board = Scalars(cfg.out, cfg.tensorboard and run.rank == 0)
-    sp, logs = run.sp, TrainLogs(run)
+    run.monitor = monitor if run.rank == 0 else None
+    sp = run.sp
+    logs = TrainLogs(run, [f"knn_{layer}" for layer in monitor.layers] + ["monitor_s"] if monitor else ())
     if run.rank == 0:
         _header(run)
+        if monitor is not None:
+            tqdm.write(monitor.describe())
     net = run.model
     if run.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(run.model)
@@ -319,10 +337,12 @@ def train(cfg: TrainConfig) -> Optional[dict]:
     bar = tqdm(total=sp.max_iter, initial=it, unit="it", desc="train", disable=not cfg.progress or run.rank)
     try:
         while it < sp.max_iter:
-            if sp.test_interval and it % sp.test_interval == 0 and (it > 0 or sp.test_initialization):
+            # the monitor always measures the initial net: the baseline its curve starts from
+            if sp.test_interval and it % sp.test_interval == 0 and (it > 0 or sp.test_initialization or monitor):
                 logs.flush()
                 metrics = _validate(run, logs, it)
                 logs.window = time.perf_counter()  # validation time is not training throughput
+                logs.trained_s = 0.0
             logs.pending.append((it, *_step(run, net, batches, part)))
             it += 1
             bar.update(1)
