@@ -143,7 +143,10 @@ class ProbeConfig:
     weight_decays: tuple = option((1e-3, 1e-2, 1e-1, 1.0, 10.0), "candidates, chosen on the validation split",
                                   type=positive(float, zero=True), nargs="+")
     lbfgs_iters: int = option(60, "L-BFGS iterations per fit", type=positive(int))
-    limit_train: Optional[int] = option(None, "use only the first N training images", type=positive(int))
+    limit_train: Optional[int] = option(None, "use only the first N training images (after the "
+                                              "validation split, 15 %% of them, is cut)", type=positive(int))
+    limit_test: Optional[int] = option(None, "score on a seeded sample of N test images (all: the figures the "
+                                             "field reports; fewer: a quicker look)", type=positive(int))
     val_fraction: float = 0.15
     batch_size: int = option(256, "images per forward pass", type=positive(int))
     input_size: Optional[int] = option(None, "side the images are resized to (default: the backbone's, a CFN's "

@@ -306,9 +306,10 @@ def _voc2007(root):
 
 
 def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, seed: int = 0,
-                 limit_train: Optional[int] = None, **kw) -> dict:
+                 limit_train: Optional[int] = None, limit_test: Optional[int] = None, **kw) -> dict:
     """{"train", "val", "test"} Splits: `val` is a seeded shuffle of the training split (never the test
-    set); with no test split on disk, one is cut the same way first."""
+    set); with no test split on disk, one is cut the same way first. `limit_train` keeps the first N training
+    images (after the shuffle), `limit_test` a seeded sample of N test images."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset '{name}' (known: {', '.join(sorted(DATASETS))})")
     if root is None and name != "fashion-mnist":  # only Fashion-MNIST has a default place (Debian's package)
@@ -327,4 +328,6 @@ def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, see
     val, train = train.subset(order[:n_val]), train.subset(order[n_val:])
     if limit_train:
         train = train.subset(np.arange(min(limit_train, len(train))))
+    if limit_test and limit_test < len(test):  # a seeded sample: a test split on disk may be sorted by class
+        test = test.subset(np.sort(np.random.default_rng([seed, 5]).permutation(len(test))[:limit_test]))
     return {"train": train, "val": val, "test": test}

@@ -88,26 +88,37 @@ def row_space(gram, tol=1e-6):
 
 def fit_linear(x, outputs, data_loss, l2, init=None, max_iter=200, tolerance_grad=1e-6, tolerance_change=1e-10):
     """(W, b) minimising data_loss(x @ W + b) + l2/2 |W|^2 (biases free) by full-batch L-BFGS from `init` or
-    zeros; the default tolerances stop it at convergence."""
-    w = torch.zeros(x.shape[1], outputs, dtype=x.dtype) if init is None else init[0].clone()
-    b = torch.zeros(outputs, dtype=x.dtype) if init is None else init[1].clone()
+    zeros; the default tolerances stop it at convergence. `x` (N, D), or a stack (B, N, D) of independent
+    problems solved as one (the sum of their objectives, whose minimum is each one's; W (B, D, out), b
+    (B, 1, out)), `l2` then a number or one per problem (B, 1, 1)."""
+    lead = tuple(x.shape[:-2])
+    w = torch.zeros(*lead, x.shape[-1], outputs, dtype=x.dtype) if init is None else init[0].clone()
+    b = torch.zeros(*lead, *((1,) if lead else ()), outputs, dtype=x.dtype) if init is None else init[1].clone()
     w.requires_grad_()
     b.requires_grad_()
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=tolerance_grad,
                             tolerance_change=tolerance_change, line_search_fn="strong_wolfe")
 
     def closure():
-        opt.zero_grad()
-        loss = data_loss(x @ w + b) + 0.5 * l2 * (w * w).sum()
-        loss.backward()
-        return loss
+        # the gradient by hand: autograd's x.T @ dz reads x transposed, 5x slower than (dz.T @ x).T on the CPU
+        wd, bd = w.detach(), b.detach()
+        z = (x @ wd + bd).requires_grad_()
+        loss = data_loss(z)
+        dz, = torch.autograd.grad(loss, z)
+        w.grad = (dz.mT @ x).mT.contiguous() + l2 * wd
+        b.grad = dz.sum(-2, keepdim=bool(lead))
+        return loss.detach() + 0.5 * (l2 * wd * wd).sum()
     opt.step(closure)
     return w.detach(), b.detach()
 
 
 def fit_softmax(x, y, n_classes, weight_decay, init=None, **kw):
-    """Multinomial logistic regression: mean cross-entropy plus weight_decay/2 |W|^2. Returns (W, b)."""
-    return fit_linear(x, n_classes, lambda z: F.cross_entropy(z, y), weight_decay, init, **kw)
+    """Multinomial logistic regression: mean cross-entropy plus weight_decay/2 |W|^2. Returns (W, b). A stack
+    of problems (x (B, N, D), y (B, N)) is fit at once, as fit_linear does."""
+    if x.dim() == 2:
+        return fit_linear(x, n_classes, lambda z: F.cross_entropy(z, y), weight_decay, init, **kw)
+    return fit_linear(x, n_classes, lambda z: F.cross_entropy(z.reshape(-1, n_classes), y.reshape(-1),
+                                                              reduction="sum") / y.shape[-1], weight_decay, init, **kw)
 
 
 def _path(x, y, n_classes, decays):
@@ -118,21 +129,43 @@ def _path(x, y, n_classes, decays):
     return fits
 
 
-def choose_decay(gram, y, n_classes, decays, folds, seed):
-    """The weight decay with the most correct held-out predictions over `folds` stratified folds of the
-    draw (ties: the larger decay); the largest when a class has a single label."""
-    counts = np.bincount(y.numpy(), minlength=n_classes)
-    k = min(folds, int(counts[counts > 0].min()))
+def stacked_row_space(grams):
+    """row_space of each of B Gram matrices (B, N, N), stacked: (B, N, r) coordinates and maps, zero-padded
+    to the largest rank (a zero coordinate gets a zero weight: the fits are unchanged)."""
+    parts = [row_space(g) for g in grams]
+    r = max(c.shape[1] for c, _ in parts)
+    pad = [(F.pad(c, (0, r - c.shape[1])), F.pad(m, (0, r - m.shape[1]))) for c, m in parts]
+    return torch.stack([c for c, _ in pad]), torch.stack([m for _, m in pad])
+
+
+def choose_decays(grams, ys, n_classes, decays, folds, seeds):
+    """For each of B draws of one budget (grams (B, N, N), labels (B, N)): the weight decay with the most
+    correct held-out predictions over `folds` stratified folds of that draw (ties: the larger decay); the
+    largest when a class has a single label. The B draws' fits run as one stacked problem."""
+    per_class = [np.bincount(y.numpy(), minlength=n_classes) for y in ys]
+    k = min(folds, min(int(c[c > 0].min()) for c in per_class))
     if k < 2:
-        return max(decays)
-    correct = dict.fromkeys(decays, 0)
-    for held in folds_of(y.numpy(), k, seed):
-        kept = np.setdiff1d(np.arange(len(y)), held)
-        coords, to_coords = row_space(gram[kept][:, kept])
-        held_x = gram[held][:, kept] @ to_coords
-        for wd, (w, b) in _path(coords, y[kept], n_classes, decays).items():
-            correct[wd] += int(((held_x @ w + b).argmax(1) == y[held]).sum())
-    return max(decays, key=lambda wd: (correct[wd], wd))
+        return [max(decays)] * len(ys)
+    splits = [folds_of(y.numpy(), k, seed) for y, seed in zip(ys, seeds)]
+    if any(len(s[f]) != len(splits[0][f]) for s in splits for f in range(k)):  # unequal folds: one at a time
+        return [choose_decays(g[None], y[None], n_classes, decays, folds, [seed])[0]
+                for g, y, seed in zip(grams, ys, seeds)]
+    correct = torch.zeros(len(ys), len(decays), dtype=torch.long)
+    for f in range(k):
+        held = [s[f] for s in splits]
+        kept = [np.setdiff1d(np.arange(ys.shape[1]), h) for h in held]
+        coords, to_coords = stacked_row_space([g[kp][:, kp] for g, kp in zip(grams, kept)])
+        held_x = torch.stack([g[h][:, kp] for g, h, kp in zip(grams, held, kept)]) @ to_coords
+        y_kept = torch.stack([y[kp] for y, kp in zip(ys, kept)])
+        y_held = torch.stack([y[h] for y, h in zip(ys, held)])
+        for wd, (w, b) in _path(coords, y_kept, n_classes, decays).items():
+            correct[:, decays.index(wd)] += ((held_x @ w + b).argmax(-1) == y_held).sum(-1)
+    return [max(decays, key=lambda wd: (int(c[decays.index(wd)]), wd)) for c in correct]
+
+
+def choose_decay(gram, y, n_classes, decays, folds, seed):
+    """choose_decays for a single draw."""
+    return choose_decays(gram[None], y[None], n_classes, list(decays), folds, [seed])[0]
 
 
 def lowshot_layer(train, train_labels, test, test_labels, n_classes, budgets, draws, seed, decays, folds=3,
@@ -152,7 +185,7 @@ def lowshot_layer(train, train_labels, test, test_labels, n_classes, budgets, dr
     mean, std = full.mean(0), full.std(0, ddof=1).clip(1e-6)
     drawn = torch.from_numpy((full[union] - mean) / std)
     std_test = torch.from_numpy((np.asarray(test, dtype=np.float32) - mean) / std)
-    gram, cross = drawn @ drawn.T, similarities(std_test, drawn)
+    gram = drawn @ drawn.T
     to_unit = view(full, features)  # the whole training split's statistics, as the linear probe's
     unit_test = to_unit(test)
     every = None
@@ -165,17 +198,21 @@ def lowshot_layer(train, train_labels, test, test_labels, n_classes, budgets, dr
         if full_knn:  # too large to hold: the whole-bank vote in chunks of its own
             every = knn_accuracy(full, train_labels, test, test_labels, n_classes, k, temperature, features)
         knn_sim = similarities(unit_test, to_unit(full[union]))
-    del full, drawn, std_test, unit_test
+    del full, unit_test
     y_all = torch.as_tensor(train_labels[union], dtype=torch.long)
-    out = {}
-    for (budget, d), idx in picks.items():
-        pos = torch.as_tensor([where[int(i)] for i in idx])
-        y = y_all[pos]
-        wd = choose_decay(gram[pos][:, pos], y, n_classes, decays, folds, seed + d)
-        coords, to_coords = row_space(gram[pos][:, pos])
-        w, b = fit_softmax(coords, y, n_classes, wd)
-        linear = float(((cross[:, pos] @ to_coords @ w + b).argmax(1) == test_labels).double().mean())
-        knn = float((vote(knn_sim[:, pos], y, n_classes, k, temperature) == test_labels).double().mean())
-        out.setdefault(budget_name(budget), []).append(dict(draw=d, labels=len(idx), linear=linear, weight_decay=wd,
-                                                            knn=knn))
+    out, decays = {}, list(decays)
+    for budget in budgets:
+        pos = [torch.as_tensor([where[int(i)] for i in picks[(budget, d)]]) for d in range(draws)]
+        if len({len(p) for p in pos}) > 1:  # never for class-balanced draws; one stack per size if it were
+            raise AssertionError("the draws of one budget differ in size")
+        grams, ys = torch.stack([gram[p][:, p] for p in pos]), torch.stack([y_all[p] for p in pos])
+        wds = choose_decays(grams, ys, n_classes, decays, folds, [seed + d for d in range(draws)])
+        coords, to_coords = stacked_row_space(grams)
+        ws, bs = fit_softmax(coords, ys, n_classes, torch.tensor(wds, dtype=coords.dtype)[:, None, None])
+        for d, p in enumerate(pos):
+            weights = drawn[p].T @ (to_coords[d] @ ws[d])  # the fit as weights of the standardised features
+            linear = float(((std_test @ weights + bs[d]).argmax(1) == test_labels).double().mean())
+            knn = float((vote(knn_sim[:, p], ys[d], n_classes, k, temperature) == test_labels).double().mean())
+            out.setdefault(budget_name(budget), []).append(dict(draw=d, labels=len(p), linear=linear,
+                                                                weight_decay=wds[d], knn=knn))
     return out, every

@@ -38,6 +38,9 @@ from .svm import svm_layer
 from .twins import make_twin
 
 PROTOCOLS = ("linear", "knn")
+# the fits' arithmetic (2: the gradient by hand, a budget's draws solved as one stack): results of another
+# solver differ at the optimiser's tolerance, so they are computed again rather than mixed into one table
+FIT_SOLVER = 2
 
 
 def fit_logistic(x, y, n_classes, weight_decay, iters=60, seed=0):
@@ -84,7 +87,7 @@ def _probe_net(feats, layers, n_classes, cfg, cache):
                             fits=probe_layer({s: feats[(layer, s)] for s in labels}, labels, n_classes, cfg)[1])
                 for layer in layers}
     key = dict(weight_decays=[float(w) for w in cfg.weight_decays], lbfgs_iters=cfg.lbfgs_iters, seed=cfg.seed,
-               layers=list(layers))
+               layers=list(layers), solver=FIT_SOLVER)
     return _kept(cache, "fits", key, compute)
 
 
@@ -95,7 +98,7 @@ def _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets):
     knn_key = dict(k=cfg.knn_k, temperature=cfg.knn_temperature, center=cfg.knn_features != "raw",
                    **({"standardised": True} if cfg.knn_features == "standardised" else {}), layers=list(layers))
     low_key = dict(knn_key, budgets=[budget_name(b) for b in budgets], draws=cfg.draws, seed=cfg.seed,
-                   folds=cfg.cv_folds, weight_decays=[float(w) for w in cfg.lowshot_weight_decays])
+                   folds=cfg.cv_folds, weight_decays=[float(w) for w in cfg.lowshot_weight_decays], solver=FIT_SOLVER)
     knn = _kept(cache, "knn", knn_key) if "knn" in cfg.protocols else {}
     low = _kept(cache, "lowshot", low_key) if budgets else {}
     if knn is not None and low is not None:
@@ -180,7 +183,7 @@ def probe(cfg: ProbeConfig):
             raise UserError(f"{w}: not the same architecture and recipe as {weights[0]}; the pretrained "
                              "runs of one probe must differ only in their seed")
     size = cfg.input_size or backbone.input_size
-    splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train)
+    splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train, cfg.limit_test)
     classes = splits["train"].classes
     multilabel = np.ndim(splits["train"].labels) == 2
     if multilabel and budgets:
@@ -194,9 +197,12 @@ def probe(cfg: ProbeConfig):
     preprocess = getattr(backbone, "preprocess", None)
     data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, 0, None, cfg.seed, None, preprocess)
     data["train"] = torch.utils.data.DataLoader(data["train"].dataset, batch_size=cfg.batch_size)  # in order
+    if "linear" not in cfg.protocols and not multilabel:
+        del data["val"]  # only the full-label linear probe reads it: its features are not extracted
     ensure_dir(cfg.out)
     # a net's features depend on it and on all of these: another setting gets its own cache, never a stale one
     common = dict(model=cfg.model, size=size, target_dim=cfg.target_dim, limit_train=cfg.limit_train,
+                  **({"limit_test": cfg.limit_test} if cfg.limit_test else {}),  # the old caches stay valid
                   val_fraction=cfg.val_fraction, seed=cfg.seed, dataset=cfg.dataset, data_root=cfg.data_root, version=3)
     # a twin depends on the architecture and the input it is scaled to, not on which weights file gave them
     shape = dict(shapes=[list(p.shape) for p in backbone.parameters()],
@@ -251,7 +257,8 @@ def _svm_net(feats, layers, cfg, cache):
         return {layer: svm_layer(np.concatenate([np.asarray(feats[(layer, s)]) for s in ("train", "val")]), targets,
                                  feats[(layer, "test")], feats[("labels", "test")], cfg.svm_costs, cfg.cv_folds,
                                  cfg.seed) for layer in layers}
-    key = dict(costs=[float(c) for c in cfg.svm_costs], folds=cfg.cv_folds, seed=cfg.seed, layers=list(layers))
+    key = dict(costs=[float(c) for c in cfg.svm_costs], folds=cfg.cv_folds, seed=cfg.seed, layers=list(layers),
+               solver=FIT_SOLVER)
     return _kept(cache, "svm", key, compute)
 
 

@@ -6,7 +6,7 @@ import torch
 
 from tools.errors import UserError
 from transfer.knn import knn_accuracy
-from transfer.lowshot import (choose_decay, draw_labelled, fit_softmax, folds_of, lowshot_layer, parse_budget,
+from transfer.lowshot import (choose_decay, choose_decays, stacked_row_space, draw_labelled, fit_softmax, folds_of, lowshot_layer, parse_budget,
                               row_space)
 
 
@@ -115,3 +115,31 @@ def test_draws_come_from_the_training_split_never_from_validation_or_test(tmp_pa
     drawn = train.images[draw_labelled(train.labels, 3, draw=0, seed=0)]  # what the probe's draws index
     as_bytes = {s: {im.tobytes() for im in d[s].images} for s in ("val", "test")}
     assert len(drawn) == 30 and not {im.tobytes() for im in drawn} & (as_bytes["val"] | as_bytes["test"])
+
+
+def test_a_stack_of_draws_is_solved_as_each_draw_alone():
+    """The draws of a budget are one stacked problem (their objectives summed): each draw's weights, held-out
+    predictions and chosen decay are those of its own fit, to the optimiser's tolerance (float32)."""
+    rng = np.random.default_rng(5)
+    grams, ys, xs = [], [], []
+    for _ in range(4):
+        y = torch.arange(3).repeat(8)
+        x = torch.from_numpy(rng.normal(size=(24, 40)).astype(np.float32))
+        x[:, :3] += 2.0 * torch.nn.functional.one_hot(y, 3)
+        grams.append(x @ x.T), ys.append(y), xs.append(x)
+    grams, ys = torch.stack(grams), torch.stack(ys)
+    coords, _ = stacked_row_space(grams)
+    for wd in (0.1, torch.tensor([0.1, 1.0, 10.0, 0.1])[:, None, None]):
+        w, b = fit_softmax(coords, ys, 3, wd)
+        for d in range(4):
+            wd_d = wd if isinstance(wd, float) else float(wd[d])
+            w1, b1 = fit_softmax(coords[d], ys[d], 3, wd_d)
+            assert torch.allclose(w[d], w1, atol=5e-3 * float(w1.abs().max()))
+            z, z1 = coords[d] @ w[d] + b[d], coords[d] @ w1 + b1
+            # the optimiser stops at float32's resolution of the loss: weights and logits agree to 0.5 % of their range
+            assert torch.allclose(z - z.mean(1, keepdim=True), z1 - z1.mean(1, keepdim=True),
+                                  atol=5e-3 * float(z1.abs().max()))
+            assert torch.equal(z.argmax(1), z1.argmax(1))
+    decays = [1e-3, 1.0, 1e3]
+    together = choose_decays(grams, ys, 3, decays, 3, [0, 1, 2, 3])
+    assert together == [choose_decay(grams[d], ys[d], 3, decays, 3, seed=d) for d in range(4)]

@@ -252,3 +252,24 @@ def test_voc2007_is_probed_with_svms_on_trainval_and_map_on_test(setup, tmp_path
     assert len(conv1["aps"]) == 20 and conv1["cost"] == 1.0  # the choice among costs: tests/transfer/test_svm.py
     with pytest.raises(UserError, match="multi-label"):
         probe(replace(cfg, labels_per_class=("1",)))
+
+
+def test_knn_alone_extracts_no_validation_features_and_limit_test_samples_the_test_split(setup):
+    import dataclasses
+    import glob
+
+    import numpy as np
+    cfg = dataclasses.replace(setup, protocols=("knn",), limit_test=7)
+    rows = probe(cfg)["knn"]
+    assert [r["layer"] for r in rows] == LAYERS
+    folders = glob.glob(f"{cfg.out}/cache/*/")
+    assert len(folders) == 3
+    for folder in folders:
+        assert not glob.glob(f"{folder}*_val.npy")  # only the linear probe reads the validation split
+        assert np.load(f"{folder}conv1_test.npy").shape[0] == 7 and len(np.load(f"{folder}labels_test.npy")) == 7
+    from transfer.datasets import load_dataset
+    a = load_dataset("fashion-mnist", cfg.data_root, limit_test=7)["test"]
+    b = load_dataset("fashion-mnist", cfg.data_root, limit_test=7)["test"]
+    whole = load_dataset("fashion-mnist", cfg.data_root)["test"]
+    assert np.array_equal(a.images, b.images) and len(whole) == 20
+    assert not np.array_equal(a.images, whole.images[:7])  # a seeded sample, not the first seven
