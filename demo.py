@@ -4,8 +4,10 @@
 domain; sources written to OUT/photos/SOURCES.txt); 3. a narrow CFN pretrained for a few minutes (full
 width on a GPU); 4. export to .prototxt + .caffemodel and import back, outputs compared; 5. its branch
 fine-tuned on Fashion-MNIST (Debian's dataset-fashion-mnist) or, without it, on a labelled set cut from
-the same photographs (which photograph a crop comes from); 6. linear probes per layer against
-random-init twins, printed next to chance; 7. a summary and the plots.
+the same photographs (which photograph a crop comes from); 6. with Fashion-MNIST: a CFN
+pretrained in-domain on 10,000 of its images without their labels (kNN monitor on), then kNN and low-shot
+probes per layer against random-init twins, and a sentence saying whether the pretraining beat random;
+without it, linear probes and kNN of the photographs' net against its twins; 7. a summary and the plots.
 """
 import argparse
 import os
@@ -14,6 +16,12 @@ import time
 import warnings
 
 import torch
+
+
+# the in-domain step: Fashion-MNIST training images (unlabelled), pretraining iterations (about 3 min on 2 CPU
+# cores; x4 on a GPU), then the probe's labelled training images, test images, budgets and draws
+IN_DOMAIN = dict(images=10000, iters=2000, labelled=2000, test=2000, budgets=("10", "50"), draws=3,
+                 monitor_per_class=50, monitor_queries=500)
 
 
 def step(title):
@@ -119,25 +127,119 @@ def main():
     print(f"{note}: test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} epochs "
           f"({time.time() - t:.0f} s)")
 
-    t = step("6. linear probes and kNN: the pretrained branch against random-init twins")
-    from transfer.probe import ProbeConfig, format_table, probe
-    tables = probe(ProbeConfig(dataset=dataset, data_root=root, model="cfn", weights=os.path.join(run, "last.pt"),
-                               out=os.path.join(out, "probe"), random_seeds=3, twin_init="msra",
-                               limit_train=2000, val_fraction=0.05, lbfgs_iters=40, seed=args.seed, progress=False))
-    chance = 1 / (10 if use_fmnist else len(os.listdir(root)))
-    for name, what in (("linear", "linear probes (every label; weight decay chosen on validation)"),
-                       ("knn", "weighted kNN (k 20, T 0.07; every label as the bank)")):
-        print(f"{what}:\n{format_table(tables[name], chance=chance)}")
-        wins = [r["layer"] for r in tables[name] if r["margin_se"] is not None and r["margin_se"] > 3]
-        print(f"{name}: pretrained beats its random twins by > 3 SE at: {', '.join(wins) or 'no layer'}")
-    print(f"({time.time() - t:.0f} s; {os.path.join(out, 'probe', 'probe.png')})")
+    if use_fmnist:
+        verdict = in_domain(out, args.seed, gpu)
+    else:
+        verdict = cross_domain(out, run, dataset, root, args.seed)
 
     step("7. summary")
     print(f"pretext accuracy (held-out photographs): {metrics['top1']:.3f} vs chance {1 / len(perms):.3f}")
     print(f"fine-tune test accuracy ({dataset}): {summary['test_accuracy']:.4f}")
-    print(f"plots in {out}: pretrain/curves.png, finetune/curves.png, finetune/lr.png, finetune/filters.png")
+    print(verdict)
+    plots = ["pretrain/curves.png", "finetune/curves.png", "finetune/lr.png", "finetune/filters.png"]
+    plots += ["in_domain/pretrain/curves.png", "in_domain/probe/label_efficiency.png"] if use_fmnist else \
+        ["probe/probe.png"]
+    print(f"plots in {out}: {', '.join(plots)}")
     print(f"total {time.time() - t_all:.0f} s")
 
+
+def _verdicts(tables, names, chance):
+    """Print each table; return ({layer: [points]} where the pretrained branch is above its twins by > 3 SE,
+    the same where it is below by > 3 SE, comparisons per layer)."""
+    from transfer.probe_tables import format_lowshot, format_table
+    above, below, count = {}, {}, {}
+    for name, what in names:
+        rows = tables[name]
+        print(f"{what}:\n{format_lowshot(rows) if name == 'lowshot' else format_table(rows, chance=chance)}")
+        for r in rows:
+            count[r["layer"]] = count.get(r["layer"], 0) + 1
+            if r["margin_se"] is not None and abs(r["margin_se"]) > 3:
+                side = above if r["margin_se"] > 0 else below
+                side.setdefault(r["layer"], []).append(100 * (r["pretrained"] - r["random_mean"]))
+    return above, below, count
+
+
+def _say(found, count):
+    """'conv2 in 5 of 5 (+1.8 to +5.2 pt), ...'."""
+    return ", ".join(f"{layer} in {len(found[layer])} of {n} ({min(found[layer]):+.1f}" +
+                     (f" to {max(found[layer]):+.1f}" if len(found[layer]) > 1 else "") + " pt)"
+                     for layer, n in count.items() if layer in found)
+
+
+def in_domain(out, seed, gpu):
+    """Fashion-MNIST's own images, without labels, pretrain a CFN (the small-image geometry of README: Small
+    images); kNN and low-shot probes then compare its branch with three random twins. Returns the verdict."""
+    plan = IN_DOMAIN
+    import numpy as np
+    from PIL import Image
+
+    from jigsaw.permutations import make_permutations, save_permutations
+    from jigsaw.store import prepare
+    from jigsaw.train import TrainConfig, train
+    from transfer.datasets import load_idx_dataset
+    from transfer.monitor import from_config
+    from transfer.probe import ProbeConfig, probe
+    t = step("6. in-domain: a CFN pretrained on Fashion-MNIST's images (no labels) against random twins")
+    base = os.path.join(out, "in_domain")
+    store, pngs = os.path.join(base, "fmnist160.h5"), os.path.join(base, "unlabelled")
+    if not os.path.exists(store):
+        os.makedirs(pngs, exist_ok=True)
+        for i, im in enumerate(load_idx_dataset(None)["train"].images[:plan["images"]]):
+            Image.fromarray(np.asarray(im)).save(os.path.join(pngs, f"{i:05d}.png"))
+        prepare(pngs, store, 160, progress=False, layout="square", min_side=16)
+    perms = os.path.join(base, "perms100.npy")
+    save_permutations(perms, make_permutations(100, seed=seed))
+    iters = 4 * plan["iters"] if gpu else plan["iters"]
+    solver = os.path.join(base, "solver.prototxt")
+    with open(solver, "w") as f:
+        f.write(f'type: "Adam" base_lr: 0.001 momentum: 0.9 momentum2: 0.999 weight_decay: 0.0005 lr_policy: "step" '
+                f"gamma: 0.1 stepsize: {int(iters * 0.8)} max_iter: {iters} test_interval: {iters // 2} test_iter: 8 "
+                f"test_initialization: false display: {iters // 4} snapshot: {iters}\n")
+    run = os.path.join(base, "pretrain")
+    if os.path.exists(os.path.join(run, "last.pt")):
+        import shutil
+        shutil.rmtree(run)
+    cfg = TrainConfig(data=store, permutations=perms, out=run, solver=solver, recipe="paper", cell=42, tile=32,
+                      width=0.25, batch_size=64, init="msra", dropout=0.0, seed=seed, monitor="fashion-mnist",
+                      monitor_size=160, monitor_labels_per_class=plan["monitor_per_class"],
+                      monitor_queries=plan["monitor_queries"], progress=False)
+    metrics = train(cfg, from_config(cfg))
+    print(f"{iters} iterations on {plan['images']:,} unlabelled images: pretext top-1 {metrics['top1']:.3f} "
+          f"(chance 0.010) ({time.time() - t:.0f} s)")
+    t = time.time()
+    tables = probe(ProbeConfig(dataset="fashion-mnist", model="cfn", weights=os.path.join(run, "last.pt"),
+                               out=os.path.join(base, "probe"), input_size=160, twin_init="msra", random_seeds=3,
+                               protocols=("knn",), labels_per_class=plan["budgets"], draws=plan["draws"],
+                               limit_train=plan["labelled"], limit_test=plan["test"], seed=seed, progress=False))
+    budgets = " and ".join(plan["budgets"])
+    what = (f"kNN (k 20, T 0.07) and linear probes with {budgets} labels per class ({plan['draws']} draws each; the "
+            f"linear probe's weight decay by cross-validation inside the draw) and kNN with every label "
+            f"({plan['labelled']:,} labelled images), scored on {plan['test']:,} test images: pretrained minus random")
+    above, below, count = _verdicts(tables, (("lowshot", what),), 0.1)
+    print(f"({time.time() - t:.0f} s; {os.path.join(base, 'probe', 'label_efficiency.png')})")
+    head = (f"in-domain ({iters} iterations without labels; against 3 random-init twins, comparisons: kNN with "
+            f"{', '.join(plan['budgets'])} and every label, linear with {budgets} labels per class): ")
+    if not above:
+        return head + ("the pretraining did NOT beat random by > 3 SE at any layer here; longer pretraining does "
+                       "(benchmarks/ssl_probe.py, RESULTS.md)")
+    return head + "the pretraining beat random by > 3 SE at " + _say(above, count) + \
+        ("; it was below random at " + _say(below, count) + " (the layers nearest the pretext task)" if below else "")
+
+
+def cross_domain(out, run, dataset, root, seed):
+    """The photographs' net on the fine-tuning set: linear probes and kNN against three random twins."""
+    from transfer.probe import ProbeConfig, probe
+    t = step("6. linear probes and kNN: the pretrained branch against random-init twins")
+    tables = probe(ProbeConfig(dataset=dataset, data_root=root, model="cfn", weights=os.path.join(run, "last.pt"),
+                               out=os.path.join(out, "probe"), random_seeds=3, twin_init="msra",
+                               limit_train=2000, val_fraction=0.05, lbfgs_iters=40, seed=seed, progress=False))
+    names = (("linear", "linear probes (every label; weight decay chosen on validation)"),
+             ("knn", "weighted kNN (k 20, T 0.07; every label as the bank)"))
+    above, below, count = _verdicts(tables, names, 1 / len(os.listdir(root)) if root else 0.1)
+    print(f"({time.time() - t:.0f} s; {os.path.join(out, 'probe', 'probe.png')})")
+    return ("cross-domain (twelve photographs -> these labels; linear and kNN probes): the pretraining beat random "
+            "by > 3 SE at "
+            + (_say(above, count) if above else "no layer") + (f"; below it at {_say(below, count)}" if below else ""))
 
 if __name__ == "__main__":
     main()
