@@ -8,7 +8,7 @@ labels per class (5 seeded draws each).
     python benchmarks/ssl_probe.py --out /tmp/ssl --pretrain-seeds 6 --random-seeds 6   # adds 3 + 3 nets
     python benchmarks/ssl_probe.py --out /tmp/ssl12k --iters 12000 --stepsize 4800 \
         --pretrain-seeds 3 --random-seeds 3        # about 2 h 20 min: beats random by > 3 SE at conv2-conv5
-    python benchmarks/ssl_probe.py --out /tmp/ssl12k ... --protocols knn    # kNN and low-shot only: 6 min a net
+    python benchmarks/ssl_probe.py --out /tmp/ssl12k ... --protocols knn    # kNN and low-shot only: 2.5 min a net
 
 A rerun on the same --out keeps what is done: finished pretraining runs, and each net's probe features
 and fits, so more seeds cost only the new runs and nets.

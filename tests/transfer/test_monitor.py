@@ -30,7 +30,7 @@ def test_the_monitor_logs_knn_per_layer_and_leaves_training_bit_identical(tmp_pa
     base = small_run(tmp_path, photo_store, 8, max_iter=4, test_interval=2, snapshot=4)
     plain = TrainConfig(out=str(tmp_path / "plain"), **base)
     watched = TrainConfig(out=str(tmp_path / "watched"), monitor="fashion-mnist", monitor_root=fmnist,
-                          monitor_labels_per_class=3, monitor_queries=20, **base)
+                          monitor_labels_per_class=3, monitor_queries=20, tensorboard=True, **base)
     train(plain)
     monitor = KnnMonitor("fashion-mnist", fmnist, per_class=3, queries=20)
     train(watched, monitor)
@@ -46,6 +46,11 @@ def test_the_monitor_logs_knn_per_layer_and_leaves_training_bit_identical(tmp_pa
         accs = [float(r[f"knn_conv{i}"]) for i in range(1, 6)]
         assert all(0.0 <= x <= 1.0 for x in accs) and float(r["monitor_s"]) > 0
     assert "knn_conv1" not in _rows(tmp_path / "plain" / "val.csv")[0]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "watched" / "tensorboard"))
+    events.Reload()
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars("monitor/knn_conv2")] == \
+        [(int(r["iter"]), round(float(r["knn_conv2"]), 6)) for r in val]
     assert os.path.getsize(tmp_path / "watched" / "curves.png") > 0
     with pytest.raises(ValueError, match="go together"):
         train(TrainConfig(out=str(tmp_path / "x"), monitor="fashion-mnist", **base))
