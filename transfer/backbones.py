@@ -20,6 +20,9 @@ BACKBONES = {}
 
 def register(name, **meta):
     def deco(fn):
+        if name in BACKBONES:  # a second builder under one name would silently replace the first
+            raise ValueError(f"backbone '{name}' is registered twice ({BACKBONES[name][0].__qualname__}, "
+                             f"{fn.__qualname__})")
         BACKBONES[name] = (fn, meta)
         return fn
     return deco
@@ -85,7 +88,9 @@ class _CFNBranch(nn.Module):
 
     def __init__(self, cfn, upto):
         super().__init__()
-        self.conv1, self.conv2, self.conv3, self.conv4, self.conv5 = cfn.conv1, cfn.conv2, cfn.conv3, cfn.conv4, cfn.conv5
+        from jigsaw.architecture import CONVS
+        for name in CONVS:
+            setattr(self, name, getattr(cfn, name))
         self.fc6 = cfn.fc6 if upto == "fc6" else None
         self.upto = upto
 

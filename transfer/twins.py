@@ -29,8 +29,9 @@ def make_twin(backbone, seed, init="msra", model_name="", sample=None):
                     m.bias.zero_()
             elif hasattr(m, "reset_parameters") and m is not twin:
                 m.reset_parameters()
-        if model_name == "cfn" and sample is not None:  # the eight layers' share (CFN.scale_to_input)
+        if model_name == "cfn" and sample is not None:  # each weighted layer's share, as CFN.scale_to_input
+            from jigsaw.architecture import WEIGHTED
             rms = float(sample.float().pow(2).mean().sqrt())
             for name in twin.blocks:
-                twin.block(name).weight.div_(rms ** (1 / 8) if rms > 0 else 1.0)
+                twin.block(name).weight.div_(rms ** (1 / len(WEIGHTED)) if rms > 0 else 1.0)
     return twin

@@ -85,3 +85,23 @@ def test_lazy_package_names_resolve():
     assert tools.load_caffe_net.__module__ == "tools.net" and jigsaw.CFN.__module__ == "jigsaw.cfn"
     with pytest.raises(AttributeError):
         tools.no_such_name
+
+
+def test_both_registries_refuse_a_name_registered_twice():
+    from tools.layers import LAYERS
+    from tools.layers.base import Layer, register as register_layer
+    from transfer.backbones import BACKBONES, register as register_backbone
+    before_layers, before_backbones = dict(LAYERS), dict(BACKBONES)
+    with pytest.raises(ValueError, match="'Convolution' is registered twice"):
+        register_layer("Convolution")(type("Other", (Layer,), {}))
+    with pytest.raises(ValueError, match="'cfn' is registered twice"):
+        register_backbone("cfn")(lambda **kw: None)
+    assert LAYERS == before_layers and BACKBONES == before_backbones
+
+
+def test_the_cfn_layer_names_and_their_count_are_spelled_in_architecture_py_only():
+    """transfer builds a CFN branch from jigsaw.architecture's names, never its own copy of them."""
+    import re
+    for path in ("transfer/backbones.py", "transfer/twins.py", "transfer/probe.py", "transfer/monitor.py"):
+        text = open(os.path.join(ROOT, path)).read()
+        assert not re.search(r"cfn\.conv[1-5]|\bconv1, conv2|1 / 8\b", text), path

@@ -14,6 +14,9 @@ FLT_MAX = 3.4028234663852886e38
 def register(*types):
     def deco(cls):
         for t in types:
+            if t in LAYERS:  # a second implementation under one type would silently replace the first
+                raise ValueError(f"Caffe layer type '{t}' is registered twice ({LAYERS[t].__qualname__}, "
+                                 f"{cls.__qualname__})")
             LAYERS[t] = cls
         return cls
     return deco
