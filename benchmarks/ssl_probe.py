@@ -106,8 +106,8 @@ def finished(run, iters):
     path = os.path.join(run, "last.pt")
     if not os.path.exists(path):
         return False
-    from tools.checkpoint import load_checkpoint
-    return int(load_checkpoint(path)["iter"]) >= iters
+    from jigsaw.checkpoint import cfn_iteration
+    return cfn_iteration(path) >= iters
 
 
 def table(path):

@@ -27,6 +27,41 @@ def cfn_payload(model: CFN, permutations: Optional[np.ndarray], record: dict, it
     return payload
 
 
+def is_cfn_checkpoint(ck) -> bool:
+    """A loaded checkpoint is a CFN's (`jigsaw train` / `jigsaw convert`), not a `transfer` run's model.pt."""
+    return isinstance(ck, dict) and "permutations" in ck and "widths" in ck
+
+
+def cfn_iteration(path: str) -> int:
+    """The training iteration a CFN checkpoint holds."""
+    ck = load_checkpoint(path)
+    if not is_cfn_checkpoint(ck):
+        raise UserError(f"{path}: not a CFN checkpoint written by `jigsaw train`")
+    return int(ck["iter"])
+
+
+def resume_into(path: str, model: CFN, permutations: np.ndarray, pcfg: PuzzleConfig, recipe_name: str,
+                recipe_options: dict) -> Tuple[dict, int]:
+    """Load a run's last.pt into `model` for `--resume`: the same CFN, permutations and recipe, or one line
+    saying what differs. Returns (the solver's state, the iteration)."""
+    ck = load_checkpoint(path)
+    if not is_cfn_checkpoint(ck):
+        raise UserError(f"{path}: not a CFN checkpoint written by `jigsaw train`")
+    if dict(ck.get("widths") or {}) != model.widths or ck["model"]["fc6.weight"].shape != model.fc6.weight.shape:
+        raise UserError(f"{path}: the checkpoint's CFN (widths {dict(ck.get('widths') or {})}, fc6 "
+                        f"{tuple(ck['model']['fc6.weight'].shape)}) is not the one these settings build "
+                        f"(widths {model.widths}, fc6 {tuple(model.fc6.weight.shape)})")
+    if not np.array_equal(ck["permutations"].numpy(), permutations):
+        raise UserError(f"{path}: the checkpoint was trained with another permutation set")
+    was = recipe_of(ck)
+    if was != pcfg:
+        raise UserError(f"{path}: the run was trained with recipe '{was.recipe}' "
+                        f"{dict(ck.get('recipe_options') or {})}; --recipe {recipe_name} "
+                        f"{recipe_options} would change what its puzzles are")
+    model.load_state_dict(ck["model"])
+    return ck["solver"], int(ck["iter"])
+
+
 def cfn_from_checkpoint(ck: dict, path: str) -> CFN:
     """The CFN a checkpoint holds: widths, permutation count and tile size (its recipe's grid) from the
     record, then the weights; one line if they do not fit."""

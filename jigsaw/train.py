@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from tools.atomic import atomic_open, ensure_dir
-from tools.checkpoint import load_checkpoint, save_checkpoint
+from tools.checkpoint import save_checkpoint
 from tools.errors import UserError
 from tools.prototxt import read_solver
 from tools.runrecord import read_record, wants_resume
@@ -30,12 +30,12 @@ from tools.tensorboard import Scalars
 
 from .batches import BatchStream, split_indices
 from .cfn import CFN
-from .checkpoint import cfn_payload
+from .checkpoint import cfn_payload, resume_into
 from .config import TrainConfig, check_resume, recorded_config
 from .evaluate import evaluate_puzzles
 from .logs import TrainLogs, diverged
 from .permutations import load_permutations
-from .recipes import recipe_of, recipe_record
+from .recipes import recipe_record
 from .store import check_layout, fingerprint, open_images
 from .tiles import PuzzleConfig, draw, make_puzzles
 
@@ -154,21 +154,10 @@ def _calibrate(run: _Run):
 
 def _restore(run: _Run):
     """Continue from last.pt: the same CFN, permutations and recipe, or one line saying what differs."""
-    ck, model, last = load_checkpoint(run.last), run.model, run.last
-    if dict(ck.get("widths") or {}) != model.widths or ck["model"]["fc6.weight"].shape != model.fc6.weight.shape:
-        raise UserError(f"{last}: the checkpoint's CFN (widths {dict(ck.get('widths') or {})}, fc6 "
-                        f"{tuple(ck['model']['fc6.weight'].shape)}) is not the one these settings build "
-                        f"(widths {model.widths}, fc6 {tuple(model.fc6.weight.shape)})")
-    if not np.array_equal(ck["permutations"].numpy(), run.perms_np):
-        raise UserError(f"{last}: the checkpoint was trained with another permutation set")
-    was = recipe_of(ck)
-    if was != run.pcfg:
-        raise UserError(f"{last}: the run was trained with recipe '{was.recipe}' "
-                        f"{dict(ck.get('recipe_options') or {})}; --recipe {run.cfg.recipe} "
-                        f"{run.record['recipe_options']} would change what its puzzles are")
-    model.load_state_dict(ck["model"])
-    run.solver.load_state_dict(ck["solver"])
-    run.start = run.saved = int(ck["iter"])
+    solver_state, run.start = resume_into(run.last, run.model, run.perms_np, run.pcfg, run.cfg.recipe,
+                                          run.record["recipe_options"])
+    run.solver.load_state_dict(solver_state)
+    run.saved = run.start
 
 
 def _setup(cfg: TrainConfig) -> _Run:

@@ -276,5 +276,6 @@ def first_conv_of(weights):
     convs = [v for v in state.values() if hasattr(v, "dim") and v.dim() == 4]
     if not convs:
         raise UserError(f"{weights}: no convolution weights to plot")
-    bgr = "permutations" in ck or ck.get("model_name") == "cfn"
+    from jigsaw.checkpoint import is_cfn_checkpoint
+    bgr = is_cfn_checkpoint(ck) or ck.get("model_name") == "cfn"
     return convs[0], bgr

@@ -105,3 +105,13 @@ def test_the_cfn_layer_names_and_their_count_are_spelled_in_architecture_py_only
     for path in ("transfer/backbones.py", "transfer/twins.py", "transfer/probe.py", "transfer/monitor.py"):
         text = open(os.path.join(ROOT, path)).read()
         assert not re.search(r"cfn\.conv[1-5]|\bconv1, conv2|1 / 8\b", text), path
+
+
+def test_the_cfn_checkpoint_is_read_only_through_jigsaw_checkpoint_py():
+    import glob
+    import re
+    paths = [p for p in glob.glob(os.path.join(ROOT, "jigsaw", "*.py")) if not p.endswith("checkpoint.py")]
+    paths += glob.glob(os.path.join(ROOT, "benchmarks", "*.py")) + [os.path.join(ROOT, "demo.py")]
+    for path in paths:
+        text = open(path).read()
+        assert not re.search(r"load_checkpoint\(|torch\.load\(", text), path  # a checkpoint's keys need it loaded
