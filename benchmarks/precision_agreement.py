@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from jigsaw.permutations import make_permutations, save_permutations  # noqa: E402
 from jigsaw.store import prepare  # noqa: E402
 from jigsaw.train import TrainConfig, train  # noqa: E402
+from tools.atomic import atomic_open  # noqa: E402
 from sample_photos import HELD_OUT, TRAIN, write_photos  # noqa: E402
 
 
@@ -118,9 +119,9 @@ def _plot(curves, its, path, chance):
     ax.set_ylabel("held-out pretext top-1")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png", dpi=100)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-    os.replace(path + ".tmp.png", path)
     print(f"wrote {path}")
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from tools.atomic import atomic_open
 from tools.errors import UserError
 
 
@@ -35,7 +36,7 @@ class TrainLogs:
                 if run.start and os.path.exists(self.paths[kind]):
                     with open(self.paths[kind]) as f:
                         rows = [r for r in csv.DictReader(f) if int(r["iter"]) < run.start]
-                with open(self.paths[kind], "w", newline="") as f:
+                with atomic_open(self.paths[kind], "w") as f:  # a kill now must not lose the kept rows
                     w = csv.DictWriter(f, cols, extrasaction="ignore")  # a resume may drop the monitor
                     w.writeheader()
                     w.writerows(rows)

@@ -65,13 +65,8 @@ def net_text(net):
     return text_format.MessageToString(clean)
 
 
-def atomic_write(path, data, mode="w"):
-    """Write `data` to `path` atomically (temporary file + rename)."""
-    with atomic_open(path, mode) as f:
-        f.write(data)
-
-
 def write_prototxt(path, msg):
     """Write a NetParameter (without blobs) or SolverParameter as text, atomically."""
     text = net_text(msg) if isinstance(msg, pb.NetParameter) else text_format.MessageToString(msg)
-    atomic_write(path, text)
+    with atomic_open(path, "w") as f:
+        f.write(text)

@@ -115,3 +115,18 @@ def test_the_cfn_checkpoint_is_read_only_through_jigsaw_checkpoint_py():
     for path in paths:
         text = open(path).read()
         assert not re.search(r"load_checkpoint\(|torch\.load\(", text), path  # a checkpoint's keys need it loaded
+
+
+def test_files_are_replaced_only_through_tools_atomic():
+    """One way to write a file as a unit: no module but tools/atomic.py renames a temporary file into place
+    (jigsaw prepare's resumable .partial store, the probe's float16 memmaps, ssl_probe's folders of PNGs,
+    the proto generator and export's traced file aside, each renamed once by design)."""
+    import glob
+    import re
+    allowed = {"tools/atomic.py", "jigsaw/store.py", "transfer/features.py", "tools/protogen.py", "tools/export.py",
+               "benchmarks/ssl_probe.py"}
+    for path in glob.glob(os.path.join(ROOT, "*", "*.py")) + glob.glob(os.path.join(ROOT, "tools", "layers", "*.py")):
+        rel = os.path.relpath(path, ROOT)
+        if rel.split(os.sep)[0] in ("tests", ".venv", "build") or rel in allowed:
+            continue
+        assert not re.search(r"os\.(replace|rename)\(|def atomic_", open(path).read()), rel

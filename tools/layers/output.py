@@ -26,18 +26,14 @@ class HDF5Output(Layer):
 
     def forward(self, data, label):
         import h5py
-        from ..atomic import ensure_dir
+        from ..atomic import atomic_files, ensure_dir
         if os.path.lexists(self.path) and not (os.path.isfile(self.path) and h5py.is_hdf5(self.path)):
             self.fail(f"{self.path} exists and is not an HDF5 file; not overwriting it")
         ensure_dir(os.path.dirname(os.path.abspath(self.path)))
-        tmp = f"{self.path}.tmp-{os.getpid()}"
         try:
-            with torch.no_grad(), h5py.File(tmp, "w") as f:
+            with atomic_files(self.path) as (tmp,), torch.no_grad(), h5py.File(tmp, "w") as f:
                 f.create_dataset("data", data=data.detach().float().cpu().numpy())
                 f.create_dataset("label", data=label.detach().float().cpu().numpy())
-            os.replace(tmp, self.path)
-        except OSError as e:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        except OSError as e:  # h5py's; the rename's own failure is already one line
             self.fail(f"cannot write {self.path} ({e})")
         return ()
