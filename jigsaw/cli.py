@@ -7,7 +7,7 @@ from tools.cli_runner import add_version, positive, run_cli
 from tools.errors import UserError
 from tools.options import add_options, given
 
-from .config import TrainConfig, recorded_config
+from .config import MIN_SIDE, TrainConfig, recorded_config
 
 EPILOG = """examples:
   jigsaw permutations -n 1000 -o perms.npy
@@ -52,8 +52,8 @@ def build_parser():
     p.add_argument("--size", type=positive(int), default=256,
                    help="side of the stored squares in the square layout (default 256)")
     p.add_argument("--workers", type=positive(int), help="decoding processes (default: all cores)")
-    p.add_argument("--min-side", type=positive(int), default=64,
-                   help="skip images whose shorter side is below this, as junk (default 64; lower it for "
+    p.add_argument("--min-side", type=positive(int), default=MIN_SIDE,
+                   help=f"skip images whose shorter side is below this, as junk (default {MIN_SIDE}; lower it for "
                         "small-image sets such as 28 px Fashion-MNIST, upscaled with --size)")
 
     p = sub.add_parser("train", help="pretrain a CFN with Caffe solver semantics")

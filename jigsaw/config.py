@@ -12,6 +12,7 @@ from tools.runtime import PRECISIONS
 
 from .architecture import DROPOUT
 
+MIN_SIDE = 64  # `jigsaw prepare`: images with a shorter side below this are junk unless the caller says otherwise
 DEFAULT_RECIPE = "jps"
 DEFAULT_SOLVER = prototxt.path("cfn_solver.prototxt")
 RECIPE_HELP = ("puzzles: jps (the authors' released data layer), jps++ (MergeData, MVN x50), paper (per-tile "

@@ -9,6 +9,7 @@ from PIL import Image
 
 from tools.errors import UserError
 
+from .config import MIN_SIDE
 from .images import BadImage, list_images, load_image
 from .layouts import jps_array, stored_side
 
@@ -32,7 +33,7 @@ def square(img, size):
 class DeviceJpegImages:
     """Same interface as FolderImages; `read` returns a (B, size, size, 3) uint8 tensor on `device`."""
 
-    def __init__(self, root, size=256, device="cpu", min_side=64, layout="square"):
+    def __init__(self, root, size=256, device="cpu", min_side=MIN_SIDE, layout="square"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             from torchvision import io  # noqa: F401  (fail early, with the reason, if torchvision is missing)

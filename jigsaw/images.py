@@ -11,6 +11,7 @@ from tools.errors import UserError
 from tools.paths import inside, is_regular
 from tools.preprocess import MAX_PIXELS
 
+from .config import MIN_SIDE
 from .layouts import jps_array
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -35,7 +36,7 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
-def decode(source, min_side=64, draft_at=None):
+def decode(source, min_side=MIN_SIDE, draft_at=None):
     """An RGB PIL image from a path or encoded bytes; BadImage says why one cannot be used. JPEGs
     with a shorter side of at least `draft_at` decode at half size (faster, still >= 2x)."""
     try:
@@ -83,7 +84,7 @@ def to_layout(img, layout="square", size=256):
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-def load_image(path, size=256, min_side=64, layout="square"):
+def load_image(path, size=256, min_side=MIN_SIDE, layout="square"):
     """A file (or encoded bytes) decoded into the store `layout`: (size, size, 3) uint8 for
     "square" (shorter side resized bilinear, centre crop), (257, 257, 3) for "jps"."""
     # the fork resizes the full decode: no DCT-domain shortcut for jps

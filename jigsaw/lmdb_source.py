@@ -7,6 +7,7 @@ import numpy as np
 from tools import caffe_pb2 as pb
 from tools.errors import UserError
 
+from .config import MIN_SIDE
 from .images import BadImage, decode
 
 MAX_RECORD_BYTES = 1 << 28  # a record bigger than 256 MiB is not an image Datum
@@ -16,7 +17,7 @@ def is_lmdb(path):
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "data.mdb"))
 
 
-def datum_image(value, min_side=64):
+def datum_image(value, min_side=MIN_SIDE):
     """A Datum's image: a PIL image (encoded Datum) or an (H, W, 3) uint8 RGB array (raw Datum,
     whose planes Caffe stores in OpenCV's B, G, R order). BadImage says why one is unusable."""
     try:

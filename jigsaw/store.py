@@ -16,12 +16,12 @@ from tools import hdf5
 from tools.errors import UserError
 from tools.runtime import die_with_parent
 
+from .config import MIN_SIDE
 from .images import BadImage, list_images, load_image, to_layout
 from .layouts import JPS_CROP, LAYOUTS, stored_side
 from .lmdb_source import LmdbRecords, datum_image, is_lmdb
 
 FLUSH_EVERY = 64
-MIN_SIDE = 64  # images with a shorter side below this are junk unless the caller says otherwise
 MAX_STORE_SIDE = 4096  # a store image larger than this is not what prepare writes: refused before reading
 
 

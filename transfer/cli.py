@@ -170,9 +170,7 @@ def _plot(args):
 
 
 def _plot_model(args):
-    import numpy as np
     import torch
-    from PIL import Image
     from .finetune import load_run
     from .plots import plot_activation_maximisation, plot_feature_maps
     if not args.run or not args.layer:
@@ -193,12 +191,8 @@ def _plot_model(args):
         return 0
     if not args.image:
         raise UserError("plot featuremaps needs --image IMAGE")
-    try:
-        with Image.open(args.image) as im:
-            arr = np.asarray(im.convert("RGB" if channels == 3 else "L").resize((size, size)), np.float32) / 255
-    except OSError as e:
-        raise UserError(f"{args.image}: not a readable image ({e})") from None
-    x = torch.from_numpy(arr).permute(2, 0, 1) if arr.ndim == 3 else torch.from_numpy(arr)[None]
+    from .data import _load, _prepare
+    x = _prepare(_load(args.image, channels, size), size, channels)  # read and resized as the run's images were
     if conf.get("input", "").startswith("the backbone") and (conf.get("backbone") or {}).get("recipe"):
         from jigsaw.recipes import recipe_of
         from jigsaw.tiles import branch_input

@@ -130,3 +130,11 @@ def test_files_are_replaced_only_through_tools_atomic():
         if rel.split(os.sep)[0] in ("tests", ".venv", "build") or rel in allowed:
             continue
         assert not re.search(r"os\.(replace|rename)\(|def atomic_", open(path).read()), rel
+
+
+def test_the_smallest_image_side_is_written_once():
+    import glob
+    import re
+    hits = [(os.path.relpath(p, ROOT), m) for p in glob.glob(os.path.join(ROOT, "jigsaw", "*.py"))
+            for m in re.findall(r"min_side\s*=\s*\d+|MIN_SIDE\s*=\s*\d+|--min-side.*default=\d+", open(p).read())]
+    assert hits == [("jigsaw/config.py", "MIN_SIDE = 64")], hits
