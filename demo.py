@@ -38,7 +38,6 @@ def main():
                     help="fine-tuning set: Fashion-MNIST when installed (auto), or crops labelled by photograph")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
-    from jigsaw.cfn import CFN
     from jigsaw.permutations import hamming_stats, make_permutations, save_permutations
     from sample_photos import HELD_OUT, TRAIN, write_photos, write_sources
     from jigsaw.store import prepare
@@ -89,18 +88,19 @@ def main():
           f"({time.time() - t:.0f} s)")
 
     t = step("4. export to Caffe and import back")
+    from jigsaw.caffe_form import from_caffe, to_caffe
     from jigsaw.checkpoint import read_cfn
     cfn = read_cfn(os.path.join(run, "last.pt"))[0]
     proto, model = os.path.join(out, "cfn.prototxt"), os.path.join(out, "cfn.caffemodel")
-    cfn.to_caffe(proto, model)
+    to_caffe(cfn, proto, model)
     net = load_caffe_net(proto, model)
     x = torch.randn(2, 9, 3, 64, 64)
     with torch.no_grad():
         diff = (net(x.reshape(2, 27, 64, 64), outputs=["fc8"])["fc8"] - cfn(x)).abs().max().item()
-        back = CFN.from_caffe(proto, model).eval()
+        back = from_caffe(proto, model).eval()
         same = torch.equal(back(x), cfn(x))
     print(f"{proto} + {model}: max |fc8 difference| through tools.load_caffe_net {diff:.2e}; "
-          f"CFN.from_caffe round trip identical: {same}")
+          f"from_caffe round trip identical: {same}")
     if diff > 1e-4 or not same:
         sys.exit("export/import check failed")
 

@@ -7,7 +7,19 @@ A train_val for the jps / jps++ recipes starts with the jigsaw fork's own Data l
 crop 255, siamese/patch/jitter sizes, mean values; jps++ adds the second Data layer, MergeData, MVN
 and the x50 Power), so the fork's Caffe runs it as it runs its own train_val_cfn_jps*.prototxt.
 """
-from .architecture import BRANCH, DROPOUT, FILLERS, PARAM_MULTS
+import math
+import os
+
+import numpy as np
+import torch
+
+from tools.atomic import atomic_open
+from tools.caffemodel import read_caffemodel, write_caffemodel
+from tools.errors import CaffeError, UserError
+from tools.prototxt import read_net, write_prototxt
+
+from .architecture import BRANCH, CONVS, DROPOUT, FILLERS, PARAM_MULTS, SHARED, WEIGHTED, pool5_side
+from .cfn import CFN
 from .recipes import recipe as get_recipe
 
 
@@ -153,3 +165,82 @@ def committed_prototxts():
             "cfn_train_val.prototxt": cfn_prototxt(w, 1000, "train_val"),
             "cfn_train_val_jps++.prototxt": cfn_prototxt(w, 701, "train_val", recipe="jps++")}
 
+
+# ---- weights: a CFN module <-> the Caffe pair --------------------------------------------------
+
+def caffe_blobs(model):
+    """{caffe layer name: [weight, bias]} for the Caffe form (shared weights under every branch)."""
+    out = {}
+    for name in WEIGHTED:
+        layer = getattr(model, name)
+        arrays = [layer.weight.detach().float().cpu().numpy(), layer.bias.detach().float().cpu().numpy()]
+        names = [f"{name}_s{i}" for i in range(1, 10)] if name in SHARED else [name]
+        out.update({n: arrays for n in names})
+    return out
+
+def to_caffe(model, prototxt_path, caffemodel_path, recipe=None, permutations=None, train_val_path=None):
+    """Write Caffe's own deploy form (input (1, 27, 64, 64), Slice, shared branches, prob); with
+    `recipe`, also a train_val in that recipe's form (the jigsaw fork's data layers for jps /
+    jps++; default path STEM_train_val.prototxt) and, with `permutations`, its hash file
+    permutations_N.bin beside it (the fork's .bin form and name). Returns the paths written."""
+    net = read_net(cfn_prototxt(model.widths, model.num_permutations, "deploy", tile=model.tile))
+    write_prototxt(prototxt_path, net)
+    write_caffemodel(caffemodel_path, net, caffe_blobs(model))
+    written = [prototxt_path, caffemodel_path]
+    if recipe:
+        train_val_path = train_val_path or os.path.splitext(prototxt_path)[0] + "_train_val.prototxt"
+        name = f"permutations_{model.num_permutations}.bin"
+        text = cfn_prototxt(model.widths, model.num_permutations, "train_val", tile=model.tile,
+                            recipe=recipe, hash_file=name)
+        with atomic_open(train_val_path, "w") as f:
+            f.write(text)
+        written.append(train_val_path)
+        if permutations is not None:
+            from .permutations import load_permutations, save_permutations
+            hash_path = os.path.join(os.path.dirname(os.path.abspath(train_val_path)), name)
+            if os.path.exists(hash_path) and not np.array_equal(load_permutations(hash_path), permutations):
+                raise UserError(f"{hash_path}: holds other permutations; not overwritten")
+            save_permutations(hash_path, permutations)
+            written.append(hash_path)
+    return written
+
+def from_caffe(prototxt, caffemodel):
+    """A CFN with the weights of an original (or our) CFN .caffemodel, mapped by layer name."""
+    net = read_net(prototxt) if prototxt else None
+    _, named = read_caffemodel(caffemodel)
+    blobs = {}
+    for name, arrays in named:
+        base = name.rsplit("_s", 1)[0] if "_s" in name else name
+        if base in WEIGHTED and arrays and base not in blobs:
+            blobs[base] = arrays
+    missing = [n for n in WEIGHTED if n not in blobs]
+    if missing:
+        raise CaffeError(f"{caffemodel}: no weights for CFN layer(s) {', '.join(missing)} "
+                         "(expected conv1..conv5 or conv1_s1.., fc6, fc7, fc8)")
+    for n in WEIGHTED:  # shapes before sizes: a forged header must not size the net
+        shape = tuple(blobs[n][0].shape)
+        if len(shape) != (4 if n in CONVS else 2) or min(shape) <= 0:
+            raise CaffeError(f"{caffemodel}: layer '{n}' weight blob has shape {shape}; a CFN needs "
+                             f"{'(out, in, k, k)' if n in CONVS else '(out, in)'} with every size positive")
+        if len(blobs[n]) > 1 and tuple(blobs[n][1].shape) not in ((shape[0],), (1, 1, 1, shape[0])):
+            raise CaffeError(f"{caffemodel}: layer '{n}' bias blob has shape {tuple(blobs[n][1].shape)}, "
+                             f"its weights have {shape[0]} outputs")
+    widths = {n: blobs[n][0].shape[0] for n in (*CONVS, "fc6", "fc7")}
+    perms = blobs["fc8"][0].shape[0]
+    side = int(round(math.sqrt(blobs["fc6"][0].shape[1] // widths["conv5"])))
+    tile = next((t for t in range(32, 256) if pool5_side(t) == side), 64)
+    if net is not None:
+        for layer in net.layer:
+            if layer.name == "fc8" and layer.inner_product_param.num_output not in (0, perms):
+                raise CaffeError(f"{prototxt}: fc8 has {layer.inner_product_param.num_output} "
+                                 f"outputs, the weights have {perms}")
+    model = CFN(num_permutations=perms, width=widths, tile=tile)
+    with torch.no_grad():
+        for name, arrays in blobs.items():
+            layer = getattr(model, name)
+            for target, blob in zip((layer.weight, layer.bias), arrays):
+                if tuple(blob.shape) != tuple(target.shape) and blob.data.size != target.numel():
+                    raise CaffeError(f"{caffemodel}: layer '{name}' blob shape {tuple(blob.shape)}, "
+                                     f"the CFN expects {tuple(target.shape)}")
+                target.copy_(torch.from_numpy(blob.data.astype("float32").reshape(target.shape)))
+    return model

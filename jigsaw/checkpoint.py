@@ -8,6 +8,7 @@ import torch
 from tools.checkpoint import load_checkpoint
 from tools.errors import UserError
 
+from .caffe_form import from_caffe
 from .cfn import CFN
 from .permutations import load_permutations
 from .recipes import DEFAULT, PuzzleConfig, recipe, recipe_of
@@ -83,7 +84,7 @@ def read_cfn(weights: str, permutations: Optional[str] = None, recipe_name: Opti
     original release's; `prototxt`, its net, is checked against it). `permutations` (a file) replaces
     or supplies the set; counts must agree."""
     if str(weights).endswith(".caffemodel"):
-        model = CFN.from_caffe(prototxt, weights)
+        model = from_caffe(prototxt, weights)
         name = recipe_name or DEFAULT
         pcfg = recipe(name)
         record = dict(recipe=name, recipe_options={},

@@ -123,6 +123,7 @@ def _convert(args):
     from tools.checkpoint import save_checkpoint
     from tools.writer import pair_stem
 
+    from .caffe_form import to_caffe
     from .checkpoint import cfn_payload, read_cfn
     from .recipes import recipe_record
     if args.source.endswith(".caffemodel"):
@@ -133,7 +134,7 @@ def _convert(args):
         return
     model, perms, pcfg, _ = read_cfn(args.source, None, args.recipe)
     stem = pair_stem(args.output)
-    written = model.to_caffe(stem + ".prototxt", stem + ".caffemodel", recipe=pcfg,
+    written = to_caffe(model, stem + ".prototxt", stem + ".caffemodel", recipe=pcfg,
                              permutations=perms if len(perms) else None)
     print("wrote " + ", ".join(written))
 

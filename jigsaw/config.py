@@ -11,9 +11,9 @@ from tools.runrecord import RESUME_CHOICES, RESUME_HELP, check_fixed, read_recor
 from tools.runtime import PRECISIONS
 
 from .architecture import DROPOUT
+from .recipes import DEFAULT as DEFAULT_RECIPE
 
 MIN_SIDE = 64  # `jigsaw prepare`: images with a shorter side below this are junk unless the caller says otherwise
-DEFAULT_RECIPE = "jps"
 DEFAULT_SOLVER = prototxt.path("cfn_solver.prototxt")
 RECIPE_HELP = ("puzzles: jps (the authors' released data layer), jps++ (MergeData, MVN x50), paper (per-tile "
                "mean, random crop), bbrattoli (per-tile mean/std); README: Recipes")

@@ -28,13 +28,53 @@ paper: the ECCV paper's text as earlier versions of this project: 256x256 store,
   training (centred in testing), per-position offsets 0..21, each tile minus its own channel means.
 bbrattoli: paper with each tile channel also divided by its standard deviation (blank tiles safe).
 """
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 from tools.errors import UserError
 
-from .config import DEFAULT_RECIPE
-from .tiles import PuzzleConfig
+GRID = 3  # a 3 x 3 puzzle
+
+
+@dataclass(frozen=True)
+class PuzzleConfig:
+    """How puzzles are cut and normalised. Use `jigsaw.recipes.recipe(name)` for the named ones."""
+    recipe: str = "custom"
+    layout: str = "square"             # store layout read: "jps" (255 crop + 2 px margin) or "square"
+    crop: int = 255
+    cell: int = 85
+    tile: int = 64
+    jitter: int = 21                   # tile offset inside its cell: 0..jitter, per position
+    channel_shift: int = 0             # extra offset 0..channel_shift per colour channel, x and y
+    random_crop: bool = True           # training crops at random, testing centred; else offset 0
+    mean_values: Optional[Tuple[float, float, float]] = None  # fixed B, G, R means removed
+    per_tile: Optional[str] = "mean"   # None, "mean", "meanstd" (per channel) or "mvn" (across channels)
+    mvn_eps: float = 1e-9
+    scale: float = 1.0                 # multiplies the normalised values (jps++: Power scale 50)
+    color: str = "luma"                # "jps": per puzzle gray 1/2, projection 1/4; "luma": gray_prob
+    gray_prob: float = 0.0
+    substitute: int = 0                # MergeData: rand() % substitute tiles replaced per puzzle
+    donor: str = "same"                # whose grid-order puzzle supplies them: "same" image or "other"
+
+    def __post_init__(self):
+        if self.per_tile not in (None, "mean", "meanstd", "mvn"):
+            raise ValueError(f"per_tile must be None, 'mean', 'meanstd' or 'mvn', got {self.per_tile!r}")
+        if self.color not in ("jps", "luma") or self.donor not in ("same", "other"):
+            raise ValueError("color must be 'jps' or 'luma' and donor 'same' or 'other'")
+        if self.cell * GRID > self.crop or self.tile > self.cell:
+            raise ValueError(f"3 cells of {self.cell} px must fit the {self.crop} px crop and hold "
+                             f"a {self.tile} px tile")
+        if self.substitute and self.random_crop:
+            raise ValueError("MergeData substitution needs fixed crops (random_crop=False)")
+
+    @property
+    def reach(self):
+        """Pixels read from a crop's corner: the farthest tile, offset and channel shift."""
+        return (GRID - 1) * self.cell + self.jitter + self.channel_shift + self.tile
+
+    def min_image(self):
+        return max(self.crop, self.reach)
+
 
 JPS_MEANS = (104.0, 117.0, 123.0)  # B, G, R (train_val_cfn_jps.prototxt lines 13-15)
 
@@ -46,7 +86,7 @@ RECIPES = {
     "paper": PuzzleConfig(recipe="paper", layout="square", per_tile="mean"),
     "bbrattoli": PuzzleConfig(recipe="bbrattoli", layout="square", per_tile="meanstd"),
 }
-DEFAULT = DEFAULT_RECIPE
+DEFAULT = "jps"  # the authors' released data layer: what `jigsaw train` uses unless told
 
 
 def recipe(name: str = DEFAULT, **overrides) -> PuzzleConfig:

@@ -11,56 +11,16 @@ test can set them and compare with a transcription of the authors' C++ fed the s
 whole batch is one gather plus elementwise work on the images' device: no per-tile Python.
 """
 from dataclasses import dataclass, fields
-from typing import Optional, Tuple
 
 import torch
 
-GRID = 3
+from .recipes import GRID, PuzzleConfig  # noqa: F401 (a puzzle's settings; recipes names them)
+
 # Colour rows give (r', g', b') from (r, g, b), as in the fork's data_transformer.cpp (gray and
 # projection blocks); applied per puzzle, to values after the mean is removed.
 GRAY = ((0.3333, 0.3333, 0.3333),) * 3
 PROJECTION = ((0.8333, 0.3333, -0.1667), (0.3333, 0.3333, 0.3333), (-0.1667, 0.3333, 0.8333))
 NONE, GRAYED, PROJECTED = 0, 1, 2  # colour codes in Draws.color
-
-
-@dataclass(frozen=True)
-class PuzzleConfig:
-    """How puzzles are cut and normalised. Use `jigsaw.recipes.recipe(name)` for the named ones."""
-    recipe: str = "custom"
-    layout: str = "square"             # store layout read: "jps" (255 crop + 2 px margin) or "square"
-    crop: int = 255
-    cell: int = 85
-    tile: int = 64
-    jitter: int = 21                   # tile offset inside its cell: 0..jitter, per position
-    channel_shift: int = 0             # extra offset 0..channel_shift per colour channel, x and y
-    random_crop: bool = True           # training crops at random, testing centred; else offset 0
-    mean_values: Optional[Tuple[float, float, float]] = None  # fixed B, G, R means removed
-    per_tile: Optional[str] = "mean"   # None, "mean", "meanstd" (per channel) or "mvn" (across channels)
-    mvn_eps: float = 1e-9
-    scale: float = 1.0                 # multiplies the normalised values (jps++: Power scale 50)
-    color: str = "luma"                # "jps": per puzzle gray 1/2, projection 1/4; "luma": gray_prob
-    gray_prob: float = 0.0
-    substitute: int = 0                # MergeData: rand() % substitute tiles replaced per puzzle
-    donor: str = "same"                # whose grid-order puzzle supplies them: "same" image or "other"
-
-    def __post_init__(self):
-        if self.per_tile not in (None, "mean", "meanstd", "mvn"):
-            raise ValueError(f"per_tile must be None, 'mean', 'meanstd' or 'mvn', got {self.per_tile!r}")
-        if self.color not in ("jps", "luma") or self.donor not in ("same", "other"):
-            raise ValueError("color must be 'jps' or 'luma' and donor 'same' or 'other'")
-        if self.cell * GRID > self.crop or self.tile > self.cell:
-            raise ValueError(f"3 cells of {self.cell} px must fit the {self.crop} px crop and hold "
-                             f"a {self.tile} px tile")
-        if self.substitute and self.random_crop:
-            raise ValueError("MergeData substitution needs fixed crops (random_crop=False)")
-
-    @property
-    def reach(self):
-        """Pixels read from a crop's corner: the farthest tile, offset and channel shift."""
-        return (GRID - 1) * self.cell + self.jitter + self.channel_shift + self.tile
-
-    def min_image(self):
-        return max(self.crop, self.reach)
 
 
 @dataclass

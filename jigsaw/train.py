@@ -29,6 +29,7 @@ from tools.solver import CaffeSolver
 from tools.tensorboard import Scalars
 
 from .batches import BatchStream, split_indices
+from .caffe_form import to_caffe
 from .cfn import CFN
 from .checkpoint import cfn_payload, resume_into
 from .config import TrainConfig, check_resume, recorded_config
@@ -254,7 +255,7 @@ def _snapshot(run: _Run, it):
                                           run.cfg.seed))
     caffe_dir = os.path.join(run.cfg.out, "caffe")
     ensure_dir(caffe_dir)
-    run.model.to_caffe(os.path.join(caffe_dir, "cfn_deploy.prototxt"),
+    to_caffe(run.model, os.path.join(caffe_dir, "cfn_deploy.prototxt"),
                        os.path.join(caffe_dir, f"cfn_iter_{it}.caffemodel"), recipe=run.pcfg,
                        permutations=run.perms_np, train_val_path=os.path.join(caffe_dir, "cfn_train_val.prototxt"))
     run.saved = it

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import prototxt
+from jigsaw.caffe_form import caffe_blobs, from_caffe, to_caffe
 from jigsaw.caffe_form import cfn_prototxt, committed_prototxts
 from jigsaw.cfn import CFN
 from tools.prototxt import read_solver
@@ -43,7 +44,7 @@ def test_the_paper_solver_file():
 @pytest.mark.parametrize("phase", ["TEST", "TRAIN"])
 def test_train_val_prototxt_built_by_tools_matches_the_module(tmp_path, phase):
     m = CFN(1000, seed=0).eval()
-    m.to_caffe(str(tmp_path / "d.prototxt"), str(tmp_path / "w.caffemodel"))
+    to_caffe(m, str(tmp_path / "d.prototxt"), str(tmp_path / "w.caffemodel"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = load_caffe_net(os.path.join(PROTO, "cfn_train_val.prototxt"), str(tmp_path / "w.caffemodel"),
@@ -71,14 +72,14 @@ def test_to_caffe_matches_opencv_and_round_trips(tmp_path):
     cv2 = pytest.importorskip("cv2")
     m = CFN(24, width=0.25, seed=1).eval()
     proto, model = str(tmp_path / "cfn.prototxt"), str(tmp_path / "cfn.caffemodel")
-    m.to_caffe(proto, model)
+    to_caffe(m, proto, model)
     x = torch.randn(2, 9, 3, 64, 64)
     cv = cv2.dnn.readNetFromCaffe(proto, model)
     cv.setInput(x.reshape(2, 27, 64, 64).numpy())
     with torch.no_grad():
         want = m(x).numpy()
     assert np.abs(cv.forward("fc8") - want).max() <= 1e-4
-    back = CFN.from_caffe(proto, model).eval()
+    back = from_caffe(proto, model).eval()
     assert back.widths == m.widths and back.num_permutations == 24
     with torch.no_grad():
         assert torch.equal(back(x), m(x))
@@ -88,11 +89,11 @@ def test_from_caffe_reports_missing_layers(tmp_path):
     from tools.caffemodel import write_caffemodel
     from tools.prototxt import read_net
     m = CFN(8, width=0.25)
-    blobs = {k: v for k, v in m.caffe_blobs().items() if not k.startswith("fc7")}
+    blobs = {k: v for k, v in caffe_blobs(m).items() if not k.startswith("fc7")}
     net = read_net(cfn_prototxt(m.widths, 8))
     write_caffemodel(str(tmp_path / "x.caffemodel"), net, blobs)
     with pytest.raises(CaffeError, match="no weights for CFN layer"):
-        CFN.from_caffe(None, str(tmp_path / "x.caffemodel"))
+        from_caffe(None, str(tmp_path / "x.caffemodel"))
 
 
 def test_param_groups_follow_caffe_multipliers():

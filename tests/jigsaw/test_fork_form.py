@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from jigsaw.caffe_form import cfn_prototxt
+from jigsaw.caffe_form import cfn_prototxt, to_caffe
 from jigsaw.cfn import CFN
 from jigsaw.recipes import recipe
 from jigsaw.tiles import draw, make_puzzles
@@ -74,7 +74,7 @@ def _raw(images, perms, d, cfg):
 def _jps_pp_through_the_prototxt(train_val, tmp_path, b=4, width=0.125):
     cfg = recipe("jps++")
     cfn = CFN(24, width=width, seed=0).eval()
-    cfn.to_caffe(str(tmp_path / "d.prototxt"), str(tmp_path / "w.caffemodel"))
+    to_caffe(cfn, str(tmp_path / "d.prototxt"), str(tmp_path / "w.caffemodel"))
     net = _build(train_val, "TEST", str(tmp_path / "w.caffemodel"), batch=b).eval()
     perms = torch.from_numpy(np.stack([np.random.default_rng(i).permutation(9) for i in range(24)]))
     images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (b, 257, 257, 3), dtype=np.uint8))

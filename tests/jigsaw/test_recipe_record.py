@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from jigsaw.caffe_form import from_caffe, to_caffe
 from jigsaw.cfn import CFN
 from jigsaw.cli import main
 from jigsaw.permutations import load_permutations, make_permutations, save_permutations
@@ -63,7 +64,7 @@ def test_resume_refuses_another_recipe(run, photo_store, capsys):
 
 def test_a_caffemodel_converts_with_a_recorded_recipe(tmp_path, capsys):
     cfn = CFN(8, width=0.125, seed=0)
-    cfn.to_caffe(str(tmp_path / "c.prototxt"), str(tmp_path / "c.caffemodel"))
+    to_caffe(cfn, str(tmp_path / "c.prototxt"), str(tmp_path / "c.caffemodel"))
     perms = str(tmp_path / "p8.bin")
     save_permutations(perms, make_permutations(8))
     assert main(["convert", str(tmp_path / "c.caffemodel"), "--permutations", perms, "-o", str(tmp_path / "c.pt")]) == 0
@@ -112,7 +113,7 @@ def test_a_small_image_grid_travels_with_the_run(tmp_path, photo_store_square, c
     assert recipe_of(ck).tile == 32 and tuple(ck["model"]["fc6.weight"].shape)[1] == 32  # pool5 1x1, 32 ch
     assert main(["evaluate", "--weights", str(out / "last.pt"), "--data", photo_store_square]) == 0
     assert main(["convert", str(out / "last.pt"), "-o", str(tmp_path / "small")]) == 0
-    back = CFN.from_caffe(None, str(tmp_path / "small.caffemodel"))
+    back = from_caffe(None, str(tmp_path / "small.caffemodel"))
     assert back.tile == 32
     train_val = (out / "caffe" / "cfn_train_val.prototxt").read_text()
     assert "dim: 32 dim: 32" in train_val and 'type: "Data"' not in train_val

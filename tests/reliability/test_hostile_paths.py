@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jigsaw.caffe_form import caffe_blobs, from_caffe
 from jigsaw.images import decode, list_images
 from tools.errors import UserError
 from transfer.datasets import load_cub200
@@ -153,13 +154,13 @@ def test_cfn_caffemodels_with_impossible_shapes_are_one_line(tmp_path, layer, sh
     from tools.caffemodel import write_caffemodel
     from tools.prototxt import read_net
     m = CFN(10, 0.125)
-    blobs = m.caffe_blobs()
+    blobs = caffe_blobs(m)
     names = [f"{layer}_s{i}" for i in range(1, 10)] if layer != "fc8" else ["fc8"]
     bias = np.zeros(shape[0] if shape and shape[0] < 2 ** 20 else 0, np.float32)
     blobs.update({n: [np.zeros(shape, np.float32), bias] for n in names})
     write_caffemodel(str(tmp_path / "w.caffemodel"), read_net(cfn_prototxt(m.widths, 10, "deploy")), blobs)
     with pytest.raises(UserError, match=f"layer '{layer}' weight blob has shape"):
-        CFN.from_caffe(None, str(tmp_path / "w.caffemodel"))
+        from_caffe(None, str(tmp_path / "w.caffemodel"))
 
 
 @pytest.mark.parametrize("body,needle", [

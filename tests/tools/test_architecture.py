@@ -138,3 +138,11 @@ def test_the_smallest_image_side_is_written_once():
     hits = [(os.path.relpath(p, ROOT), m) for p in glob.glob(os.path.join(ROOT, "jigsaw", "*.py"))
             for m in re.findall(r"min_side\s*=\s*\d+|MIN_SIDE\s*=\s*\d+|--min-side.*default=\d+", open(p).read())]
     assert hits == [("jigsaw/config.py", "MIN_SIDE = 64")], hits
+
+
+def test_importing_the_cfn_loads_no_option_parser_run_record_or_layer_registry():
+    code = ("import sys, jigsaw.cfn; print(sorted(m for m in sys.modules if m in ('tools.options', 'tools.runrecord', "
+            "'tools.layers', 'tools.cli_runner', 'jigsaw.config', 'tools.prototxt', 'tools.caffemodel')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from jigsaw.caffe_form import to_caffe
 from jigsaw.cfn import CFN
 from tools.checkpoint import save_checkpoint
 from transfer.backbones import build_backbone
@@ -43,7 +44,7 @@ def test_constant_colour_image_through_each_recipe(tmp_path, name, want):
 
 
 def test_a_random_twin_and_a_caffemodel_get_the_jps_input(tmp_path):
-    CFN(8, width=0.125, seed=0).to_caffe(str(tmp_path / "c.prototxt"), str(tmp_path / "c.caffemodel"))
+    to_caffe(CFN(8, width=0.125, seed=0), str(tmp_path / "c.prototxt"), str(tmp_path / "c.caffemodel"))
     for weights in ("none", str(tmp_path / "c.caffemodel")):
         x = _first_batch(build_backbone("cfn", weights).preprocess)
         assert torch.allclose(x[0, :, 0, 0], torch.tensor([-74.0, 83.0, -113.0]), atol=1e-4), weights

@@ -5,10 +5,10 @@ from torch.func import functional_call
 
 from .. import caffe_pb2 as pb
 from ..errors import CaffeError
+from ..ops import FLT_MAX  # noqa: F401 (the layers' name for it)
 
 LAYERS = {}
 MAX_BLOB_ELEMENTS = (1 << 31) - 1  # Caffe's own per-blob limit (INT_MAX)
-FLT_MAX = 3.4028234663852886e38
 
 
 def register(*types):

@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import caffe_pb2 as pb
-from .base import FLT_MAX, Layer, register, spatial_geometry
+from ..ops import _ave_divisor, caffe_pool2d, caffe_pool_size  # noqa: F401 (the layers' arithmetic)
+from .base import Layer, register, spatial_geometry
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -59,59 +60,6 @@ class Convolution(Layer):
         op = _CONV[self.nd]
         return tuple(op(x, self.weight, self.bias, self.stride, self.pad, self.dilation, self.group)
                      for x in xs)
-
-
-def caffe_pool_size(size, kernel, stride, pad, clip, ceil=True):
-    """Caffe's pooled length: rounds up (round_mode CEIL, the default) or down (FLOOR), then (when any
-    pad is set) drops a last window that would start in the padding."""
-    span = size + 2 * pad - kernel
-    out = (-(-span // stride) if ceil else span // stride) + 1
-    if clip and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def _torch_size(size, kernel, stride, pad, ceil):
-    if not ceil:
-        return (size + 2 * pad - kernel) // stride + 1
-    out = (size + 2 * pad - kernel + stride - 1) // stride + 1
-    if (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def caffe_pool2d(x, method, kernel, stride, pad, fast=True, ceil=True):
-    """MAX or AVE pooling of an (N, C, H, W) tensor exactly as Caffe's PoolingLayer computes it
-    (`ceil`: round_mode CEIL, Caffe's default; False: FLOOR)."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
-    h, w = x.shape[-2:]
-    clip = bool(ph or pw)  # Caffe checks both axes whenever either has padding
-    oh, ow = caffe_pool_size(h, kh, sh, ph, clip, ceil), caffe_pool_size(w, kw, sw, pw, clip, ceil)
-    torch_ok = (fast and ph <= kh // 2 and pw <= kw // 2 and
-                (oh, ow) == (_torch_size(h, kh, sh, ph, ceil), _torch_size(w, kw, sw, pw, ceil)))
-    if torch_ok:  # PyTorch's rounding agrees with Caffe here (the usual case): use the fused kernel
-        if method == "max":
-            return F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil)
-        return F.avg_pool2d(x, kernel, stride, pad, ceil_mode=ceil, count_include_pad=True)
-    # General case: pad explicitly to cover every Caffe window, then pool without padding.
-    extra_h, extra_w = (oh - 1) * sh + kh - h - ph, (ow - 1) * sw + kw - w - pw
-    if method == "max":
-        xp = F.pad(x, (pw, extra_w, ph, extra_h), value=float("-inf"))
-        # Caffe starts each window at -FLT_MAX: empty windows and all -inf windows give -FLT_MAX.
-        return F.max_pool2d(xp, kernel, stride).clamp_min(-FLT_MAX)
-    xp = F.pad(x, (pw, extra_w, ph, extra_h))
-    sums = F.avg_pool2d(xp, kernel, stride, divisor_override=1)
-    return sums / _ave_divisor(oh, ow, h, w, kernel, stride, pad, x)
-
-
-def _ave_divisor(oh, ow, h, w, kernel, stride, pad, like):
-    # Caffe divides by the window clipped to the padded input (not to the valid input).
-    def sizes(n_out, size, k, s, p):
-        starts = torch.arange(n_out, device=like.device) * s - p
-        return torch.minimum(starts + k, torch.full_like(starts, size + p)) - starts
-    dh = sizes(oh, h, kernel[0], stride[0], pad[0])
-    dw = sizes(ow, w, kernel[1], stride[1], pad[1])
-    return (dh[:, None] * dw[None, :]).to(like.dtype)
 
 
 @register("Pooling")
