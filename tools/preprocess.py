@@ -1,6 +1,5 @@
 """Caffe's input preprocessing without Caffe: `.binaryproto` mean files, and the DataTransformer's TEST-phase
 transform (crop, mirror, mean file or mean values, scale) applied to an image as Caffe's data layers read it."""
-import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -44,14 +43,6 @@ class Transform:
     mean_values: Sequence[float] = ()
     scale: float = 1.0
     mirror: bool = False
-
-    @classmethod
-    def from_param(cls, tp, base_dir: str = ".") -> "Transform":
-        """From a layer's transform_param (its mean_file read relative to `base_dir`)."""
-        if tp.HasField("mean_file") and tp.mean_value:
-            raise CaffeError("transform_param: give mean_file or mean_value, not both (Caffe refuses both)")
-        mean = read_binaryproto(os.path.join(base_dir, tp.mean_file)) if tp.HasField("mean_file") else None
-        return cls(tp.crop_size, mean, tuple(tp.mean_value), tp.scale, False)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) uint8 or float, BGR as cv::imread gives it -> (C, h, w) float32."""

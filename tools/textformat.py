@@ -113,11 +113,6 @@ class _Parser:
             return True
         return False
 
-    def expect(self, text):
-        tok = self.take()
-        if tok[0] != "punct" or tok[1] != text:
-            raise CaffeError(f"{self.loc(tok)}: expected '{text}', found {tok[1]!r}")
-
     def message(self, msg, close, context, depth):
         if depth > MAX_DEPTH:
             raise CaffeError(f"{self.loc()}: messages nested deeper than {MAX_DEPTH}")

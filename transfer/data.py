@@ -97,7 +97,7 @@ def augmentation(rotation=0.0, hflip=False, shift=0.0, shear=0.0, zoom=0.0):
     return v2.Compose(ops)
 
 
-def loaders(splits, size, channels, batch_size, workers=0, augment=None, seed=0, stats=None, preprocess=None,
+def loaders(splits, size, channels, batch_size, *, workers=0, augment=None, seed=0, stats=None, preprocess=None,
             progress=False):
     """DataLoaders for train (shuffled, seeded), val and test: through `preprocess` when given, else
     normalised by training-split statistics (computed either way, and recorded)."""

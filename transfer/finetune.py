@@ -219,8 +219,9 @@ def _finetune(cfg):
     if cfg.input_norm not in ("backbone", "dataset"):
         raise UserError(f"input_norm must be 'backbone' or 'dataset', got '{cfg.input_norm}'")
     preprocess = getattr(backbone, "preprocess", None) if cfg.input_norm == "backbone" else None
-    data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, cfg.workers,
-                          augmentation(**cfg.augment), cfg.seed, stats, preprocess, cfg.progress)
+    data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, workers=cfg.workers,
+                          augment=augmentation(**cfg.augment), seed=cfg.seed, stats=stats, preprocess=preprocess,
+                          progress=cfg.progress)
     if cfg.twin_seed is not None or cfg.freeze_through is not None:  # fresh weights, scaled to this run's input
         sample = next(iter(torch.utils.data.DataLoader(data["train"].dataset, batch_size=cfg.batch_size)))[0]
         fresh = make_twin(backbone, cfg.seed if cfg.twin_seed is None else cfg.twin_seed, cfg.twin_init, cfg.model,

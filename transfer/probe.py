@@ -195,7 +195,7 @@ def probe(cfg: ProbeConfig):
         raise UserError(f"--labels-per-class {max(per_class)}: the training split has {fewest} images of its "
                         "smallest class; ask for fewer or raise --limit-train")
     preprocess = getattr(backbone, "preprocess", None)
-    data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, 0, None, cfg.seed, None, preprocess)
+    data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, seed=cfg.seed, preprocess=preprocess)
     data["train"] = torch.utils.data.DataLoader(data["train"].dataset, batch_size=cfg.batch_size)  # in order
     if "linear" not in cfg.protocols and not multilabel:
         del data["val"]  # only the full-label linear probe reads it: its features are not extracted
