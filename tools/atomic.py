@@ -3,18 +3,18 @@ import contextlib
 import os
 import tempfile
 
-from .errors import CaffeError
+from .errors import CaffeError, DiskError
 
 
 @contextlib.contextmanager
 def atomic_open(path, mode="wb"):
     """Yield a file object; `path` appears only if the block finishes. On any failure the temporary
-    file is removed, and OS errors (read-only folder, disk full) become one-line CaffeErrors."""
+    file is removed, and OS errors (read-only folder, disk full) become one-line DiskErrors."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
     except OSError as e:
-        raise CaffeError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise DiskError(f"{path}: cannot write ({e.strerror or e})") from None
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -25,7 +25,7 @@ def atomic_open(path, mode="wb"):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        raise CaffeError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise DiskError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -42,7 +42,7 @@ def atomic_files(*paths):
         for tmp, path in zip(temps, paths):
             os.replace(tmp, path)
     except OSError as e:
-        raise CaffeError(f"{paths[0]}: cannot write ({e.strerror or e})") from None
+        raise DiskError(f"{paths[0]}: cannot write ({e.strerror or e})") from None
     finally:
         for tmp in temps:
             if os.path.exists(tmp):
@@ -50,11 +50,11 @@ def atomic_files(*paths):
 
 
 def ensure_dir(path):
-    """Create folder `path` (and parents); a failure is one CaffeError line, not a traceback."""
+    """Create folder `path` (and parents); a failure is one DiskError line, not a traceback."""
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        raise CaffeError(f"{path}: cannot create the output folder ({e.strerror or e})") from None
+        raise DiskError(f"{path}: cannot create the output folder ({e.strerror or e})") from None
     return path
 
 
@@ -63,8 +63,8 @@ def read_bounded(path, limit, what="file"):
     try:
         size = os.path.getsize(path)
         if size > limit:
-            raise CaffeError(f"{path}: {what} larger than {limit >> 20} MB")
+            raise CaffeError(f"{path}: {what} larger than {limit >> 20} MB")  # the file, not the disk
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise CaffeError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise DiskError(f"{path}: cannot read ({e.strerror or e})") from None

@@ -10,6 +10,15 @@ class CaffeError(UserError):
     """A malformed or unsupported Caffe file, layer or field."""
 
 
+class DatasetError(UserError):
+    """A dataset folder or file is missing or malformed; the message names it."""
+
+
+class DiskError(UserError):
+    """A file or folder could not be written or read for the disk's or the system's reason (full, read-only,
+    no permission, missing folder); the message names it."""
+
+
 def where(path, line=None, col=None):
     loc = str(path) if path else "<text>"
     if line is not None:

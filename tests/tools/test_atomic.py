@@ -4,7 +4,7 @@ import os
 import pytest
 
 from tools.atomic import atomic_open
-from tools.errors import CaffeError
+from tools.errors import DiskError, UserError
 
 
 def test_failure_inside_the_block_keeps_the_old_file_and_leaves_no_temp(tmp_path):
@@ -26,10 +26,11 @@ def test_success_replaces(tmp_path):
 
 
 def test_unwritable_destination_is_a_clear_error(tmp_path):
-    with pytest.raises(CaffeError, match=r"missing/x.bin: cannot write \(No such file or directory\)"):
+    assert issubclass(DiskError, UserError)  # one line and exit 2 from every command line
+    with pytest.raises(DiskError, match=r"missing/x.bin: cannot write \(No such file or directory\)"):
         with atomic_open(str(tmp_path / "missing" / "x.bin")) as f:
             f.write(b"x")
     if os.path.isdir("/proc/self"):
-        with pytest.raises(CaffeError, match="cannot write"):
+        with pytest.raises(DiskError, match="cannot write"):
             with atomic_open("/proc/self/x.bin") as f:
                 f.write(b"x")
