@@ -8,7 +8,7 @@ import torch
 from tools import caffe_pb2 as pb
 from tools import load_caffe_net, save_caffe_net
 from tools.caffemodel import write_caffemodel
-from tools.errors import CaffeError
+from tools.errors import CaffeError, DiskError
 from tools.prototxt import read_net
 
 from .helpers import input_layer, write_random_net
@@ -116,7 +116,7 @@ def test_saving_refuses_nan_weights_and_leaves_no_files(tmp_path):
 
 def test_unwritable_output_is_a_clear_error(tmp_path):
     _, _, src = write_random_net(tmp_path, NET)
-    with pytest.raises(CaffeError, match="cannot write"):
+    with pytest.raises(DiskError, match="cannot write"):  # the disk's refusal, not a Caffe file's fault
         save_caffe_net(src, str(tmp_path / "no" / "x.prototxt"), str(tmp_path / "no" / "x.caffemodel"))
 
 
