@@ -24,6 +24,19 @@ IN_DOMAIN = dict(images=10000, iters=2000, labelled=2000, test=2000, budgets=("1
                  monitor_per_class=50, monitor_queries=500)
 
 
+def _fresh_run(folder, name, solver_text):
+    """(run folder, solver path): the solver written beside it, and a finished earlier run cleared (the demo
+    pretrains anew each time; what follows it starts over too)."""
+    solver = os.path.join(folder, f"{name}_solver.prototxt")
+    with open(solver, "w") as f:
+        f.write(solver_text + "\n")
+    run = os.path.join(folder, name)
+    if os.path.exists(os.path.join(run, "last.pt")):
+        import shutil
+        shutil.rmtree(run)
+    return run, solver
+
+
 def step(title):
     print(f"\n== {title}", flush=True)
     return time.time()
@@ -71,15 +84,9 @@ def main():
 
     t = step(f"3. pretrain a {'full-width' if gpu else 'narrow (width 1/8)'} CFN")
     iters = args.iters or (3000 if gpu else 600)
-    solver = os.path.join(out, "pretrain_solver.prototxt")
-    with open(solver, "w") as f:
-        f.write(f'type: "Adam" base_lr: 0.001 momentum: 0.9 lr_policy: "step" gamma: 0.5 stepsize: {iters} '
-                f"max_iter: {iters} test_interval: {iters} test_iter: 16 test_initialization: true "
-                f"display: {max(iters // 4, 1)} snapshot: {iters} \n")
-    run = os.path.join(out, "pretrain")
-    if os.path.exists(os.path.join(run, "last.pt")):
-        import shutil
-        shutil.rmtree(run)
+    run, solver = _fresh_run(out, "pretrain", 'type: "Adam" base_lr: 0.001 momentum: 0.9 lr_policy: "step" gamma: 0.5 '
+                             f"stepsize: {iters} max_iter: {iters} test_interval: {iters} test_iter: 16 "
+                             f"test_initialization: true display: {max(iters // 4, 1)} snapshot: {iters}")
     metrics = train(TrainConfig(data=os.path.join(out, "train.h5"), val_data=os.path.join(out, "held_out.h5"),
                                 permutations=os.path.join(out, "perms.npy"), out=run, solver=solver,
                                 batch_size=32, width=1.0 if gpu else 0.125, dropout=0.0, init="msra",
@@ -190,15 +197,10 @@ def in_domain(out, seed, gpu):
     perms = os.path.join(base, "perms100.npy")
     save_permutations(perms, make_permutations(100, seed=seed))
     iters = 4 * plan["iters"] if gpu else plan["iters"]
-    solver = os.path.join(base, "solver.prototxt")
-    with open(solver, "w") as f:
-        f.write(f'type: "Adam" base_lr: 0.001 momentum: 0.9 momentum2: 0.999 weight_decay: 0.0005 lr_policy: "step" '
-                f"gamma: 0.1 stepsize: {int(iters * 0.8)} max_iter: {iters} test_interval: {iters // 2} test_iter: 8 "
-                f"test_initialization: false display: {iters // 4} snapshot: {iters}\n")
-    run = os.path.join(base, "pretrain")
-    if os.path.exists(os.path.join(run, "last.pt")):
-        import shutil
-        shutil.rmtree(run)
+    run, solver = _fresh_run(base, "pretrain", 'type: "Adam" base_lr: 0.001 momentum: 0.9 momentum2: 0.999 '
+                             f'weight_decay: 0.0005 lr_policy: "step" gamma: 0.1 stepsize: {int(iters * 0.8)} '
+                             f"max_iter: {iters} test_interval: {iters // 2} test_iter: 8 test_initialization: false "
+                             f"display: {iters // 4} snapshot: {iters}")
     cfg = TrainConfig(data=store, permutations=perms, out=run, solver=solver, recipe="paper", cell=42, tile=32,
                       width=0.25, batch_size=64, init="msra", dropout=0.0, seed=seed, monitor="fashion-mnist",
                       monitor_size=160, monitor_labels_per_class=plan["monitor_per_class"],

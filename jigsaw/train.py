@@ -97,6 +97,9 @@ def _solver_param(cfg: TrainConfig):
         sp.test_iter.append(cfg.test_iter)
     if sp.max_iter <= 0:
         raise UserError(f"{cfg.solver}: max_iter must be positive")
+    if cfg.monitor and not sp.test_interval:
+        raise UserError(f"--monitor measures at every test interval, and {cfg.solver} has test_interval 0: give "
+                        "--test-interval N")
     return sp
 
 

@@ -5,7 +5,6 @@ The labels are read by the kNN vote only: nothing here touches the training's we
 streams or batches (a test trains with and without the monitor and compares the weights bit for bit).
 """
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -15,8 +14,8 @@ from jigsaw.architecture import CONVS
 from jigsaw.tiles import branch_input
 from tools.errors import UserError
 
-from .data import _load, _prepare
-from .datasets import DatasetError, load_dataset
+from .data import ImageSplit
+from .datasets import load_dataset
 from .features import pooled
 from .knn import K, TEMPERATURE, knn_accuracy
 from .lowshot import draw_labelled
@@ -57,22 +56,12 @@ class KnnMonitor:
                 f"training images, {len(self.splits['queries'])} test images")
 
     def _images(self, tile):
-        """{split: ((N, 3, tile, tile) RGB 0-1 float, labels)}, decoded once per tile size; unreadable
-        files are left out with a count."""
-        if tile not in self._inputs:
+        """{split: ((N, 3, tile, tile) RGB 0-1 float, labels)}, decoded once per tile size."""
+        if tile not in self._inputs:  # as transfer reads a split (an unreadable file: the next one, with a warning)
             self._inputs[tile] = {}
             for name, split in self.splits.items():
-                xs, ys, skipped = [], [], 0
-                for item, y in zip(split.images, split.labels):
-                    try:
-                        xs.append(_prepare(_load(item, 3, tile), tile, 3))
-                        ys.append(int(y))
-                    except DatasetError:
-                        skipped += 1
-                if skipped:
-                    warnings.warn(f"monitor: {skipped} unreadable images of the {name} left out", stacklevel=2)
-                if not xs:
-                    raise DatasetError(f"monitor: no readable image in the {name} of {self.name}")
+                ds = ImageSplit(split, tile, 3, torch.zeros(3), torch.ones(3), preprocess=lambda x: x)
+                xs, ys = zip(*(ds[i] for i in range(len(ds))))
                 self._inputs[tile][name] = (torch.stack(xs), np.array(ys))
         return self._inputs[tile]
 

@@ -57,7 +57,8 @@ def test_the_monitor_logs_knn_per_layer_and_leaves_training_bit_identical(tmp_pa
 
 
 def test_the_monitor_measures_what_transfer_probe_measures(tmp_path, jigsaw_ckpt, fmnist):
-    """The same accuracy from transfer's own path: the cfn backbone's preprocessing and hooks, pooled alike."""
+    """The same features as transfer's own path (the cfn backbone's preprocessing and hooks, pooled alike),
+    and the accuracy the kNN gives on them."""
     from jigsaw.checkpoint import read_cfn
     from transfer.backbones import build_backbone
     from transfer.data import _load, _prepare
@@ -68,20 +69,24 @@ def test_the_monitor_measures_what_transfer_probe_measures(tmp_path, jigsaw_ckpt
     got = monitor(cfn.train(), pcfg, torch.device("cpu"))
     assert cfn.training  # the mode is given back
     backbone = build_backbone("cfn", weights=jigsaw_ckpt).eval()
-    feats = {}
+    mine, theirs = {}, {}
     for name, split in monitor.splits.items():
-        x = torch.stack([backbone.preprocess(_prepare(_load(im, 3, 64), 64, 3)) for im in split.images])
+        x = torch.stack([_prepare(_load(im, 3, 64), 64, 3) for im in split.images])
+        mine[name] = monitor._features(cfn.eval(), x, pcfg, torch.device("cpu"))
         grabbed = {}
         hooks = [backbone.block(b).register_forward_hook(
             lambda m, i, o, b=b: grabbed.__setitem__(b, pooled(torch.relu(o), 2048).numpy()))
             for b in backbone.blocks]
         with torch.no_grad():
-            backbone.features(x)
+            backbone.features(torch.stack([backbone.preprocess(im) for im in x]))
         for h in hooks:
             h.remove()
-        feats[name] = grabbed
+        theirs[name] = grabbed
     for layer in ("conv1", "conv2", "conv3", "conv4", "conv5"):
-        want = knn_accuracy(feats["bank"][layer], monitor.splits["bank"].labels, feats["queries"][layer],
+        for name in ("bank", "queries"):  # float32, two code paths: 1e-5 of the largest value
+            a, b = mine[name][layer], theirs[name][layer]
+            assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max() + 1e-7, (layer, name)
+        want = knn_accuracy(theirs["bank"][layer], monitor.splits["bank"].labels, theirs["queries"][layer],
                             monitor.splits["queries"].labels, 10, features="centred")
         assert got[f"knn_{layer}"] == pytest.approx(want, abs=1 / 25 + 1e-9)  # float order may flip one vote
     assert len(monitor.bank_idx) == 40 and np.bincount(monitor.splits["bank"].labels).tolist() == [4] * 10
@@ -93,7 +98,10 @@ def test_a_bad_monitor_is_one_line_before_the_run_folder_exists(tmp_path, photo_
     for extra, expect in ((["--monitor", "fashion-mnsit"], "unknown dataset 'fashion-mnsit'"),
                           (["--monitor", "fashion-mnist", "--monitor-root", str(tmp_path / "none")], "none"),
                           (["--monitor", "fashion-mnist", "--monitor-root", fmnist,
-                            "--monitor-labels-per-class", "7"], "has 6 images")):
+                            "--monitor-labels-per-class", "7"], "has 6 images"),
+                          (["--monitor", "fashion-mnist", "--monitor-root", fmnist, "--monitor-labels-per-class", "2",
+                            "--test-interval", "0"],
+                           "give --test-interval N")):
         out = tmp_path / "run"
         assert jigsaw_main(args + ["--out", str(out)] + extra) == 2
         err = capsys.readouterr().err
