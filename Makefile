@@ -24,7 +24,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/convert.py
 
 proto: $(STAMP)
-	$(PY) -m tools.protogen
+	$(PY) -m tools.caffe.protogen
 
 prototxt: $(STAMP)
 	$(PY) -m prototxt

@@ -47,7 +47,7 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np, torch
 import tools
-from tools import caffe_pb2
+from tools.caffe import caffe_pb2
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
 base = rss()
 t = time.perf_counter()

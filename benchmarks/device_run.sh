@@ -23,7 +23,7 @@ case $stage in
 measure)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
     $py -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$out/gpu.txt"
-    run cuda_tests $py -m pytest -q -p no:cacheprovider tests/jigsaw/test_cuda.py tests/tools/test_lrn_op.py
+    run cuda_tests $py -m pytest -q -p no:cacheprovider tests/jigsaw/test_cuda.py tests/tools/caffe/test_lrn_op.py
     run profile $py benchmarks/profile_step.py --steps 10 --trace "$out/trace.json"
     run profile_compiled $py benchmarks/profile_step.py --steps 10 --compile
     run lrn $py benchmarks/lrn.py --compile

@@ -1,4 +1,4 @@
-"""The CFN's LRN, forward + backward: our fused op (tools.layers.lrn.lrn_across) against PyTorch's
+"""The CFN's LRN, forward + backward: our fused op (tools.caffe.layers.lrn.lrn_across) against PyTorch's
 F.local_response_norm, measured in the same run at the CFN's two LRN shapes.
 
     python benchmarks/lrn.py [--device cuda] [--batch 256] [--compile]
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.layers.lrn import lrn_across  # noqa: E402
+from tools.caffe.layers.lrn import lrn_across  # noqa: E402
 
 IMPLS = {
     "ours (one op, Caffe's backward)": lambda t: lrn_across(t, 5, 1e-4, 0.75, 1.0),

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from jigsaw.permutations import make_permutations, save_permutations  # noqa: E402
 from jigsaw.store import prepare  # noqa: E402
 from jigsaw.train import TrainConfig, train  # noqa: E402
-from tools.atomic import atomic_open  # noqa: E402
+from tools.run.atomic import atomic_open  # noqa: E402
 from sample_photos import HELD_OUT, TRAIN, write_photos  # noqa: E402
 
 

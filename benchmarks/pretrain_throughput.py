@@ -30,8 +30,8 @@ from jigsaw.cfn import CFN  # noqa: E402
 from jigsaw.permutations import make_permutations, save_permutations  # noqa: E402
 from jigsaw.store import prepare  # noqa: E402
 from jigsaw.train import TrainConfig, train  # noqa: E402
-from tools.prototxt import read_solver  # noqa: E402
-from tools.solver import CaffeSolver  # noqa: E402
+from tools.caffe.prototxt import read_solver  # noqa: E402
+from tools.caffe.solver import CaffeSolver  # noqa: E402
 
 
 def make_photos(folder, count):

@@ -21,8 +21,8 @@ from jigsaw.cfn import CFN  # noqa: E402
 from jigsaw.permutations import make_permutations  # noqa: E402
 from jigsaw.recipes import recipe  # noqa: E402
 from jigsaw.tiles import draw, make_puzzles  # noqa: E402
-from tools.prototxt import read_solver  # noqa: E402
-from tools.solver import CaffeSolver  # noqa: E402
+from tools.caffe.prototxt import read_solver  # noqa: E402
+from tools.caffe.solver import CaffeSolver  # noqa: E402
 
 # operator name fragments -> kind of work (first match wins)
 GROUPS = [

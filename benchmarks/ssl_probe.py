@@ -35,7 +35,7 @@ import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
-from tools.atomic import atomic_open  # noqa: E402
+from tools.run.atomic import atomic_open  # noqa: E402
 
 
 def sh(*args, capture=False):
@@ -204,7 +204,7 @@ def main():
     if args.store_size < 126:
         ap.error(f"--store-size {args.store_size}: the 3x3 grid of 42 px cells needs at least 126")
     from transfer.lowshot import parse_budget
-    from tools.errors import UserError
+    from tools.run.errors import UserError
     try:
         [parse_budget(b) for b in args.labels_per_class]
     except UserError as e:

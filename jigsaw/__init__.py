@@ -4,7 +4,7 @@ images -> store (store.py, `jigsaw prepare`) -> puzzles (recipes.py, tiles.py) -
 cfn.py) -> training (config.py, train.py) -> checkpoint (checkpoint.py) -> Caffe form (caffe_form.py).
 The names below load on first use: `import jigsaw` does not import torch.
 """
-from tools.lazy import lazy_exports
+from tools.run.lazy import lazy_exports
 
 _WHERE = {"CFN": "cfn", "make_permutations": "permutations", "load_permutations": "permutations",
           "save_permutations": "permutations", "TrainConfig": "config", "train": "train",

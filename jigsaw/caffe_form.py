@@ -13,10 +13,10 @@ import os
 import numpy as np
 import torch
 
-from tools.atomic import atomic_open
-from tools.caffemodel import read_caffemodel, write_caffemodel
-from tools.errors import CaffeError, UserError
-from tools.prototxt import read_net, write_prototxt
+from tools.run.atomic import atomic_open
+from tools.caffe.caffemodel import read_caffemodel, write_caffemodel
+from tools.run.errors import CaffeError, UserError
+from tools.caffe.prototxt import read_net, write_prototxt
 
 from .architecture import BRANCH, CONVS, DROPOUT, FILLERS, PARAM_MULTS, SHARED, WEIGHTED, pool5_side
 from .cfn import CFN

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tools import caffe_pb2 as pb
-from tools.fillers import fill
-from tools.ops import caffe_pool2d, lrn_across
+from tools.caffe import caffe_pb2 as pb
+from tools.caffe.fillers import fill
+from tools.caffe.ops import caffe_pool2d, lrn_across
 
 from .architecture import BRANCH, DROPOUT, FILLERS, PARAM_MULTS, WEIGHTED, pool5_side, widths_for
 

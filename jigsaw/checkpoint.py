@@ -5,8 +5,8 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from tools.checkpoint import load_checkpoint
-from tools.errors import UserError
+from tools.run.checkpoint import load_checkpoint
+from tools.run.errors import UserError
 
 from .caffe_form import from_caffe
 from .cfn import CFN

@@ -3,9 +3,9 @@ import argparse
 import os
 import sys
 
-from tools.cli_runner import add_version, positive, run_cli
-from tools.errors import UserError
-from tools.options import add_options, given
+from tools.run.cli_runner import add_version, positive, run_cli
+from tools.run.errors import UserError
+from tools.run.options import add_options, given
 
 from .config import MIN_SIDE, TrainConfig, recorded_config
 
@@ -120,8 +120,8 @@ def _run(args):
 
 
 def _convert(args):
-    from tools.checkpoint import save_checkpoint
-    from tools.writer import pair_stem
+    from tools.run.checkpoint import save_checkpoint
+    from tools.caffe.writer import pair_stem
 
     from .caffe_form import to_caffe
     from .checkpoint import cfn_payload, read_cfn

@@ -1,14 +1,15 @@
 """The settings of a `jigsaw train` run: one dataclass whose fields are the command line's options too
-(tools.options), recorded in the run folder's config.json and read back by `--resume`."""
+(tools.run.options), recorded in the run folder's config.json and read back by `--resume`."""
 import os
 from dataclasses import dataclass
 from typing import Optional
 
 import prototxt
-from tools.cli_runner import positive
-from tools.options import check_types, option
-from tools.runrecord import RESUME_CHOICES, RESUME_HELP, check_fixed, read_record
-from tools.runtime import PRECISIONS
+from tools.run.cli_runner import positive
+from tools.run.options import check_types, option
+from tools.run.folder import RunFolder
+from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP, check_fixed
+from tools.run.runtime import PRECISIONS
 
 from .architecture import DROPOUT
 from .recipes import DEFAULT as DEFAULT_RECIPE
@@ -89,7 +90,7 @@ RUN_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ("res
 
 def recorded_config(out):
     """The settings a run folder's config.json recorded (TrainConfig fields but the machine's), or {}."""
-    return check_types(TrainConfig, read_record(out, RUN_FIELDS, machine=("device", "workers")),
+    return check_types(TrainConfig, RunFolder(out, "jigsaw train").recorded(RUN_FIELDS, machine=("device", "workers")),
                        os.path.join(out, "config.json"))
 
 

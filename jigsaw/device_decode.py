@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tools.errors import UserError
+from tools.run.errors import UserError
 
 from .config import MIN_SIDE
 from .images import BadImage, list_images, load_image

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tools.errors import UserError
-from tools.runtime import autocast, resolve_device, stream
+from tools.run.errors import UserError
+from tools.run.runtime import autocast, resolve_device, stream
 
 from .checkpoint import read_cfn
 from .store import check_layout, open_images

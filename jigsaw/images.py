@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
-from tools.errors import UserError
-from tools.paths import inside, is_regular
-from tools.preprocess import MAX_PIXELS
+from tools.run.errors import UserError
+from tools.run.paths import inside, is_regular
+from tools.caffe.preprocess import MAX_PIXELS
 
 from .config import MIN_SIDE
 from .layouts import jps_array

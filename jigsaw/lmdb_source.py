@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 
-from tools import caffe_pb2 as pb
-from tools.errors import UserError
+from tools.caffe import caffe_pb2 as pb
+from tools.run.errors import UserError
 
 from .config import MIN_SIDE
 from .images import BadImage, decode

@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from tools.atomic import atomic_open
-from tools.errors import UserError
+from tools.run.atomic import atomic_open
+from tools.run.errors import UserError
 
 
 class TrainLogs:

@@ -11,9 +11,9 @@ import os
 
 import numpy as np
 
-from tools.atomic import atomic_open
-from tools import hdf5
-from tools.errors import UserError
+from tools.run.atomic import atomic_open
+from tools.run import hdf5
+from tools.run.errors import UserError
 
 N_TILES = 9
 _ALL = None

@@ -5,7 +5,7 @@ import os
 import matplotlib
 import numpy as np
 
-from tools.atomic import atomic_open
+from tools.run.atomic import atomic_open
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

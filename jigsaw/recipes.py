@@ -31,7 +31,7 @@ bbrattoli: paper with each tile channel also divided by its standard deviation (
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
-from tools.errors import UserError
+from tools.run.errors import UserError
 
 GRID = 3  # a 3 x 3 puzzle
 

@@ -12,9 +12,10 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from tools import hdf5
-from tools.errors import UserError
-from tools.runtime import die_with_parent
+from tools.run import hdf5
+from tools.run.errors import UserError
+from tools.run.folder import RunFolder
+from tools.run.runtime import die_with_parent
 
 from .config import MIN_SIDE
 from .images import BadImage, list_images, load_image, to_layout
@@ -71,57 +72,62 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
         raise UserError(f"-o {out}: is a folder; give the store's file name, e.g. {os.path.join(out, 'store.h5')}")
     side = stored_side(layout, size)
     digest = hashlib.sha1(("\n".join(map(_shown, names)) + f"|{side}|{layout}|{min_side}").encode()).hexdigest()
-    partial = out + ".partial"
-    try:
-        f = _open_partial(partial, len(names), side, layout, digest)
-    except OSError as e:
-        raise UserError(f"{out}: cannot write the store ({e})") from None
-    images, paths = f["images"], f["paths"]
-    start, count = int(f.attrs["next"]), int(f.attrs["count"])
-    skipped = [(p.decode(), r.decode()) for p, r in zip(f["skipped_paths"][()], f["skipped_reasons"][()])]
-    workers = workers or max(1, (os.cpu_count() or 1))
-    if records is not None:
-        jobs = ((name, value, size, layout, min_side) for name, value in records.values(start))
-    else:
-        jobs = ((_shown(rel), os.path.join(source, rel), size, layout, min_side) for rel in names[start:])
-    bar = tqdm(total=len(names), initial=start, unit="img", desc="prepare", disable=not progress)
-    i = start
-    try:
-        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
-            while True:  # bounded submission: LMDB values travel to the workers a chunk at a time
-                chunk = list(itertools.islice(jobs, 32 * workers))
-                if not chunk:
-                    break
-                for rel, arr, reason in pool.map(_decode, chunk, chunksize=8):
-                    i += 1
-                    with _writing(partial):
-                        if arr is None:
-                            skipped.append((rel, reason))
-                        else:
-                            images[count] = arr
-                            paths[count] = rel
-                            count += 1
-                        if i % FLUSH_EVERY == 0 or i == len(names):
-                            _checkpoint(f, i, count, skipped)
-                    bar.update(1)
-    except KeyboardInterrupt:
-        _checkpoint(f, i, count, skipped)
-        f.close()
-        raise
-    finally:
-        bar.close()
+    # two prepares writing one store would interleave their images; out.lock is gone again at the end
+    with RunFolder.for_file(out, "jigsaw prepare") as folder:
+        folder.open()
+        partial = out + ".partial"
+        try:
+            f = _open_partial(partial, len(names), side, layout, digest)
+        except OSError as e:
+            raise UserError(f"{out}: cannot write the store ({e})") from None
+        folder.begun()  # the .partial store is this run's state: an interrupted run continues from it
+        images, paths = f["images"], f["paths"]
+        start, count = int(f.attrs["next"]), int(f.attrs["count"])
+        skipped = [(p.decode(), r.decode()) for p, r in zip(f["skipped_paths"][()], f["skipped_reasons"][()])]
+        workers = workers or max(1, (os.cpu_count() or 1))
         if records is not None:
-            records.close()
-    with _writing(partial):
-        images.resize(count, axis=0)
-        paths.resize(count, axis=0)
-        f.attrs["complete"] = True
-        f.close()
-    if count == 0:
-        raise UserError(f"{source}: none of the {len(names)} images could be used "
-                         f"(first: {skipped[0][0]}: {skipped[0][1]})")
-    os.replace(partial, out)
-    return count, skipped
+            jobs = ((name, value, size, layout, min_side) for name, value in records.values(start))
+        else:
+            jobs = ((_shown(rel), os.path.join(source, rel), size, layout, min_side) for rel in names[start:])
+        bar = tqdm(total=len(names), initial=start, unit="img", desc="prepare", disable=not progress)
+        i = start
+        try:
+            with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+                while True:  # bounded submission: LMDB values travel to the workers a chunk at a time
+                    chunk = list(itertools.islice(jobs, 32 * workers))
+                    if not chunk:
+                        break
+                    for rel, arr, reason in pool.map(_decode, chunk, chunksize=8):
+                        i += 1
+                        with _writing(partial):
+                            if arr is None:
+                                skipped.append((rel, reason))
+                            else:
+                                images[count] = arr
+                                paths[count] = rel
+                                count += 1
+                            if i % FLUSH_EVERY == 0 or i == len(names):
+                                _checkpoint(f, i, count, skipped)
+                        bar.update(1)
+        except KeyboardInterrupt:
+            _checkpoint(f, i, count, skipped)
+            f.close()
+            raise
+        finally:
+            bar.close()
+            if records is not None:
+                records.close()
+        with _writing(partial):
+            images.resize(count, axis=0)
+            paths.resize(count, axis=0)
+            f.attrs["complete"] = True
+            f.close()
+        if count == 0:  # finished, with nothing to keep: no .partial is left to "resume"
+            os.unlink(partial)
+            raise UserError(f"{source}: none of the {len(names)} images could be used "
+                             f"(first: {skipped[0][0]}: {skipped[0][1]})")
+        os.replace(partial, out)
+        return count, skipped
 
 
 # the error of a write to a store that failed: HDF5's own exit handler then crashes (SIGSEGV) flushing

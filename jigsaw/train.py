@@ -5,7 +5,6 @@ Every random choice of iteration k (which images, the puzzle draws, dropout) is 
 (seed, k), so `--resume` from a checkpoint replays exactly the iterations the uninterrupted run
 would have made. Multi-GPU: launch with torchrun; each process takes a slice of every batch.
 """
-import json
 import os
 import signal
 import sys
@@ -19,14 +18,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tools.atomic import atomic_open, ensure_dir
-from tools.checkpoint import save_checkpoint
-from tools.errors import UserError
-from tools.prototxt import read_solver
-from tools.runrecord import read_record, wants_resume
-from tools.runtime import autocast, lock_folder, resolve_device, seed_of, stream, use_bf16
-from tools.solver import CaffeSolver
-from tools.tensorboard import Scalars
+from tools.run.atomic import ensure_dir
+from tools.run.checkpoint import save_checkpoint
+from tools.run.errors import UserError
+from tools.caffe.prototxt import read_solver
+from tools.run.folder import RunFolder
+from tools.run.runtime import autocast, resolve_device, seed_of, stream, use_bf16
+from tools.caffe.solver import CaffeSolver
+from tools.run.tensorboard import Scalars
 
 from .batches import BatchStream, split_indices
 from .caffe_form import to_caffe
@@ -80,10 +79,10 @@ class _Run:
     model: CFN
     solver: CaffeSolver
     last: str               # the run's last.pt
-    lock: Any = None        # the output folder's lock, held for the run's life
+    folder: Optional[RunFolder] = None  # cfg.out: locked (rank 0) for the run's life, its record
     start: int = 0
     saved: Optional[int] = None  # the iteration last.pt holds
-    board: Any = None       # TensorBoard scalars (tools.tensorboard), a no-op unless --tensorboard
+    board: Any = None       # TensorBoard scalars (tools.run.tensorboard), a no-op unless --tensorboard
     monitor: Any = None     # --monitor: called with (model, recipe, device) -> {"knn_conv1": ...}
 
 
@@ -165,9 +164,10 @@ def _restore(run: _Run):
 
 
 def _setup(cfg: TrainConfig) -> _Run:
-    cfg.resume = wants_resume(cfg.resume, os.path.exists(os.path.join(cfg.out, "last.pt")))
-    if cfg.resume:  # before anything is opened: the record says what may not change
+    folder = RunFolder(cfg.out, "jigsaw train", state=("last.pt",))
+    if folder.decide(cfg.resume):  # before anything is opened: the record says what may not change
         check_resume(cfg, recorded_config(cfg.out), cfg.out)
+    cfg.resume = folder.resuming
     rank, world, device = _processes(cfg)
     sp = _solver_param(cfg)
     perms_np = load_permutations(cfg.permutations)
@@ -185,44 +185,33 @@ def _setup(cfg: TrainConfig) -> _Run:
     if cfg.init == "msra" and not cfg.resume:
         _calibrate(run)
     run.solver = CaffeSolver(model.param_groups(), sp)
-    ensure_dir(cfg.out)
-    if rank == 0:  # two runs writing one folder would interleave its logs and checkpoints
-        run.lock = lock_folder(cfg.out, "jigsaw train")
-    try:
+    run.folder = folder
+    try:  # two runs writing one folder would interleave its logs and checkpoints: rank 0 locks it
+        folder.open(lock=rank == 0)
         _claim(run)
     except BaseException:
-        if run.lock is not None:
-            run.lock.close()
+        folder.abandon()  # a refused start leaves no folder (or lock) behind
         raise
     return run
 
 
 def _claim(run: _Run):
-    """The output folder, locked: clean what killed writers left, continue or start the record."""
+    """The output folder, locked: continue or start the record."""
     cfg, rank = run.cfg, run.rank
-    if rank == 0:  # temporary files of writers killed mid-write (SIGKILL runs no cleanup)
-        for folder in (cfg.out, os.path.join(cfg.out, "caffe")):
-            for name in os.listdir(folder) if os.path.isdir(folder) else ():
-                if name.startswith(".tmp-"):
-                    os.unlink(os.path.join(folder, name))
-    if os.path.exists(run.last) and not cfg.resume:
-        raise UserError(f"{cfg.out} already holds a run (last.pt); pass --resume or choose another --out")
+    if rank == 0:
+        RunFolder.clean(os.path.join(cfg.out, "caffe"))
     data_id = fingerprint(run.source)
     if cfg.resume:
-        if not os.path.exists(run.last):
-            raise UserError(f"{run.last}: nothing to resume")
-        was = read_record(cfg.out, ("data", "data_fingerprint"))
+        was = run.folder.recorded(("data", "data_fingerprint"))
         if was.get("data_fingerprint") not in (None, data_id):
             raise UserError(f"{cfg.data}: not the images the run in {cfg.out} was trained on "
                             f"({was.get('data')}); resume with those, or start a new --out")
         _restore(run)
     if rank == 0:  # config.json records the start; each resume gets its own record beside it
-        first = not cfg.resume or not os.path.exists(os.path.join(cfg.out, "config.json"))
-        name = "config.json" if first else f"resume_{run.start}.json"
-        with atomic_open(os.path.join(cfg.out, name), "w") as f:
-            json.dump(dict(asdict(cfg), device=run.device.type if cfg.device == "auto" else cfg.device,
-                           world_size=run.world, start_iter=run.start, images=len(run.source),
-                           data_fingerprint=data_id), f, indent=2)
+        first = not cfg.resume or not run.folder.has_record()
+        run.folder.write(dict(asdict(cfg), device=run.device.type if cfg.device == "auto" else cfg.device,
+                              world_size=run.world, start_iter=run.start, images=len(run.source),
+                              data_fingerprint=data_id), resume_index=None if first else run.start)
 
 
 def _step(run: _Run, net, batches: BatchStream, part: slice):
@@ -367,6 +356,5 @@ def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:
         if run.world > 1:
             dist.barrier()
             dist.destroy_process_group()
-        if run.lock is not None:
-            run.lock.close()
+        run.folder.close()
     return metrics

@@ -1,6 +1,6 @@
 """`python -m prototxt`: rewrite the generated CFN files here from jigsaw/architecture.py."""
 from jigsaw.caffe_form import committed_prototxts
-from tools.atomic import atomic_open
+from tools.run.atomic import atomic_open
 
 from . import path
 

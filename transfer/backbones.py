@@ -12,8 +12,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from tools.checkpoint import load_checkpoint
-from tools.errors import UserError
+from tools.run.checkpoint import load_checkpoint
+from tools.run.errors import UserError
 
 BACKBONES = {}
 

@@ -4,8 +4,8 @@ import json
 import os
 from dataclasses import asdict, fields
 
-from tools.errors import UserError
-from tools.options import check_types
+from tools.run.errors import UserError
+from tools.run.options import check_types
 
 from .config import FinetuneConfig
 

@@ -4,10 +4,10 @@ import json
 import os
 import sys
 
-from tools.cli_runner import add_version, run_cli
-from tools.errors import UserError
-from tools.options import add_options, check_types, given
-from tools.runrecord import read_record
+from tools.run.cli_runner import add_version, run_cli
+from tools.run.errors import UserError
+from tools.run.options import add_options, check_types, given
+from tools.run.folder import RunFolder
 
 from .config import RUN_FIELDS, RUN_OPTIONS, FinetuneConfig, ProbeConfig
 
@@ -75,8 +75,8 @@ def _config(args, base):
     if args.out is None:
         raise UserError(f"{args.command}: --out is required")
     if args.resume:
-        recorded = check_types(FinetuneConfig, read_record(args.out, RUN_FIELDS, machine=("device", "workers")),
-                               os.path.join(args.out, "config.json"))
+        recorded = check_types(FinetuneConfig, RunFolder(args.out, "transfer run").recorded(
+            RUN_FIELDS, machine=("device", "workers")), os.path.join(args.out, "config.json"))
         if not recorded and args.resume != "auto":
             raise UserError(f"{os.path.join(args.out, 'config.json')}: no run to resume here")
         fields.update(recorded)

@@ -3,15 +3,17 @@ twins (`--twin-seed`), per label budget: test accuracy mean ± SE and the margin
 import json
 import os
 
-from tools.errors import UserError
+from tools.run.errors import UserError
+from tools.run.folder import RunFolder
 
 from .probe_tables import pair
 
 
 def _run(folder):
     try:
-        with open(os.path.join(folder, "config.json")) as f:
-            config = json.load(f)
+        config = RunFolder(folder, "transfer run").read()
+        if not config:
+            raise FileNotFoundError(2, "no record", os.path.join(folder, "config.json"))
         with open(os.path.join(folder, "summary.json")) as f:
             summary = json.load(f)
         return config, float(summary["test_accuracy"])

@@ -1,12 +1,12 @@
 """The settings of `transfer finetune` / `transfer run` and `transfer probe`: dataclasses whose fields are
-also the command lines' options (tools.options), recorded in each run folder's config.json."""
+also the command lines' options (tools.run.options), recorded in each run folder's config.json."""
 import argparse
 from dataclasses import dataclass
 from typing import Optional
 
-from tools.cli_runner import positive
-from tools.options import option
-from tools.runrecord import RESUME_CHOICES, RESUME_HELP
+from tools.run.cli_runner import positive
+from tools.run.options import option
+from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP
 
 # Seed 003's settings: head phase Adam 0.01, exp 0.9995/iteration, decay 1e-3, <= 200 epochs, patience 5;
 # fine-tune phase Adam 5e-4, step gamma 0.2, decay 5e-4, <= 50 epochs, patience 1.

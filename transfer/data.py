@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from tools.errors import UserError
-from tools.preprocess import read_image
+from tools.run.errors import UserError
+from tools.caffe.preprocess import read_image
 
 from .datasets import DatasetError
 

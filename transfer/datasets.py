@@ -15,8 +15,8 @@ from typing import Optional
 import numpy as np
 
 from jigsaw.images import EXTENSIONS as IMAGE_EXT
-from tools.errors import DatasetError, UserError  # noqa: F401 (DatasetError: transfer's name for it too)
-from tools.paths import inside, is_regular
+from tools.run.errors import DatasetError, UserError  # noqa: F401 (DatasetError: transfer's name for it too)
+from tools.run.paths import inside, is_regular
 
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
 MAX_IDX_BYTES = 1 << 31

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tools.atomic import atomic_open
+from tools.run.atomic import atomic_open
 
 
 def pooled(t, target_dim):

@@ -9,14 +9,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tools.atomic import atomic_open, ensure_dir
-from tools.checkpoint import load_checkpoint, save_checkpoint
-from tools.errors import UserError
-from tools.prototxt import read_solver
-from tools.runrecord import changes, check_fixed, read_record, wants_resume
-from tools.runtime import autocast, lock_folder, resolve_device, use_bf16
-from tools.solver import CaffeSolver
-from tools.tensorboard import Scalars
+from tools.run.atomic import atomic_open
+from tools.run.checkpoint import load_checkpoint, save_checkpoint
+from tools.run.errors import UserError
+from tools.run.folder import RunFolder
+from tools.caffe.prototxt import read_solver
+from tools.run.runrecord import changes, check_fixed
+from tools.run.runtime import autocast, resolve_device, use_bf16
+from tools.caffe.solver import CaffeSolver
+from tools.run.tensorboard import Scalars
 
 from .backbones import build_backbone, first_conv
 from .config import FIXED_ON_RESUME, RUN_FIELDS, FinetuneConfig
@@ -141,25 +142,19 @@ def finetune(cfg: FinetuneConfig):
     cfg.out. Returns (summary, model); a resumed run that had already finished returns its summary and None."""
     if cfg.labels_per_class is not None:
         parse_budget(cfg.labels_per_class)  # a bad budget is said before the folder is made
-    ensure_dir(cfg.out)
-    lock = lock_folder(cfg.out, "transfer run")  # two runs writing one folder would interleave its files
-    try:
-        return _finetune(cfg)
-    finally:
-        lock.close()
+    # two runs writing one folder would interleave its files; a start refused before config.json leaves none
+    with RunFolder(cfg.out, "transfer run", state=RUN_FILES) as folder:
+        folder.decide(cfg.resume)
+        return _finetune(cfg, folder.open())
 
 
-def _claim(cfg):
+def _claim(cfg, folder):
     """Start, or resume with the recorded settings kept: refused in one line before anything is written."""
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
-    used = [n for n in RUN_FILES if os.path.exists(os.path.join(cfg.out, n))]
-    cfg.resume = wants_resume(cfg.resume, bool(used))
+    cfg.resume = folder.resuming
     if not cfg.resume:
-        if used:
-            raise UserError(f"{cfg.out} already holds a transfer run ({', '.join(used)}); pass --resume or "
-                            "choose another --out")
         return None, {}
-    recorded = read_record(cfg.out, RUN_FIELDS + ("classes",))
+    recorded = folder.recorded(RUN_FIELDS + ("classes",))
     if not recorded:
         raise UserError(f"{os.path.join(cfg.out, 'config.json')}: no run to resume here")
     if cfg.input_size is None:  # the model's own, which config.json records resolved
@@ -187,8 +182,8 @@ def _max_epochs(cfg, phase):
     return min(most, cfg.epochs) if cfg.epochs else most
 
 
-def _finetune(cfg):
-    ck, recorded = _claim(cfg)
+def _finetune(cfg, folder):
+    ck, recorded = _claim(cfg, folder)
     done = _finished(cfg, ck)
     if done is not None:
         print(f"{cfg.out}: the run is finished (summary.json); nothing to resume")
@@ -236,14 +231,14 @@ def _finetune(cfg):
     phases = _phases(cfg, backbone.scratch)
     history = ck["history"] if ck else []
     if not recorded:  # config.json describes the start; each resume is recorded beside it
-        save_checkpoint(stats_path, list(stats))
-        _write_json(os.path.join(cfg.out, "config.json"), dict(
+        folder.write(dict(
             asdict(cfg), classes=classes, input_size=size, mean=stats[0].tolist(), std=stats[1].tolist(),
             backbone=getattr(backbone, "record", {}), phases=phases,
             input=("the backbone's own" if preprocess else "standardised by the training split")))
+        save_checkpoint(stats_path, list(stats))  # after the record: a folder with stats alone would block a start
     else:
-        _write_json(os.path.join(cfg.out, f"resume_{len(history)}.json"),
-                    dict(epochs_done=len(history), device=str(device), changed=changes(cfg, recorded, RUN_FIELDS)))
+        folder.write(dict(epochs_done=len(history), device=str(device), changed=changes(cfg, recorded, RUN_FIELDS)),
+                     resume_index=len(history))
     print(f"transfer: {cfg.model} on {cfg.dataset} ({len(classes)} classes), {device}, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters; train {len(splits['train'])}, "
           f"val {len(splits['val'])}, test {len(splits['test'])} images at {size} px; phases "
@@ -347,8 +342,9 @@ def _finish(cfg, model, data, splits, result, conv1_before, device):
 
 def load_run(out):
     """(model, config dict) of a finished `transfer` run folder, for plots and inference."""
-    with open(os.path.join(out, "config.json")) as f:
-        conf = json.load(f)
+    conf = RunFolder(out, "transfer run").read()
+    if not conf:
+        raise UserError(f"{out}: not a transfer run folder (no config.json)")
     weights = conf.get("weights") or "none"
     backbone = build_backbone(conf["model"], weights)
     size = conf.get("input_size") or backbone.input_size

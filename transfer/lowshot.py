@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tools.errors import UserError
+from tools.run.errors import UserError
 
 from .knn import knn_accuracy, similarities, view, vote
 

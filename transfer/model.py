@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from tools.errors import UserError
+from tools.run.errors import UserError
 
 
 def make_head(spec, in_dim, n_classes, seed=0):

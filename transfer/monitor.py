@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from jigsaw.architecture import CONVS
 from jigsaw.tiles import branch_input
-from tools.errors import UserError
+from tools.run.errors import UserError
 
 from .data import ImageSplit
 from .datasets import load_dataset

@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 import torch
 
-from tools.atomic import atomic_open
+from tools.run.atomic import atomic_open
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

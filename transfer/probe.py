@@ -22,9 +22,10 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from tools.atomic import atomic_open, ensure_dir
-from tools.errors import UserError
-from tools.runtime import resolve_device
+from tools.run.atomic import atomic_open, ensure_dir
+from tools.run.errors import UserError
+from tools.run.folder import RunFolder
+from tools.run.runtime import resolve_device
 
 from .backbones import build_backbone
 from .config import ProbeConfig
@@ -199,55 +200,58 @@ def probe(cfg: ProbeConfig):
     data["train"] = torch.utils.data.DataLoader(data["train"].dataset, batch_size=cfg.batch_size)  # in order
     if "linear" not in cfg.protocols and not multilabel:
         del data["val"]  # only the full-label linear probe reads it: its features are not extracted
-    ensure_dir(cfg.out)
-    # a net's features depend on it and on all of these: another setting gets its own cache, never a stale one
-    common = dict(model=cfg.model, size=size, target_dim=cfg.target_dim, limit_train=cfg.limit_train,
-                  **({"limit_test": cfg.limit_test} if cfg.limit_test else {}),  # the old caches stay valid
-                  val_fraction=cfg.val_fraction, seed=cfg.seed, dataset=cfg.dataset, data_root=cfg.data_root, version=3)
-    # a twin depends on the architecture and the input it is scaled to, not on which weights file gave them
-    shape = dict(shapes=[list(p.shape) for p in backbone.parameters()],
-                 record={k: v for k, v in backbone.record.items() if k != "recipe_source"})
-    tags = ["pretrained"] if len(pretrained) == 1 else [f"pretrained{i}" for i in range(len(pretrained))]
-    twins = [f"random{i}" for i in range(len(seeds))]
-    identities = [dict(weights=str(w), stamp=stamp(w)) for w in weights]
-    identities += [dict(twin=s, init=cfg.twin_init, **shape) for s in seeds]
-    caches = {tag: os.path.join(cfg.out, "cache", _digest(dict(common, **ident)))
-              for tag, ident in zip(tags + twins, identities)}
-    with atomic_open(os.path.join(cfg.out, "config.json"), "w") as f:
-        json.dump(dict(asdict(cfg), twin_seeds=seeds, classes=classes, input_size=size, backbone=backbone.record,
-                       input="the backbone's own" if preprocess else "standardised by the training split",
-                       features={t: os.path.relpath(c, cfg.out) for t, c in caches.items()}), f, indent=2)
-    sample = next(iter(data["train"]))[0]  # a CFN's He twins start at the scale its pretraining did
-    nets = list(zip(tags, pretrained)) + [(t, None) for t in twins]
-    layers, n_classes = backbone.blocks, len(classes)
-    linear, fit_rows, knn, lowshot, dims, svm, timing = {}, [], {}, {}, {}, {}, []
-    for (tag, net), ident in zip(nets, identities):
-        cache = ensure_dir(caches[tag])
-        if not os.path.exists(os.path.join(cache, "net.json")):
-            with atomic_open(os.path.join(cache, "net.json"), "w") as f:  # what this folder holds, for people
-                json.dump(dict(common, **ident), f, indent=2)
-        if net is None:  # built only now: a twin's weights are not kept in memory beside the others'
-            net = make_twin(backbone, ident["twin"], cfg.twin_init, cfg.model, sample)
-        clock = [time.perf_counter()]
-        feats = extract(net, cfg.model, data, cache, tag, cfg, device)
-        clock.append(time.perf_counter())
-        dims.update({layer: int(feats[(layer, "train")].shape[1]) for layer in layers})
-        if multilabel:
-            svm.update({(tag, layer): got for layer, got in _svm_net(feats, layers, cfg, cache).items()})
-        if "linear" in cfg.protocols and not multilabel:
-            for layer, got in _probe_net(feats, layers, n_classes, cfg, cache).items():
-                linear[(tag, layer)] = _best(got["fits"])
-                fit_rows += [dict(model=tag, layer=layer, **f) for f in got["fits"]]
-        clock.append(time.perf_counter())
-        if ("knn" in cfg.protocols or budgets) and not multilabel:
-            full, lowshot[tag] = _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets)
-            knn.update({(tag, layer): a for layer, a in full.items()})
-        clock.append(time.perf_counter())
-        seconds = [round(b - a, 1) for a, b in zip(clock, clock[1:])]  # a kept result costs ~0
-        timing.append(dict(net=tag, features_s=seconds[0], linear_or_svm_s=seconds[1], knn_and_lowshot_s=seconds[2]))
-    write_csv(os.path.join(cfg.out, "timing.csv"), timing)
-    lowshot = {tag: got for tag, got in lowshot.items() if got}
-    return _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot, svm)
+    # two probes writing one folder would race on its caches and tables
+    with RunFolder(cfg.out, "transfer probe", state=()) as folder:
+        # a net's features depend on it and on all of these: another setting gets its own cache, never a stale one
+        common = dict(model=cfg.model, size=size, target_dim=cfg.target_dim, limit_train=cfg.limit_train,
+                      **({"limit_test": cfg.limit_test} if cfg.limit_test else {}),  # the old caches stay valid
+                      val_fraction=cfg.val_fraction, seed=cfg.seed, dataset=cfg.dataset, data_root=cfg.data_root,
+                      version=3)
+        # a twin depends on the architecture and the input it is scaled to, not on which weights file gave them
+        shape = dict(shapes=[list(p.shape) for p in backbone.parameters()],
+                     record={k: v for k, v in backbone.record.items() if k != "recipe_source"})
+        tags = ["pretrained"] if len(pretrained) == 1 else [f"pretrained{i}" for i in range(len(pretrained))]
+        twins = [f"random{i}" for i in range(len(seeds))]
+        identities = [dict(weights=str(w), stamp=stamp(w)) for w in weights]
+        identities += [dict(twin=s, init=cfg.twin_init, **shape) for s in seeds]
+        caches = {tag: os.path.join(cfg.out, "cache", _digest(dict(common, **ident)))
+                  for tag, ident in zip(tags + twins, identities)}
+        folder.open()  # a probe re-run in its folder reuses the feature caches; its record is rewritten
+        folder.write(dict(asdict(cfg), twin_seeds=seeds, classes=classes, input_size=size, backbone=backbone.record,
+                          input="the backbone's own" if preprocess else "standardised by the training split",
+                          features={t: os.path.relpath(c, cfg.out) for t, c in caches.items()}))
+        sample = next(iter(data["train"]))[0]  # a CFN's He twins start at the scale its pretraining did
+        nets = list(zip(tags, pretrained)) + [(t, None) for t in twins]
+        layers, n_classes = backbone.blocks, len(classes)
+        linear, fit_rows, knn, lowshot, dims, svm, timing = {}, [], {}, {}, {}, {}, []
+        for (tag, net), ident in zip(nets, identities):
+            cache = ensure_dir(caches[tag])
+            if not os.path.exists(os.path.join(cache, "net.json")):
+                with atomic_open(os.path.join(cache, "net.json"), "w") as f:  # what this folder holds, for people
+                    json.dump(dict(common, **ident), f, indent=2)
+            if net is None:  # built only now: a twin's weights are not kept in memory beside the others'
+                net = make_twin(backbone, ident["twin"], cfg.twin_init, cfg.model, sample)
+            clock = [time.perf_counter()]
+            feats = extract(net, cfg.model, data, cache, tag, cfg, device)
+            clock.append(time.perf_counter())
+            dims.update({layer: int(feats[(layer, "train")].shape[1]) for layer in layers})
+            if multilabel:
+                svm.update({(tag, layer): got for layer, got in _svm_net(feats, layers, cfg, cache).items()})
+            if "linear" in cfg.protocols and not multilabel:
+                for layer, got in _probe_net(feats, layers, n_classes, cfg, cache).items():
+                    linear[(tag, layer)] = _best(got["fits"])
+                    fit_rows += [dict(model=tag, layer=layer, **f) for f in got["fits"]]
+            clock.append(time.perf_counter())
+            if ("knn" in cfg.protocols or budgets) and not multilabel:
+                full, lowshot[tag] = _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets)
+                knn.update({(tag, layer): a for layer, a in full.items()})
+            clock.append(time.perf_counter())
+            seconds = [round(b - a, 1) for a, b in zip(clock, clock[1:])]  # a kept result costs ~0
+            timing.append(dict(net=tag, features_s=seconds[0], linear_or_svm_s=seconds[1],
+                               knn_and_lowshot_s=seconds[2]))
+        write_csv(os.path.join(cfg.out, "timing.csv"), timing)
+        lowshot = {tag: got for tag, got in lowshot.items() if got}
+        return _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot, svm)
 
 
 def _svm_net(feats, layers, cfg, cache):

@@ -4,7 +4,7 @@ import csv
 
 import numpy as np
 
-from tools.atomic import atomic_open
+from tools.run.atomic import atomic_open
 
 
 def mean_se(values):

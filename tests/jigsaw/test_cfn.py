@@ -10,9 +10,9 @@ import prototxt
 from jigsaw.caffe_form import caffe_blobs, from_caffe, to_caffe
 from jigsaw.caffe_form import cfn_prototxt, committed_prototxts
 from jigsaw.cfn import CFN
-from tools.prototxt import read_solver
+from tools.caffe.prototxt import read_solver
 from tools import load_caffe_net
-from tools.errors import CaffeError
+from tools.run.errors import CaffeError
 
 PROTO = os.path.join(os.path.dirname(__file__), "..", "..", "prototxt")
 
@@ -86,8 +86,8 @@ def test_to_caffe_matches_opencv_and_round_trips(tmp_path):
 
 
 def test_from_caffe_reports_missing_layers(tmp_path):
-    from tools.caffemodel import write_caffemodel
-    from tools.prototxt import read_net
+    from tools.caffe.caffemodel import write_caffemodel
+    from tools.caffe.prototxt import read_net
     m = CFN(8, width=0.25)
     blobs = {k: v for k, v in caffe_blobs(m).items() if not k.startswith("fc7")}
     net = read_net(cfn_prototxt(m.widths, 8))

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from jigsaw.train import TrainConfig, train
-from tools.layers.lrn import lrn_across
+from tools.caffe.layers.lrn import lrn_across
 
-from ..tools import reference as ref
+from ..tools.caffe import reference as ref
 from .conftest import small_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -24,7 +24,7 @@ BRANCH = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
 
 def _build(path_or_text, phase, weights=None, shapes=None, batch=2):
-    from tools.prototxt import read_net
+    from tools.caffe.prototxt import read_net
     net_param = read_net(path_or_text, phase=phase)
     data_layers = [lp for lp in net_param.layer if lp.type == "Data"]
     inputs = shapes or {}
@@ -115,7 +115,7 @@ def test_the_forks_original_train_vals_build_and_run(name, phase):
 def test_the_forks_jps_pp_prototxt_equals_our_recipe(tmp_path):
     """The original file names its fc6 params fc6s_w (weights copy by layer name, so that is fine)
     and its fc8 has 1000 outputs: a 24-way CFN's fc8 is padded into it."""
-    from tools.prototxt import read_net
+    from tools.caffe.prototxt import read_net
     net_param = read_net(os.path.join(FORK, "train_val_cfn_jps++.prototxt"), phase="TEST")
     for lp in net_param.layer:
         if lp.name == "fc8":

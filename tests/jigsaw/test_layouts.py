@@ -13,8 +13,8 @@ from PIL import Image
 from jigsaw.layouts import JPS_SIDE, jps_resized_size
 from jigsaw.store import ImageStore, check_layout, open_images, prepare
 from jigsaw.recipes import recipe
-from tools import caffe_pb2 as pb
-from tools.errors import UserError
+from tools.caffe import caffe_pb2 as pb
+from tools.run.errors import UserError
 
 
 def _fork_form(rgb):

@@ -4,7 +4,7 @@ import pytest
 
 from jigsaw.permutations import (hamming_stats, load_permutations, make_permutations,
                                  save_permutations)
-from tools.errors import UserError
+from tools.run.errors import UserError
 
 
 def test_1000_permutations_mean_distance_at_least_8():

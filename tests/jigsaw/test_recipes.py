@@ -5,7 +5,7 @@ import torch
 
 from jigsaw.recipes import RECIPES, recipe, recipe_of, recipe_record
 from jigsaw.tiles import GRAYED, NONE, PROJECTED, draw, make_puzzles
-from tools.errors import UserError
+from tools.run.errors import UserError
 
 from .fork_reference import datum_from_rgb, merge_data, mvn_across, transform
 

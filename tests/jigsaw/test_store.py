@@ -9,7 +9,7 @@ from PIL import Image
 from jigsaw import store as store_mod
 from jigsaw.images import load_image
 from jigsaw.store import ImageStore, prepare
-from tools.errors import UserError
+from tools.run.errors import UserError
 
 
 def _odd_folder(root, photo_dir):

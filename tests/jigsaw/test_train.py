@@ -146,7 +146,7 @@ def test_two_process_ddp_on_gloo_matches_one_process(tmp_path, photo_store, perm
 
 def test_divergence_stops_with_one_line_and_keeps_the_last_finite_checkpoint(tmp_path, photo_store, perms, capsys):
     """lr 1e-4 for three iterations, then 1e12: the loss or the weights stop being finite."""
-    from tools.caffemodel import read_caffemodel
+    from tools.caffe.caffemodel import read_caffemodel
     solver = tmp_path / "s.prototxt"
     solver.write_text('base_lr: 0.0001 lr_policy: "multistep" gamma: 1e16 stepvalue: 3 momentum: 0.9 '
                       "max_iter: 40 snapshot: 1 display: 0\n")
@@ -220,7 +220,7 @@ def test_msra_init_trains_with_the_short_run_solver_and_sgd_stops_with_the_fix(t
 
 
 def test_a_second_run_on_a_held_output_folder_is_one_line(tmp_path, photo_store, perms, capsys):
-    from tools.runtime import lock_folder
+    from tools.run.folder import lock_folder
     out = tmp_path / "busy"
     out.mkdir()
     held = lock_folder(str(out), "jigsaw train")  # as a first run, still training, holds it

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tools import caffe_pb2 as pb
-from tools.caffemodel import parse_caffemodel, write_caffemodel
-from tools.errors import CaffeError
-from tools.net import CaffeNet
-from tools.textformat import parse_text
-from tools.upgrade import upgrade_net
+from tools.caffe import caffe_pb2 as pb
+from tools.caffe.caffemodel import parse_caffemodel, write_caffemodel
+from tools.run.errors import CaffeError
+from tools.caffe.net import CaffeNet
+from tools.caffe.textformat import parse_text
+from tools.caffe.upgrade import upgrade_net
 
 NET_TEXT = '''name: "fuzz"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 12 dim: 12 } } }

@@ -23,7 +23,7 @@ HEADROOM = 2 << 30  # what a command may allocate beyond its imports; every host
 
 def _imports_peak():
     """Peak address space of a process that has imported everything the commands import."""
-    code = ("import torch, h5py, PIL.Image, jigsaw.train, transfer.finetune, tools.net; "
+    code = ("import torch, h5py, PIL.Image, jigsaw.train, transfer.finetune, tools.caffe.net; "
             "print([l for l in open('/proc/self/status') if l.startswith('VmPeak')][0].split()[1])")
     out = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, check=True)
     return int(out.stdout.strip()) * 1024
@@ -119,17 +119,17 @@ CASES = {
     "a 9000x8000 PNG, the only image": ("jigsaw.cli", lambda t: (
         (t / "src").mkdir(), _png(t / "src" / "big.png", (9000, 8000), "L"),
         ["prepare", t / "src", "-o", t / "s.h5"])[-1], "huge"),
-    "InnerProduct 768 -> 2,000,000 for --summary": ("tools.cli", lambda t: [
+    "InnerProduct 768 -> 2,000,000 for --summary": ("tools.caffe.cli", lambda t: [
         _prototxt(t, 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
                      'inner_product_param { num_output: 2000000 } }'), "--summary"], "NEEDS_ZERO"),
-    "Flatten with axis after end_axis": ("tools.cli", lambda t: [
+    "Flatten with axis after end_axis": ("tools.caffe.cli", lambda t: [
         _prototxt(t, 'layer { name: "f" type: "Flatten" bottom: "data" top: "f" '
                      'flatten_param { axis: 1 end_axis: 0 } }'), "--summary"], "axis"),
-    "HDF5 caffemodel whose /data is not a group": ("tools.cli", lambda t: (
+    "HDF5 caffemodel whose /data is not a group": ("tools.caffe.cli", lambda t: (
         _h5_data(t), [_prototxt(t, 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
                                    'inner_product_param { num_output: 2 } }'), t / "w.caffemodel.h5",
                       "-o", t / "w.pt"])[-1], "not a group"),
-    "a 0-byte .pt to caffe-convert": ("tools.cli", lambda t: (
+    "a 0-byte .pt to caffe-convert": ("tools.caffe.cli", lambda t: (
         (t / "e.pt").write_bytes(b""), [t / "e.pt", "-o", t / "pair"])[-1], "e.pt"),
     "a 0-byte .pt as transfer --weights": ("transfer.cli", lambda t: (
         (t / "e.pt").write_bytes(b""), _idx(t / "m", 10),
@@ -185,10 +185,11 @@ def _torch_save(path, obj):
 
 def _snapshot(folder):
     out = {}
-    for base, _, files in os.walk(folder):
+    for base, dirs, files in os.walk(folder):
+        out.update({os.path.relpath(os.path.join(base, d), folder) + "/": None for d in dirs})
         for name in files:
             path = os.path.join(base, name)
-            if os.path.isfile(path) and name != ".lock":
+            if os.path.isfile(path):
                 with open(path, "rb") as f:
                     out[os.path.relpath(path, folder)] = f.read()
     return out
@@ -211,4 +212,6 @@ def test_hostile_input_is_one_line_exit_2_bounded_and_changes_nothing(tmp_path, 
         assert needle in lines[0], lines[0]
     after = _snapshot(work)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing there before was changed
+    if needle != "NEEDS_ZERO":  # and a refused command leaves nothing new: no folder, no lock
+        assert sorted(after) == sorted(before), sorted(set(after) - set(before))
     assert not (work / "PWNED").exists()

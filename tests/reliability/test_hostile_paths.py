@@ -11,7 +11,7 @@ from PIL import Image
 
 from jigsaw.caffe_form import caffe_blobs, from_caffe
 from jigsaw.images import decode, list_images
-from tools.errors import UserError
+from tools.run.errors import UserError
 from transfer.datasets import load_cub200
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -100,7 +100,7 @@ def test_hdf5_files_that_read_elsewhere_or_lie_about_their_size(tmp_path):
 
     from jigsaw.permutations import load_permutations
     from jigsaw.store import ImageStore
-    from tools.caffemodel import read_caffemodel
+    from tools.caffe.caffemodel import read_caffemodel
     secret = tmp_path / "secret.bin"
     secret.write_bytes(bytes(range(9)) * 8)
     with h5py.File(tmp_path / "ext.h5", "w") as f:  # a dataset whose bytes live in another file
@@ -151,8 +151,8 @@ def test_prepare_into_a_folder_is_one_line_before_any_work(tmp_path):
 def test_cfn_caffemodels_with_impossible_shapes_are_one_line(tmp_path, layer, shape):
     from jigsaw.caffe_form import cfn_prototxt
     from jigsaw.cfn import CFN
-    from tools.caffemodel import write_caffemodel
-    from tools.prototxt import read_net
+    from tools.caffe.caffemodel import write_caffemodel
+    from tools.caffe.prototxt import read_net
     m = CFN(10, 0.125)
     blobs = caffe_blobs(m)
     names = [f"{layer}_s{i}" for i in range(1, 10)] if layer != "fc8" else ["fc8"]

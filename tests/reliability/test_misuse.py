@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLIS = {"caffe-convert": "tools.cli", "jigsaw": "jigsaw.cli", "transfer": "transfer.cli"}
+CLIS = {"caffe-convert": "tools.caffe.cli", "jigsaw": "jigsaw.cli", "transfer": "transfer.cli"}
 
 
 def cli(module, *args, preexec=None):
@@ -72,7 +72,7 @@ def test_unwritable_output_folder_fails_before_any_work(tmp_path):
     blocker.write_text("a file where a folder is expected")
     r = cli("jigsaw.cli", "permutations", "-n", "10", "-o", blocker / "p.npy")
     assert r.returncode == 2 and "cannot write" in r.stderr
-    r = cli("tools.cli", "/proc/self/status", "-o", "/proc/self/x.pt")
+    r = cli("tools.caffe.cli", "/proc/self/status", "-o", "/proc/self/x.pt")
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 

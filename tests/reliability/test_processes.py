@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tools.errors import UserError
-from tools.runtime import lock_folder
+from tools.run.errors import UserError
+from tools.run.folder import lock_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -69,7 +69,7 @@ def test_one_run_per_output_folder(tmp_path):
     try:
         with pytest.raises(UserError, match="another jigsaw train is using this folder"):
             lock_folder(str(tmp_path), "jigsaw train")
-        r = subprocess.run([sys.executable, "-c", "import sys; from tools.runtime import lock_folder; "
+        r = subprocess.run([sys.executable, "-c", "import sys; from tools.run.folder import lock_folder; "
                             "lock_folder(sys.argv[1], 'jigsaw train')", str(tmp_path)],
                            capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
         assert r.returncode != 0 and "another jigsaw train" in r.stderr
@@ -111,15 +111,15 @@ def test_a_pair_is_written_as_a_unit_and_a_full_disk_is_one_line(tmp_path):
         net.layer("ip").weight.add_(1)
     save_caffe_net(net, str(tmp_path / "new.prototxt"), str(tmp_path / "new.caffemodel"))
     env = dict(os.environ, PYTHONPATH=ROOT)
-    r = subprocess.run([sys.executable, "-m", "tools.cli", str(tmp_path / "new.prototxt"), str(tmp_path / "new.caffemodel"),
+    r = subprocess.run([sys.executable, "-m", "tools.caffe.cli", str(tmp_path / "new.prototxt"), str(tmp_path / "new.caffemodel"),
                         "-o", str(tmp_path / "new.pt")], capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "tools.cli", str(tmp_path / "new.pt"), "-o", str(tmp_path / "pair")],
+    r = subprocess.run([sys.executable, "-m", "tools.caffe.cli", str(tmp_path / "new.pt"), "-o", str(tmp_path / "pair")],
                        capture_output=True, text=True, cwd=ROOT, env=env, preexec_fn=_limited(2048))
     assert r.returncode == 2 and "cannot write" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert {n: (tmp_path / n).read_bytes() for n in before} == before  # the old pair, whole
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
-    r = subprocess.run([sys.executable, "-m", "tools.cli", str(tmp_path / "new.prototxt"), str(tmp_path / "new.caffemodel"),
+    r = subprocess.run([sys.executable, "-m", "tools.caffe.cli", str(tmp_path / "new.prototxt"), str(tmp_path / "new.caffemodel"),
                         "-o", str(tmp_path / "big.pt")], capture_output=True, text=True, cwd=ROOT, env=env,
                        preexec_fn=_limited(4096))
     last = r.stderr.strip().splitlines()[-1]
@@ -147,7 +147,7 @@ def test_weights_come_from_the_file_that_was_parsed(tmp_path):
     import torch
 
     from tools import CaffeNet, save_caffe_net
-    from tools.caffemodel import read_caffemodel
+    from tools.caffe.caffemodel import read_caffemodel
     net, text = _ip_net(256)
     save_caffe_net(net, str(tmp_path / "a.prototxt"), str(tmp_path / "a.caffemodel"))
     want = net.layer("ip").weight.detach().clone()
@@ -156,7 +156,7 @@ def test_weights_come_from_the_file_that_was_parsed(tmp_path):
         net.layer("ip").weight.fill_(7)
     save_caffe_net(net, None, str(tmp_path / "b.caffemodel"))
     os.replace(tmp_path / "b.caffemodel", tmp_path / "a.caffemodel")  # another file now has the path
-    from tools.prototxt import read_net
+    from tools.caffe.prototxt import read_net
     back = CaffeNet(read_net(text), weights=named)
     assert torch.equal(back.layer("ip").weight, want) and not np.allclose(want.numpy(), 7)
 

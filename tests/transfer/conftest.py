@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from jigsaw.cfn import CFN
-from tools.checkpoint import save_checkpoint
+from tools.run.checkpoint import save_checkpoint
 
 
 @pytest.fixture

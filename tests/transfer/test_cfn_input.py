@@ -7,7 +7,7 @@ import torch
 
 from jigsaw.caffe_form import to_caffe
 from jigsaw.cfn import CFN
-from tools.checkpoint import save_checkpoint
+from tools.run.checkpoint import save_checkpoint
 from transfer.backbones import build_backbone
 from transfer.data import loaders
 from transfer.datasets import Split

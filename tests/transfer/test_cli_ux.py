@@ -39,7 +39,7 @@ def test_an_offline_weight_name_is_one_line_pointing_to_a_local_file(monkeypatch
 
     import torchvision
 
-    from tools.errors import UserError
+    from tools.run.errors import UserError
     from transfer.backbones import build_backbone
 
     def offline(*a, **k):

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from tools.errors import UserError
+from tools.run.errors import UserError
 from transfer.cli import main
 from transfer.datasets import FASHION_MNIST_DEBIAN
 from transfer.finetune import FinetuneConfig, finetune
@@ -129,7 +129,7 @@ def test_two_stage_recipe_starts_stage_two_from_stage_one(tmp_path, monkeypatch,
 def test_semi_supervised_finetune_trains_on_the_labelled_draw_only(tmp_path, monkeypatch):
     import numpy as np
 
-    from tools.errors import UserError
+    from tools.run.errors import UserError
     from transfer import finetune as finetune_mod
     from transfer.datasets import load_dataset
     from transfer.lowshot import draw_labelled
@@ -196,6 +196,7 @@ def test_freeze_through_keeps_the_lower_blocks_and_retrains_the_rest_from_a_fres
     with pytest.raises(UserError, match="not a block"):
         finetune(FinetuneConfig(dataset="fashion-mnist", data_root=root, model="cfn", weights=jigsaw_ckpt,
                                 freeze_through="conv9", out=str(tmp_path / "bad"), progress=False))
+    assert not (tmp_path / "bad").exists()  # refused after --out was made: no folder is left to block a rerun
 
 
 def test_voc2007_fine_tunes_a_sigmoid_head_and_reports_map(tmp_path, jigsaw_ckpt):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tools.errors import UserError
+from tools.run.errors import UserError
 from transfer.knn import knn_accuracy
 from transfer.lowshot import (choose_decay, choose_decays, stacked_row_space, draw_labelled, fit_softmax, folds_of, lowshot_layer, parse_budget,
                               row_space)

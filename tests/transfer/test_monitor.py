@@ -11,7 +11,7 @@ from jigsaw.config import TrainConfig
 from jigsaw.train import train
 from tests.jigsaw.conftest import photo_dir, photo_store, small_run  # noqa: F401 (fixtures)
 from tests.transfer.test_datasets import mnist_like
-from tools.checkpoint import load_checkpoint
+from tools.run.checkpoint import load_checkpoint
 from transfer.knn import knn_accuracy
 from transfer.monitor import KnnMonitor
 

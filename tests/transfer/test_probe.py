@@ -8,8 +8,8 @@ import torch
 
 from jigsaw.caffe_form import FILLERS
 from jigsaw.cfn import CFN
-from tools.checkpoint import save_checkpoint
-from tools.errors import UserError
+from tools.run.checkpoint import save_checkpoint
+from tools.run.errors import UserError
 from transfer import features as features_mod
 from transfer import probe as probe_mod
 from transfer.backbones import build_backbone

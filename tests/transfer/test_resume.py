@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import transfer.finetune as ft
-from tools.runtime import lock_folder
+from tools.run.folder import lock_folder
 from transfer.cli import main
 from transfer.finetune import FinetuneConfig, finetune
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from tools.errors import UserError
+from tools.run.errors import UserError
 from transfer.backbones import build_backbone
 from transfer.early_stopping import EarlyStopping
 from transfer.model import TransferModel, make_head

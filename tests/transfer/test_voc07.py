@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.errors import UserError
+from tools.run.errors import UserError
 from transfer.voc07 import CLASSES, average_precision, load_voc2007, mean_ap, read_split
 
 

@@ -1,0 +1,229 @@
+"""Where Caffe's layers, net and solvers decide an edge case, we decide it the same way; each case cites the
+BVLC source line it follows. Tolerances: exact where Caffe's rule is a choice (ties, masks, shapes), 1e-6
+on float32 gradients of O(1)."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from tools import load_caffe_net, save_caffe_net
+from tools.caffe.caffemodel import read_caffemodel, write_caffemodel
+from tools.run.errors import CaffeError
+from tools.caffe.prototxt import read_net, read_solver
+from tools.caffe.solver import CaffeSolver, learning_rate
+
+from .helpers import input_layer
+
+FLT_MIN = 1.1754943508222875e-38
+
+
+def net_of(text, shapes=None, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_caffe_net((input_layer(shapes) if shapes else "") + text, seed=0, **kw)
+
+
+def one(body, shapes, bottoms=("data",), tops=("out",), **kw):
+    return net_of('layer { name: "L" ' + body + " " + " ".join(f'bottom: "{b}"' for b in bottoms) + " "
+                  + " ".join(f'top: "{t}"' for t in tops) + " }", shapes, **kw)
+
+
+def grad(net, x, name="data", top="out"):
+    x = x.clone().requires_grad_(True)
+    net(**{name: x})[top].sum().backward()
+    return x.grad
+
+
+def test_prelu_slope_applies_at_zero():  # prelu_layer.cpp: (x > 0) + slope * (x <= 0)
+    net = one('type: "PReLU"', {"data": (1, 2, 1, 3)})
+    g = grad(net, torch.tensor([[[[-1.0, 0.0, 2.0]], [[0.0, 0.0, 1.0]]]]))
+    assert g.flatten().tolist() == [0.25, 0.25, 1.0, 0.25, 0.25, 1.0]
+
+
+def test_eltwise_max_routes_each_gradient_to_one_bottom():  # eltwise_layer.cpp: the max mask
+    net = one('type: "Eltwise" eltwise_param { operation: MAX }', {"a": (4,), "b": (4,), "c": (4,)},
+              bottoms=("a", "b", "c"))
+    a, b, c = (torch.tensor(v, requires_grad=True) for v in
+               ([1.0, 2.0, 3.0, 0.0], [1.0, 2.0, 1.0, 0.0], [0.0, 2.0, 3.0, 5.0]))
+    net(a=a, b=b, c=c)["out"].sum().backward()
+    # a tie of a and b goes to b; a later bottom takes over only when strictly greater
+    assert a.grad.tolist() == [0, 0, 1, 0] and b.grad.tolist() == [1, 1, 0, 0] and c.grad.tolist() == [0, 0, 0, 1]
+
+
+def test_eltwise_coeff_is_refused_with_prod_only():  # eltwise_layer.cpp LayerSetUp
+    shapes = {"a": (3,), "b": (3,)}
+    net = one('type: "Eltwise" eltwise_param { operation: MAX coeff: 2 coeff: 3 }', shapes, bottoms=("a", "b"))
+    assert net(a=torch.ones(3), b=torch.zeros(3))["out"].tolist() == [1, 1, 1]  # MAX ignores coeff
+    with pytest.raises(CaffeError, match="PROD"):
+        one('type: "Eltwise" eltwise_param { operation: PROD coeff: 2 coeff: 3 }', shapes, bottoms=("a", "b"))
+
+
+@pytest.mark.parametrize("mode,side", [("FLOOR", 2), ("CEIL", 3), ("", 3)])
+def test_pooling_round_mode(mode, side):  # caffe.proto PoolingParameter field 13; pooling_layer.cpp Reshape
+    rm = f"round_mode: {mode}" if mode else ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "unknown field" warning
+        net = load_caffe_net(input_layer({"data": (1, 1, 6, 6)}) + 'layer { name: "L" type: "Pooling" bottom: "data" '
+                             f'top: "out" pooling_param {{ pool: MAX kernel_size: 3 stride: 2 {rm} }} }}')
+    x = torch.arange(36.0).reshape(1, 1, 6, 6)
+    out = net(x)["out"]
+    assert out.shape[-2:] == (side, side) and net.blob_shapes["out"] == (1, 1, side, side)
+    assert out[0, 0, 0].tolist()[:2] == [14.0, 16.0]
+
+
+def test_global_max_pooling_sends_the_gradient_to_the_first_maximum():  # pooling_layer.cpp: strict >
+    net = one('type: "Pooling" pooling_param { pool: MAX global_pooling: true }', {"data": (1, 1, 2, 2)})
+    g = grad(net, torch.tensor([[[[1.0, 3.0], [3.0, 3.0]]]]))
+    assert g.flatten().tolist() == [0, 1, 0, 0]
+
+
+def test_bnll_gradient_is_finite_and_clamped_like_caffe():  # bnll_layer.cpp: kBNLL_THRESHOLD 50
+    net = one('type: "BNLL"', {"data": (5,)})
+    x = torch.tensor([-200.0, -1.0, 0.0, 60.0, 200.0])
+    g = grad(net, x)
+    e = np.exp(np.minimum(x.numpy().astype(np.float64), 50.0))
+    assert torch.isfinite(g).all() and np.allclose(g.numpy(), e / (e + 1), atol=1e-6)
+    assert np.allclose(net(x)["out"].numpy(), np.logaddexp(0, x.numpy().astype(np.float64)), rtol=1e-6)
+
+
+def test_clip_passes_the_gradient_at_its_bounds():  # clip_layer.cpp: x >= min && x <= max
+    net = one('type: "Clip" clip_param { min: 0 max: 1 }', {"data": (5,)})
+    assert grad(net, torch.tensor([-1.0, 0.0, 0.5, 1.0, 2.0])).tolist() == [0, 1, 1, 1, 0]
+
+
+def test_accuracy_counts_a_tie_against_the_label():  # accuracy_layer.cpp: >= with the label's own
+    net = one('type: "Accuracy"', {"data": (2, 3), "label": (2,)}, bottoms=("data", "label"))
+    out = net(data=torch.tensor([[1.0, 1.0, 0.0], [2.0, 1.0, 0.0]]), label=torch.tensor([0.0, 0.0]))["out"]
+    assert float(out) == 0.5
+
+
+def test_softmax_loss_gradient_where_the_label_probability_underflows():  # softmax_loss_layer.cpp
+    net = one('type: "SoftmaxWithLoss"', {"data": (1, 3), "label": (1,)}, bottoms=("data", "label"))
+    x = torch.tensor([[0.0, 100.0, 0.0]], requires_grad=True)
+    loss = net(data=x, label=torch.tensor([0.0]))["out"]
+    loss.backward()
+    assert float(loss) == pytest.approx(-math.log(FLT_MIN), rel=1e-6)
+    assert np.allclose(x.grad.numpy(), [[-1.0, 1.0, 0.0]], atol=1e-6)
+
+
+TWO_LOSSES = '''
+layer { name: "l1" type: "EuclideanLoss" bottom: "a" bottom: "b" top: "l1" loss_weight: 0.5 }
+layer { name: "l2" type: "EuclideanLoss" bottom: "a" bottom: "c" top: "l2" loss_weight: 2 }
+layer { name: "l3" type: "EuclideanLoss" bottom: "b" bottom: "c" top: "l3" }
+layer { name: "s" type: "Eltwise" bottom: "b" bottom: "c" top: "s" loss_weight: 0.25 }
+'''
+
+
+def test_the_objective_is_the_loss_weighted_sum_of_tops():  # net.cpp: loss_weight x top
+    net = net_of(TWO_LOSSES, {"a": (2, 3), "b": (2, 3), "c": (2, 3)})
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(2, 3, generator=g) for _ in range(3))
+    out = net(a=a, b=b, c=c, outputs=["l1", "l2", "l3", "s"])
+    want = 0.5 * out["l1"] + 2 * out["l2"] + out["l3"] + 0.25 * out["s"].sum()
+    assert torch.allclose(net.objective(a=a, b=b, c=c), want)
+    two_tops = net_of('layer { name: "l" type: "SoftmaxWithLoss" bottom: "a" bottom: "y" top: "l" top: "p" '
+                      "loss_weight: 1 loss_weight: 0 }", {"a": (2, 3), "y": (2,)})
+    assert two_tops.loss_weights == [("l", 1.0)]
+    with pytest.raises(CaffeError, match="loss_weight 2 time"):
+        net_of('layer { name: "l" type: "EuclideanLoss" bottom: "a" bottom: "b" top: "l" '
+               "loss_weight: 1 loss_weight: 2 }", {"a": (2, 3), "b": (2, 3)})
+
+
+def test_propagate_down_false_stops_the_gradient_at_that_bottom():  # net.cpp: bottom_need_backward_
+    net = one('type: "EuclideanLoss" propagate_down: true propagate_down: false', {"a": (2, 3), "b": (2, 3)},
+              bottoms=("a", "b"))
+    a, b = torch.randn(2, 3, requires_grad=True), torch.randn(2, 3, requires_grad=True)
+    net.objective(a=a, b=b).backward()
+    assert a.grad is not None and b.grad is None
+    with pytest.raises(CaffeError, match="propagate_down"):
+        one('type: "EuclideanLoss" propagate_down: false', {"a": (2, 3), "b": (2, 3)}, bottoms=("a", "b"))
+
+
+def test_threshold_has_no_backward_and_says_so():  # threshold_layer.cpp: Backward NOT_IMPLEMENTED
+    net = one('type: "Threshold" threshold_param { threshold: 0.5 }', {"data": (3,)})
+    assert net(torch.tensor([0.0, 0.5, 1.0]))["out"].tolist() == [0, 0, 1]
+    with pytest.raises(CaffeError, match="no backward"):
+        grad(net, torch.tensor([0.0, 0.5, 1.0]))
+
+
+SCALARS = '''layer { name: "s" type: "Scale" bottom: "data" top: "s" scale_param { num_axes: 0 bias_term: true } }
+layer { name: "p" type: "PReLU" bottom: "s" top: "p" prelu_param { channel_shared: true } }
+'''
+
+
+def test_scalar_parameters_are_0_axis_blobs_both_ways(tmp_path):  # blob.cpp ShapeEquals; prelu_layer.cpp
+    shapes = {"data": (2, 3, 4, 4)}
+    net = net_of(SCALARS, shapes)
+    assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == {"s.weight": (), "s.bias": (), "p.weight": ()}
+    save_caffe_net(net, str(tmp_path / "n.prototxt"), str(tmp_path / "n.caffemodel"))
+    assert [[b.shape for b in blobs] for _, blobs in read_caffemodel(str(tmp_path / "n.caffemodel"))[1]
+            if blobs] == [[(), ()], [()]]
+    # as Caffe writes them: shape {} with no dims
+    write_caffemodel(str(tmp_path / "c.caffemodel"), read_net(input_layer(shapes) + SCALARS),
+                     {"s": [np.float32(2.0), np.float32(0.5)], "p": [np.float32(0.1)]})
+    back = net_of(SCALARS, shapes, weights=str(tmp_path / "c.caffemodel"))
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.allclose(back(x)["p"], torch.nn.functional.prelu(2 * x + 0.5, torch.tensor([0.1])))
+
+
+def test_batchnorm_updates_its_statistics_whenever_it_uses_the_batchs():  # batch_norm_layer.cpp
+    net = one('type: "BatchNorm" batch_norm_param { use_global_stats: false }', {"data": (4, 2)})
+    net.eval()
+    with torch.no_grad():
+        net(torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]]))
+    layer = net.layer("L")
+    assert float(layer.scale_factor[0]) == 1.0 and layer.mean.tolist() == [4.0, 5.0]
+
+
+def test_dummy_data_shapes_and_fillers():  # dummy_data_layer.cpp
+    net = net_of('layer { name: "d" type: "DummyData" top: "x" top: "y" dummy_data_param { num: 2 channels: 3 '
+                 'channels: 1 height: 4 width: 5 data_filler { type: "constant" value: 7 } } }')
+    out = net(outputs=["x", "y"])
+    assert out["x"].shape == (2, 3, 4, 5) and out["y"].shape == (2, 1, 4, 5) and bool((out["y"] == 7).all())
+    rnd = net_of('layer { name: "d" type: "DummyData" top: "x" dummy_data_param { shape { dim: 3 dim: 2 } '
+                 'data_filler { type: "gaussian" std: 1 } } }')
+    assert not torch.equal(rnd(outputs=["x"])["x"], rnd(outputs=["x"])["x"])  # random fillers refill
+    with pytest.raises(CaffeError, match="channels"):
+        net_of('layer { name: "d" type: "DummyData" top: "x" top: "y" top: "z" dummy_data_param { num: 1 '
+               "channels: 1 channels: 2 height: 1 width: 1 } }")
+
+
+def test_repeated_stepvalues_advance_one_step_per_iteration():  # sgd_solver.cpp GetLearningRate
+    sp = read_solver('lr_policy: "multistep" base_lr: 1 gamma: 0.5 stepvalue: 10 stepvalue: 10 stepvalue: 20')
+    assert [learning_rate(sp, it) for it in (9, 10, 11, 19, 20)] == [1, 0.5, 0.25, 0.25, 0.125]
+
+
+@pytest.mark.parametrize("text,match", [
+    ("base_lr: 0.1", "lr_policy is not set"),
+    ('type: "AdaGrad" lr_policy: "fixed" base_lr: 0.1 momentum: 0.9', "momentum cannot be used with AdaGrad"),
+    ('type: "RMSProp" lr_policy: "fixed" base_lr: 0.1 momentum: 0.9', "momentum cannot be used with RMSProp"),
+    ('type: "SGD" solver_type: SGD lr_policy: "fixed" base_lr: 0.1', "both the legacy solver_type and type"),
+])
+def test_solvers_caffe_refuses(text, match):
+    with pytest.raises(CaffeError, match=match):
+        CaffeSolver([torch.nn.Parameter(torch.zeros(1))], read_solver(text))
+
+
+def test_an_empty_scale_filler_is_constant_zero():  # scale_layer.cpp: has_filler() ? filler : constant 1
+    shapes = {"data": (1, 2)}
+    assert net_of('layer { name: "s" type: "Scale" bottom: "data" top: "s" scale_param { filler {} } }',
+                  shapes).layer("s").weight.tolist() == [0, 0]
+    assert net_of('layer { name: "s" type: "Scale" bottom: "data" top: "s" }', shapes).layer("s").weight.tolist() == [1, 1]
+
+
+def test_blobs_written_in_the_prototxt_are_the_initial_weights():  # layer.hpp: blobs from the LayerParameter
+    net = net_of('layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { '
+                 "num_output: 1 } blobs { shape { dim: 1 dim: 2 } data: 3 data: 4 } blobs { shape { dim: 1 } "
+                 "data: 0.5 } }", {"data": (1, 2)})
+    assert float(net(torch.tensor([[1.0, 1.0]]))["ip"]) == 7.5
+
+
+@pytest.mark.parametrize("k,row", [(3, [0.5, 1.0, 0.5]), (4, [0.25, 0.75, 0.75, 0.25])])
+def test_bilinear_filler_is_the_current_formula(k, row):  # filler.hpp: c = (k - 1) / (2f)
+    net = net_of('layer { name: "up" type: "Deconvolution" bottom: "data" top: "up" convolution_param { '
+                 f'num_output: 1 kernel_size: {k} bias_term: false weight_filler {{ type: "bilinear" }} }} }}',
+                 {"data": (1, 1, 4, 4)})
+    w = net.layer("up").weight[0, 0]
+    assert np.allclose(w.detach().numpy(), np.outer(row, row), atol=1e-7)

@@ -1,0 +1,64 @@
+"""A run folder's record of its settings (config.json), read back by `--resume`: which settings a resumed
+run must keep, which it may change, and `--resume auto` for jobs that are restarted blindly."""
+import json
+import os
+from typing import Any, Dict, Iterable, Optional
+
+from .errors import UserError
+
+RESUME_CHOICES = ("yes", "auto")
+RESUME_HELP = ("continue the run in --out with the settings its config.json recorded; options given override "
+               "those that may change (a record of each resume is written beside config.json). 'auto': resume "
+               "if there is something to resume, else start (for preemptible jobs)")
+
+
+def wants_resume(value: Any, has_state: bool) -> bool:
+    """--resume (True or 'yes') resumes, '--resume auto' resumes when the folder has a run's state."""
+    if value == "auto":
+        return has_state
+    if value in (None, False, "", "no"):
+        return False
+    if value in (True, "yes"):
+        return True
+    raise UserError(f"--resume {value!r}: expected no value or 'auto'")
+
+
+def read_record(out: str, fields: Optional[Iterable[str]], machine: Iterable[str] = ()) -> Dict[str, Any]:
+    """The settings a run folder's config.json recorded, restricted to `fields` (all with None) and without
+    the `machine` ones (a run started on a GPU resumes on whatever is here); {} when there is none."""
+    path = os.path.join(out, "config.json")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable run record ({e})") from None
+    keep, drop = set(record if fields is None else fields), set(machine)
+    return {k: v for k, v in record.items() if k in keep and k not in drop}
+
+
+def _same(a, b) -> bool:
+    # JSON turns tuples into lists and may turn 1.0 into 1: compare the values, not their containers
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def check_fixed(cfg, recorded: Dict[str, Any], out: str, fixed: Iterable[str]) -> None:
+    """One line, before anything is written, when `cfg` changes a setting the run in `out` fixed."""
+    for field in fixed:
+        if field in recorded and not _same(recorded[field], getattr(cfg, field)):
+            raise UserError(f"{os.path.join(out, 'config.json')}: the run was started with {field} "
+                            f"{recorded[field]!r}; resuming with {getattr(cfg, field)!r} would change it "
+                            f"(start a new --out, or resume without --{field.replace('_', '-')})")
+
+
+def changes(cfg, recorded: Dict[str, Any], fields: Iterable[str]) -> Dict[str, Any]:
+    """The recorded settings that `cfg` changes, as {field: [was, now]} (what a resume record lists)."""
+    return {f: [recorded[f], getattr(cfg, f)] for f in fields
+            if f in recorded and not _same(recorded[f], getattr(cfg, f))}
