@@ -11,10 +11,12 @@ import threading
 import numpy as np
 import torch
 
+from tools.run.runtime import numpy_rng
+
 
 def split_indices(n, val_fraction, seed):
     """(train, val) image indices: a seeded shuffle, the last `val_fraction` held out (>= 1 image)."""
-    order = np.random.default_rng([seed, 7]).permutation(n)
+    order = numpy_rng(seed, 7).permutation(n)
     n_val = 0 if val_fraction <= 0 else max(1, int(round(n * val_fraction)))
     if n_val >= n:
         raise ValueError(f"{n} images cannot hold out {n_val} for validation")
@@ -24,7 +26,7 @@ def split_indices(n, val_fraction, seed):
 @functools.lru_cache(maxsize=2)
 def _epoch_order(seed, epoch, n):
     # a permutation of 1.3M images takes ~40 ms: once per epoch, not once per batch
-    order = np.random.default_rng([seed, 11, epoch]).permutation(n)
+    order = numpy_rng(seed, 11, epoch).permutation(n)
     order.flags.writeable = False
     return order
 

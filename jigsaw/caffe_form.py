@@ -7,16 +7,17 @@ A train_val for the jps / jps++ recipes starts with the jigsaw fork's own Data l
 crop 255, siamese/patch/jitter sizes, mean values; jps++ adds the second Data layer, MergeData, MVN
 and the x50 Power), so the fork's Caffe runs it as it runs its own train_val_cfn_jps*.prototxt.
 """
+import functools
 import math
 import os
 
 import numpy as np
 import torch
 
-from tools.run.atomic import atomic_open
+from tools.run.atomic import atomic_files, atomic_open
 from tools.caffe.caffemodel import read_caffemodel, write_caffemodel
 from tools.run.errors import CaffeError, UserError
-from tools.caffe.prototxt import read_net, write_prototxt
+from tools.caffe.prototxt import read_net
 
 from .architecture import BRANCH, CONVS, DROPOUT, FILLERS, PARAM_MULTS, SHARED, WEIGHTED, pool5_side
 from .cfn import CFN
@@ -168,6 +169,14 @@ def committed_prototxts():
 
 # ---- weights: a CFN module <-> the Caffe pair --------------------------------------------------
 
+@functools.lru_cache(maxsize=4)
+def _deploy(widths, num_permutations, tile):
+    """The deploy text, written as the layer table gives it, and its NetParameter (which names the
+    caffemodel's layers), parsed once per net shape rather than at every snapshot."""
+    text = cfn_prototxt(dict(widths), num_permutations, "deploy", tile=tile)
+    return text, read_net(text)
+
+
 def caffe_blobs(model):
     """{caffe layer name: [weight, bias]} for the Caffe form (shared weights under every branch)."""
     out = {}
@@ -183,9 +192,11 @@ def to_caffe(model, prototxt_path, caffemodel_path, recipe=None, permutations=No
     `recipe`, also a train_val in that recipe's form (the jigsaw fork's data layers for jps /
     jps++; default path STEM_train_val.prototxt) and, with `permutations`, its hash file
     permutations_N.bin beside it (the fork's .bin form and name). Returns the paths written."""
-    net = read_net(cfn_prototxt(model.widths, model.num_permutations, "deploy", tile=model.tile))
-    write_prototxt(prototxt_path, net)
-    write_caffemodel(caffemodel_path, net, caffe_blobs(model))
+    text, net = _deploy(tuple(model.widths.items()), model.num_permutations, model.tile)
+    with atomic_files(caffemodel_path, prototxt_path) as (weights_tmp, text_tmp):  # the pair changes as a unit
+        write_caffemodel(weights_tmp, net, caffe_blobs(model))
+        with open(text_tmp, "w") as f:
+            f.write(text)
     written = [prototxt_path, caffemodel_path]
     if recipe:
         train_val_path = train_val_path or os.path.splitext(prototxt_path)[0] + "_train_val.prototxt"

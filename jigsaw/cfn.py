@@ -8,6 +8,7 @@ from torch import nn
 from tools.caffe import caffe_pb2 as pb
 from tools.caffe.fillers import fill
 from tools.caffe.ops import caffe_pool2d, lrn_across
+from tools.run.runtime import generator
 
 from .architecture import BRANCH, DROPOUT, FILLERS, PARAM_MULTS, WEIGHTED, pool5_side, widths_for
 
@@ -66,7 +67,7 @@ class CFN(nn.Module):
         init="msra": He-normal weights and zero biases, a faster start for short runs."""
         if init not in ("caffe", "msra"):
             raise ValueError(f"init must be 'caffe' or 'msra', got {init!r}")
-        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        g = generator(seed) if seed is not None else None
         for name, (std, bias) in FILLERS.items():
             layer = getattr(self, name)
             w = torch.empty(layer.weight.shape)

@@ -6,18 +6,79 @@ from typing import Optional
 
 import prototxt
 from tools.run.cli_runner import positive
-from tools.run.options import check_types, option
+from tools.run.options import check_settings, check_types, option
 from tools.run.folder import RunFolder
 from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP, check_fixed
 from tools.run.runtime import PRECISIONS
 
 from .architecture import DROPOUT
+from .layouts import LAYOUTS
 from .recipes import DEFAULT as DEFAULT_RECIPE
 
 MIN_SIDE = 64  # `jigsaw prepare`: images with a shorter side below this are junk unless the caller says otherwise
 DEFAULT_SOLVER = prototxt.path("cfn_solver.prototxt")
 RECIPE_HELP = ("puzzles: jps (the authors' released data layer), jps++ (MergeData, MVN x50), paper (per-tile "
                "mean, random crop), bbrattoli (per-tile mean/std); README: Recipes")
+
+
+@dataclass
+class PermutationsConfig:
+    output: str = option(help=".npy (0-indexed), .bin (original, 1-indexed) or .h5", flag=("-o", "--output"))
+    n: int = option(1000, "how many permutations", type=positive(int), flag="-n")
+    seed: int = option(0, "seed for the first permutation")
+    criterion: str = option("mean", "maximise the mean distance to the set (paper) or the minimum",
+                            choices=("mean", "min"))
+
+    def __post_init__(self):
+        check_settings(self)
+
+
+@dataclass
+class PrepareConfig:
+    source: str = option(help="folder of images (searched recursively), or a Caffe LMDB of Datum records (raw "
+                              "or encoded)", flag="source")
+    output: str = option(help="store to write, e.g. store.h5", flag=("-o", "--output"))
+    list: Optional[str] = option(None, "Caffe-style list file ('relative/path [label]' lines) instead of a search")
+    layout: str = option("jps", "jps (recipes jps, jps++): the fork's generate_jps_dataset form, shorter side 256 "
+                                "with OpenCV-bilinear geometry, centre 255 crop (+2 px it reads past); square "
+                                "(recipes paper, bbrattoli): --size squares, PIL bilinear", choices=LAYOUTS)
+    size: int = option(256, "side of the stored squares in the square layout", type=positive(int))
+    workers: Optional[int] = option(None, "decoding processes (default: all cores)", type=positive(int))
+    min_side: int = option(MIN_SIDE, "skip images whose shorter side is below this, as junk (lower it for "
+                                     "small-image sets such as 28 px Fashion-MNIST, upscaled with --size)",
+                           type=positive(int))
+    progress: bool = option(True, "no progress bar")
+
+    def __post_init__(self):
+        check_settings(self)
+
+
+@dataclass
+class EvaluateConfig:
+    weights: str = option(help="checkpoint .pt from `jigsaw train` or a CFN .caffemodel")
+    data: str = option(help="store (.h5) or image folder")
+    permutations: Optional[str] = option(None, "permutation file (needed with a .caffemodel)")
+    recipe: Optional[str] = option(None, "puzzles for a .caffemodel (default jps); a checkpoint's own is used")
+    batch_size: int = option(64, "puzzles per forward pass", type=positive(int))
+    repeats: int = option(1, "puzzles per image", type=positive(int))
+    seed: int = option(0, "seed of the puzzles drawn")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+
+    def __post_init__(self):
+        check_settings(self)
+
+
+@dataclass
+class ConvertConfig:
+    source: str = option(help="checkpoint .pt (to Caffe) or .caffemodel (to a checkpoint)", flag="source")
+    output: str = option(help="stem for NAME.prototxt + NAME.caffemodel, or a .pt", flag=("-o", "--output"))
+    prototxt: Optional[str] = option(None, "the .caffemodel's net (optional, checked against the weights)")
+    permutations: Optional[str] = option(None, "permutation file to store with a converted .caffemodel")
+    recipe: Optional[str] = option(None, "the recipe a .caffemodel was trained with, recorded in the checkpoint "
+                                         "(default jps, the original release's)")
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 @dataclass
@@ -77,6 +138,9 @@ class TrainConfig:
     resume: Optional[str] = option(None, RESUME_HELP, nargs="?", const="yes", choices=RESUME_CHOICES,
                                    metavar="auto")
     progress: bool = option(True, "no progress bar")
+
+    def __post_init__(self):
+        check_settings(self)  # however the settings came: options, a file, a record
 
 
 # Settings a resumed run must share with its start: they decide the puzzles, the batches, the

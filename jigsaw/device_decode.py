@@ -5,12 +5,13 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from tools.run.errors import UserError
+from tools.run.errors import ImageRefused
+from tools.run.images import open_image
 
 from .config import MIN_SIDE
-from .images import BadImage, list_images, load_image
+from .images import BadImage, list_images, load_image, store_refusal
 from .layouts import jps_array, stored_side
 
 
@@ -51,18 +52,14 @@ class DeviceJpegImages:
         return (self.size, self.size)
 
     def _device_decodable(self, rel):
-        """Header only, no pixels: a real JPEG, not tiny, within PIL's decompression-bomb limit
-        (nvJPEG would allocate whatever size a header claims). Anything else goes to PIL's path."""
+        """Header only, no pixels: a real JPEG that the PIL path would store too (the project's checks:
+        a regular file, not huge, not tiny or a sliver; nvJPEG would allocate whatever size a header
+        claims). Anything else goes to the PIL path, which says why it is skipped."""
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(os.path.join(self.root, rel)) as im:
-                    w, h = im.size
-                    fmt = im.format
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            with open_image(os.path.join(self.root, rel)) as im:
+                return im.format == "JPEG" and store_refusal(*im.size, self.min_side) is None
+        except ImageRefused:
             return False
-        limit = Image.MAX_IMAGE_PIXELS
-        return fmt == "JPEG" and min(w, h) >= self.min_side and (limit is None or w * h <= limit)
 
     def _fallback(self, rel):
         try:

@@ -1,20 +1,19 @@
 """Decode any image file (or encoded bytes) into a store layout's uint8 RGB array, robustly."""
-import io
 import os
-import warnings
+from typing import Optional
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile
 
 from tools.run.errors import UserError
+from tools.run.errors import ImageRefused
+from tools.run.images import EXTENSIONS, open_image
 from tools.run.paths import inside, is_regular
-from tools.caffe.preprocess import MAX_PIXELS
 
 from .config import MIN_SIDE
 from .layouts import jps_array
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 MAX_ASPECT = 16        # longer / shorter side: beyond it a centre crop is a sliver and the resize explodes
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -36,37 +35,29 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
+def store_refusal(w: int, h: int, min_side: int) -> Optional[str]:
+    """Why an image of w x h pixels does not go into a store (None: it does); both decoders ask this."""
+    if min(w, h) < min_side:
+        return f"tiny ({w}x{h}, shorter side < {min_side})"
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        return f"a sliver ({w}x{h}, sides over {MAX_ASPECT}:1)"
+    return None
+
+
 def decode(source, min_side=MIN_SIDE, draft_at=None):
     """An RGB PIL image from a path or encoded bytes; BadImage says why one cannot be used. JPEGs
     with a shorter side of at least `draft_at` decode at half size (faster, still >= 2x)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if not isinstance(source, bytes) and not is_regular(source):
-                raise BadImage("not a regular file")
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-                w, h = img.size
-                if min(w, h) < min_side:
-                    raise BadImage(f"tiny ({w}x{h}, shorter side < {min_side})")
-                if w * h > MAX_PIXELS:
-                    raise BadImage(f"huge ({w}x{h}, over {MAX_PIXELS} pixels)")
-                if max(w, h) > MAX_ASPECT * min(w, h):
-                    raise BadImage(f"a sliver ({w}x{h}, sides over {MAX_ASPECT}:1)")
-                if draft_at and img.format == "JPEG" and min(img.size) >= draft_at:
-                    img.draft("RGB", (img.size[0] // 2, img.size[1] // 2))
-                img.load()
-                return _to_rgb(img)
-    except BadImage:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage("huge (over PIL's decompression-bomb limit)") from None
-    except OSError as e:
-        msg = str(e)
-        reason = "truncated" if "truncated" in msg else ("not an image" if "cannot identify" in msg
-                                                        else f"unreadable ({msg})")
-        raise BadImage(reason) from None
-    except (ValueError, SyntaxError, MemoryError) as e:
-        raise BadImage(f"unreadable ({e})") from None
+        with open_image(source) as img:
+            refusal = store_refusal(*img.size, min_side)
+            if refusal:
+                raise BadImage(refusal)
+            if draft_at and img.format == "JPEG" and min(img.size) >= draft_at:
+                img.draft("RGB", (img.size[0] // 2, img.size[1] // 2))
+            img.load()
+            return _to_rgb(img)
+    except ImageRefused as e:
+        raise BadImage(e.reason) from None
 
 
 def to_layout(img, layout="square", size=256):

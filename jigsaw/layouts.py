@@ -12,8 +12,8 @@ Those two extra rows and columns hold the resized image's real pixels where it h
 its last row/column beyond.
 """
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+# torch is imported where an image is resized, so the command lines can read LAYOUTS without it
 
 JPS_SHORT, JPS_CROP, JPS_MARGIN = 256, 255, 2
 JPS_SIDE = JPS_CROP + JPS_MARGIN
@@ -31,6 +31,8 @@ def jps_resized_size(w, h):
 def resize_linear(x, height, width):
     """(3, H, W) uint8 tensor -> (3, height, width) uint8 with OpenCV INTER_LINEAR's geometry
     (within 1 grey level of cv2.resize: OpenCV rounds fixed-point weights, we round floats)."""
+    import torch
+    import torch.nn.functional as F
     y = F.interpolate(x[None].float(), size=(height, width), mode="bilinear", align_corners=False,
                       antialias=False)[0]
     return y.round_().clamp_(0, 255).to(torch.uint8)
@@ -38,6 +40,7 @@ def resize_linear(x, height, width):
 
 def jps_array(x):
     """(3, H, W) uint8 RGB tensor (any device) -> (257, 257, 3) uint8 in the jps layout."""
+    import torch
     h, w = x.shape[1:]
     nw, nh = jps_resized_size(w, h)
     r = resize_linear(x, nh, nw)

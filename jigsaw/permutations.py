@@ -14,6 +14,7 @@ import numpy as np
 from tools.run.atomic import atomic_open
 from tools.run import hdf5
 from tools.run.errors import UserError
+from tools.run.runtime import numpy_rng
 
 N_TILES = 9
 _ALL = None
@@ -34,7 +35,7 @@ def make_permutations(n: int, seed: int = 0, criterion: str = "mean") -> np.ndar
     pool = all_permutations()
     if not 1 <= n <= len(pool):
         raise ValueError(f"n must be between 1 and {len(pool)}, got {n}")
-    rng = np.random.default_rng(seed)
+    rng = numpy_rng(seed)
     columns = np.ascontiguousarray(pool.T)  # position-major: 9 long contiguous rows are fast to compare
 
     def distance_to(k):

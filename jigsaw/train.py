@@ -23,7 +23,7 @@ from tools.run.checkpoint import save_checkpoint
 from tools.run.errors import UserError
 from tools.caffe.prototxt import read_solver
 from tools.run.folder import RunFolder
-from tools.run.runtime import autocast, resolve_device, seed_of, stream, use_bf16
+from tools.run.runtime import autocast, resolve_device, seed_global, seed_of, stream, use_bf16
 from tools.caffe.solver import CaffeSolver
 from tools.run.tensorboard import Scalars
 
@@ -221,7 +221,7 @@ def _step(run: _Run, net, batches: BatchStream, part: slice):
     for _ in range(sp.iter_size):
         k, images = batches.next()
         d = draw(cfg.batch_size, len(run.perms_np), images.shape[1:3], run.pcfg, stream(cfg.seed, k)).slice(part)
-        torch.manual_seed(seed_of(cfg.seed, 3, k, run.rank))
+        seed_global(seed_of(cfg.seed, 3, k, run.rank))
         tiles = make_puzzles(images.to(run.device, non_blocking=True), run.perms, d, run.pcfg)
         label = d.label.to(run.device, non_blocking=True)
         with autocast(run.device, run.fast):

@@ -73,6 +73,29 @@ def test_options_are_derived_from_the_dataclass_with_defaults_written_once():
     assert given(_Settings, unset.parse_args(["--out", "o"])) == {"out": "o"}  # the rest: not given
 
 
+def test_every_jigsaw_command_takes_its_defaults_from_a_config_dataclass():
+    """jigsaw's command line writes no default of its own; what a file, a record or Python gives is checked
+    by the config itself (choices, positive numbers), so run code does not check it again."""
+    import re
+    from jigsaw.cli import build_parser
+    from jigsaw.config import ConvertConfig, EvaluateConfig, PermutationsConfig, PrepareConfig
+    from transfer.config import FinetuneConfig
+    assert not re.search(r"default=", _read("jigsaw/cli.py"))
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for command, cls in (("permutations", PermutationsConfig), ("prepare", PrepareConfig),
+                         ("evaluate", EvaluateConfig), ("convert", ConvertConfig)):
+        for f in dataclasses.fields(cls):
+            action = next(a for a in sub[command]._actions if a.dest == f.name)
+            if f.default is not dataclasses.MISSING:
+                assert action.default == f.default, (command, f.name)
+    with pytest.raises(UserError, match="setting 'criterion' is 'max': expected one of mean, min"):
+        PermutationsConfig(output="p.npy", criterion="max")
+    with pytest.raises(UserError, match="setting 'min_side' is 0: must be positive"):
+        PrepareConfig(source="s", output="o.h5", min_side=0)
+    with pytest.raises(UserError, match="setting 'phase' is 'all'"):
+        FinetuneConfig(dataset="fashion-mnist", model="mlp", out="o", phase="all")
+
+
 def test_runtime_device_precision_and_named_streams():
     assert resolve_device("auto").type in ("cpu", "cuda")
     if not __import__("torch").cuda.is_available():
@@ -86,12 +109,50 @@ def test_runtime_device_precision_and_named_streams():
     assert a.initial_seed() == b.initial_seed() == seed_of(3, 1)
 
 
-@pytest.mark.parametrize("module", ["tools.run.errors", "tools", "jigsaw", "jigsaw.cli", "transfer.cli"])
+@pytest.mark.parametrize("module", ["tools.run.errors", "tools", "tools.run", "tools.caffe", "tools.run.folder",
+                                    "tools.run.images", "jigsaw", "jigsaw.cli", "transfer.cli", "tools.caffe.cli"])
 def test_light_imports_do_not_load_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=ROOT))
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+def _imports(rel):
+    """The modules `rel` imports, relative ones resolved against its package."""
+    import ast
+    package = os.path.dirname(rel).replace(os.sep, ".")
+    out = set()
+    for node in ast.walk(ast.parse(_read(rel))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            name = ".".join(base + ([node.module] if node.module else []))
+            out.update([name] + [f"{name}.{a.name}" for a in node.names])
+    return out
+
+
+def test_the_floors_import_only_downwards():
+    """tools.run knows no Caffe; tools knows no jigsaw or transfer; jigsaw knows no transfer but at its one
+    composition point (the `jigsaw train` command line builds transfer's monitor for --monitor)."""
+    above = {"tools/run": ("tools.caffe", "jigsaw", "transfer"), "tools": ("jigsaw", "transfer"),
+             "jigsaw": ("transfer",)}
+    for floor, forbidden in above.items():
+        sources = _sources(floor)
+        assert sources, floor
+        for rel in sources:
+            bad = sorted(m for m in _imports(rel) if m.split(".")[0] in forbidden or m.startswith(forbidden))
+            if rel == "jigsaw/cli.py":
+                assert bad == ["transfer.monitor", "transfer.monitor.from_config"], bad
+            else:
+                assert not bad, (rel, bad)
+
+
+def test_the_public_names_stay_where_users_import_them():
+    from tools import (CaffeError, CaffeNet, LoadReport, UserError, load_caffe_net, read_caffemodel,  # noqa: F401
+                       read_net, read_solver, save_caffe_net, write_caffemodel, write_prototxt)
+    assert callable(load_caffe_net) and issubclass(CaffeError, UserError)
 
 
 def test_lazy_package_names_resolve():
@@ -146,6 +207,34 @@ def test_files_are_replaced_only_through_tools_atomic():
             assert not re.search(r"os\.(replace|rename)\(|def atomic_", _read(rel)), rel
 
 
+def test_user_images_are_opened_only_through_tools_run_images():
+    """One reader with the project's checks (regular file, MAX_PIXELS, bombs); the throughput benchmark's
+    baseline imitates the existing ports' bare loader on purpose."""
+    import re
+    hits = [rel for rel in _sources() if re.search(r"Image\.open\(", _read(rel))]
+    assert hits == ["benchmarks/pretrain_throughput.py", "tools/run/images.py"], hits
+    assert [rel for rel in _sources() if re.search(r"^MAX_PIXELS\s*=", _read(rel), re.M)] == ["tools/run/images.py"]
+
+
+def test_a_run_folders_lock_and_records_are_handled_only_by_run_folder():
+    import re
+    for pattern, owners in ((r"\bfcntl\b", ["tools/run/folder.py"]), (r"resume_\{", ["tools/run/folder.py"]),
+                            (r"\bread_record\(", ["tools/run/folder.py", "tools/run/runrecord.py"]),
+                            (r"\bwants_resume\(", ["tools/run/folder.py", "tools/run/runrecord.py"])):
+        hits = [rel for rel in _sources() if re.search(pattern, _read(rel))]
+        assert hits == owners, (pattern, hits)
+
+
+def test_random_streams_are_made_only_in_tools_run_runtime():
+    """Every generator and seed of the library comes from runtime's named streams (benchmarks, which time
+    other ports' ways, aside)."""
+    import re
+    pattern = r"default_rng\(|torch\.Generator\(|manual_seed\(|np\.random\.|SeedSequence|^import random"
+    hits = [rel for rel in _sources("tools", "jigsaw", "transfer") + ["demo.py"]
+            if re.search(pattern, _read(rel), re.M)]
+    assert hits == ["tools/run/runtime.py"], hits
+
+
 def test_the_smallest_image_side_is_written_once():
     import glob
     import re
@@ -154,9 +243,73 @@ def test_the_smallest_image_side_is_written_once():
     assert hits == [("jigsaw/config.py", "MIN_SIDE = 64")], hits
 
 
-def test_importing_the_cfn_loads_no_option_parser_run_record_or_layer_registry():
-    code = ("import sys, jigsaw.cfn; print(sorted(m for m in sys.modules if m in ('tools.run.options', 'tools.run.runrecord', "
-            "'tools.caffe.layers', 'tools.run.cli_runner', 'jigsaw.config', 'tools.caffe.prototxt', 'tools.caffe.caffemodel')))")
+@pytest.mark.parametrize("module", ["jigsaw.cfn", "jigsaw.recipes"])
+def test_importing_the_cfn_loads_no_option_parser_run_record_or_layer_registry(module):
+    """The model and the recipes are a library: no command-line config, run record or Caffe layer registry."""
+    code = (f"import sys, {module}; print(sorted(m for m in sys.modules if m in ('tools.run.options', "
+            "'tools.run.runrecord', 'tools.run.folder', 'tools.caffe.layers', 'tools.run.cli_runner', "
+            "'jigsaw.config', 'tools.caffe.prototxt', 'tools.caffe.caffemodel')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=ROOT))
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+# ARCHITECTURE.md's "who owns what": each fact, a pattern that finds where it is written, and the one place
+# (or the named places) allowed to write it. A second place makes the row fail.
+OWNERS = {
+    "pool-lrn": (r"^def (caffe_pool2d|caffe_pool_size|lrn_across)\b", ["tools/caffe/ops.py"], ()),
+    "torch-files": (r"torch\.(load|save)\(", ["tools/run/checkpoint.py"], ()),
+    "device": (r"cuda\.is_available\(\)", ["tools/run/runtime.py"], ("tools", "jigsaw", "transfer")),
+    "worker-lifetime": (r"PR_SET_PDEATHSIG", ["tools/run/runtime.py"], ()),
+    "error-types": (r"^class \w+\((UserError|CaffeError|DatasetError|DiskError)\)", ["tools/run/errors.py"], ()),
+    "exit-2": (r"exit\(2\)|return 2\b", ["tools/run/cli_runner.py"], ()),
+    "image-extensions": (r'"\.jpeg"', ["tools/run/images.py"], ()),
+    "safe-paths": (r"S_ISREG|^def inside\b", ["tools/run/paths.py"], ()),
+    "hdf5-guards": (r"getlink=True|is_virtual", ["tools/run/hdf5.py"], ()),
+    "lazy-names": (r"importlib\.import_module\(", ["tools/run/lazy.py"], ()),
+    "csv-tables": (r"csv\.DictWriter\(|csv\.writer\(", ["jigsaw/logs.py", "transfer/probe_tables.py"],
+                   ("tools", "jigsaw", "transfer")),
+    "caffemodel-wire": (r"def _encode_varint|def _parse_blob", ["tools/caffe/caffemodel.py"], ()),
+    "caffe-solvers": (r"^def learning_rate\b|^class CaffeSolver\b", ["tools/caffe/solver.py"], ()),
+    "caffe-fillers": (r"^def fill\b", ["tools/caffe/fillers.py"], ()),
+    "caffe-preprocess": (r"^def read_blobproto\b|^class Transform\b", ["tools/caffe/preprocess.py"], ()),
+    "layer-by-layer": (r"def steps\b", ["tools/caffe/net.py"], ()),
+    "export": (r"torch\.export\.export|torch\.onnx\.export", ["tools/caffe/export.py"], ()),
+    "opencv-check": (r"readNetFromCaffe", ["tools/caffe/verify.py"], ()),
+    "fixed-on-resume": (r"^FIXED_ON_RESUME\s*=", ["jigsaw/config.py", "transfer/config.py"], ()),
+    "recipes": (r"^class PuzzleConfig\b|^DEFAULT\s*=", ["jigsaw/recipes.py"], ()),
+    "catalog": (r"^def list_text\b", ["transfer/catalog.py"], ()),
+    "twins": (r"^def make_twin\b", ["transfer/twins.py"], ()),
+    "knn-vote": (r"^def (vote|knn_accuracy)\b", ["transfer/knn.py"], ()),
+    "labelled-draws": (r"^def (draw_labelled|fit_linear)\b", ["transfer/lowshot.py"], ()),
+    "probe-tables": (r"^def (pair|layer_rows)\b", ["transfer/probe_tables.py"], ()),
+    "voc07-ap": (r"^def (mean_ap|average_precision)\b", ["transfer/voc07.py"], ()),
+    "monitor": (r"^class \w*Monitor\b", ["transfer/monitor.py"], ()),
+}
+
+
+@pytest.mark.parametrize("row", sorted(OWNERS))
+def test_each_fact_has_its_one_place(row):
+    import re
+    pattern, owners, packages = OWNERS[row]
+    hits = [rel for rel in _sources(*packages) if re.search(pattern, _read(rel), re.M)]
+    assert hits == owners, hits
+
+
+def test_architecture_md_names_a_check_for_every_row_of_its_ownership_table():
+    """Each row of "Who owns what" ends in the check that holds it: an OWNERS row or a test function."""
+    import glob
+    import re
+    text = _read("ARCHITECTURE.md")
+    table = text[text.index("## Who owns what"):].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| fact")]
+    assert len(rows) >= 30, len(rows)
+    tests = "".join(open(p).read() for p in glob.glob(os.path.join(ROOT, "tests", "**", "*.py"), recursive=True))
+    named = set()
+    for line in rows:
+        check = re.findall(r"`([\w-]+)`", line.rstrip(" |").rsplit("|", 1)[-1])
+        assert check, line
+        for name in check:
+            assert name in OWNERS or f"def {name}(" in tests, (name, line)
+            named.add(name)
+    assert set(OWNERS) <= named  # and no check goes unexplained in the table

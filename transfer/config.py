@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tools.run.cli_runner import positive
-from tools.run.options import option
+from tools.run.options import check_settings, option
 from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP
 
 # Seed 003's settings: head phase Adam 0.01, exp 0.9995/iteration, decay 1e-3, <= 200 epochs, patience 5;
@@ -86,6 +86,9 @@ class FinetuneConfig:
                                    metavar="auto")
     progress: bool = option(True, "no progress bar")
 
+    def __post_init__(self):
+        check_settings(self)  # however the settings came: options, a file, a record
+
 
 # Settings that decide what the run's weights, splits and epochs mean: a resume keeps them. The epoch
 # caps and patience may change (each resume is recorded beside config.json), and so may the machine.
@@ -154,3 +157,6 @@ class ProbeConfig:
     seed: int = option(0, "seed for everything random")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     progress: bool = option(True, "no progress bar")
+
+    def __post_init__(self):
+        check_settings(self)  # however the settings came: options, a file, a record

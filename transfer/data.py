@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from tools.run.errors import UserError
-from tools.caffe.preprocess import read_image
+from tools.run.images import read_image
+from tools.run.runtime import generator, numpy_rng
 
 from .datasets import DatasetError
 
@@ -31,7 +32,7 @@ def _load(item, channels, size=None):
 
 def channel_stats(split, size, channels, limit=5000, seed=0, progress=False):
     """Per-channel mean and std of the (resized) training images on a 0-1 scale."""
-    idx = np.random.default_rng(seed).permutation(len(split))[:limit]
+    idx = numpy_rng(seed).permutation(len(split))[:limit]
     total, sq, n = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
     for i in tqdm(idx, desc="input statistics", leave=False, disable=not progress):
         x = _prepare(_load(split.images[i], channels, size), size, channels).double()
@@ -103,7 +104,7 @@ def loaders(splits, size, channels, batch_size, *, workers=0, augment=None, seed
     normalised by training-split statistics (computed either way, and recorded)."""
     mean, std = stats if stats is not None else channel_stats(splits["train"], size, channels, seed=seed,
                                                               progress=progress)
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     out = {}
     for name in ("train", "val", "test"):
         ds = ImageSplit(splits[name], size, channels, mean, std, augment if name == "train" else None,

@@ -14,9 +14,10 @@ from typing import Optional
 
 import numpy as np
 
-from jigsaw.images import EXTENSIONS as IMAGE_EXT
+from tools.run.images import EXTENSIONS as IMAGE_EXT
 from tools.run.errors import DatasetError, UserError  # noqa: F401 (DatasetError: transfer's name for it too)
 from tools.run.paths import inside, is_regular
+from tools.run.runtime import numpy_rng
 
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
 MAX_IDX_BYTES = 1 << 31
@@ -311,7 +312,7 @@ def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, see
     if root is None and name != "fashion-mnist":  # only Fashion-MNIST has a default place (Debian's package)
         raise DatasetError(f"{name}: --data-root is required ({EXPECTED[name]}; `transfer list` shows the layouts)")
     parts = DATASETS[name](root, **kw)
-    rng = np.random.default_rng(seed)
+    rng = numpy_rng(seed)
     train, test = parts["train"], parts.get("test")
     if test is None:
         order = rng.permutation(len(train))
@@ -325,5 +326,5 @@ def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, see
     if limit_train:
         train = train.subset(np.arange(min(limit_train, len(train))))
     if limit_test and limit_test < len(test):  # a seeded sample: a test split on disk may be sorted by class
-        test = test.subset(np.sort(np.random.default_rng([seed, 5]).permutation(len(test))[:limit_test]))
+        test = test.subset(np.sort(numpy_rng(seed, 5).permutation(len(test))[:limit_test]))
     return {"train": train, "val": val, "test": test}

@@ -15,7 +15,7 @@ from tools.run.errors import UserError
 from tools.run.folder import RunFolder
 from tools.caffe.prototxt import read_solver
 from tools.run.runrecord import changes, check_fixed
-from tools.run.runtime import autocast, resolve_device, use_bf16
+from tools.run.runtime import autocast, resolve_device, seed_epoch, seed_global, use_bf16
 from tools.caffe.solver import CaffeSolver
 from tools.run.tensorboard import Scalars
 
@@ -32,9 +32,8 @@ from .twins import make_twin
 # the files a run writes: any of them in --out means the folder holds a run
 RUN_FILES = ("config.json", "stats.pt", "checkpoint.pt", "history.csv", "model.pt", "summary.json")
 
+
 def _phases(cfg, scratch):
-    if cfg.phase not in ("head", "finetune", "both"):
-        raise UserError(f"phase must be head, finetune or both, got '{cfg.phase}'")
     if scratch and cfg.phase == "both":
         return ["finetune"]  # the seeds' own nets are trained whole, from scratch
     return ["head", "finetune"] if cfg.phase == "both" else [cfg.phase]
@@ -189,7 +188,7 @@ def _finetune(cfg, folder):
         print(f"{cfg.out}: the run is finished (summary.json); nothing to resume")
         return done, None
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    seed_global(cfg.seed)
     backbone = build_backbone(cfg.model, cfg.weights)
     size = cfg.input_size or backbone.input_size
     splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train)
@@ -211,8 +210,6 @@ def _finetune(cfg, folder):
     stats_path = os.path.join(cfg.out, "stats.pt")
     stats = tuple(load_checkpoint(stats_path, "the run's input statistics")) \
         if recorded and os.path.exists(stats_path) else None
-    if cfg.input_norm not in ("backbone", "dataset"):
-        raise UserError(f"input_norm must be 'backbone' or 'dataset', got '{cfg.input_norm}'")
     preprocess = getattr(backbone, "preprocess", None) if cfg.input_norm == "backbone" else None
     data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, workers=cfg.workers,
                           augment=augmentation(**cfg.augment), seed=cfg.seed, stats=stats, preprocess=preprocess,
@@ -275,8 +272,7 @@ def _train(cfg, model, data, phases, ck, device, n_classes, board):
         try:
             for epoch in range(first, max_epochs):
                 # shuffling and dropout of each epoch depend only on (seed, phase, epoch): resumable
-                data["train"].generator.manual_seed(cfg.seed * 1_000_003 + pi * 10_007 + epoch)
-                torch.manual_seed(cfg.seed * 1_000_003 + pi * 10_007 + epoch + 1)
+                seed_epoch(cfg.seed, pi, epoch, data["train"].generator)
                 t0 = time.time()
                 bar = tqdm(total=len(data["train"]), desc=f"{phase} {epoch + 1}/{max_epochs}", leave=False,
                            disable=not cfg.progress)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from tools.run.errors import UserError
+from tools.run.runtime import numpy_rng
 
 from .knn import knn_accuracy, similarities, view, vote
 
@@ -49,7 +50,7 @@ def draw_labelled(labels, budget, draw, seed):
     """Indices of one seeded draw: `budget` labels of each class (or that fraction of each class, at least
     one), without replacement; the same (labels, budget, draw, seed) always give the same draw."""
     labels = np.asarray(labels)
-    rng = np.random.default_rng([seed, draw, budget] if isinstance(budget, int) else [seed, draw, int(budget * 1e6), 1])
+    rng = numpy_rng(seed, draw, budget) if isinstance(budget, int) else numpy_rng(seed, draw, int(budget * 1e6), 1)
     picked = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
@@ -63,7 +64,7 @@ def draw_labelled(labels, budget, draw, seed):
 
 def folds_of(labels, k, seed):
     """k stratified folds (arrays of positions into `labels`): each class dealt round-robin after a shuffle."""
-    rng = np.random.default_rng([seed, k, 7])
+    rng = numpy_rng(seed, k, 7)
     fold = np.empty(len(labels), dtype=np.int64)
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)

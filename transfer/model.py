@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from tools.run.errors import UserError
+from tools.run.runtime import generator
 
 
 def make_head(spec, in_dim, n_classes, seed=0):
@@ -28,7 +29,7 @@ def make_head(spec, in_dim, n_classes, seed=0):
         else:
             raise UserError(f"head spec '{spec}': cannot read '{part}' (use widths, dropout:P, bn)")
     layers.append(nn.Linear(width, n_classes))
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     head = nn.Sequential(*layers)
     for m in head:
         if isinstance(m, nn.Linear):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from jigsaw.architecture import CONVS
 from jigsaw.tiles import branch_input
 from tools.run.errors import UserError
+from tools.run.runtime import numpy_rng
 
 from .data import ImageSplit
 from .datasets import load_dataset
@@ -42,7 +43,7 @@ class KnnMonitor:
             raise UserError(f"--monitor-labels-per-class {per_class}: a class of {dataset}'s training split has "
                             f"{fewest} images")
         self.bank_idx = draw_labelled(train.labels, per_class, 0, seed)
-        rng = np.random.default_rng([seed, 11])
+        rng = numpy_rng(seed, 11)
         self.query_idx = np.sort(rng.permutation(len(test))[:queries])
         self.splits = {"bank": train.subset(self.bank_idx), "queries": test.subset(self.query_idx)}
         self.name, self.features, self.target_dim, self.batch_size = dataset, features, target_dim, batch_size

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from tools.run.atomic import atomic_open
+from tools.run.runtime import generator
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -144,7 +145,7 @@ def activation_maximisation(model, layer, index, size, channels=3, steps=60, lr=
     """Gradient ascent from noise on the input: maximise (sign=+1) or minimise (-1) the mean activation
     of channel/unit `index` of module `layer` (a filter, or a class for the last layer)."""
     model.eval()
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     x = (torch.randn(1, channels, size, size, generator=g) * 0.1).requires_grad_(True)
     store = {}
     hook = layer.register_forward_hook(lambda m, i, o: store.__setitem__("out", o))

@@ -25,7 +25,7 @@ import torch
 from tools.run.atomic import atomic_open, ensure_dir
 from tools.run.errors import UserError
 from tools.run.folder import RunFolder
-from tools.run.runtime import resolve_device
+from tools.run.runtime import generator, resolve_device
 
 from .backbones import build_backbone
 from .config import ProbeConfig
@@ -47,7 +47,7 @@ FIT_SOLVER = 2
 def fit_logistic(x, y, n_classes, weight_decay, iters=60, seed=0):
     """Multinomial logistic regression, full-batch L-BFGS on (N, D) float32 features: cross-entropy
     plus weight_decay/2 * |W|^2 (biases free). Returns (W, b)."""
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     init = torch.randn(x.shape[1], n_classes, generator=g) * 1e-3, torch.zeros(n_classes)
     return fit_softmax(x, y, n_classes, weight_decay, init, max_iter=iters, tolerance_grad=1e-7, tolerance_change=1e-9)
 
@@ -142,13 +142,10 @@ def _digest(obj):
 
 
 def _check(cfg):
-    if cfg.twin_init not in ("caffe", "msra"):
-        raise UserError(f"twin_init must be 'caffe' or 'msra', got '{cfg.twin_init}'")
     seeds = twin_seeds(cfg)
     if len(seeds) < 2 or len(set(seeds)) < len(seeds):
         raise UserError(f"twin seeds {seeds}: need at least two different seeds for a standard error")
-    unknown = set(cfg.protocols) - set(PROTOCOLS)
-    if unknown or not cfg.protocols:
+    if not cfg.protocols:  # which ones: checked by ProbeConfig
         raise UserError(f"protocols {list(cfg.protocols)}: expected some of {', '.join(PROTOCOLS)}")
     per_class, fractions = ([parse_budget(b) for b in given] for given in (cfg.labels_per_class, cfg.label_fraction))
     if any(isinstance(b, float) for b in per_class):

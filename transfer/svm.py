@@ -9,6 +9,8 @@ classes at once (their problems are independent, so the joint minimum is each on
 import numpy as np
 import torch
 
+from tools.run.runtime import numpy_rng
+
 from .lowshot import fit_linear, row_space
 from .voc07 import mean_ap
 
@@ -30,7 +32,7 @@ def fit_svms(x, targets, cost, init=None, max_iter=300, tolerance_grad=1e-5, tol
 
 
 def _folds(n, k, seed):
-    order = np.random.default_rng([seed, k, 11]).permutation(n)
+    order = numpy_rng(seed, k, 11).permutation(n)
     return [np.sort(order[f::k]) for f in range(k)]
 
 

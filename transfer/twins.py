@@ -5,13 +5,15 @@ import copy
 import torch
 from torch import nn
 
+from tools.run.runtime import generator
+
 
 def make_twin(backbone, seed, init="msra", model_name="", sample=None):
     """The same backbone with fresh weights: a CFN's Caffe fillers (init="caffe"), else He-normal
     weights and zero biases; other layers reset. A CFN's He twin has its weight layers divided by
     RMS(sample)^(1/8), as `jigsaw train --init msra` scales its eight layers to its tiles."""
     twin = copy.deepcopy(backbone)
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     with torch.no_grad():
         if init == "caffe" and model_name == "cfn":
             from jigsaw.caffe_form import FILLERS

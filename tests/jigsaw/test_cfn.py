@@ -10,7 +10,8 @@ import prototxt
 from jigsaw.caffe_form import caffe_blobs, from_caffe, to_caffe
 from jigsaw.caffe_form import cfn_prototxt, committed_prototxts
 from jigsaw.cfn import CFN
-from tools.caffe.prototxt import read_solver
+from tools.caffe.caffemodel import read_caffemodel
+from tools.caffe.prototxt import read_net, read_solver
 from tools import load_caffe_net
 from tools.run.errors import CaffeError
 
@@ -83,6 +84,21 @@ def test_to_caffe_matches_opencv_and_round_trips(tmp_path):
     assert back.widths == m.widths and back.num_permutations == 24
     with torch.no_grad():
         assert torch.equal(back(x), m(x))
+
+
+def test_snapshots_write_the_layer_tables_text_as_a_pair_parsed_once_per_net_shape(tmp_path, monkeypatch):
+    import jigsaw.caffe_form as form
+    form._deploy.cache_clear()
+    parsed = []
+    monkeypatch.setattr(form, "read_net", lambda text: parsed.append(text) or read_net(text))
+    m = CFN(24, width=0.25, seed=1)
+    for it in (2, 4, 6):  # what jigsaw train does at each snapshot
+        to_caffe(m, str(tmp_path / "d.prototxt"), str(tmp_path / f"w_{it}.caffemodel"))
+    assert len(parsed) == 1  # not printed, parsed and printed again every time
+    assert (tmp_path / "d.prototxt").read_text() == cfn_prototxt(m.widths, 24, "deploy", tile=m.tile)
+    assert sorted(os.listdir(tmp_path)) == ["d.prototxt", "w_2.caffemodel", "w_4.caffemodel", "w_6.caffemodel"]
+    assert [layer.name for layer in read_caffemodel(str(tmp_path / "w_6.caffemodel"))[0].layer] == \
+        [layer.name for layer in read_net(parsed[0]).layer]
 
 
 def test_from_caffe_reports_missing_layers(tmp_path):

@@ -6,6 +6,7 @@ Blob payloads are cut straight out of the protobuf wire bytes (no per-float Pyth
 import math
 import mmap
 import os
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -218,7 +219,7 @@ def _renumber(buf, start, end, old, new):
     return bytes(out)
 
 
-def repeat_key(name, seen):
+def repeat_key(name: str, seen: Dict[str, int]) -> Union[str, Tuple[str, int]]:
     """The blobs key of the next layer called `name`: the name, then (name, k) for its k-th repeat
     (Caffe accepts repeated names and its ToProto writes each layer's own blobs)."""
     k = seen.get(name, 0)
@@ -261,7 +262,7 @@ def _encode_varint(n):
             return bytes(out)
 
 
-def parse_caffemodel(buf, path="<bytes>", file=None):
+def parse_caffemodel(buf: Any, path: str = "<bytes>", file: Any = None) -> Tuple["pb.NetParameter", list]:
     """Parse caffemodel bytes (or an mmap of `file`) into (NetParameter without blob data,
     [(layer name, [Blob])])."""
     net_bytes, weights = bytearray(), []
@@ -297,7 +298,7 @@ def _looks_like_text(head):
     return bool(stripped) and printable and (stripped[:1].isalpha() or stripped[:1] == b"#")
 
 
-def read_caffemodel(path):
+def read_caffemodel(path: str) -> Tuple["pb.NetParameter", List[Tuple[str, list]]]:
     """Read a .caffemodel (binary protobuf or HDF5) into (NetParameter, [(layer name, [Blob])])."""
     try:
         size = os.path.getsize(path)
@@ -351,7 +352,7 @@ def _blob_bytes(array):
     return head, arr
 
 
-def write_caffemodel(path, net, blobs):
+def write_caffemodel(path: str, net: "pb.NetParameter", blobs: Dict[Any, Sequence[np.ndarray]]) -> None:
     """Write `net` (a NetParameter in the current format) with `blobs` {layer name: [arrays]} atomically;
     a repeated layer name's k-th repeat takes blobs[(name, k)]."""
     layer_tag = _encode_varint((_NET_LAYER << 3) | 2)

@@ -12,6 +12,7 @@ import torch
 from ..run.atomic import ensure_dir
 from ..run.checkpoint import load_checkpoint
 from ..run.errors import CaffeError
+from ..run.runtime import generator
 
 PT_FORMAT = "caffe-convert/1"
 ONNX_OPSET = 18
@@ -30,7 +31,7 @@ class _Positional(torch.nn.Module):
 
 
 def example_inputs(net, seed: int = 0) -> Dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     return {k: torch.randn(tuple(s), generator=g) for k, s in net.input_shapes.items()}
 
 

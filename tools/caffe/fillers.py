@@ -1,5 +1,6 @@
 """Caffe's weight fillers (constant, uniform, gaussian, positive_unitball, xavier, msra, bilinear)."""
 import math
+from typing import Any, Optional
 
 import torch
 
@@ -16,7 +17,8 @@ def _fan(shape, norm):
 
 
 @torch.no_grad()
-def fill(tensor, filler, generator=None, where="layer"):
+def fill(tensor: torch.Tensor, filler: Any, generator: Optional[torch.Generator] = None,
+         where: str = "layer") -> torch.Tensor:
     """Fill `tensor` in place as Caffe's filler described by FillerParameter `filler` would."""
     kind = filler.type
     shape = tuple(tensor.shape)

@@ -2,6 +2,7 @@
 import math
 import os
 import warnings
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -9,6 +10,7 @@ from torch import nn
 
 from . import caffe_pb2 as pb
 from ..run.errors import CaffeError
+from ..run.runtime import generator
 from .fillers import fill
 from .layers import LAYERS
 from .layers.base import MAX_BLOB_ELEMENTS
@@ -46,10 +48,10 @@ def _declared_shapes(lp):
     return [None] * n
 
 
-class _BuildContext:
+class BuildContext:
     """Creates (or shares, by ParamSpec name) each layer's learnable blobs, as Caffe's Net::AppendParam does."""
 
-    def __init__(self, device, dtype):
+    def __init__(self, device: Any, dtype: torch.dtype) -> None:
         self.device, self.dtype = device, dtype
         self.owners = {}    # shared param name -> (Parameter, owner layer name, ParamSpec)
         self.fillers = []   # (tensor, FillerParameter, where) still to fill unless weights arrive
@@ -66,7 +68,7 @@ class _BuildContext:
                        "this machine's memory")
         return torch.empty(shape, device=self.device, dtype=self.dtype)
 
-    def param(self, layer, attr, index, shape, filler):
+    def param(self, layer: Any, attr: str, index: int, shape: Sequence[int], filler: Any) -> None:
         lp = self.lp
         spec = lp.param[index] if index < len(lp.param) else pb.ParamSpec()
         name = spec.name
@@ -88,7 +90,7 @@ class _BuildContext:
         if name:
             self.owners[name] = (p, layer.layer_name, spec)
 
-    def buffer(self, layer, attr, shape):
+    def buffer(self, layer: Any, attr: str, shape: Sequence[int]) -> None:
         t = self._alloc(shape, layer)
         t.zero_()
         layer.register_buffer(attr, t)
@@ -139,15 +141,16 @@ class CaffeNet(nn.Module):
     """A Caffe net. Call with one tensor (single-input nets) or keyword tensors named after the
     input blobs; returns {output blob name: tensor}. `outputs=[...]` returns any blobs by name."""
 
-    def __init__(self, net_param, input_shapes=None, device="cpu", dtype=torch.float32,
-                 weights=None, seed=None, path="<net>"):
+    def __init__(self, net_param: "pb.NetParameter", input_shapes: Optional[Dict[str, Sequence[int]]] = None,
+                 device: Any = "cpu", dtype: torch.dtype = torch.float32, weights: Optional[str] = None,
+                 seed: Optional[int] = None, path: str = "<net>") -> None:
         super().__init__()
         self.net_param, self.path = net_param, path
         self.input_shapes, self.plan, self.layer_keys = {}, [], {}
         self.loss_weights = []  # (top blob, weight): Caffe's objective is the weighted sum of these tops
         self.frozen_bottoms = {}  # layer key -> bottom indices with propagate_down: false
         input_shapes = {k: list(v) for k, v in (input_shapes or {}).items()}
-        ctx = _BuildContext(device, dtype)
+        ctx = BuildContext(device, dtype)
         ctx.seed = seed
         # Caffe accepts repeated layer names: its name index keeps the last layer of a name, and
         # CopyTrainedLayersFrom gives a source layer's weights to the first (net.cpp)
@@ -206,7 +209,7 @@ class CaffeNet(nn.Module):
         if weights is not None:
             loaded |= self.load_blobs(weights)
         meta = torch.device(device).type == "meta"  # shapes only: nothing to fill
-        gen = torch.Generator(device=device).manual_seed(seed) if seed is not None and not meta else None
+        gen = generator(seed, device) if seed is not None and not meta else None
         for tensor, filler, where in ctx.fillers:
             if id(tensor) not in loaded and tensor.device.type != "meta":
                 fill(tensor.data, filler, gen, where)
@@ -242,18 +245,18 @@ class CaffeNet(nn.Module):
             available += [t for t in tops if t not in available]
         return available
 
-    def layer(self, name):
+    def layer(self, name: str) -> nn.Module:
         """The module of the Caffe layer called `name` (the last of that name, as Caffe's
         layer_by_name)."""
         if name not in self.layer_keys:
             raise KeyError(f"no layer named '{name}' in this net")
         return getattr(self, self.layer_keys[name])
 
-    def layer_by_key(self, key):
+    def layer_by_key(self, key: str) -> nn.Module:
         return getattr(self, key)
 
     @torch.no_grad()
-    def load_blobs(self, named):
+    def load_blobs(self, named: Sequence[Tuple[str, list]]) -> "LoadReport":
         """Copy [(layer name, [Blob or array])] into the net by layer name, checking counts and shapes."""
         loaded, loaded_keys, report = set(), set(), LoadReport()
         for name, blobs in named:
@@ -285,7 +288,7 @@ class CaffeNet(nn.Module):
         self.report = report
         return loaded
 
-    def forward(self, *args, outputs=None, **inputs):
+    def forward(self, *args: torch.Tensor, outputs: Optional[Sequence[str]] = None, **inputs: torch.Tensor) -> Any:
         if args:
             if len(args) != 1 or len(self.input_shapes) != 1 or inputs:
                 raise CaffeError(f"this net has inputs {list(self.input_shapes)}: pass them by name")
@@ -303,7 +306,7 @@ class CaffeNet(nn.Module):
         names = self.output_names if outputs is None else outputs
         return {n: blobs[n] for n in names}
 
-    def steps(self, blobs):
+    def steps(self, blobs: Dict[str, torch.Tensor]) -> Iterator[Tuple[str, Any, List[torch.Tensor]]]:
         """Run the layers in order on `blobs` ({name: tensor}, updated in place), yielding (layer, its
         bottoms, its tops) after each: what a per-layer check or export needs."""
         for key, bottoms, tops in self.plan:
@@ -314,7 +317,7 @@ class CaffeNet(nn.Module):
             blobs.update(zip(tops, outs))
             yield layer, xs, outs
 
-    def objective(self, *args, **inputs):
+    def objective(self, *args: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         """Caffe's training loss: the sum over tops with a loss weight of weight x the top's sum
         (net.cpp; loss layers weigh their first top 1 unless `loss_weight` says otherwise)."""
         if not self.loss_weights:
@@ -355,8 +358,9 @@ def _copy_blob(layer, index, blob, legacy, target):
         target.copy_(torch.from_numpy(np.array(data, dtype=np.float32).reshape(dst_shape)))
 
 
-def load_caffe_net(prototxt, weights=None, phase="TEST", input_shapes=None, device="cpu",
-                   seed=None, level=0, stages=()):
+def load_caffe_net(prototxt: Any, weights: Optional[str] = None, phase: Optional[str] = "TEST",
+                   input_shapes: Optional[Dict[str, Sequence[int]]] = None, device: Any = "cpu",
+                   seed: Optional[int] = None, level: int = 0, stages: Sequence[str] = ()) -> CaffeNet:
     """Build the Caffe net in `prototxt` (path, text or NetParameter) as a CaffeNet module.
 
     Weights from `weights` (.caffemodel, binary or HDF5) are copied by layer name; what matched is

@@ -1,13 +1,15 @@
 """Caffe's arithmetic as plain functions, apart from the layer registry: pooling with Caffe's output size
 and rounding, and the cross-channel LRN as one autograd op with Caffe's own backward. The CFN uses them
 without loading any Caffe layer; tools/caffe/layers wraps them as Pooling and LRN."""
+from typing import Any, Optional, Tuple
+
 import torch
 import torch.nn.functional as F
 
 FLT_MAX = 3.4028234663852886e38  # Caffe's -FLT_MAX starts every max-pooling window
 
 
-def caffe_pool_size(size, kernel, stride, pad, clip, ceil=True):
+def caffe_pool_size(size: int, kernel: int, stride: int, pad: int, clip: bool, ceil: bool = True) -> int:
     """Caffe's pooled length: rounds up (round_mode CEIL, the default) or down (FLOOR), then (when any
     pad is set) drops a last window that would start in the padding."""
     span = size + 2 * pad - kernel
@@ -26,7 +28,8 @@ def _torch_size(size, kernel, stride, pad, ceil):
     return out
 
 
-def caffe_pool2d(x, method, kernel, stride, pad, fast=True, ceil=True):
+def caffe_pool2d(x: torch.Tensor, method: str, kernel: Tuple[int, int], stride: Tuple[int, int], pad: Tuple[int, int],
+                 fast: bool = True, ceil: bool = True) -> torch.Tensor:
     """MAX or AVE pooling of an (N, C, H, W) tensor exactly as Caffe's PoolingLayer computes it
     (`ceil`: round_mode CEIL, Caffe's default; False: FLOOR)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
@@ -80,7 +83,7 @@ class _CrossChannelLRN(torch.autograd.Function):
     dx = dy * scale^-beta - (2 alpha beta / size) * x * sum_window(dy * y / scale)."""
 
     @staticmethod
-    def forward(ctx, x, size, alpha, beta, k):
+    def forward(ctx: Any, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
         xf = x if x.dtype == torch.float64 else x.float()
         scale = _window_sum(xf * xf, size).mul_(alpha / size).add_(k)
         ctx.save_for_backward(x, scale)
@@ -88,7 +91,7 @@ class _CrossChannelLRN(torch.autograd.Function):
         return (xf * scale.pow(-beta)).to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
         x, scale = ctx.saved_tensors
         size, alpha, beta = ctx.params
         xf = x.to(scale.dtype)
@@ -99,7 +102,7 @@ class _CrossChannelLRN(torch.autograd.Function):
         return dx.to(x.dtype), None, None, None, None
 
 
-def lrn_across(x, size=5, alpha=1e-4, beta=0.75, k=1.0):
+def lrn_across(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> torch.Tensor:
     """Caffe's ACROSS_CHANNELS LRN on (N, C, H, W); same output and gradient as Caffe's layer."""
     if size % 2 == 0:
         raise ValueError(f"LRN local_size must be odd (Caffe's rule), got {size}")

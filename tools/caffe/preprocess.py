@@ -6,11 +6,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..run.atomic import read_bounded
-from ..run.errors import CaffeError, UserError
-from ..run.paths import is_regular
+from ..run.errors import CaffeError
+from ..run.images import read_image
 
 MAX_MEAN_BYTES = 1 << 30
-MAX_PIXELS = 1 << 26   # 67M pixels (8k x 8k): a larger image is refused from its header, before decoding
 
 
 def read_blobproto(path: str, what: str = "mean file") -> np.ndarray:
@@ -69,30 +68,6 @@ class Transform:
         if self.mirror:
             out = out[:, :, ::-1].copy()
         return out * np.float32(self.scale) if self.scale != 1 else out
-
-
-def read_image(path: str, mode: str = "RGB", draft: Optional[int] = None) -> np.ndarray:
-    """An image file as uint8 (H, W, 3) for mode "RGB" or (H, W) for "L". A JPEG decodes no larger than
-    needed when `draft` (the side wanted) is given. Refused in one line, before decoding where the header
-    allows: not a regular file (a FIFO would block), over MAX_PIXELS, unreadable."""
-    import warnings
-
-    from PIL import Image
-    if not is_regular(path):
-        raise UserError(f"{path}: not a regular file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise UserError(f"{path}: {im.width}x{im.height} pixels is more than the {MAX_PIXELS} read here")
-                if draft:
-                    im.draft(mode, (draft, draft))
-                return np.asarray(im.convert(mode))
-    except UserError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise UserError(f"{path}: not a readable image ({e})") from None
 
 
 def load_bgr(path: str) -> np.ndarray:

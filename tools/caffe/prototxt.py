@@ -1,6 +1,7 @@
 """Read and write .prototxt nets and solvers: parse, upgrade to the current format, filter by phase."""
 import os
 import warnings
+from typing import Any, Optional, Sequence
 
 from google.protobuf import text_format
 
@@ -11,7 +12,8 @@ from .textformat import parse_text, read_text
 from .upgrade import filter_net, upgrade_net
 
 
-def read_net(source, phase=None, level=0, stages=(), path=None):
+def read_net(source: Any, phase: Optional[str] = None, level: int = 0, stages: Sequence[str] = (),
+             path: Optional[str] = None) -> "pb.NetParameter":
     """A NetParameter from a .prototxt path, prototxt text or a message; upgraded, and filtered when phase is given."""
     if isinstance(source, pb.NetParameter):
         net, path = _copy(source), path or "<net>"
@@ -26,7 +28,7 @@ def read_net(source, phase=None, level=0, stages=(), path=None):
     return net
 
 
-def read_solver(source):
+def read_solver(source: Any) -> "pb.SolverParameter":
     """A SolverParameter from a solver.prototxt path or text; the legacy solver_type becomes `type`."""
     if isinstance(source, pb.SolverParameter):
         sp, path = _copy(source), "<solver>"
@@ -57,7 +59,7 @@ def _copy(msg):
     return out
 
 
-def net_text(net):
+def net_text(net: Any) -> str:
     """The .prototxt text of a NetParameter, without blob data."""
     clean = _copy(net)
     for layer in clean.layer:
@@ -65,7 +67,7 @@ def net_text(net):
     return text_format.MessageToString(clean)
 
 
-def write_prototxt(path, msg):
+def write_prototxt(path: str, msg: Any) -> None:
     """Write a NetParameter (without blobs) or SolverParameter as text, atomically."""
     text = net_text(msg) if isinstance(msg, pb.NetParameter) else text_format.MessageToString(msg)
     with atomic_open(path, "w") as f:

@@ -1,6 +1,7 @@
 """Caffe's solvers in PyTorch: every lr_policy, and SGD/Nesterov/Adam/RMSProp/AdaGrad/AdaDelta updates
 with lr_mult/decay_mult, L1/L2 regularisation, clip_gradients and iter_size, as Caffe's SGDSolver applies them."""
 import math
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 
@@ -11,7 +12,7 @@ TYPES = ("SGD", "Nesterov", "Adam", "RMSProp", "AdaGrad", "AdaDelta")
 POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 
 
-def learning_rate(sp, it):
+def learning_rate(sp: Any, it: int) -> float:
     """The learning rate Caffe uses at iteration `it` (0-based) for SolverParameter `sp`."""
     policy, base, gamma = sp.lr_policy, sp.base_lr, sp.gamma
     if not policy:
@@ -50,7 +51,7 @@ def _multistep(stepvalues, it):
     return steps
 
 
-def check_solver(sp):
+def check_solver(sp: Any) -> None:
     """Reject settings Caffe would reject, with one clear line."""
     if sp.type not in TYPES:
         raise CaffeError(f"solver: unknown type '{sp.type}' (expected one of {', '.join(TYPES)})")
@@ -71,7 +72,7 @@ class CaffeSolver(torch.optim.Optimizer):
     forward/backward passes, as in Caffe; the update divides them by iter_size.
     """
 
-    def __init__(self, params, solver_param, foreach=True):
+    def __init__(self, params: Iterable[Any], solver_param: Any, foreach: bool = True) -> None:
         sp = read_solver(solver_param) if not hasattr(solver_param, "base_lr") else solver_param
         check_solver(sp)
         super().__init__(params, dict(lr_mult=1.0, decay_mult=1.0))
@@ -80,16 +81,16 @@ class CaffeSolver(torch.optim.Optimizer):
         self.foreach = foreach  # multi-tensor SGD kernels; False runs the per-parameter loop
 
     @property
-    def lr(self):
+    def lr(self) -> float:
         """The rate for the next step (before lr_mult)."""
         return learning_rate(self.sp, self.iter)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         out = super().state_dict()
         out["caffe_iter"] = self.iter
         return out
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         self.iter = int(state_dict.pop("caffe_iter", 0))
         super().load_state_dict(state_dict)
@@ -101,7 +102,7 @@ class CaffeSolver(torch.optim.Optimizer):
         return st[name]
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         loss = closure() if closure is not None else None
         sp, rate = self.sp, self.lr
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
@@ -178,7 +179,7 @@ class CaffeSolver(torch.optim.Optimizer):
         return local_rate * correction * m / (v.sqrt() + sp.delta)
 
 
-def param_groups(net):
+def param_groups(net: Any) -> List[Dict[str, Any]]:
     """Parameter groups of a CaffeNet keyed by each param's (lr_mult, decay_mult) from the prototxt.
 
     Shared params appear once, with their owner's multipliers; lr_mult 0 params are left out.

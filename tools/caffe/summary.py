@@ -1,8 +1,9 @@
 """A Keras-style table of a CaffeNet: layer, type, output shape(s), parameter count."""
 import math
+from typing import Any, List, Optional, Tuple
 
 
-def summary_rows(net):
+def summary_rows(net: Any) -> List[Tuple[str, ...]]:
     rows = [(name, "Input", [tuple(shape)], 0) for name, shape in net.input_shapes.items()]
     seen = set()
     for key, _, tops in net.plan:
@@ -17,7 +18,7 @@ def summary_rows(net):
     return rows
 
 
-def summary(net, title=None):
+def summary(net: Any, title: Optional[str] = None) -> str:
     """The summary table as text, with total, trainable and shared parameter counts."""
     rows = summary_rows(net)
     cells = [(f"{n} ({t})", ", ".join(str(tuple(s)) for s in shapes) or "-", f"{c:,}")

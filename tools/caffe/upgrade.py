@@ -1,5 +1,6 @@
 """Bring any Caffe net to the current format (V0/V1 layers, legacy inputs, data transforms) and filter by phase."""
 import warnings
+from typing import Any, Sequence
 
 from . import caffe_pb2 as pb
 from ..run.errors import CaffeError
@@ -190,7 +191,7 @@ def _upgrade_inputs(net, path):
         net.ClearField(f)
 
 
-def upgrade_net(net, path="<net>"):
+def upgrade_net(net: Any, path: str = "<net>") -> Any:
     """Upgrade `net` in place to the current format; returns it. Warns once if anything changed."""
     changed = []
     if any(l.HasField("layer") for l in net.layers):
@@ -217,7 +218,7 @@ def upgrade_net(net, path="<net>"):
     return net
 
 
-def state_meets_rule(state, rule):
+def state_meets_rule(state: Any, rule: Any) -> bool:
     if rule.HasField("phase") and rule.phase != state.phase:
         return False
     if rule.HasField("min_level") and state.level < rule.min_level:
@@ -228,7 +229,8 @@ def state_meets_rule(state, rule):
     return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
 
 
-def filter_net(net, phase="TEST", level=0, stages=(), path="<net>"):
+def filter_net(net: Any, phase: str = "TEST", level: int = 0, stages: Sequence[str] = (),
+               path: str = "<net>") -> Any:
     """A copy of `net` keeping only the layers Caffe would instantiate in this phase/level/stages."""
     state = pb.NetState(phase=pb.TRAIN if str(phase).upper() == "TRAIN" else pb.TEST,
                         level=level, stage=list(stages))

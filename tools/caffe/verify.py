@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..run.errors import CaffeError
+from ..run.runtime import generator
 
 TOLERANCE = 1e-4  # relative to the largest |value| of the layer's output (at least 1)
 
@@ -35,7 +36,7 @@ def verify(prototxt: str, weights: str = None, seed: int = 0, tolerance: float =
     skipped = [str(w.message) for w in caught if "unknown field" in str(w.message)]
     if skipped:
         raise CaffeError(f"--verify: our reader skipped part of {prototxt}: {skipped[0]}")
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     inputs = {k: torch.randn(tuple(s), generator=g) for k, s in net.input_shapes.items()}
     ours = layer_outputs(net, inputs)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,6 @@
 """Write a CaffeNet, or any state_dict plus a NetParameter, back to .prototxt + .caffemodel."""
 import os
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ from ..run.errors import CaffeError
 from .prototxt import write_prototxt
 
 
-def caffe_blobs(module):
+def caffe_blobs(module: Any) -> Dict[Any, List[np.ndarray]]:
     """{layer name: [float32 arrays in Caffe's blob order]} for every layer of a CaffeNet that has blobs."""
     out, seen = {}, {}
     for key, _, _ in module.plan:
@@ -21,12 +22,13 @@ def caffe_blobs(module):
     return out
 
 
-def pair_stem(output):
+def pair_stem(output: str) -> str:
     """'net', 'net.prototxt' or 'net.caffemodel' -> 'net': the stem of a NAME.prototxt + NAME.caffemodel pair."""
     return os.path.splitext(output)[0] if output.endswith((".prototxt", ".caffemodel")) else output
 
 
-def blobs_from_state_dict(state_dict, net_param, input_shapes=None):
+def blobs_from_state_dict(state_dict: Dict[str, Any], net_param: Any,
+                          input_shapes: Optional[Dict[str, Sequence[int]]] = None) -> Dict[Any, List[np.ndarray]]:
     """Map a state_dict onto the blobs of `net_param` (keys '<layer>.<blob>', optionally prefixed)."""
     from .net import CaffeNet
 
@@ -57,7 +59,8 @@ def _suffixes(skeleton):
     return [f"{key}.{b}" for key, _, _ in skeleton.plan for b in getattr(skeleton, key).blob_names]
 
 
-def save_caffe_net(module, prototxt_path, weights_path, net_param=None, input_shapes=None):
+def save_caffe_net(module: Any, prototxt_path: Optional[str], weights_path: Optional[str], net_param: Any = None,
+                   input_shapes: Optional[Dict[str, Sequence[int]]] = None) -> None:
     """Write `module` (a CaffeNet, or a state_dict with `net_param`) as .prototxt + .caffemodel.
 
     Both files are written through a temporary file and a rename, so an interrupted or failed

@@ -1,15 +1,15 @@
 """Checkpoints written atomically and read back with torch.load(weights_only=True): the one way this
 project saves and loads torch files, whatever they hold."""
 import os
-
-import torch
+from typing import Any
 
 from .atomic import atomic_open, ensure_dir
 from .errors import UserError
 
 
-def save_checkpoint(path, payload):
+def save_checkpoint(path: str, payload: Any) -> None:
     """torch.save through a temporary file in the same folder, fsync, then rename."""
+    import torch  # here, not above: the command lines import this module before they know they need torch
     ensure_dir(os.path.dirname(os.path.abspath(path)))
     with atomic_open(path, "wb") as f:
         try:
@@ -19,10 +19,12 @@ def save_checkpoint(path, payload):
                             "size limit reached?)") from None
 
 
-def load_checkpoint(path, what="a loadable checkpoint"):
+def load_checkpoint(path: str, what: str = "a loadable checkpoint") -> Any:
     """What a torch file holds; refuses files that need pickled objects (weights_only=True). A file
     that is missing, truncated or not a torch archive is one line: '{path}: not {what} (why)'."""
     import warnings
+
+    import torch
     try:
         with warnings.catch_warnings():  # torch's notes on pickle protocols say nothing to a user
             warnings.simplefilter("ignore")

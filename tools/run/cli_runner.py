@@ -16,6 +16,11 @@ def positive(kind, zero=False):
         if v < 0 or (v == 0 and not zero):
             raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero else 'positive'}, got {text}")
         return v
+
+    def range_check(name, value):  # the same rule on a setting from a file or a record (options.check_settings)
+        if value < 0 or (value == 0 and not zero):
+            raise UserError(f"setting '{name}' is {value!r}: must be {'0 or more' if zero else 'positive'}")
+    parse.range_check = range_check
     return parse
 
 

@@ -26,3 +26,11 @@ def where(path, line=None, col=None):
         if col is not None:
             loc += f":{col}"
     return loc
+
+
+class ImageRefused(UserError):
+    """An image file that is not read (tools.run.images); `reason` says why in a few words."""
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.reason = reason

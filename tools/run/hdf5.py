@@ -1,5 +1,7 @@
 """HDF5 files given by a user, read safely: no external links, soft links, external storage or virtual
 datasets (they read other files), and no dataset that declares more bytes than the file stores."""
+from typing import Any, List
+
 from .errors import UserError
 
 
@@ -14,7 +16,7 @@ def _link(parent, name, path):
     return parent[name]
 
 
-def group(parent, name, path):
+def group(parent: Any, name: str, path: str) -> Any:
     """The subgroup `name` of `parent` (a hard link to a group), or one line."""
     import h5py
     obj = _link(parent, name, path)
@@ -23,7 +25,7 @@ def group(parent, name, path):
     return obj
 
 
-def dataset(parent, name, path):
+def dataset(parent: Any, name: str, path: str) -> Any:
     """The dataset `name` of `parent`, checked: a hard link, stored in this file, holding the bytes its
     shape declares (compressed or chunked data may hold fewer and is read as it comes)."""
     import h5py
@@ -39,6 +41,6 @@ def dataset(parent, name, path):
     return obj
 
 
-def names(group_, path):
+def names(group_: Any, path: str) -> List[str]:
     """The members of a group, each a hard link (checked when opened with group() or dataset())."""
     return [name for name in group_.keys() if _link(group_, name, path) is not None]

@@ -10,8 +10,9 @@ from .errors import UserError
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, type: Optional[Callable] = None,
            choices: Optional[Sequence] = None, nargs: Any = None, metavar: Optional[str] = None,
-           flag: Optional[str] = None, const: Any = None, default_factory: Any = dataclasses.MISSING):
-    """A dataclass field that is also a command-line option `--name-with-dashes` (or `flag`). Its type
+           flag: Any = None, const: Any = None, default_factory: Any = dataclasses.MISSING):
+    """A dataclass field that is also a command-line option `--name-with-dashes` (or `flag`: one name, a tuple
+    of names such as ("-o", "--output"), or the field's own name without dashes for an argument). Its type
     is `type`, else that of the default (str when the default is None); a bool default False is a
     switch, True a `--no-...` switch."""
     meta = dict(help=help, type=type, choices=choices, nargs=nargs, metavar=metavar, flag=flag, const=const)
@@ -46,26 +47,31 @@ def add_options(parser: argparse.ArgumentParser, cls, only: Optional[Sequence[st
         if "help" not in m or (only is not None and f.name not in only):
             continue
         default = _default(f)
-        name = m["flag"] or "--" + f.name.replace("_", "-")
+        flags = [m["flag"]] if isinstance(m["flag"], str) else list(m["flag"] or ())
+        names = flags or ["--" + f.name.replace("_", "-")]
         help_text = m["help"]
         if isinstance(default, bool):
             if default:
-                name = m["flag"] or "--no-" + f.name.replace("_", "-")
-            parser.add_argument(name, dest=f.name, action="store_false" if default else "store_true",
+                names = flags or ["--no-" + f.name.replace("_", "-")]
+            parser.add_argument(*names, dest=f.name, action="store_false" if default else "store_true",
                                 help=help_text, default=None if unset else default)
             continue
-        kw: Dict[str, Any] = dict(dest=f.name, help=help_text, choices=m["choices"], metavar=m["metavar"],
-                                  nargs=m["nargs"], const=m["const"])
+        positional = not names[0].startswith("-")  # a flag without dashes: the field is an argument
+        kw: Dict[str, Any] = dict(dest=None if positional else f.name, help=help_text, choices=m["choices"],
+                                  metavar=m["metavar"], nargs=m["nargs"], const=m["const"])
         kind = m["type"] or (type(default) if default not in (None, dataclasses.MISSING) and
                              not isinstance(default, (tuple, list)) else str)
         kw["type"] = kind
         if default is dataclasses.MISSING:
-            kw["required"] = f.name not in not_required
+            if not positional:
+                kw["required"] = f.name not in not_required
         else:
             kw["default"] = None if unset else default
             if default not in (None, (), [], {}) and "(default" not in help_text:
                 kw["help"] = f"{help_text} (default {_shown(default)})"
-        parser.add_argument(name, **{k: v for k, v in kw.items() if v is not None or k == "default"})
+        if positional and names != [f.name]:
+            raise ValueError(f"{cls.__name__}.{f.name}: a positional option is named as its field")
+        parser.add_argument(*names, **{k: v for k, v in kw.items() if v is not None or k == "default"})
 
 
 def _fits(value: Any, hint: Any) -> bool:
@@ -97,6 +103,23 @@ def check_types(cls, settings: Dict[str, Any], source: str) -> Dict[str, Any]:
             want = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
             raise UserError(f"{source}: setting '{name}' is {value!r}; expected {want}")
     return settings
+
+
+def check_settings(cfg) -> None:
+    """A config's settings, however they came (options, a file, a record, Python), against what its fields
+    allow: `choices`, and the range of a `positive(...)` type. Called by each config's __post_init__, so run
+    code does not check them again."""
+    for f in dataclasses.fields(cfg):
+        m, value = f.metadata, getattr(cfg, f.name)
+        if "help" not in m or value is None or value is dataclasses.MISSING:
+            continue
+        values = value if isinstance(value, (tuple, list)) and m.get("nargs") in ("+", "*") else [value]
+        for v in values:
+            if m.get("choices") is not None and not isinstance(v, bool) and v not in m["choices"]:
+                raise UserError(f"setting '{f.name}' is {v!r}: expected one of {', '.join(map(str, m['choices']))}")
+            check = getattr(m.get("type"), "range_check", None)
+            if check is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+                check(f.name, v)
 
 
 def given(cls, args: argparse.Namespace) -> Dict[str, Any]:

@@ -1,10 +1,11 @@
 """Where and how a run computes: the device, the precision policy, and named seed streams (torch is
 imported on first use, so the command lines can read these names without it)."""
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -54,6 +55,34 @@ def stream(seed: int, *parts: int) -> "torch.Generator":
     """A CPU generator on the named stream seed_of(seed, *parts)."""
     import torch
     return torch.Generator().manual_seed(seed_of(seed, *parts))
+
+
+def numpy_rng(seed: int, *parts: int) -> "np.random.Generator":
+    """numpy's generator on the stream (seed, *parts): SeedSequence mixes the parts, so (seed, 7) and
+    (seed, 11, epoch) are independent streams; numpy_rng(seed) is numpy's default_rng(seed)."""
+    import numpy as np
+    return np.random.default_rng([seed, *parts])
+
+
+def generator(seed: int, device: Any = None) -> "torch.Generator":
+    """A torch generator seeded with `seed` itself (a module's initial weights, a fixed input)."""
+    import torch
+    return torch.Generator(**({"device": device} if device is not None else {})).manual_seed(seed)
+
+
+def seed_global(seed: int) -> None:
+    """torch's global stream (what dropout and unseeded layers draw from) at `seed`."""
+    import torch
+    torch.manual_seed(seed)
+
+
+def seed_epoch(seed: int, phase: int, epoch: int, shuffle: "torch.Generator") -> None:
+    """Fine-tuning's per-epoch streams: the loader's shuffle (its generator, `shuffle`) and the global
+    stream (dropout, augmentation), each a function of (seed, phase, epoch) alone, so a resumed run
+    replays the epochs it had not finished exactly."""
+    base = seed * 1_000_003 + phase * 10_007 + epoch
+    shuffle.manual_seed(base)
+    seed_global(base + 1)
 
 
 def die_with_parent() -> None:

@@ -15,7 +15,7 @@ from tools.caffe.export import example_inputs, export, load_pt
 
 from .helpers import caffenet_text, input_layer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def cli(*args):

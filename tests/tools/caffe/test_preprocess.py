@@ -16,7 +16,7 @@ from tools.caffe.classify import classify, top_predictions
 from tools.run.errors import CaffeError
 from tools.caffe.preprocess import Transform, classification_input, read_binaryproto
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def write_mean(path, mean, legacy=False):

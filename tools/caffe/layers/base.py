@@ -1,4 +1,6 @@
 """What every layer shares: the Layer base class, the registry and Caffe's axis/geometry rules."""
+from typing import Any, Callable, NoReturn, Optional, Protocol, Sequence, Tuple, Union
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -10,9 +12,25 @@ from ..ops import FLT_MAX  # noqa: F401 (the layers' name for it)
 LAYERS = {}
 MAX_BLOB_ELEMENTS = (1 << 31) - 1  # Caffe's own per-blob limit (INT_MAX)
 
+Shape = Sequence[int]
+Shapes = Sequence[Shape]
+Tops = Union[torch.Tensor, Tuple[torch.Tensor, ...]]  # one tensor per top blob
 
-def register(*types):
-    def deco(cls):
+
+class BuildContext(Protocol):
+    """What a layer's constructor gets from the net builder (tools.caffe.net.BuildContext)."""
+    device: Any
+    dtype: torch.dtype
+    seed: Optional[int]
+
+    def param(self, layer: "Layer", attr: str, index: int, shape: Shape, filler: "pb.FillerParameter") -> None: ...
+
+    def buffer(self, layer: "Layer", attr: str, shape: Shape) -> None: ...
+
+
+def register(*types: str) -> Callable[[type], type]:
+    """The class decorator that files a Layer under its Caffe type name(s); a name taken twice is refused."""
+    def deco(cls: type) -> type:
         for t in types:
             if t in LAYERS:  # a second implementation under one type would silently replace the first
                 raise ValueError(f"Caffe layer type '{t}' is registered twice ({LAYERS[t].__qualname__}, "
@@ -30,12 +48,12 @@ class Layer(nn.Module):
     """
     blob_names = ()
 
-    def __init__(self, lp, bottom_shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", bottom_shapes: Shapes, ctx: "BuildContext") -> None:
         super().__init__()
         self.layer_name, self.layer_type = lp.name, lp.type
         self.n_bottom, self.n_top = len(lp.bottom), len(lp.top)
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         """Top shapes for these bottom shapes. Generic: run forward on meta tensors; layers whose
         shapes are simple override this (meta kernels cost seconds of lazy imports on first use)."""
         state = {k: torch.empty(v.shape, dtype=v.dtype, device="meta")
@@ -44,25 +62,25 @@ class Layer(nn.Module):
         with torch.no_grad():
             return [t.shape for t in functional_call(self, state, metas)]
 
-    def fail(self, what):
+    def fail(self, what: str) -> NoReturn:
         raise CaffeError(f"layer '{self.layer_name}' ({self.layer_type}): {what}")
 
-    def check_bottoms(self, shapes, n, at_most=None):
+    def check_bottoms(self, shapes: Shapes, n: int, at_most: Optional[int] = None) -> None:
         if len(shapes) < n or (at_most is not None and len(shapes) > at_most):
             want = n if at_most in (None, n) else f"{n} to {at_most}"
             self.fail(f"expects {want} bottom blob(s), got {len(shapes)}")
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"name={self.layer_name!r}"
 
 
-def canonical_axis(axis, ndim, layer):
+def canonical_axis(axis: int, ndim: int, layer: Layer) -> int:
     if not -ndim <= axis < max(ndim, 1):
         layer.fail(f"axis {axis} is out of range for a {ndim}-D blob")
     return axis % ndim if ndim else 0
 
 
-def spatial_geometry(p, nd, layer, kind):
+def spatial_geometry(p: Any, nd: int, layer: Layer, kind: str) -> Tuple[Tuple[int, ...], ...]:
     """Kernel, stride, pad, dilation tuples for `nd` spatial axes from a Convolution/Pooling param."""
     def pick(repeated, h, w, default, name):
         has_hw = p.HasField(h) or p.HasField(w)
@@ -101,11 +119,11 @@ def spatial_geometry(p, nd, layer, kind):
     return kernel, stride, pad, dilation
 
 
-def broadcast_shape(param_shape, axis, ndim):
+def broadcast_shape(param_shape: Shape, axis: int, ndim: int) -> Tuple[int, ...]:
     return (1,) * axis + tuple(param_shape) + (1,) * (ndim - axis - len(param_shape))
 
 
-def as_index(t):
+def as_index(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.long) if t.dtype != torch.long else t
 
 
@@ -113,17 +131,17 @@ class _NoBackward(torch.autograd.Function):
     """Passes `out` through; asking it for a gradient is an error naming the layer."""
 
     @staticmethod
-    def forward(ctx, out, x, where):
+    def forward(ctx: Any, out: torch.Tensor, x: torch.Tensor, where: str) -> torch.Tensor:
         ctx.where = where
         return out.clone()
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> NoReturn:
         raise CaffeError(f"{ctx.where}: Caffe has no backward for this layer; freeze what is below it "
                          "(propagate_down: false) or leave it out of training")
 
 
-def no_backward(layer, out, *bottoms):
+def no_backward(layer: Layer, out: torch.Tensor, *bottoms: torch.Tensor) -> torch.Tensor:
     """`out` of a layer Caffe defines no gradient for: fine in inference, an error if a gradient is asked
     of any bottom that needs one."""
     if not torch.is_grad_enabled() or not any(b.requires_grad for b in bottoms):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import caffe_pb2 as pb
-from .base import MAX_BLOB_ELEMENTS, Layer, canonical_axis, register
+from .base import MAX_BLOB_ELEMENTS, BuildContext, Layer, Shapes, Tops, canonical_axis, register
 
 
 def _legacy_axis(layer, p, legacy, ndim):
@@ -21,7 +21,7 @@ def _legacy_axis(layer, p, legacy, ndim):
 
 @register("InnerProduct")
 class InnerProduct(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.inner_product_param
@@ -38,10 +38,10 @@ class InnerProduct(Layer):
             ctx.param(self, "bias", 1, (p.num_output,), p.bias_filler)
             self.blob_names = ("weight", "bias")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [tuple(shapes[0][:self.axis]) + (self.weight.shape[0 if not self.transpose else 1],)]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         flat = x.reshape(tuple(x.shape[:self.axis]) + (-1,))
         w = self.weight.t() if self.transpose else self.weight
         return (F.linear(flat, w, self.bias),)
@@ -49,21 +49,21 @@ class InnerProduct(Layer):
 
 @register("Softmax")
 class Softmax(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         self.axis = canonical_axis(lp.softmax_param.axis, len(shapes[0]), self)
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [shapes[0]]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         return (torch.softmax(x, self.axis),)
 
 
 @register("Concat")
 class Concat(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1)
         self.axis = _legacy_axis(self, lp.concat_param, "concat_dim", len(shapes[0]))
@@ -72,18 +72,18 @@ class Concat(Layer):
                                                if i != self.axis):
                 self.fail(f"bottom shapes {shapes} differ outside the concat axis {self.axis}")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         out = list(shapes[0])
         out[self.axis] = sum(s[self.axis] for s in shapes)
         return [tuple(out)]
 
-    def forward(self, *xs):
+    def forward(self, *xs: torch.Tensor) -> Tops:
         return (xs[0] if len(xs) == 1 else torch.cat(xs, self.axis),)
 
 
 @register("Slice")
 class Slice(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.slice_param
@@ -102,36 +102,36 @@ class Slice(Layer):
                 self.fail(f"axis {self.axis} of size {length} does not split evenly into {n} tops")
             self.sizes = [length // n] * n
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [tuple(shapes[0][:self.axis]) + (n,) + tuple(shapes[0][self.axis + 1:]) for n in self.sizes]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         return tuple(torch.split(x, self.sizes, self.axis))
 
 
 @register("Split")
 class Split(Layer):
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         if len(shapes) != 1:
             self.fail(f"expects 1 bottom blob, got {len(shapes)}")
         return [shapes[0]] * self.n_top
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         return (x,) * self.n_top
 
 
 @register("Silence")
 class Silence(Layer):
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return []
 
-    def forward(self, *xs):
+    def forward(self, *xs: torch.Tensor) -> Tops:
         return ()
 
 
 @register("Flatten")
 class Flatten(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         nd = len(shapes[0])
@@ -141,13 +141,13 @@ class Flatten(Layer):
             self.fail(f"axis {lp.flatten_param.axis} comes after end_axis {lp.flatten_param.end_axis} "
                       f"of a {nd}-D blob")
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         return (torch.flatten(x, self.start, self.end),)
 
 
 @register("Reshape")
 class Reshape(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.reshape_param
@@ -167,7 +167,7 @@ class Reshape(Layer):
         self.start, self.end, self.dims = start, end, dims
         self.forward(torch.empty(shapes[0], device="meta"))  # validate counts now
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         shape = list(x.shape)
         mid = [shape[self.start + i] if d == 0 else d for i, d in enumerate(self.dims)]
         new = shape[:self.start] + mid + shape[self.end:]
@@ -185,7 +185,7 @@ class Reshape(Layer):
 
 @register("Eltwise")
 class Eltwise(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2)
         p = lp.eltwise_param
@@ -198,7 +198,7 @@ class Eltwise(Layer):
         if self.coeff and (self.op == "prod" or len(self.coeff) != len(shapes)):
             self.fail("coeff takes one value per bottom, and not with the PROD operation")
 
-    def forward(self, *xs):
+    def forward(self, *xs: torch.Tensor) -> Tops:
         if self.op == "sum":
             if not self.coeff:
                 out = xs[0]
@@ -222,7 +222,7 @@ class Eltwise(Layer):
 
 @register("Crop")
 class Crop(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
         p = lp.crop_param
@@ -239,7 +239,7 @@ class Crop(Layer):
                 self.fail(f"crop of axis {a}: offset {off} + size {ref[a]} exceeds {src[a]}")
         self.offsets = offsets
 
-    def forward(self, x, ref):
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> Tops:
         idx = [slice(None)] * self.axis + [slice(o, o + ref.shape[self.axis + i])
                                             for i, o in enumerate(self.offsets)]
         return (x[tuple(idx)],)
@@ -250,7 +250,7 @@ class DummyData(Layer):
     """Tops of declared shapes filled by `data_filler` (one for all, or one per top; constant 0 by
     default): constant tops once, random ones anew at every forward, as dummy_data_layer.cpp does."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         p, n = lp.dummy_data_param, len(lp.top)
         if shapes:
@@ -276,10 +276,10 @@ class DummyData(Layer):
         self.device, self.dtype = ctx.device, ctx.dtype
         self.fixed = [None] * n
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [torch.Size(s) for s in self.shapes]
 
-    def forward(self):
+    def forward(self) -> Tops:
         from ..fillers import fill
         outs = []
         for i, (shape, filler) in enumerate(zip(self.shapes, self.fillers)):

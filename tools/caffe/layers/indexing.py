@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import caffe_pb2 as pb
-from .base import Layer, canonical_axis, no_backward, register, spatial_geometry
+from .base import (BuildContext, Layer, Shapes, Tops, canonical_axis, no_backward, register,
+                   spatial_geometry)
 
 
 
@@ -14,7 +15,7 @@ class ArgMax(Layer):
     """Top-k indices (or values) per sample, or along `axis`; ties go to the larger index, as Caffe's
     partial_sort of (value, index) pairs. Caffe has no backward for it."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.argmax_param
@@ -25,7 +26,7 @@ class ArgMax(Layer):
         if self.top_k < 1 or self.top_k > size:
             self.fail(f"top_k {self.top_k} must be between 1 and the {size} values it ranks")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         x = list(shapes[0])
         if self.axis is not None:
             x[self.axis] = self.top_k
@@ -41,7 +42,7 @@ class ArgMax(Layer):
         keep = torch.arange(self.top_k, device=x.device)
         return values.index_select(dim, keep), (n - 1 - index).index_select(dim, keep).to(x.dtype)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         shape = self.out_shapes([x.shape])[0]
         if self.axis is not None:
             values, index = self._top(x, self.axis)
@@ -57,7 +58,7 @@ class Embed(Layer):
     """Rows of a (input_dim, num_output) table picked by integer-valued bottoms (+ bias); Caffe cannot
     backpropagate to the indices, only to the table."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.embed_param
@@ -70,10 +71,10 @@ class Embed(Layer):
             ctx.param(self, "bias", 1, (p.num_output,), p.bias_filler)
             self.blob_names = ("weight", "bias")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [tuple(shapes[0]) + (self.num_output,)]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         index = x.detach().to(torch.long)
         if bool((index.to(x.dtype) != x.detach()).any()) or bool(((index < 0) | (index >= self.input_dim)).any()):
             self.fail(f"indices must be whole numbers in [0, {self.input_dim})")
@@ -85,16 +86,16 @@ class Embed(Layer):
 class BatchReindex(Layer):
     """bottom[0] rows in the order of the indices in bottom[1]; gradients add up per source row."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
         if len(shapes[1]) != 1:
             self.fail(f"the indices must be a 1-D blob, got shape {tuple(shapes[1])}")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [(shapes[1][0],) + tuple(shapes[0][1:])]
 
-    def forward(self, x, index):
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> Tops:
         idx = index.detach().to(torch.long)
         if bool(((idx < 0) | (idx >= x.shape[0])).any()):
             self.fail(f"indices must be in [0, {x.shape[0]})")
@@ -105,7 +106,7 @@ class BatchReindex(Layer):
 class Tile(Layer):
     """`tiles` copies of everything from `axis` on, one after another along `axis`."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.tile_param
@@ -114,12 +115,12 @@ class Tile(Layer):
             self.fail(f"tiles must be positive, got {p.tiles}")
         self.tiles = p.tiles
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         x = list(shapes[0])
         x[self.axis] *= self.tiles
         return [tuple(x)]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         reps = [1] * x.dim()
         reps[self.axis] = self.tiles
         return (x.repeat(*reps),)
@@ -129,7 +130,7 @@ class Tile(Layer):
 class Parameter(Layer):
     """A learnable blob of `shape` as the top (Caffe allocates it zeroed)."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         if shapes:
             self.fail("takes no bottom blobs")
@@ -137,10 +138,10 @@ class Parameter(Layer):
         ctx.param(self, "weight", 0, self.shape, pb.FillerParameter(type="constant", value=0))
         self.blob_names = ("weight",)
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [self.shape]
 
-    def forward(self):
+    def forward(self) -> Tops:
         return (self.weight,)
 
 
@@ -150,17 +151,17 @@ class Reduction(Layer):
     OPS = {pb.ReductionParameter.SUM: "sum", pb.ReductionParameter.ASUM: "asum",
            pb.ReductionParameter.SUMSQ: "sumsq", pb.ReductionParameter.MEAN: "mean"}
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.reduction_param
         self.axis = canonical_axis(p.axis, len(shapes[0]), self)
         self.op, self.coeff = self.OPS[p.operation], p.coeff
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [tuple(shapes[0][:self.axis])]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         flat = x.reshape(*x.shape[:self.axis], -1)
         if self.op == "asum":
             flat = flat.abs()
@@ -174,7 +175,7 @@ class Reduction(Layer):
 class Im2col(Layer):
     """The columns a convolution multiplies: (N, C*kh*kw, out_h, out_w), channel-major as Caffe's im2col."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         if len(shapes[0]) != 4:
@@ -182,7 +183,7 @@ class Im2col(Layer):
         self.kernel, self.stride, self.pad, self.dilation = spatial_geometry(lp.convolution_param, 2, self,
                                                                               "im2col")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         n, c, h, w = shapes[0]
         size = [(s + 2 * p - (d * (k - 1) + 1)) // st + 1 for s, p, d, k, st in
                 zip((h, w), self.pad, self.dilation, self.kernel, self.stride)]
@@ -190,7 +191,7 @@ class Im2col(Layer):
             self.fail(f"kernel {self.kernel} does not fit the {h}x{w} input")
         return [(n, c * self.kernel[0] * self.kernel[1], *size)]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         shape = self.out_shapes([x.shape])[0]
         cols = F.unfold(x, self.kernel, self.dilation, self.pad, self.stride)
         return (cols.reshape(shape),)
@@ -202,7 +203,7 @@ class Filter(Layer):
     first axis depends on the data: shapes known before a forward pass give its upper bound, N.
     Caffe cannot backpropagate to the selector."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2)
         if len(lp.top) != len(shapes) - 1:
@@ -211,9 +212,9 @@ class Filter(Layer):
         if math.prod(shapes[-1]) != n or any(not s or s[0] != n for s in shapes[:-1]):
             self.fail(f"the selector {tuple(shapes[-1])} needs one value per item of every bottom (N = {n})")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [tuple(s) for s in shapes[:-1]]
 
-    def forward(self, *xs):
+    def forward(self, *xs: torch.Tensor) -> Tops:
         keep = torch.nonzero(xs[-1].detach().reshape(-1) != 0).reshape(-1)
         return tuple(x.index_select(0, keep) for x in xs[:-1])

@@ -1,7 +1,10 @@
 """The jigsaw fork's own layer: MergeData (jps++), which swaps tiles between two puzzles."""
 import torch
 
-from .base import Layer, register
+from ...run.runtime import generator
+
+from .. import caffe_pb2 as pb  # noqa: F401 (annotations)
+from .base import BuildContext, Layer, Shapes, Tops, register
 
 
 @register("MergeData")
@@ -14,7 +17,7 @@ class MergeData(Layer):
     -1 to keep a tile, else the position of the second puzzle's tile that replaces it. Like the
     fork's layer it passes no gradient back (its Backward is empty)."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.tiles = len(lp.top) - 1
         if self.tiles < 1 or len(shapes) != 2 * self.tiles:
@@ -28,13 +31,13 @@ class MergeData(Layer):
             self.fail(f"min_substitute {self.low} / max_substitute {self.high}: need max >= 1 and "
                       f"at most {self.tiles} substitutions (the fork divides by max, and loops forever "
                       "past T)")
-        self.generator = torch.Generator().manual_seed(getattr(ctx, "seed", None) or 0)
+        self.generator = generator(getattr(ctx, "seed", None) or 0)
         self.plan = None
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [shapes[0]] * self.tiles + [torch.Size((shapes[0][0], 1))]
 
-    def draw_plan(self, n):
+    def draw_plan(self, n: int) -> torch.Tensor:
         g, t = self.generator, self.tiles
         count = torch.randint(0, self.high, (n,), generator=g) + self.low
         where = torch.rand(n, t, generator=g).argsort(1)
@@ -42,7 +45,7 @@ class MergeData(Layer):
         plan = torch.full((n, t), -1, dtype=torch.long)
         return plan.scatter_(1, where, torch.where(torch.arange(t)[None] < count[:, None], source, -1))
 
-    def forward(self, *bottoms):
+    def forward(self, *bottoms: torch.Tensor) -> Tops:
         t, n = self.tiles, bottoms[0].shape[0]
         plan = self.plan if self.plan is not None else self.draw_plan(n)
         if tuple(plan.shape) != (n, t):

@@ -2,10 +2,12 @@
 HingeLoss, ContrastiveLoss, Accuracy."""
 import math
 
+from typing import Optional, Tuple
+
 import torch
 
 from .. import caffe_pb2 as pb
-from .base import Layer, as_index, canonical_axis, register
+from .base import BuildContext, Layer, Shapes, Tops, as_index, canonical_axis, register
 
 FLT_MIN = 1.1754943508222875e-38
 
@@ -19,7 +21,7 @@ def _label_layout(scores, labels, axis):
 
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
         self.axis = canonical_axis(lp.softmax_param.axis, len(shapes[0]), self)
@@ -40,7 +42,7 @@ class SoftmaxWithLoss(Layer):
                       f"for scores {tuple(shapes[0])}")
         self.outer = outer
 
-    def forward(self, scores, labels):
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> Tops:
         prob = torch.softmax(scores, self.axis)
         flat, lab = _label_layout(prob, labels, self.axis)
         valid = torch.ones_like(lab, dtype=torch.bool) if self.ignore is None else lab != self.ignore
@@ -70,17 +72,17 @@ class SoftmaxWithLoss(Layer):
 
 @register("EuclideanLoss")
 class EuclideanLoss(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
 
-    def forward(self, a, b):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> Tops:
         return (((a - b.reshape(a.shape)) ** 2).sum() / (2 * a.shape[0]),)
 
 
 @register("Accuracy")
 class Accuracy(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
         p = lp.accuracy_param
@@ -90,7 +92,7 @@ class Accuracy(Layer):
         if self.top_k > shapes[0][self.axis]:
             self.fail(f"top_k {self.top_k} exceeds the {shapes[0][self.axis]} classes")
 
-    def forward(self, scores, labels):
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> Tops:
         flat, lab = _label_layout(scores, labels, self.axis)
         valid = torch.ones_like(lab, dtype=torch.bool) if self.ignore is None else lab != self.ignore
         safe = torch.where(valid, lab, 0).clamp(0, flat.shape[1] - 1)
@@ -110,7 +112,7 @@ class Accuracy(Layer):
         return (acc, per_class / totals.clamp_min(1))
 
 
-def with_gradient(value, *pairs):
+def with_gradient(value: torch.Tensor, *pairs: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """`value` in the forward pass, and for each (input, gradient) pair that gradient of it in the
     backward pass: Caffe's hand-written backward where it is not the derivative of its forward (a clamp,
     an epsilon), through autograd. The added term is exactly zero in the forward pass."""
@@ -140,16 +142,16 @@ class MultinomialLogisticLoss(Layer):
     at the label (multinomial_logistic_loss_layer.cpp)."""
     THRESHOLD = 1e-20
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
         if math.prod(shapes[1]) != shapes[0][0]:
             self.fail(f"one label per sample: {math.prod(shapes[1])} labels for {shapes[0][0]} samples")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [()]
 
-    def forward(self, prob, labels):
+    def forward(self, prob: torch.Tensor, labels: torch.Tensor) -> Tops:
         flat = prob.reshape(prob.shape[0], -1)
         lab = as_index(labels.reshape(-1))
         picked = flat.gather(1, lab[:, None])[:, 0]
@@ -165,7 +167,7 @@ class SigmoidCrossEntropyLoss(Layer):
     """Cross-entropy of sigmoid(x) against targets in [0, 1], in Caffe's overflow-safe form; its gradient
     sigmoid(x) - target; ignore_label; normalization BATCH_SIZE unless loss_param says otherwise."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
         if math.prod(shapes[0]) != math.prod(shapes[1]):
@@ -179,10 +181,10 @@ class SigmoidCrossEntropyLoss(Layer):
         else:
             self.mode = pb.LossParameter.BATCH_SIZE
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [()]
 
-    def forward(self, x, target):
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> Tops:
         t = target.reshape(x.shape).to(x.dtype)
         valid = torch.ones_like(x, dtype=torch.bool) if self.ignore is None else t != self.ignore
         pos = (x >= 0).to(x.dtype)
@@ -198,15 +200,15 @@ class HingeLoss(Layer):
     """One-vs-all hinge: sum over classes of max(0, 1 - s * x), s = +1 at the label and -1 elsewhere,
     L1 or squared (L2), over the batch size."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
         self.squared = lp.hinge_loss_param.norm == pb.HingeLossParameter.L2
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [()]
 
-    def forward(self, x, labels):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> Tops:
         flat = x.reshape(x.shape[0], -1)
         sign = torch.full_like(flat, -1.0).scatter_(1, as_index(labels.reshape(-1))[:, None], 1.0)
         margin = torch.relu(1 - sign * flat)
@@ -219,7 +221,7 @@ class ContrastiveLoss(Layer):
     """Siamese loss on pairs (a, b, similar): d^2 for similar pairs, max(margin - d, 0)^2 for dissimilar
     ones (legacy_version: max(margin - d^2, 0)), over 2N; Caffe's gradient has 1e-4 added to d."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 3, 3)
         if tuple(shapes[0]) != tuple(shapes[1]):
@@ -227,10 +229,10 @@ class ContrastiveLoss(Layer):
         p = lp.contrastive_loss_param
         self.margin, self.legacy = p.margin, p.legacy_version
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [()]
 
-    def forward(self, a, b, similar):
+    def forward(self, a: torch.Tensor, b: torch.Tensor, similar: torch.Tensor) -> Tops:
         n = a.shape[0]
         diff = (a - b).reshape(n, -1)
         d2 = (diff * diff).sum(1)
@@ -254,7 +256,7 @@ class InfogainLoss(Layer):
     or a third bottom): -sum_l H[label, l] log(max(p_l, 1e-20)) per item, its gradient
     p_l * sum(H[label]) - H[label, l] (infogain_loss_layer.cpp); ignore_label, normalization (VALID)."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 3)
         p, lpar = lp.infogain_loss_param, lp.loss_param
@@ -280,10 +282,10 @@ class InfogainLoss(Layer):
         elif math.prod(shapes[2]) != self.k * self.k:
             self.fail(f"H (bottom 2) holds {math.prod(shapes[2])} values, {self.k}x{self.k} labels need {self.k ** 2}")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [(), tuple(shapes[0])][:max(self.n_top, 1)]
 
-    def forward(self, scores, labels, h=None):
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor, h: Optional[torch.Tensor] = None) -> Tops:
         h = (self.infogain if h is None else h.detach().reshape(self.k, self.k)).to(scores.dtype)
         prob = torch.softmax(scores, self.axis)
         flat, lab = _label_layout(prob, labels, self.axis)

@@ -2,13 +2,13 @@
 import torch
 
 from .. import caffe_pb2 as pb
-from .base import Layer, register
 from ..ops import caffe_pool2d, lrn_across  # noqa: F401 (the layer's arithmetic)
+from .base import BuildContext, Layer, Shapes, Tops, register
 
 
 @register("LRN")
 class LRN(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.lrn_param
@@ -19,10 +19,10 @@ class LRN(Layer):
         self.size, self.alpha, self.beta, self.k = p.local_size, p.alpha, p.beta, p.k
         self.within = p.norm_region == pb.LRNParameter.WITHIN_CHANNEL
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [shapes[0]]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         if not self.within:
             return (lrn_across(x, self.size, self.alpha, self.beta, self.k),)
         # WITHIN_CHANNEL: Caffe averages x^2 over a padded size x size window (always size^2 terms)

@@ -1,8 +1,10 @@
 """BatchNorm (with Caffe's scale-factor blob), Scale and Bias."""
+from typing import Any, Tuple
+
 import torch
 
 from .. import caffe_pb2 as pb
-from .base import Layer, broadcast_shape, canonical_axis, register
+from .base import BuildContext, Layer, Shapes, Tops, broadcast_shape, canonical_axis, register
 
 
 @register("BatchNorm")
@@ -10,7 +12,7 @@ class BatchNorm(Layer):
     """Caffe's BatchNorm: no affine part; blobs are (mean, variance) sums and their scale factor."""
     blob_names = ("mean", "variance", "scale_factor")
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.batch_norm_param
@@ -21,13 +23,13 @@ class BatchNorm(Layer):
                             ("scale_factor", (1,))):
             ctx.buffer(self, name, shape)
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [shapes[0]]
 
     def _view(self, t, x):
         return t.reshape((1, -1) + (1,) * (x.dim() - 2)) if x.dim() > 1 else t
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         use_global = (not self.training) if self.use_global_stats is None else self.use_global_stats
         if use_global:
             s = self.scale_factor[0]
@@ -50,10 +52,11 @@ class BatchNorm(Layer):
 class _Affine(Layer):
     """Shared logic of Scale and Bias: a parameter (or second bottom) broadcast from `axis`."""
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [shapes[0]]
 
-    def setup(self, lp, shapes, ctx, p, name, default_value, filler):
+    def setup(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext, p: Any, name: str,
+              default_value: float, filler: "pb.FillerParameter") -> None:
         self.check_bottoms(shapes, 1, 2)
         x = shapes[0]
         if len(shapes) == 2:
@@ -73,13 +76,13 @@ class _Affine(Layer):
         ctx.param(self, name, 0, shape, filler)
         self.blob_names = (name,)
 
-    def param_view(self, t, x):
+    def param_view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return t.reshape(broadcast_shape(t.shape, self.axis, x.dim()))
 
 
 @register("Scale")
 class Scale(_Affine):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         p = lp.scale_param
         self.setup(lp, shapes, ctx, p, "weight", 1.0, p.filler)
@@ -92,7 +95,7 @@ class Scale(_Affine):
                       p.bias_filler)
             self.blob_names = self.blob_names + ("bias",)
 
-    def forward(self, x, *scale):
+    def forward(self, x: torch.Tensor, *scale: torch.Tensor) -> Tops:
         s = scale[0] if scale else self.weight
         out = x * self.param_view(s, x)
         if self.bias is not None:
@@ -102,12 +105,12 @@ class Scale(_Affine):
 
 @register("Bias")
 class Bias(_Affine):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         p = lp.bias_param
         self.setup(lp, shapes, ctx, p, "bias", 0.0, p.filler)
 
-    def forward(self, x, *bias):
+    def forward(self, x: torch.Tensor, *bias: torch.Tensor) -> Tops:
         b = bias[0] if bias else self.bias
         return (x + self.param_view(b, x),)
 
@@ -117,7 +120,7 @@ class _MVNFunction(torch.autograd.Function):
     dx = (dy - (sum(dy) + y * sum(y * dy)) / dim) / (std + eps) (mvn_layer.cpp), exact at eps = 0."""
 
     @staticmethod
-    def forward(ctx, x, normalize_variance, eps):
+    def forward(ctx: Any, x: torch.Tensor, normalize_variance: bool, eps: float) -> torch.Tensor:
         centred = x - x.mean(1, keepdim=True)
         if not normalize_variance:
             ctx.normalize_variance = False
@@ -129,7 +132,7 @@ class _MVNFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, dy):
+    def backward(ctx: Any, dy: torch.Tensor) -> Tuple[torch.Tensor, None, None]:
         dim = dy.shape[1]
         if not ctx.normalize_variance:
             return dy - dy.mean(1, keepdim=True), None, None
@@ -142,7 +145,7 @@ class _MVNFunction(torch.autograd.Function):
 class MVN(Layer):
     """Mean-variance normalisation per item (across_channels) or per item and channel."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.mvn_param
@@ -150,10 +153,10 @@ class MVN(Layer):
         if len(shapes[0]) > 4 or len(shapes[0]) < 1:
             self.fail(f"needs a blob of 1 to 4 axes (Caffe's num/channels), got {tuple(shapes[0])}")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [shapes[0]]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         groups = x.shape[0] if self.across or x.dim() < 2 else x.shape[0] * x.shape[1]
         y = _MVNFunction.apply(x.reshape(groups, -1), self.normalize_variance, self.eps)
         return (y.reshape(x.shape),)

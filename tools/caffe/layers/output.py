@@ -3,7 +3,8 @@ import os
 
 import torch
 
-from .base import Layer, register
+from .. import caffe_pb2 as pb  # noqa: F401 (annotations)
+from .base import BuildContext, Layer, Shapes, Tops, register
 
 
 @register("HDF5Output")
@@ -12,7 +13,7 @@ class HDF5Output(Layer):
     (the file replaced atomically; an existing file that is not HDF5 is never overwritten); no tops;
     gradients pass it by, as in Caffe (no backward)."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
         if lp.top:
@@ -21,10 +22,10 @@ class HDF5Output(Layer):
         if not self.path:
             self.fail("hdf5_output_param.file_name is required")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return []
 
-    def forward(self, data, label):
+    def forward(self, data: torch.Tensor, label: torch.Tensor) -> Tops:
         import h5py
         from ...run.atomic import atomic_files, ensure_dir
         if os.path.lexists(self.path) and not (os.path.isfile(self.path) and h5py.is_hdf5(self.path)):

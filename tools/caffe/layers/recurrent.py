@@ -1,9 +1,12 @@
 """Recurrent layers as Caffe unrolls them: LSTMUnit (one LSTM step), LSTM and RNN (recurrent_layer.cpp)."""
 import math
 
+from typing import Any
+
 import torch
 
-from .base import Layer, register
+from .. import caffe_pb2 as pb  # noqa: F401 (annotations)
+from .base import BuildContext, Layer, Shapes, Tops, register
 
 
 @register("LSTMUnit")
@@ -12,7 +15,7 @@ class LSTMUnit(Layer):
     c = cont * sigmoid(f) * c_prev + sigmoid(i) * tanh(g), h = sigmoid(o) * tanh(c). A zero `cont`
     starts a new sequence; Caffe does not backpropagate to it."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 3, 3)
         c, x, cont = (tuple(s) for s in shapes)
@@ -22,10 +25,10 @@ class LSTMUnit(Layer):
             self.fail(f"gates {x} must be (1, {c[1]}, {4 * c[2]}) and cont (1, {c[1]}) for c_prev {c}")
         self.hidden = c[2]
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         return [tuple(shapes[0]), tuple(shapes[0])]
 
-    def forward(self, c_prev, x, cont):
+    def forward(self, c_prev: torch.Tensor, x: torch.Tensor, cont: torch.Tensor) -> Tops:
         i, f, o, g = x.split(self.hidden, dim=2)
         f = cont.detach()[:, :, None] * torch.sigmoid(f)
         c = f * c_prev + torch.sigmoid(i) * torch.tanh(g)
@@ -39,7 +42,7 @@ class _Recurrent(Layer):
     states = 1  # recurrent blobs: h (RNN), h and c (LSTM)
     gates = 1   # outputs of the hidden transforms per unit
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         p = lp.recurrent_param
         if not p.num_output:
@@ -58,10 +61,10 @@ class _Recurrent(Layer):
                 self.fail(f"initial state {i} must be (1, {self.n}, {self.hidden}), got {tuple(shapes[-extra + i])}")
         self.make_params(ctx, p, width, math.prod(x[2:]), math.prod(shapes[2][1:]) if self.static else 0)
 
-    def make_params(self, ctx, p, width, d, d_static):
+    def make_params(self, ctx: BuildContext, p: Any, width: int, d: int, d_static: int) -> None:
         raise NotImplementedError
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         state = (1, self.n, self.hidden)
         return [(self.t, self.n, self.hidden)] + [state] * (self.states if self.expose else 0)
 
@@ -79,14 +82,14 @@ class LSTM(_Recurrent):
     W_hc (4H, H); gates_t = W_hc (cont_t h_{t-1}) + W_xc x_t + b_c [+ W_xc_static x_static], then LSTMUnit."""
     states, gates = 2, 4
 
-    def make_params(self, ctx, p, width, d, d_static):
+    def make_params(self, ctx: BuildContext, p: Any, width: int, d: int, d_static: int) -> None:
         names = ["W_xc", "b_c"] + (["W_xc_static"] if self.static else []) + ["W_hc"]
         shapes = [(width, d), (width,)] + ([(width, d_static)] if self.static else []) + [(width, self.hidden)]
         for i, (name, shape) in enumerate(zip(names, shapes)):
             ctx.param(self, name, i, shape, p.bias_filler if name.startswith("b_") else p.weight_filler)
         self.blob_names = tuple(names)
 
-    def forward(self, *xs):
+    def forward(self, *xs: torch.Tensor) -> Tops:
         x, cont, static, (h, c) = self._inputs(xs)
         wx = x @ self.W_xc.t() + self.b_c
         if static is not None:
@@ -108,7 +111,7 @@ class RNN(_Recurrent):
     W_hh (H, H), W_ho (H, H), b_o (H); h_t = tanh(W_hh (cont_t h_{t-1}) + W_xh x_t + b_h [+ static]),
     o_t = tanh(W_ho h_t + b_o)."""
 
-    def make_params(self, ctx, p, width, d, d_static):
+    def make_params(self, ctx: BuildContext, p: Any, width: int, d: int, d_static: int) -> None:
         names = ["W_xh", "b_h"] + (["W_xh_static"] if self.static else []) + ["W_hh", "W_ho", "b_o"]
         hh = (self.hidden, self.hidden)
         shapes = [(width, d), (width,)] + ([(width, d_static)] if self.static else []) + [hh, hh, (self.hidden,)]
@@ -116,7 +119,7 @@ class RNN(_Recurrent):
             ctx.param(self, name, i, shape, p.bias_filler if name.startswith("b_") else p.weight_filler)
         self.blob_names = tuple(names)
 
-    def forward(self, *xs):
+    def forward(self, *xs: torch.Tensor) -> Tops:
         x, cont, static, (h,) = self._inputs(xs)
         wx = x @ self.W_xh.t() + self.b_h
         if static is not None:

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from .. import caffe_pb2 as pb
 from ..ops import _ave_divisor, caffe_pool2d, caffe_pool_size  # noqa: F401 (the layers' arithmetic)
-from .base import Layer, register, spatial_geometry
+from .base import BuildContext, Layer, Shapes, Tops, register, spatial_geometry
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -12,7 +12,7 @@ _DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 @register("Convolution", "Deconvolution")
 class Convolution(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1)
         p = lp.convolution_param
@@ -40,7 +40,7 @@ class Convolution(Layer):
             self.blob_names = ("weight", "bias")
         self.nd = nd
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         out = self.weight.shape[1] * self.group if self.deconv else self.weight.shape[0]
         spatial = []
         for n, k, s, p, d in zip(shapes[0][2:], self.kernel, self.stride, self.pad, self.dilation):
@@ -52,7 +52,7 @@ class Convolution(Layer):
             spatial.append(size)
         return [(shapes[0][0], out, *spatial) for _ in shapes]
 
-    def forward(self, *xs):
+    def forward(self, *xs: torch.Tensor) -> Tops:
         if self.deconv:
             op = _DECONV[self.nd]
             return tuple(op(x, self.weight, self.bias, self.stride, self.pad, 0, self.group,
@@ -64,7 +64,7 @@ class Convolution(Layer):
 
 @register("Pooling")
 class Pooling(Layer):
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.pooling_param
@@ -90,7 +90,7 @@ class Pooling(Layer):
                                         zip((h, w), self.pad, self.kernel)):
             self.fail(f"kernel {self.kernel} is larger than the padded input {h}x{w}")
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         n, c, h, w = shapes[0]
         if self.global_pool:
             return [(n, c, 1, 1)]
@@ -98,7 +98,7 @@ class Pooling(Layer):
         return [(n, c) + tuple(caffe_pool_size(size, k, s, p, clip, self.ceil) for size, k, s, p in
                                zip((h, w), self.kernel, self.stride, self.pad))]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         if self.global_pool:
             if self.method == "max":  # the gradient goes to the first maximum only (pooling_layer.cpp)
                 flat = x.flatten(2)
@@ -114,7 +114,7 @@ class SPP(Layer):
     kernel, pad half the remainder, pooled as Caffe's PoolingLayer, flattened and concatenated over the
     levels; pyramid_height 1 is that one pooling, (N, C, 1, 1)."""
 
-    def __init__(self, lp, shapes, ctx):
+    def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 1, 1)
         p = lp.spp_param
@@ -136,7 +136,7 @@ class SPP(Layer):
                           f"below kernel {kernel} (Caffe's pooling refuses it)")
             self.levels.append((kernel, pad))
 
-    def out_shapes(self, shapes):
+    def out_shapes(self, shapes: Shapes) -> Shapes:
         n, c, h, w = shapes[0]
         if len(self.levels) == 1:
             return [(n, c, 1, 1)]
@@ -147,7 +147,7 @@ class SPP(Layer):
                 caffe_pool_size(w, kernel[1], kernel[1], pad[1], clip)
         return [(n, total)]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tops:
         outs = [caffe_pool2d(x, self.method, kernel, kernel, pad) for kernel, pad in self.levels]
         if len(outs) == 1:
             return (outs[0],)
