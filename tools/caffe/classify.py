@@ -1,6 +1,6 @@
 """`caffe-convert classify`: the top-N predictions Caffe's example classifier prints for an image and a
 deploy net (its preprocessing in tools.caffe.preprocess)."""
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ def top_predictions(scores: np.ndarray, n: int) -> List[int]:
     return order[:n]
 
 
-def classify(net, images: Sequence[str], mean_file: Optional[str] = None, labels: Optional[str] = None,
+def classify(net: Any, images: Sequence[str], mean_file: Optional[str] = None, labels: Optional[str] = None,
              top: int = 5) -> List[Tuple[str, List[Tuple[float, str]]]]:
     """[(image, [(score, label)])] for each image, the net's first output for it."""
     if len(net.input_shapes) != 1:

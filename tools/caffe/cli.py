@@ -5,6 +5,7 @@ import contextlib
 import os
 import sys
 import warnings
+from typing import Optional, Sequence
 
 from ..run.checkpoint import save_checkpoint
 from ..run.cli_runner import add_version, positive, run_cli
@@ -29,7 +30,7 @@ def _shape_arg(text):
         raise argparse.ArgumentTypeError(f"expected NAME=N,C,H,W, got {text!r}") from None
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="caffe-convert", description="Convert Caffe nets and weights to PyTorch and back, "
         "without Caffe installed.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,7 +144,7 @@ def _strict(strict):
             raise CaffeError(f"--strict: {w}") from None
 
 
-def build_classify_parser():
+def build_classify_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="caffe-convert classify", description="Top predictions for images, preprocessed as Caffe's "
         "example classifier (classification.cpp) does: BGR, resized to the input, minus the mean file's "
@@ -167,7 +168,7 @@ def _classify(args):
             print(f'{score:.4f} - "{label}"')
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["classify"]:
         return run_cli("caffe-convert classify", _classify, build_classify_parser().parse_args(argv[1:]))

@@ -5,7 +5,7 @@ import io
 import os
 import re
 import warnings
-from typing import Dict
+from typing import Any, Dict
 
 import torch
 
@@ -30,12 +30,12 @@ class _Positional(torch.nn.Module):
         return tuple(out[name] for name in self.outputs)
 
 
-def example_inputs(net, seed: int = 0) -> Dict[str, torch.Tensor]:
+def example_inputs(net: Any, seed: int = 0) -> Dict[str, torch.Tensor]:
     g = generator(seed)
     return {k: torch.randn(tuple(s), generator=g) for k, s in net.input_shapes.items()}
 
 
-def export(net, path: str) -> str:
+def export(net: Any, path: str) -> str:
     """Write `net` (eval mode, its declared input shapes) as `path`: .pt2 (torch.export.save; load with
     torch.export.load(path).module()) or .onnx (opset 18; input and output names are the net's blobs).
     A layer that cannot be traced is one line naming it."""
@@ -98,7 +98,7 @@ class _OneLayer(torch.nn.Module):
         return tuple(self.layer(*xs))
 
 
-def load_pt(path: str):
+def load_pt(path: str) -> torch.nn.Module:
     """The CaffeNet a caffe-convert .pt holds (its net text, input shapes and weights), in eval mode:
     caffe-convert's way back from its own file without the .prototxt."""
     from .net import CaffeNet

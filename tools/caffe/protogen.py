@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 import tempfile
+from typing import Optional, Sequence
 
 from google.protobuf import descriptor_pb2
 
@@ -49,7 +50,7 @@ del _name
 '''
 
 
-def compile_descriptor(proto_path=PROTO):
+def compile_descriptor(proto_path: str = PROTO) -> bytes:
     """Compile the .proto with protoc (grpcio-tools) into serialized FileDescriptorProto bytes."""
     from grpc_tools import protoc
 
@@ -65,7 +66,7 @@ def compile_descriptor(proto_path=PROTO):
     return fd.SerializeToString(deterministic=True)
 
 
-def render(serialized):
+def render(serialized: bytes) -> str:
     fd = descriptor_pb2.FileDescriptorProto.FromString(serialized)
     chunks = "\n".join(f"    {serialized[i:i + 64]!r}" for i in range(0, len(serialized), 64))
     names = [m.name for m in fd.message_type]
@@ -73,7 +74,7 @@ def render(serialized):
     return TEMPLATE.format(chunks=chunks, names=names, enums=enums)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--check", action="store_true", help="exit 1 if caffe_pb2.py is out of date")
     args = ap.parse_args(argv)

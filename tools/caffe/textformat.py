@@ -1,6 +1,7 @@
 """Protobuf text format (.prototxt) reader that reports errors by file:line and skips unknown fields with a warning."""
 import re
 import warnings
+from typing import Any, Optional
 
 from google.protobuf.descriptor import FieldDescriptor as FD
 
@@ -274,7 +275,7 @@ class _Sink:
     DESCRIPTOR = _Descriptor()
 
 
-def parse_text(text, msg, path=None):
+def parse_text(text: str, msg: Any, path: Optional[str] = None) -> Any:
     """Parse protobuf text `text` into `msg` (merging); returns msg."""
     if len(text) > MAX_TEXT_BYTES:
         raise CaffeError(f"{where(path)}: text file larger than {MAX_TEXT_BYTES >> 20} MB")
@@ -284,7 +285,7 @@ def parse_text(text, msg, path=None):
     return msg
 
 
-def read_text(path, msg):
+def read_text(path: str, msg: Any) -> Any:
     """Read a .prototxt file into message `msg`."""
     raw = read_bounded(path, MAX_TEXT_BYTES, "text file")
     try:

@@ -3,7 +3,7 @@ implementation) and by ours, layer by layer, on the same seeded input."""
 import os
 import tempfile
 import warnings
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -14,14 +14,15 @@ from ..run.runtime import generator
 TOLERANCE = 1e-4  # relative to the largest |value| of the layer's output (at least 1)
 
 
-def layer_outputs(net, inputs: Dict[str, torch.Tensor]) -> List[Tuple[str, torch.Tensor]]:
+def layer_outputs(net: Any, inputs: Dict[str, torch.Tensor]) -> List[Tuple[str, torch.Tensor]]:
     """(layer name, first top) for every layer, in order, as the layer itself produced it (before a
     later in-place layer overwrites the blob)."""
     with torch.no_grad():
         return [(layer.layer_name, outs[0]) for layer, _, outs in net.steps(dict(inputs)) if outs]
 
 
-def verify(prototxt: str, weights: str = None, seed: int = 0, tolerance: float = TOLERANCE, input_shapes=None):
+def verify(prototxt: str, weights: Optional[str] = None, seed: int = 0, tolerance: float = TOLERANCE,
+           input_shapes: Optional[Dict[str, Sequence[int]]] = None) -> List[Dict[str, Any]]:
     """(rows, problem): a row (layer, type, shape, max |difference|, allowed) per layer compared, and None
     or one line naming the first layer over tolerance. A layer OpenCV does not run, a field our reader
     skipped, or a net OpenCV cannot build raise CaffeError: nothing can be compared there."""
@@ -74,7 +75,7 @@ def verify(prototxt: str, weights: str = None, seed: int = 0, tolerance: float =
     return rows, None
 
 
-def format_rows(rows) -> str:
+def format_rows(rows: List[Dict[str, Any]]) -> str:
     lines = [f"{'layer':24s} {'type':16s} {'shape':20s} {'max |diff|':>11s} {'allowed':>9s}"]
     for name, kind, shape, diff, allowed in rows:
         lines.append(f"{name[:24]:24s} {kind[:16]:16s} {str(shape)[:20]:20s} {diff:11.3g} {allowed:9.3g}")

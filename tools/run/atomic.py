@@ -2,12 +2,13 @@
 import contextlib
 import os
 import tempfile
+from typing import IO, Iterator, List
 
 from .errors import CaffeError, DiskError
 
 
 @contextlib.contextmanager
-def atomic_open(path, mode="wb"):
+def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
     """Yield a file object; `path` appears only if the block finishes. On any failure the temporary
     file is removed, and OS errors (read-only folder, disk full) become one-line DiskErrors."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -32,7 +33,7 @@ def atomic_open(path, mode="wb"):
 
 
 @contextlib.contextmanager
-def atomic_files(*paths):
+def atomic_files(*paths: str) -> Iterator[List[str]]:
     """Yield temporary paths, one per path (beside it); they replace `paths` only when the whole block
     finishes, so files that belong together (a .prototxt and its .caffemodel) change as a unit."""
     temps = [os.path.join(os.path.dirname(os.path.abspath(p)), f".tmp-{os.getpid()}-{os.path.basename(p)}")
@@ -49,7 +50,7 @@ def atomic_files(*paths):
                 os.unlink(tmp)
 
 
-def ensure_dir(path):
+def ensure_dir(path: str) -> str:
     """Create folder `path` (and parents); a failure is one DiskError line, not a traceback."""
     try:
         os.makedirs(path, exist_ok=True)
@@ -58,7 +59,7 @@ def ensure_dir(path):
     return path
 
 
-def read_bounded(path, limit, what="file"):
+def read_bounded(path: str, limit: int, what: str = "file") -> bytes:
     """The bytes of `path`; a file over `limit` bytes, or one that cannot be read, is one line."""
     try:
         size = os.path.getsize(path)

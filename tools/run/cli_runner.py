@@ -2,6 +2,7 @@
 import argparse
 import sys
 import warnings
+from typing import Any, Callable, Optional
 
 from .errors import UserError
 
@@ -9,7 +10,7 @@ from .errors import UserError
 PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
-def positive(kind, zero=False):
+def positive(kind: Callable[[str], Any], zero: bool = False) -> Callable[[str], Any]:
     """An argparse type: `kind` (int, float) above 0, or at least 0 with zero=True."""
     def parse(text):
         v = kind(text)
@@ -24,7 +25,7 @@ def positive(kind, zero=False):
     return parse
 
 
-def add_version(parser):
+def add_version(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`--version` on a command line and on each of its subcommands."""
     from importlib import metadata
     try:
@@ -38,7 +39,7 @@ def add_version(parser):
     return parser
 
 
-def run_cli(prog, func, args):
+def run_cli(prog: str, func: Callable[[Any], Optional[int]], args: Any) -> int:
     """Call func(args); a UserError or a bad path prints `prog: error: ...` and returns 2. Anything
     else propagates with its traceback: it is a bug."""
     def one_line(message, category, filename, lineno, file=None, line=None):

@@ -1,5 +1,6 @@
 """User errors: a bad file or argument. The command lines print the one-line message and exit 2;
 anything else is a bug and keeps its traceback."""
+from typing import Any, Optional
 
 
 class UserError(ValueError):
@@ -19,7 +20,7 @@ class DiskError(UserError):
     no permission, missing folder); the message names it."""
 
 
-def where(path, line=None, col=None):
+def where(path: Any, line: Optional[int] = None, col: Optional[int] = None) -> str:
     loc = str(path) if path else "<text>"
     if line is not None:
         loc += f":{line}"

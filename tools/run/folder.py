@@ -3,7 +3,7 @@ and a resume_N.json per resume; a refused or failed start leaves nothing behind 
 import contextlib
 import json
 import os
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, IO, Iterable, List, Optional
 
 from .atomic import atomic_open, ensure_dir
 from .errors import UserError
@@ -140,13 +140,13 @@ class RunFolder:
             self.close()
 
 
-def lock_folder(folder: str, what: str = "run"):
+def lock_folder(folder: str, what: str = "run") -> IO:
     """Hold `folder`'s .lock as a run of `what` does (what a second run meets)."""
     return hold_lock(os.path.join(folder, ".lock"), f"{folder}: another {what} is using this folder (it holds "
                      f"{os.path.join(folder, '.lock')})")
 
 
-def hold_lock(path: str, refusal: str):
+def hold_lock(path: str, refusal: str) -> IO:
     """An exclusive lock on the file `path` for this process's life (it goes with the process, however it
     ends); `refusal` is the one line said when another process holds it."""
     import fcntl

@@ -10,7 +10,7 @@ from .errors import UserError
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, type: Optional[Callable] = None,
            choices: Optional[Sequence] = None, nargs: Any = None, metavar: Optional[str] = None,
-           flag: Any = None, const: Any = None, default_factory: Any = dataclasses.MISSING):
+           flag: Any = None, const: Any = None, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field that is also a command-line option `--name-with-dashes` (or `flag`: one name, a tuple
     of names such as ("-o", "--output"), or the field's own name without dashes for an argument). Its type
     is `type`, else that of the default (str when the default is None); a bool default False is a
@@ -105,7 +105,7 @@ def check_types(cls, settings: Dict[str, Any], source: str) -> Dict[str, Any]:
     return settings
 
 
-def check_settings(cfg) -> None:
+def check_settings(cfg: Any) -> None:
     """A config's settings, however they came (options, a file, a record, Python), against what its fields
     allow: `choices`, and the range of a `positive(...)` type. Called by each config's __post_init__, so run
     code does not check them again."""

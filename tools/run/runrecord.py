@@ -49,7 +49,7 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def check_fixed(cfg, recorded: Dict[str, Any], out: str, fixed: Iterable[str]) -> None:
+def check_fixed(cfg: Any, recorded: Dict[str, Any], out: str, fixed: Iterable[str]) -> None:
     """One line, before anything is written, when `cfg` changes a setting the run in `out` fixed."""
     for field in fixed:
         if field in recorded and not _same(recorded[field], getattr(cfg, field)):
@@ -58,7 +58,7 @@ def check_fixed(cfg, recorded: Dict[str, Any], out: str, fixed: Iterable[str]) -
                             f"(start a new --out, or resume without --{field.replace('_', '-')})")
 
 
-def changes(cfg, recorded: Dict[str, Any], fields: Iterable[str]) -> Dict[str, Any]:
+def changes(cfg: Any, recorded: Dict[str, Any], fields: Iterable[str]) -> Dict[str, Any]:
     """The recorded settings that `cfg` changes, as {field: [was, now]} (what a resume record lists)."""
     return {f: [recorded[f], getattr(cfg, f)] for f in fields
             if f in recorded and not _same(recorded[f], getattr(cfg, f))}

@@ -38,7 +38,7 @@ def use_bf16(precision: str, device: "torch.device") -> bool:
     return fast
 
 
-def autocast(device: "torch.device", enabled: bool):
+def autocast(device: "torch.device", enabled: bool) -> "torch.autocast":
     """bf16 autocast where enabled; losses, the LRN and the solvers' arithmetic stay float32."""
     import torch
     return torch.autocast(device.type, torch.bfloat16, enabled=enabled)
