@@ -126,9 +126,8 @@ def _parse_blob(buf, start, end, path=None):
                                                           np.zeros(0, np.float32))
     lazy = lazy_at if len(data) == 1 and lazy_at is not None else None
     is_legacy = shape is None and bool(legacy)
-    if shape is None:
-        shape = [legacy.get(k, 0) for k in (_B_NUM, _B_CHANNELS, _B_HEIGHT, _B_WIDTH)] \
-            if legacy else [arr.size]
+    if shape is None:  # neither shape nor legacy dims: Caffe's 0-axis blob (blob.cpp ToProto writes no shape)
+        shape = [legacy.get(k, 0) for k in (_B_NUM, _B_CHANNELS, _B_HEIGHT, _B_WIDTH)] if legacy else []
     if any(d < 0 for d in shape):
         raise _Corrupt(f"blob at byte {start} has a negative dimension {tuple(shape)}")
     count = 1
@@ -347,7 +346,8 @@ def _read_hdf5(path):
 def _blob_bytes(array):
     arr = np.asarray(array, dtype="<f4", order="C")  # keeps a 0-axis blob 0-axis (Caffe's scalars)
     shape = pb.BlobShape(dim=list(arr.shape)).SerializeToString()
-    head = (_encode_varint((_B_SHAPE << 3) | 2) + _encode_varint(len(shape)) + shape +
+    # a 0-axis blob has no shape field at all, as Caffe writes it (blob.cpp ToProto)
+    head = ((_encode_varint((_B_SHAPE << 3) | 2) + _encode_varint(len(shape)) + shape if arr.ndim else b"") +
             _encode_varint((_B_DATA << 3) | 2) + _encode_varint(arr.nbytes))
     return head, arr
 

@@ -29,9 +29,11 @@ def _torch_size(size, kernel, stride, pad, ceil):
 
 
 def caffe_pool2d(x: torch.Tensor, method: str, kernel: Tuple[int, int], stride: Tuple[int, int], pad: Tuple[int, int],
-                 fast: bool = True, ceil: bool = True) -> torch.Tensor:
+                 fast: bool = True, ceil: bool = True, mask: bool = False) -> Any:
     """MAX or AVE pooling of an (N, C, H, W) tensor exactly as Caffe's PoolingLayer computes it
-    (`ceil`: round_mode CEIL, Caffe's default; False: FLOOR)."""
+    (`ceil`: round_mode CEIL, Caffe's default; False: FLOOR). With `mask` (MAX only), also Caffe's second
+    top: each window's first maximum (row-major, a strict >) as its index h * W + w in the input plane, as
+    floats."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
     h, w = x.shape[-2:]
     clip = bool(ph or pw)  # Caffe checks both axes whenever either has padding
@@ -40,6 +42,9 @@ def caffe_pool2d(x: torch.Tensor, method: str, kernel: Tuple[int, int], stride: 
                 (oh, ow) == (_torch_size(h, kh, sh, ph, ceil), _torch_size(w, kw, sw, pw, ceil)))
     if torch_ok:  # PyTorch's rounding agrees with Caffe here (the usual case): use the fused kernel
         if method == "max":
+            if mask:  # PyTorch's indices are Caffe's: the first maximum, in the unpadded plane
+                out, where = F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil, return_indices=True)
+                return out, where.to(x.dtype)
             return F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil)
         return F.avg_pool2d(x, kernel, stride, pad, ceil_mode=ceil, count_include_pad=True)
     # General case: pad explicitly to cover every Caffe window, then pool without padding.
@@ -47,6 +52,11 @@ def caffe_pool2d(x: torch.Tensor, method: str, kernel: Tuple[int, int], stride: 
     if method == "max":
         xp = F.pad(x, (pw, extra_w, ph, extra_h), value=float("-inf"))
         # Caffe starts each window at -FLT_MAX: empty windows and all -inf windows give -FLT_MAX.
+        if mask:
+            out, where = F.max_pool2d(xp, kernel, stride, return_indices=True)
+            wp = xp.shape[-1]  # from the padded plane back to the input's
+            where = (where // wp - ph) * w + (where % wp - pw)
+            return out.clamp_min(-FLT_MAX), where.to(x.dtype)
         return F.max_pool2d(xp, kernel, stride).clamp_min(-FLT_MAX)
     xp = F.pad(x, (pw, extra_w, ph, extra_h))
     sums = F.avg_pool2d(xp, kernel, stride, divisor_override=1)

@@ -123,12 +123,21 @@ def test_the_objective_is_the_loss_weighted_sum_of_tops():  # net.cpp: loss_weig
     out = net(a=a, b=b, c=c, outputs=["l1", "l2", "l3", "s"])
     want = 0.5 * out["l1"] + 2 * out["l2"] + out["l3"] + 0.25 * out["s"].sum()
     assert torch.allclose(net.objective(a=a, b=b, c=c), want)
-    two_tops = net_of('layer { name: "l" type: "SoftmaxWithLoss" bottom: "a" bottom: "y" top: "l" top: "p" '
-                      "loss_weight: 1 loss_weight: 0 }", {"a": (2, 3), "y": (2,)})
-    assert two_tops.loss_weights == [("l", 1.0)]
+    two_tops = net_of('layer { name: "s2" type: "Slice" bottom: "a" top: "p" top: "q" loss_weight: 1 loss_weight: 0 '
+                      "slice_param { axis: 1 slice_point: 1 } }", {"a": (2, 3)})
+    assert two_tops.loss_weights == [("p", 1.0)]
     with pytest.raises(CaffeError, match="loss_weight 2 time"):
         net_of('layer { name: "l" type: "EuclideanLoss" bottom: "a" bottom: "b" top: "l" '
                "loss_weight: 1 loss_weight: 2 }", {"a": (2, 3), "b": (2, 3)})
+
+
+@pytest.mark.parametrize("weights", ["", "loss_weight: 1 loss_weight: 0"])
+def test_softmax_with_loss_refuses_a_second_top_as_caffe_does(weights):
+    """softmax_loss_layer.cpp hands its loss weights to an internal one-top Softmax: Caffe stops on
+    'loss_weight must be unspecified or specified once per top blob' whatever they are (checked against it)."""
+    with pytest.raises(CaffeError, match="layer 'l' .*second top"):
+        net_of(f'layer {{ name: "l" type: "SoftmaxWithLoss" bottom: "a" bottom: "y" top: "l" top: "p" {weights} }}',
+               {"a": (2, 3), "y": (2,)})
 
 
 def test_propagate_down_false_stops_the_gradient_at_that_bottom():  # net.cpp: bottom_need_backward_
@@ -227,3 +236,62 @@ def test_bilinear_filler_is_the_current_formula(k, row):  # filler.hpp: c = (k -
                  {"data": (1, 1, 4, 4)})
     w = net.layer("up").weight[0, 0]
     assert np.allclose(w.detach().numpy(), np.outer(row, row), atol=1e-7)
+
+
+def _caffe_max_pool_mask(x, k, s, p, oh, ow):
+    """pooling_layer.cpp's MAX loop in float64: windows clipped to the input, a strict > from -FLT_MAX."""
+    n, c, h, w = x.shape
+    out, mask = np.full((n, c, oh, ow), -3.4028234663852886e38), np.full((n, c, oh, ow), -1.0)
+    for i, j, y, z in np.ndindex(n, c, oh, ow):
+        h0, w0 = y * s - p, z * s - p
+        for hh in range(max(h0, 0), min(h0 + k, h)):
+            for ww in range(max(w0, 0), min(w0 + k, w)):
+                if x[i, j, hh, ww] > out[i, j, y, z]:
+                    out[i, j, y, z], mask[i, j, y, z] = x[i, j, hh, ww], hh * w + ww
+    return out, mask
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_max_pooling_gives_caffes_mask_as_its_second_top(pad):  # pooling_layer.cpp: use_top_mask
+    x = torch.randn(2, 3, 7, 6, generator=torch.Generator().manual_seed(pad))
+    x[0, 0, :3, :3] = 1.0  # ties: the first maximum in row-major order wins
+    net = one(f'type: "Pooling" pooling_param {{ pool: MAX kernel_size: 3 stride: 2 pad: {pad} }}', {"data": x.shape},
+              tops=("out", "mask"))
+    got = net(x)
+    want, mask = _caffe_max_pool_mask(x.double().numpy(), 3, 2, pad, *got["out"].shape[2:])
+    assert np.array_equal(got["out"].numpy(), want.astype(np.float32)) and np.array_equal(got["mask"].numpy(), mask)
+    whole = one('type: "Pooling" pooling_param { pool: MAX global_pooling: true }', {"data": x.shape},
+                tops=("out", "mask"))(x)
+    assert np.array_equal(whole["mask"].numpy()[..., 0, 0], x.flatten(2).argmax(2).numpy())
+    with pytest.raises(CaffeError, match="AVE pooling has 1 top"):
+        one('type: "Pooling" pooling_param { pool: AVE kernel_size: 2 }', {"data": x.shape}, tops=("out", "mask"))
+
+
+def test_accuracy_gives_the_per_class_accuracy_as_its_second_top():  # accuracy_layer.cpp: top[1]
+    scores = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8], [0.5, 0.4, 0.1]])
+    labels = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0])
+    net = one('type: "Accuracy"', {"s": (5, 3), "y": (5,)}, bottoms=("s", "y"), tops=("acc", "per_class"))
+    out = net(s=scores, y=labels)
+    assert out["acc"].shape == () and out["acc"].item() == pytest.approx(3 / 5)
+    assert out["per_class"].tolist() == pytest.approx([2 / 3, 1 / 2, 0.0])  # no label 2: 0, not 0/0
+
+
+@pytest.mark.parametrize("layer", ['type: "PReLU" prelu_param { channel_shared: true }',
+                                   'type: "Scale" scale_param { num_axes: 0 }',
+                                   'type: "Bias" bias_param { num_axes: 0 }'])
+def test_a_scalar_blob_as_caffe_writes_it_has_no_shape_and_loads(tmp_path, layer):
+    """blob.cpp ToProto writes a 0-axis blob with no shape field; it is read back as 0 axes, and written so."""
+    from tools.caffe import caffe_pb2 as pb
+    from tools.caffe.caffemodel import read_caffemodel
+    text = input_layer({"data": (2, 3)}) + 'layer { name: "L" ' + layer + ' bottom: "data" top: "out" }'
+    net_param = pb.NetParameter()
+    net_param.layer.add(name="L", type=layer.split('"')[1]).blobs.add(data=[0.375])  # as Caffe's net.save does
+    (tmp_path / "n.prototxt").write_text(text)
+    (tmp_path / "w.caffemodel").write_bytes(net_param.SerializeToString())
+    net = load_caffe_net(str(tmp_path / "n.prototxt"), str(tmp_path / "w.caffemodel"))
+    assert [tuple(p.shape) for p in net.parameters()] == [()] and next(net.parameters()).item() == 0.375
+    save_caffe_net(net, str(tmp_path / "b.prototxt"), str(tmp_path / "b.caffemodel"))
+    back = pb.NetParameter.FromString((tmp_path / "b.caffemodel").read_bytes())
+    blob = next(lp for lp in back.layer if lp.name == "L").blobs[0]
+    assert not blob.HasField("shape") and list(blob.data) == [0.375]
+    assert read_caffemodel(str(tmp_path / "b.caffemodel"))[1][-1][1][0].shape == ()

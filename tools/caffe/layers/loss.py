@@ -24,6 +24,10 @@ class SoftmaxWithLoss(Layer):
     def __init__(self, lp: "pb.LayerParameter", shapes: Shapes, ctx: BuildContext) -> None:
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
+        if self.n_top > 1:  # softmax_loss_layer.cpp: the internal Softmax copies the layer's loss weights
+            self.fail(f"Caffe refuses a second top (prob) here: its internal Softmax gets the layer's loss "
+                      f"weights for one top (layer.hpp: 'loss_weight must be unspecified or specified once per "
+                      f"top blob'); add a Softmax layer for the probabilities")
         self.axis = canonical_axis(lp.softmax_param.axis, len(shapes[0]), self)
         lpar = lp.loss_param
         self.ignore = lpar.ignore_label if lpar.HasField("ignore_label") else None
@@ -67,7 +71,7 @@ class SoftmaxWithLoss(Layer):
         flat_ls, _ = _label_layout(ls, labels, self.axis)
         surrogate = torch.where(valid, flat_ls.gather(1, picked_index)[:, 0], torch.zeros_like(nll)).sum() / norm
         loss = loss.detach() + (surrogate - surrogate.detach()) if loss.requires_grad else loss
-        return (loss, prob)[:max(self.n_top, 1)]
+        return (loss,)
 
 
 @register("EuclideanLoss")
@@ -91,6 +95,11 @@ class Accuracy(Layer):
         self.ignore = p.ignore_label if p.HasField("ignore_label") else None
         if self.top_k > shapes[0][self.axis]:
             self.fail(f"top_k {self.top_k} exceeds the {shapes[0][self.axis]} classes")
+        if self.n_top > 2:
+            self.fail(f"has 1 or 2 tops (the accuracy, then one per class), the net gives {self.n_top}")
+
+    def out_shapes(self, shapes: Shapes) -> Shapes:  # by hand: the per-class counts index by label values
+        return [(), (shapes[0][self.axis],)][:self.n_top]
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> Tops:
         flat, lab = _label_layout(scores, labels, self.axis)

@@ -73,6 +73,9 @@ class Pooling(Layer):
         if p.pool == pb.PoolingParameter.STOCHASTIC:
             self.fail("STOCHASTIC pooling is not supported (use MAX or AVE)")
         self.method = "max" if p.pool == pb.PoolingParameter.MAX else "ave"
+        if self.n_top > (2 if self.method == "max" else 1):  # pooling_layer.hpp: MaxTopBlobs
+            most = "1 or 2 tops (the second: the mask)" if self.method == "max" else "1 top"
+            self.fail(f"{self.method.upper()} pooling has {most}, the net gives {self.n_top}")
         self.ceil = p.round_mode == pb.PoolingParameter.CEIL
         self.global_pool = p.global_pooling
         if self.global_pool:
@@ -93,19 +96,22 @@ class Pooling(Layer):
     def out_shapes(self, shapes: Shapes) -> Shapes:
         n, c, h, w = shapes[0]
         if self.global_pool:
-            return [(n, c, 1, 1)]
+            return [(n, c, 1, 1)] * self.n_top
         clip = any(self.pad)
         return [(n, c) + tuple(caffe_pool_size(size, k, s, p, clip, self.ceil) for size, k, s, p in
-                               zip((h, w), self.kernel, self.stride, self.pad))]
+                               zip((h, w), self.kernel, self.stride, self.pad))] * self.n_top
 
     def forward(self, x: torch.Tensor) -> Tops:
+        mask = self.n_top == 2  # MAX's second top: where each maximum was, as Caffe's use_top_mask gives it
         if self.global_pool:
             if self.method == "max":  # the gradient goes to the first maximum only (pooling_layer.cpp)
                 flat = x.flatten(2)
                 first = flat.argmax(dim=2, keepdim=True)
-                return (flat.gather(2, first).unsqueeze(-1),)
+                top = flat.gather(2, first).unsqueeze(-1)
+                return (top, first.unsqueeze(-1).to(x.dtype)) if mask else (top,)
             return (x.mean(dim=(2, 3), keepdim=True),)
-        return (caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad, ceil=self.ceil),)
+        out = caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad, ceil=self.ceil, mask=mask)
+        return out if mask else (out,)
 
 
 @register("SPP")
