@@ -12,6 +12,7 @@ from . import caffe_pb2 as pb
 from ..run.errors import CaffeError
 from ..run.runtime import generator
 from .fillers import fill
+from .objective import check_sources, loss_weights_of, place_loss_weights, split_counts
 from .layers import LAYERS
 from .layers.base import MAX_BLOB_ELEMENTS
 
@@ -148,6 +149,7 @@ class CaffeNet(nn.Module):
         self.net_param, self.path = net_param, path
         self.input_shapes, self.plan, self.layer_keys = {}, [], {}
         self.loss_weights = []  # (top blob, weight): Caffe's objective is the weighted sum of these tops
+        self.loss_at = {}       # plan index -> [(top index, weight)]: the same, where each top is made
         self.frozen_bottoms = {}  # layer key -> bottom indices with propagate_down: false
         input_shapes = {k: list(v) for k, v in (input_shapes or {}).items()}
         ctx = BuildContext(device, dtype)
@@ -155,7 +157,7 @@ class CaffeNet(nn.Module):
         # Caffe accepts repeated layer names: its name index keeps the last layer of a name, and
         # CopyTrainedLayersFrom gives a source layer's weights to the first (net.cpp)
         self.first_keys = {}
-        shapes, taken = {}, set()
+        shapes, taken, weights_given = {}, set(), []
         for lp in net_param.layer:
             if lp.type in DATA_LAYERS and not lp.bottom:
                 for top, declared in zip(lp.top, _declared_shapes(lp)):
@@ -182,12 +184,13 @@ class CaffeNet(nn.Module):
             for t, s in zip(lp.top, tops):
                 shapes[t] = s
             key = _safe_name(lp.name, taken)
-            self.loss_weights += [(t, w) for t, w in zip(lp.top, _loss_weights(lp, path)) if w]
+            weights_given.append((loss_weights_of(lp, path), bool(lp.loss_weight), lp.type.endswith("Loss")))
             if lp.propagate_down:
                 if len(lp.propagate_down) != len(lp.bottom):
                     raise CaffeError(f"{path}: layer '{lp.name}' gives propagate_down {len(lp.propagate_down)} "
                                      f"time(s); Caffe needs it 0 times or once per bottom ({len(lp.bottom)})")
-                self.frozen_bottoms[key] = {i for i, down in enumerate(lp.propagate_down) if not down}
+                if not net_param.force_backward:  # net.cpp: force_backward overrides propagate_down: false
+                    self.frozen_bottoms[key] = {i for i, down in enumerate(lp.propagate_down) if not down}
             self.add_module(key, layer)
             self.layer_keys[lp.name] = key
             self.first_keys.setdefault(lp.name, key)
@@ -195,6 +198,10 @@ class CaffeNet(nn.Module):
         if input_shapes:
             raise CaffeError(f"{path}: input_shapes names {sorted(input_shapes)}, which are not inputs "
                              f"of the net (inputs: {', '.join(self.input_shapes) or 'none'})")
+        counts = split_counts(self.plan, weights_given)
+        check_sources(self.plan, counts, [lp.name for lp in net_param.layer if lp.type not in DATA_LAYERS or lp.bottom],
+                      path)
+        self.loss_weights, self.loss_at = place_loss_weights(self.plan, weights_given, counts)
         self.blob_shapes = {k: tuple(v) for k, v in shapes.items()}
         self.output_names = self._outputs()
         self.param_specs = ctx.specs
@@ -288,7 +295,7 @@ class CaffeNet(nn.Module):
         self.report = report
         return loaded
 
-    def forward(self, *args: torch.Tensor, outputs: Optional[Sequence[str]] = None, **inputs: torch.Tensor) -> Any:
+    def _feed(self, args: Sequence[torch.Tensor], inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         if args:
             if len(args) != 1 or len(self.input_shapes) != 1 or inputs:
                 raise CaffeError(f"this net has inputs {list(self.input_shapes)}: pass them by name")
@@ -298,7 +305,10 @@ class CaffeNet(nn.Module):
         if missing or unknown:
             raise CaffeError(f"net inputs are {list(self.input_shapes)}; missing {missing}, "
                              f"unknown {unknown}")
-        blobs = dict(inputs)
+        return dict(inputs)
+
+    def forward(self, *args: torch.Tensor, outputs: Optional[Sequence[str]] = None, **inputs: torch.Tensor) -> Any:
+        blobs = self._feed(args, inputs)
         for _ in self.steps(blobs):
             pass
         if outputs == "all":
@@ -318,25 +328,16 @@ class CaffeNet(nn.Module):
             yield layer, xs, outs
 
     def objective(self, *args: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
-        """Caffe's training loss: the sum over tops with a loss weight of weight x the top's sum
-        (net.cpp; loss layers weigh their first top 1 unless `loss_weight` says otherwise)."""
+        """Caffe's training loss: the sum over tops with a loss weight of weight x the top's sum, each top
+        as its layer made it (a later in-place layer reads it through Caffe's Split); net.cpp, loss layers
+        weigh their first top 1 unless `loss_weight` says otherwise."""
         if not self.loss_weights:
             raise CaffeError(f"{self.path}: no top has a loss weight (no loss layer, no loss_weight)")
-        blobs = self(*args, outputs=[t for t, _ in self.loss_weights], **inputs)
         total = 0
-        for top, weight in self.loss_weights:
-            total = total + weight * blobs[top].sum()
+        for i, (_, _, outs) in enumerate(self.steps(self._feed(args, inputs))):
+            for j, weight in self.loss_at.get(i, ()):
+                total = total + weight * outs[j].sum()
         return total
-
-
-def _loss_weights(lp, path):
-    """One weight per top: `loss_weight` given once per top, or 1 for a loss layer's first top."""
-    if lp.loss_weight:
-        if len(lp.loss_weight) != len(lp.top):
-            raise CaffeError(f"{path}: layer '{lp.name}' gives loss_weight {len(lp.loss_weight)} time(s); "
-                             f"Caffe needs it unspecified or once per top ({len(lp.top)})")
-        return list(lp.loss_weight)
-    return [1.0 if i == 0 and lp.type.endswith("Loss") else 0.0 for i in range(len(lp.top))]
 
 
 def _copy_blob(layer, index, blob, legacy, target):

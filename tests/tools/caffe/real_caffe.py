@@ -51,13 +51,13 @@ def run_ours(proto, weights, inputs, phase="TEST", backward=None, diffs=None):
         warnings.simplefilter("ignore")
         net = load_caffe_net(proto, weights, phase=phase,
                              input_shapes={k: tuple(v.shape) for k, v in inputs.items()})
-    blobs, first = _replay(net, inputs, backward)
+    blobs, first, made = _replay(net, inputs, backward)
     out = {f"data/{k}": v.detach().numpy() for k, v in blobs.items()}
     if backward:
         if backward == "diffs":
             total = sum((blobs[k] * torch.from_numpy(d)).sum() for k, d in diffs.items())
         else:
-            total = sum(w * blobs[t].sum() for t, w in net.loss_weights)
+            total = sum(w * made[i][j].sum() for i, terms in net.loss_at.items() for j, w in terms)
         if torch.is_tensor(total):  # a net without outputs (Silence) has nothing to propagate
             total.backward()
         for k, t in first.items():
@@ -81,7 +81,7 @@ def run_ours(proto, weights, inputs, phase="TEST", backward=None, diffs=None):
 def _replay(net, inputs, backward):
     """Run the net's layers as CaffeNet.steps does, keeping each blob's first version too: in Caffe an
     in-place layer writes over its bottom, and the blob's diff ends as that of its first version."""
-    blobs, first = {}, {}
+    blobs, first, made = {}, {}, []
     for k, v in inputs.items():
         t = torch.from_numpy(np.ascontiguousarray(v))
         blobs[k] = first[k] = t.requires_grad_() if backward and t.is_floating_point() else t
@@ -89,16 +89,17 @@ def _replay(net, inputs, backward):
         layer = getattr(net, key)
         frozen = net.frozen_bottoms.get(key, ())
         xs = tuple(blobs[b].detach() if i in frozen else blobs[b] for i, b in enumerate(bottoms))
-        outs = layer(*xs)
+        # each top a tensor of its own (a layer may hand one tensor to two tops, as Split does), so that
+        # its gradient is that of this blob alone
+        outs = [o.view_as(o) if o.requires_grad else o for o in layer(*xs)]
+        made.append(outs)
         for t, o in zip(tops, outs):
-            if o.requires_grad:  # a blob of its own: a layer may hand one tensor to two tops (Split)
-                o = o.view_as(o)
             if t not in first:
                 if o.requires_grad:
                     o.retain_grad()
                 first[t] = o
             blobs[t] = o
-    return blobs, first
+    return blobs, first, made
 
 
 def compare(ref, ours, skip=()):

@@ -295,3 +295,63 @@ def test_a_scalar_blob_as_caffe_writes_it_has_no_shape_and_loads(tmp_path, layer
     blob = next(lp for lp in back.layer if lp.name == "L").blobs[0]
     assert not blob.HasField("shape") and list(blob.data) == [0.375]
     assert read_caffemodel(str(tmp_path / "b.caffemodel"))[1][-1][1][0].shape == ()
+
+
+@pytest.mark.parametrize("kind, states", [("LSTM", ("h0", "c0")), ("RNN", ("h0",))])
+def test_exposed_hidden_states_pass_no_gradient_across_batches(kind, states):
+    """recurrent_layer.cpp: the initial states share only their data (no diff reaches h0 / c0) and the
+    recurrent outputs' diffs are zeroed (nothing given to hT / cT flows back)."""
+    shapes = {"x": (3, 2, 4), "cont": (3, 2), **{s: (1, 2, 3) for s in states}}
+    finals = [f"{s[0]}T" for s in states]
+    net = one(f'type: "{kind}" recurrent_param {{ num_output: 3 expose_hidden: true '
+              'weight_filler { type: "gaussian" std: 0.5 } }', shapes, bottoms=tuple(shapes), tops=("out", *finals))
+    g = torch.Generator().manual_seed(0)
+    feed = {k: torch.randn(v, generator=g).requires_grad_(k != "cont") for k, v in shapes.items()}
+    feed["cont"] = torch.ones(3, 2)
+    grads = []
+    for weight in (0.0, 5.0):
+        net.zero_grad()
+        for k in states:
+            feed[k].grad = None
+        out = net(**feed)
+        (out["out"].sum() + weight * sum(out[f].sum() for f in finals)).backward()
+        assert all(feed[k].grad is None for k in states)
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))  # what hT / cT were given changed nothing
+
+
+def test_force_backward_overrides_propagate_down_false():  # net.cpp: bottom_need_backward_ || force
+    body = ('layer { name: "L" type: "EuclideanLoss" bottom: "a" bottom: "b" top: "out" propagate_down: true '
+            'propagate_down: false }')
+    for force, b_gets_a_gradient in ((False, False), (True, True)):
+        net = net_of(("force_backward: true\n" if force else "") + input_layer({"a": (2, 3), "b": (2, 3)}) + body)
+        a, b = torch.randn(2, 3, requires_grad=True), torch.randn(2, 3, requires_grad=True)
+        net.objective(a=a, b=b).backward()
+        assert a.grad is not None and (b.grad is not None) == b_gets_a_gradient
+
+
+def test_a_loss_weighted_top_that_a_layer_also_reads_keeps_only_its_splits_weight():
+    """util/insert_splits.cpp: the read top's weight moves to a Split and the layer's other weights go."""
+    net = net_of('layer { name: "s" type: "Slice" bottom: "x" top: "a" top: "b" loss_weight: 2 loss_weight: 3 '
+                 'slice_param { axis: 1 slice_point: 1 } }\n'
+                 'layer { name: "t" type: "TanH" bottom: "a" top: "ta" loss_weight: 1 }', {"x": (2, 3)})
+    assert net.loss_weights == [("a", 2.0), ("ta", 1.0)]  # b's 3 is gone
+    x = torch.randn(2, 3, requires_grad=True)
+    net.objective(x=x).backward()
+    assert torch.equal(x.grad[:, 1:], torch.zeros(2, 2))
+    alone = net_of('layer { name: "s" type: "Slice" bottom: "x" top: "a" top: "b" loss_weight: 2 loss_weight: 3 '
+                   'slice_param { axis: 1 slice_point: 1 } }', {"x": (2, 3)})
+    assert alone.loss_weights == [("a", 2.0), ("b", 3.0)]  # nothing read: no Split, both weights stay
+
+
+@pytest.mark.parametrize("body", [
+    'layer { name: "t" type: "TanH" bottom: "x" top: "y" loss_weight: 1 }\n'
+    'layer { name: "r" type: "ReLU" bottom: "y" top: "y" }',
+    'layer { name: "t" type: "TanH" bottom: "x" top: "y" }\nlayer { name: "p" type: "Power" bottom: "y" top: "z" }\n'
+    'layer { name: "r" type: "ReLU" bottom: "y" top: "y" }',
+    'layer { name: "t" type: "TanH" bottom: "x" top: "y" }\nlayer { name: "r" type: "Sigmoid" bottom: "x" top: "y" }'])
+def test_a_top_with_two_sources_is_refused_as_caffe_refuses_it(body):  # net.cpp AppendTop, after insert_splits
+    with pytest.raises(CaffeError, match="layer 'r' makes top 'y'.*two sources"):
+        net_of(body, {"x": (2, 3)})
+    net_of('layer { name: "t" type: "TanH" bottom: "x" top: "y" }\nlayer { name: "r" type: "ReLU" bottom: "y" '
+           'top: "y" }\nlayer { name: "p" type: "Power" bottom: "y" top: "z" }', {"x": (2, 3)})  # plain in-place

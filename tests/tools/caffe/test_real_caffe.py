@@ -151,6 +151,25 @@ CASES = {
                            "c0": ("normal", (1, 2, 3))},
                           _layer("LSTM", bottoms=("x", "cont", "h0", "c0"), tops=("out", "hT", "cT"),
                                  extra=f"recurrent_param {{ num_output: 3 expose_hidden: true {G} }}")),
+    "RNN expose_hidden": ({"x": ("normal", (3, 2, 4)), "cont": ("binary", (3, 2)), "h0": ("normal", (1, 2, 3))},
+                          _layer("RNN", bottoms=("x", "cont", "h0"), tops=("out", "hT"),
+                                 extra=f"recurrent_param {{ num_output: 3 expose_hidden: true {G} }}")),
+    "Pooling MAX pad 2 with the mask top": (X, _layer("Pooling", tops=("out", "mask"), extra="pooling_param { "
+                                            "pool: MAX kernel_size: 3 stride: 2 pad: 2 }")),
+    "Pooling global MAX with the mask top": (X, _layer("Pooling", tops=("out", "mask"), extra="pooling_param { "
+                                             "pool: MAX global_pooling: true }")),
+    "force_backward over propagate_down false": ({"a": ("normal", (3, 4)), "b": ("normal", (3, 4))},
+                                                 _layer("EuclideanLoss", bottoms=("a", "b"), tops=("loss",),
+                                                        extra="propagate_down: true propagate_down: false"), "loss"),
+    "Slice loss weights, one top also read (Split)": (
+        X, _layer("Slice", tops=("a", "b"), extra="loss_weight: 2 loss_weight: 3 slice_param { axis: 3 "
+                  "slice_point: 3 }") + _layer("TanH", name="t", bottoms=("a",), tops=("ta",), extra="loss_weight: 1"),
+        "loss"),
+    "a loss layer's weighted top also read (Split)": (
+        {"a": ("normal", (3, 4)), "b": ("normal", (3, 4))},
+        _layer("EuclideanLoss", bottoms=("a", "b"), tops=("loss",), extra="loss_weight: 2")
+        + _layer("Power", name="p", bottoms=("loss",), tops=("sq",), extra="loss_weight: 1 power_param { power: 2 }"),
+        "loss"),
     "DummyData": ({"data": ("normal", (1,))}, _layer("DummyData", bottoms=(), tops=("d",),
                   extra='dummy_data_param { shape { dim: 2 dim: 3 } data_filler { type: "constant" value: 0.5 } }')),
 }
@@ -184,13 +203,26 @@ def test_real_caffe(tmp_path, case):
     assert worst[1] <= TOLERANCE, (worst, {k: v for k, v in errors.items() if v > TOLERANCE})
 
 
-def test_caffe_refusals_are_refused_here_too(tmp_path):
-    """A net Caffe stops on (a CHECK) is refused here in one line."""
+REFUSED = {
+    "SoftmaxWithLoss with a prob top": ({"data": ("normal", (4, 5)), "label": ("int", (4,), 5)},
+                                        _layer("SoftmaxWithLoss", bottoms=("data", "label"), tops=("loss", "prob"))),
+    "an in-place layer over a loss-weighted top": (X, _layer("Scale", name="s", tops=("y",), extra='loss_weight: 1 '
+                                                   'scale_param { filler { type: "gaussian" std: 1 } }')
+                                                   + _layer("ReLU", name="r", bottoms=("y",), tops=("y",))),
+    "an in-place layer over a top another layer read first": (
+        X, _layer("TanH", name="t", tops=("y",)) + _layer("Power", name="p", bottoms=("y",), tops=("z",))
+        + _layer("ReLU", name="r", bottoms=("y",), tops=("y",))),
+    "a top made twice": (X, _layer("TanH", name="t", tops=("y",)) + _layer("Sigmoid", name="s", tops=("y",))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_caffe_refusals_are_refused_here_too(tmp_path, case):
+    """A net Caffe stops on (a CHECK) is refused here, in one line naming the layer."""
     from tools.run.errors import CaffeError
-    text = _net({"data": ("normal", (4, 5)), "label": ("int", (4,), 5)},
-                _layer("SoftmaxWithLoss", bottoms=("data", "label"), tops=("loss", "prob")))
-    inputs = inputs_for({"data": ("normal", (4, 5)), "label": ("int", (4,), 5)})
+    spec, body = REFUSED[case]
+    inputs = inputs_for(spec)
     with pytest.raises(CaffeRefused):
-        run_caffe(str(tmp_path), text, inputs, backward="loss")
-    with pytest.raises(CaffeError, match="'l'"):
+        run_caffe(str(tmp_path), _net(spec, body), inputs, backward="loss")
+    with pytest.raises(CaffeError, match="layer '[a-z]'"):
         run_ours(str(tmp_path / "net.prototxt"), None, inputs, backward="loss")

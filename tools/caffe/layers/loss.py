@@ -25,9 +25,9 @@ class SoftmaxWithLoss(Layer):
         super().__init__(lp, shapes, ctx)
         self.check_bottoms(shapes, 2, 2)
         if self.n_top > 1:  # softmax_loss_layer.cpp: the internal Softmax copies the layer's loss weights
-            self.fail(f"Caffe refuses a second top (prob) here: its internal Softmax gets the layer's loss "
-                      f"weights for one top (layer.hpp: 'loss_weight must be unspecified or specified once per "
-                      f"top blob'); add a Softmax layer for the probabilities")
+            self.fail("Caffe refuses a second top (prob) here: its internal Softmax gets the layer's loss "
+                      "weights for one top (layer.hpp: 'loss_weight must be unspecified or specified once per "
+                      "top blob'); add a Softmax layer for the probabilities")
         self.axis = canonical_axis(lp.softmax_param.axis, len(shapes[0]), self)
         lpar = lp.loss_param
         self.ignore = lpar.ignore_label if lpar.HasField("ignore_label") else None

@@ -1,7 +1,7 @@
 """Recurrent layers as Caffe unrolls them: LSTMUnit (one LSTM step), LSTM and RNN (recurrent_layer.cpp)."""
 import math
 
-from typing import Any
+from typing import Any, Tuple
 
 import torch
 
@@ -71,9 +71,17 @@ class _Recurrent(Layer):
     def _inputs(self, xs):
         x, cont = xs[0], xs[1].detach()
         static = xs[2] if self.static else None
-        initial = xs[len(xs) - self.states:] if self.expose else \
+        # recurrent_layer.cpp shares only the data of exposed initial states (ShareData, no ShareDiff): no
+        # gradient reaches h0 / c0, "we can't backpropagate across batches"
+        initial = [s.detach() for s in xs[len(xs) - self.states:]] if self.expose else \
             [x.new_zeros(1, self.n, self.hidden)] * self.states
         return x.reshape(self.t, self.n, -1), cont, static, [s[0] for s in initial]
+
+    @staticmethod
+    def _final(*states: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The exposed final states: their data only; Caffe zeroes the diffs of the recurrent outputs, so
+        nothing given to hT / cT flows back (the sequence output carries the gradient)."""
+        return tuple(s.detach()[None] for s in states)
 
 
 @register("LSTM")
@@ -102,7 +110,7 @@ class LSTM(_Recurrent):
             h = torch.sigmoid(o) * torch.tanh(c)
             out.append(h)
         tops = (torch.stack(out),)
-        return tops + ((h[None], c[None]) if self.expose else ())
+        return tops + (self._final(h, c) if self.expose else ())
 
 
 @register("RNN")
@@ -129,4 +137,4 @@ class RNN(_Recurrent):
             h = torch.tanh((cont[t][:, None] * h) @ self.W_hh.t() + wx[t])
             out.append(torch.tanh(h @ self.W_ho.t() + self.b_o))
         tops = (torch.stack(out),)
-        return tops + ((h[None],) if self.expose else ())
+        return tops + (self._final(h) if self.expose else ())
