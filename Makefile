@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install bench clean proto prototxt demo
+.PHONY: test install bench clean proto prototxt demo caffe-oracle
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# tools against the genuine BVLC Caffe: `bash ../shared/caffe/build.sh BVLC_GIT_DIR WORKDIR` prints the two variables
+caffe-oracle: $(STAMP)
+	@test -n "$$CAFFE_PY" && test -n "$$CAFFE_PYTHON" || { echo "set CAFFE_PY and CAFFE_PYTHON (../shared/caffe/build.sh prints them)"; exit 2; }
+	$(PY) -m pytest -q tests/tools -k real_caffe
 
 demo: $(STAMP)
 	$(PY) demo.py --out demo-out

@@ -98,6 +98,21 @@ def test_blank_tiles_do_not_divide_by_zero(name):
         assert tiles.abs().max() == 0
 
 
+@pytest.mark.parametrize("level", [1, 77, 200])
+def test_jps_plus_plus_gives_a_uniform_tile_zero_where_the_forks_float32_gives_plus_or_minus_50(level):
+    """The choice README's jps++ section states: a constant tile, gray or projected (non-integer values:
+    the fork's 0.3333 weights), is centred exactly, so MVN x50 gives 0. The fork's Caffe sums the mean in
+    float32 through its BLAS and keeps the rounding residue, which MVN scales to +-50 (measured against the
+    real Caffe: 253 of the 256 grey levels; its sign depends on the BLAS's order)."""
+    from jigsaw.tiles import PROJECTED
+    cfg = recipe("jps++")
+    side = cfg.min_image()
+    images = torch.full((16, side, side, 3), level, dtype=torch.uint8)
+    d = draw(16, len(PERMS), (side, side), cfg, torch.Generator().manual_seed(level))
+    assert (d.color == GRAYED).any() and (d.color == PROJECTED).any()
+    assert torch.equal(make_puzzles(images, PERMS, d, cfg), torch.zeros(16, 9, 3, cfg.tile, cfg.tile))
+
+
 def test_grayscale_tiles_have_equal_channels():
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (8, 256, 256, 3), dtype=torch.uint8, generator=g)

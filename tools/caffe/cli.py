@@ -67,6 +67,7 @@ def _to_torch(args):
     shapes_only = args.summary and not (args.weights or args.output or args.export)
     net = load_caffe_net(args.net, args.weights, phase=args.phase, seed=args.seed,
                          input_shapes=dict(args.input_shape) or None, device="meta" if shapes_only else "cpu")
+    net.without_side_effects()  # converting, exporting or checking a net never writes through its output layers
     if args.weights:
         for line in str(net.report).splitlines():
             print(f"caffe-convert: {line}", file=sys.stderr)
@@ -161,7 +162,7 @@ def build_classify_parser() -> argparse.ArgumentParser:
 def _classify(args):
     from .. import load_caffe_net
     from .classify import classify
-    net = load_caffe_net(args.net, args.weights)
+    net = load_caffe_net(args.net, args.weights).without_side_effects()
     for path, top in classify(net, args.images, args.mean, args.labels, args.top):
         print(f"---------- Prediction for {path} ----------")
         for score, label in top:

@@ -43,7 +43,10 @@ def export(net: Any, path: str) -> str:
         raise CaffeError(f"--export {path}: expected a .pt2 (torch.export) or .onnx file")
     if not net.input_shapes:
         raise CaffeError("--export: the net has no inputs to trace it with")
-    net.eval()
+    if not net.output_names:
+        raise CaffeError("--export: the net has no output blobs (its last layers write files, like HDF5Output): "
+                         "a standalone net would return nothing")
+    net.eval().without_side_effects()  # tracing runs the net: its output layers must not write
     wrapped = _Positional(net)
     args = tuple(example_inputs(net).values())
     ensure_dir(os.path.dirname(os.path.abspath(path)))

@@ -295,6 +295,14 @@ class CaffeNet(nn.Module):
         self.report = report
         return loaded
 
+    def without_side_effects(self) -> "CaffeNet":
+        """Output layers (HDF5Output) stop writing their files: what export and --verify run the net with,
+        so tracing or checking a net never rewrites a user's data."""
+        for module in self.modules():
+            if hasattr(module, "writes"):
+                module.writes = False
+        return self
+
     def _feed(self, args: Sequence[torch.Tensor], inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         if args:
             if len(args) != 1 or len(self.input_shapes) != 1 or inputs:

@@ -33,7 +33,7 @@ def verify(prototxt: str, weights: Optional[str] = None, seed: int = 0, toleranc
     from .. import load_caffe_net, save_caffe_net
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        net = load_caffe_net(prototxt, weights, seed=seed, input_shapes=input_shapes)
+        net = load_caffe_net(prototxt, weights, seed=seed, input_shapes=input_shapes).without_side_effects()
     skipped = [str(w.message) for w in caught if "unknown field" in str(w.message)]
     if skipped:
         raise CaffeError(f"--verify: our reader skipped part of {prototxt}: {skipped[0]}")
@@ -57,7 +57,10 @@ def verify(prototxt: str, weights: Optional[str] = None, seed: int = 0, toleranc
     for name, x in inputs.items():
         cvnet.setInput(np.ascontiguousarray(x.numpy()), name)
     names = [name for name, _ in ours]
-    theirs = cvnet.forward(names)
+    try:  # OpenCV builds its layers when it first runs them: an unknown type surfaces only here
+        theirs = cvnet.forward(names)
+    except cv2.error as e:
+        raise CaffeError(f"--verify: OpenCV cannot run this net ({str(e).strip().splitlines()[-1][:200]})") from None
     rows = []
     for (name, mine), other in zip(ours, theirs):
         layer = net.layer(name)

@@ -77,3 +77,31 @@ def test_what_cannot_be_exported_is_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.onnx").exists()
     r = cli(tmp_path / "m.prototxt", "--export", tmp_path / "m.tflite")
     assert r.returncode == 2 and "expected a .pt2" in r.stderr
+
+
+def test_export_verify_summary_and_conversion_never_write_through_an_output_layer(tmp_path):
+    """A net with HDF5Output names a user's file: tracing it (--export), checking it (--verify), its summary
+    and its conversion leave that file byte for byte as it was."""
+    import h5py
+    from tools.caffe.cli import main
+    users = tmp_path / "users_data.h5"
+    with h5py.File(users, "w") as f:
+        f.create_dataset("data", data=np.arange(6.0))
+    before = users.read_bytes()
+    text = (input_layer({"data": (2, 3), "label": (2,)})
+            + 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+            + 'inner_product_param { num_output: 2 } }\n'
+            + 'layer { name: "out" type: "HDF5Output" bottom: "ip" bottom: "label" hdf5_output_param { '
+            + f'file_name: "{users}" }} }}\n')
+    (tmp_path / "n.prototxt").write_text(text)
+    net = str(tmp_path / "n.prototxt")
+    assert main([net, "-o", str(tmp_path / "m.pt"), "--summary"]) == 0
+    assert main([net, "--export", str(tmp_path / "m.pt2")]) == 2  # nothing to return: refused in one line
+    assert main([net, "--verify"]) == 2  # OpenCV has no HDF5Output: refused in one line, after our side ran
+    text = text.replace('layer { name: "out"', 'layer { name: "keep" type: "Sigmoid" bottom: "ip" top: "s" }\n'
+                        'layer { name: "out"')
+    (tmp_path / "n.prototxt").write_text(text)
+    assert main([net, "--export", str(tmp_path / "m.pt2")]) == 0  # traced with the writer silent
+    assert users.read_bytes() == before
+    load_caffe_net(net)(data=torch.zeros(2, 3), label=torch.zeros(2))  # a forward pass asked for does write
+    assert users.read_bytes() != before

@@ -325,8 +325,10 @@ def test_hdf5_output_writes_its_bottoms(tmp_path):  # hdf5_output_layer.cpp
               bottoms=("data", "label"), tops=())
     x, y = f32(RNG.standard_normal((2, 3))), f32([1, 0])
     net(data=x, label=y, outputs=[])
-    with h5py.File(path, "r") as f:
-        assert np.array_equal(f["data"][()], x.numpy()) and np.array_equal(f["label"][()], y.numpy())
+    with h5py.File(path, "r") as f:  # 4 axes, as Caffe's legacy num/channels/height/width write them
+        assert f["data"].shape == (2, 3, 1, 1) and f["label"].shape == (2, 1, 1, 1)
+        assert np.array_equal(f["data"][()].reshape(2, 3), x.numpy())
+        assert np.array_equal(f["label"][()].ravel(), y.numpy())
 
 
 def test_hdf5_output_never_overwrites_another_file(tmp_path):

@@ -29,7 +29,8 @@ def _layer(kind, name="l", bottoms=("data",), tops=("out",), extra=""):
 
 
 # a learned scale in front: what a layer that refuses to differentiate one bottom still passes back to
-SCALED = 'layer { name: "s" type: "Scale" bottom: "data" top: "s" scale_param { filler { type: "gaussian" std: 1 } } }\n'
+SCALED = ('layer { name: "s" type: "Scale" bottom: "data" top: "s" scale_param { filler { type: "gaussian" '
+          'std: 1 } } }\n')
 # cases for layers whose index / label bottoms Caffe refuses to differentiate run without force_backward; then
 # Caffe differentiates only what a loss depends on, so their tops carry a loss weight
 NO_FORCE = {"BatchReindex", "Filter", "Embed", "InfogainLoss"}
@@ -226,3 +227,49 @@ def test_caffe_refusals_are_refused_here_too(tmp_path, case):
         run_caffe(str(tmp_path), _net(spec, body), inputs, backward="loss")
     with pytest.raises(CaffeError, match="layer '[a-z]'"):
         run_ours(str(tmp_path / "net.prototxt"), None, inputs, backward="loss")
+
+
+def test_the_forks_mvn_turns_a_uniform_grey_tile_into_plus_or_minus_50(tmp_path):
+    """What README's jps++ section says of Caffe: a uniform tile of the fork's grey (0.9999 k) comes out of
+    its float32 MVN x50 at +-50 for most levels (the mean's rounding residue, scaled up); jps++ gives 0."""
+    import numpy as np
+    import torch
+    from jigsaw.tiles import GRAY
+    levels = np.array([np.float32(sum(w * k for w in GRAY[0])) for k in range(256)], np.float32)
+    text = _net({"data": ("normal", (256, 3, 64, 64))},
+                _layer("MVN", tops=("n",), extra="mvn_param { across_channels: true }")
+                + _layer("Power", name="p", bottoms=("n",), tops=("out",), extra="power_param { scale: 50 }"))
+    inputs = {"data": np.broadcast_to(levels[:, None, None, None], (256, 3, 64, 64)).copy()}
+    _, _, ref = run_caffe(str(tmp_path), text, inputs)
+    fork = np.abs(ref["data/out"]).reshape(256, -1).max(1)
+    assert (np.abs(fork - 50) < 0.1).sum() > 200 and fork[0] == 0  # level 0 stays exactly 0
+    from jigsaw.tiles import _mvn
+    assert torch.equal(_mvn(torch.from_numpy(inputs["data"]), 1e-9), torch.zeros(256, 3, 64, 64, dtype=torch.float64))
+
+
+def test_hdf5_output_writes_what_caffes_writes(tmp_path):
+    """HDF5Output, the one layer that writes: the file Caffe's forward writes and the one ours writes."""
+    import h5py
+    import numpy as np
+    spec = {"data": ("normal", (2, 3, 4)), "label": ("normal", (2, 1))}
+    inputs = inputs_for(spec)
+
+    def net(path):
+        return _net(spec, f'layer {{ name: "o" type: "HDF5Output" bottom: "data" bottom: "label" '
+                          f'hdf5_output_param {{ file_name: "{path}" }} }}\n', force=False)
+    (tmp_path / "caffe").mkdir()
+    run_caffe(str(tmp_path / "caffe"), net(tmp_path / "caffe.h5"), inputs)
+    (tmp_path / "ours.prototxt").write_text(net(tmp_path / "ours.h5"))
+    run_ours(str(tmp_path / "ours.prototxt"), None, inputs)
+    with h5py.File(tmp_path / "caffe.h5") as a, h5py.File(tmp_path / "ours.h5") as b:
+        assert sorted(a) == sorted(b) == ["data", "label"]
+        for k in a:
+            assert a[k].shape == b[k].shape and np.array_equal(a[k][()], b[k][()]), k
+
+
+def test_every_layer_type_both_implement_has_a_case():
+    from tools.caffe.layers import LAYERS
+    import inspect
+    text = inspect.getsource(inspect.getmodule(test_every_layer_type_both_implement_has_a_case))
+    fork_only = {"MergeData"}  # the jigsaw fork's own layer: tests/jigsaw/test_fork_form.py runs the fork
+    assert [t for t in sorted(LAYERS) if t not in fork_only and f'"{t}"' not in text] == []
