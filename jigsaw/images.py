@@ -6,10 +6,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
-from tools.run.errors import UserError
 from tools.run.errors import ImageRefused
 from tools.run.images import EXTENSIONS, open_image
-from tools.run.paths import inside, is_regular
+from tools.run.paths import inside, is_regular, user_file
 
 from .config import MIN_SIDE
 from .layouts import jps_array
@@ -88,8 +87,7 @@ def list_images(root, list_file=None):
     ('relative/path [label]' per line)."""
     if list_file:
         out = []
-        if not os.path.isfile(list_file):
-            raise UserError(f"--list {list_file}: not a file (expected 'relative/path [label]' lines)")
+        user_file(list_file, "--list file ('relative/path [label]' lines)")
         with open(list_file, encoding="utf-8", errors="surrogateescape") as f:
             for number, line in enumerate(f, 1):
                 line = line.strip()

@@ -14,6 +14,7 @@ import numpy as np
 from tools.run.atomic import atomic_open
 from tools.run import hdf5
 from tools.run.errors import UserError
+from tools.run.paths import user_file
 from tools.run.runtime import numpy_rng
 
 N_TILES = 9
@@ -121,6 +122,7 @@ def _load_npy(path):
 def load_permutations(path: str) -> np.ndarray:
     """Read .npy (0-indexed), .bin (original, 1-indexed) or .h5; returns 0-indexed (N, 9) int64."""
     ext = os.path.splitext(path)[1].lower()
+    user_file(path, "permutation file (.npy, .bin or .h5)")
     try:
         if ext == ".npy":
             perms = _load_npy(path)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from tools.run import hdf5
 from tools.run.errors import UserError
 from tools.run.folder import RunFolder
+from tools.run.paths import user_file
 from tools.run.runtime import die_with_parent
 
 from .config import MIN_SIDE
@@ -202,6 +203,7 @@ class ImageStore:
     regular stride (what `prepare` writes), reads are one NumPy gather over a memory map."""
 
     def __init__(self, path):
+        user_file(path, "store (.h5, from jigsaw prepare)")
         try:
             self.file = h5py.File(path, "r")
             if "images" not in self.file:

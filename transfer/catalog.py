@@ -6,6 +6,7 @@ from dataclasses import asdict, fields
 
 from tools.run.errors import UserError
 from tools.run.options import check_types
+from tools.run.paths import user_file
 
 from .config import FinetuneConfig
 
@@ -58,13 +59,24 @@ def recipe_settings(name):
     return out
 
 
+MAX_SETTINGS_BYTES = 1 << 20
+
+
 def read_settings(path):
     """FinetuneConfig fields from a JSON or YAML file (a run's config.json is one); unknown keys are an error."""
+    user_file(path, "settings file (.json or .yaml)")
     try:
-        with open(path) as f:
-            text = f.read(1 << 20)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SETTINGS_BYTES + 1)
     except OSError as e:
         raise UserError(f"{path}: cannot read the settings file ({e.strerror or e})") from None
+    if len(raw) > MAX_SETTINGS_BYTES:
+        raise UserError(f"{path}: over {MAX_SETTINGS_BYTES >> 10} KiB; a settings file is a few lines")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); a settings file is JSON or YAML") from None
+
     if path.endswith((".yaml", ".yml")):
         try:
             import yaml
@@ -74,11 +86,15 @@ def read_settings(path):
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except RecursionError:  # the parsers recurse per level: a hostile file nests until the stack ends
+            raise UserError(f"{path}: nested deeper than the YAML reader goes") from None
     else:
         try:
             data = json.loads(text)
         except ValueError as e:
             raise UserError(f"{path}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise UserError(f"{path}: nested deeper than the JSON reader goes") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     if "then" in data:

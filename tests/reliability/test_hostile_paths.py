@@ -53,7 +53,7 @@ def test_a_list_file_stays_inside_its_folder(tmp_path):
     r = subprocess.run([sys.executable, "-m", "jigsaw.cli", "prepare", str(tmp_path / "src"), "-o",
                         str(tmp_path / "s.h5"), "--list", str(tmp_path)], capture_output=True, text=True,
                        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
-    assert r.returncode == 2 and "not a file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and "is a folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def _cub(tmp_path, images, labels="1 1\n", classes="1 bird\n"):
@@ -231,3 +231,39 @@ def test_a_non_utf8_file_name_is_prepared_not_fatal(tmp_path):
     assert count == 2 and not skipped
     with h5py.File(tmp_path / "s.h5") as f:
         assert sorted(f["paths"][()]) == [b"bad\\xff.png", b"ok.png"]
+
+
+def test_only_the_projects_image_formats_are_decoded(tmp_path, monkeypatch):
+    """An EPS (or any format PIL could hand to an outside program) named .jpg is 'not an image': PIL never
+    gets to its plugin. Every reader goes through tools.run.images.open_image with FORMATS."""
+    import PIL.EpsImagePlugin
+    from jigsaw.images import BadImage, decode
+    from tools.run.errors import ImageRefused
+    from tools.run.images import read_image
+
+    def reached(*args, **kwargs):
+        raise AssertionError("PIL's EPS plugin was asked to open a user's file")
+    monkeypatch.setattr(PIL.EpsImagePlugin.EpsImageFile, "_open", reached)
+    eps = tmp_path / "photo.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nshowpage\n")
+    with pytest.raises(BadImage, match="not an image"):
+        decode(str(eps))
+    with pytest.raises(ImageRefused, match="not an image"):
+        read_image(str(eps))
+
+
+def test_a_compressed_hdf5_dataset_declaring_more_than_it_could_hold_is_refused_unread(tmp_path):  # issue 26 §1
+    """gzip tops out near 1032:1 and unwritten chunks store nothing: a 2^33 x 9 dataset in a 1 KB file is
+    refused before anything is allocated, for permutations and caffemodel.h5 alike."""
+    import h5py
+    from jigsaw.permutations import load_permutations
+    from tools.caffe.caffemodel import read_caffemodel
+    from tools.run.errors import UserError
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        f.create_dataset("permutations", shape=(2 ** 33, 9), dtype="int64", chunks=(1024, 9), compression="gzip")
+    with h5py.File(tmp_path / "w.caffemodel.h5", "w") as f:
+        f.create_dataset("data/ip/0", shape=(2 ** 31, 64), dtype="float32", chunks=(1024, 64), compression="lzf")
+    with pytest.raises(UserError, match=r"declares 618475290624 bytes from 0 stored"):
+        load_permutations(str(tmp_path / "p.h5"))
+    with pytest.raises(UserError, match="declares .* bytes from 0 stored"):
+        read_caffemodel(str(tmp_path / "w.caffemodel.h5"))

@@ -124,3 +124,26 @@ def test_asking_for_cuda_without_it(tmp_path):
     r = cli("jigsaw.cli", "train", "--data", "/no/store.h5", "--permutations", "/no/p.npy", "--out",
             tmp_path / "o", "--device", "cuda")
     assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("name, data, said", [
+    ("deep.json", b"[" * 100_000 + b"]" * 100_000, "nested deeper"),
+    ("deep.yaml", b"[" * 100_000 + b"]" * 100_000, "nested deeper"),
+    ("latin1.json", b'{"dataset": "caf\xe9"}', "not UTF-8"),
+    ("huge.json", b'{"dataset": "' + b"x" * (2 << 20) + b'"}', "over 1024 KiB"),
+])
+def test_a_hostile_settings_file_is_one_line(tmp_path, name, data, said):  # issue 26 §6
+    from transfer.catalog import read_settings
+    from tools.run.errors import UserError
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(UserError, match=said):
+        read_settings(str(tmp_path / name))
+
+
+def test_a_nul_byte_in_a_list_file_is_one_line(tmp_path):  # issue 26 §7
+    from jigsaw.images import list_images
+    from tools.run.errors import UserError
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "list.txt").write_bytes(b"a.jpg 0\nb\x00c.jpg 1\n")
+    with pytest.raises(UserError, match="NUL byte"):
+        list_images(str(tmp_path), str(tmp_path / "list.txt"))

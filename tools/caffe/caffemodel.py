@@ -14,6 +14,7 @@ from . import caffe_pb2 as pb
 from ..run import hdf5
 from ..run.atomic import atomic_open
 from ..run.errors import CaffeError, UserError
+from ..run.paths import user_file
 
 MAX_FILE_BYTES = 1 << 31  # Caffe's own reader stops at 2 GB (protobuf's total-bytes limit)
 
@@ -299,6 +300,7 @@ def _looks_like_text(head):
 
 def read_caffemodel(path: str) -> Tuple["pb.NetParameter", List[Tuple[str, list]]]:
     """Read a .caffemodel (binary protobuf or HDF5) into (NetParameter, [(layer name, [Blob])])."""
+    user_file(path, ".caffemodel")
     try:
         size = os.path.getsize(path)
         if size > MAX_FILE_BYTES:

@@ -6,11 +6,13 @@ import numpy as np
 import torch
 
 from ..run.errors import CaffeError
+from ..run.paths import user_file
 from .preprocess import classification_input, load_bgr, read_binaryproto
 
 
 def read_labels(path: str, count: int) -> List[str]:
     """One label per line (synset_words.txt); Caffe requires one per output."""
+    user_file(path, "labels file (one label per line)")
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             labels = [line.rstrip("\n") for line in f]

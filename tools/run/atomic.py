@@ -5,6 +5,7 @@ import tempfile
 from typing import IO, Iterator, List
 
 from .errors import CaffeError, DiskError
+from .paths import user_file
 
 
 @contextlib.contextmanager
@@ -61,6 +62,7 @@ def ensure_dir(path: str) -> str:
 
 def read_bounded(path: str, limit: int, what: str = "file") -> bytes:
     """The bytes of `path`; a file over `limit` bytes, or one that cannot be read, is one line."""
+    user_file(path, what)
     try:
         size = os.path.getsize(path)
         if size > limit:

@@ -5,6 +5,7 @@ from typing import Any
 
 from .atomic import atomic_open, ensure_dir
 from .errors import UserError
+from .paths import user_file
 
 
 def save_checkpoint(path: str, payload: Any) -> None:
@@ -25,6 +26,7 @@ def load_checkpoint(path: str, what: str = "a loadable checkpoint") -> Any:
     import warnings
 
     import torch
+    user_file(path, what.removeprefix("a ").removeprefix("an "))
     try:
         with warnings.catch_warnings():  # torch's notes on pickle protocols say nothing to a user
             warnings.simplefilter("ignore")

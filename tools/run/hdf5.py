@@ -25,9 +25,15 @@ def group(parent: Any, name: str, path: str) -> Any:
     return obj
 
 
+# deflate, the strongest filter HDF5 files use here, tops out near 1032:1; unwritten chunks (the fill value)
+# store nothing at all. A dataset declaring more than this is read whole only after the check.
+MAX_RATIO = 1100
+SLACK_BYTES = 64 << 20
+
+
 def dataset(parent: Any, name: str, path: str) -> Any:
     """The dataset `name` of `parent`, checked: a hard link, stored in this file, holding the bytes its
-    shape declares (compressed or chunked data may hold fewer and is read as it comes)."""
+    shape declares (compressed data: at most MAX_RATIO times what it stores, plus SLACK_BYTES)."""
     import h5py
     obj = _link(parent, name, path)
     if not isinstance(obj, h5py.Dataset):
@@ -36,8 +42,11 @@ def dataset(parent: Any, name: str, path: str) -> Any:
         raise UserError(f"{path}: '{obj.name}' keeps its data outside this file; not read")
     declared = obj.size * obj.dtype.itemsize
     stored = obj.id.get_storage_size()
-    if obj.compression is None and stored < declared:
+    if obj.compression is None and not obj.scaleoffset and stored < declared:
         raise UserError(f"{path}: '{obj.name}' declares {declared} bytes, the file stores {stored}")
+    if declared > MAX_RATIO * stored + SLACK_BYTES:  # compressed: no filter here expands data that far
+        raise UserError(f"{path}: '{obj.name}' declares {declared} bytes from {stored} stored (compressed "
+                        f"over {MAX_RATIO}:1); not read")
     return obj
 
 

@@ -1,6 +1,7 @@
 """Image files from a user's folder, opened with the project's checks: a regular file (a FIFO would block
 the reader forever), at most MAX_PIXELS by the header, before any pixel is decoded, and PIL's
-decompression-bomb warning taken as a refusal. Every reader of user images goes through `open_image`."""
+decompression-bomb warning taken as a refusal, and only the decoders of FORMATS. Every reader of user images
+goes through `open_image`."""
 import contextlib
 import io
 import warnings
@@ -13,6 +14,9 @@ from .paths import is_regular
 
 MAX_PIXELS = 1 << 26   # 67M pixels (8k x 8k): a larger image is refused from its header, before decoding
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+# the decoders PIL may use, whatever a file's name or first bytes claim: an EPS named .jpg would start
+# Ghostscript, an outside program (PPM covers .pgm and .pbm)
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 @contextlib.contextmanager
@@ -26,7 +30,7 @@ def open_image(source: Union[str, bytes]) -> Iterator["PIL.Image.Image"]:  # noq
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise ImageRefused(where, f"huge ({w}x{h}, over {MAX_PIXELS} pixels)")

@@ -5,6 +5,7 @@ import os
 from typing import Any, Dict, Iterable, Optional
 
 from .errors import UserError
+from .paths import user_file
 
 RESUME_CHOICES = ("yes", "auto")
 RESUME_HELP = ("continue the run in --out with the settings its config.json recorded; options given override "
@@ -29,6 +30,7 @@ def read_record(out: str, fields: Optional[Iterable[str]], machine: Iterable[str
     path = os.path.join(out, "config.json")
     if not os.path.exists(path):
         return {}
+    user_file(path, "run record (config.json)")
     try:
         with open(path) as f:
             record = json.load(f)
