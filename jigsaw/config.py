@@ -5,7 +5,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import prototxt
-from tools.run.cli_runner import positive
+from tools.run.cli_runner import (COUNT, COUNT_1, FRACTION, MAX_BATCH, MAX_SIDE, MAX_WORKERS, SEED, positive,
+                                  ranged)
+from tools.run.errors import UserError
 from tools.run.options import check_settings, check_types, option
 from tools.run.folder import RunFolder
 from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP, check_fixed
@@ -24,8 +26,8 @@ RECIPE_HELP = ("puzzles: jps (the authors' released data layer), jps++ (MergeDat
 @dataclass
 class PermutationsConfig:
     output: str = option(help=".npy (0-indexed), .bin (original, 1-indexed) or .h5", flag=("-o", "--output"))
-    n: int = option(1000, "how many permutations", type=positive(int), flag="-n")
-    seed: int = option(0, "seed for the first permutation")
+    n: int = option(1000, "how many permutations (9! = 362,880 exist)", type=ranged(int, 1, 362880), flag="-n")
+    seed: int = option(0, "seed for the first permutation", type=SEED)
     criterion: str = option("mean", "maximise the mean distance to the set (paper) or the minimum",
                             choices=("mean", "min"))
 
@@ -42,11 +44,11 @@ class PrepareConfig:
     layout: str = option("jps", "jps (recipes jps, jps++): the fork's generate_jps_dataset form, shorter side 256 "
                                 "with OpenCV-bilinear geometry, centre 255 crop (+2 px it reads past); square "
                                 "(recipes paper, bbrattoli): --size squares, PIL bilinear", choices=LAYOUTS)
-    size: int = option(256, "side of the stored squares in the square layout", type=positive(int))
-    workers: Optional[int] = option(None, "decoding processes (default: all cores)", type=positive(int))
+    size: int = option(256, "side of the stored squares in the square layout", type=positive(int, hi=MAX_SIDE))
+    workers: Optional[int] = option(None, "decoding processes (default: all cores)", type=positive(int, hi=MAX_WORKERS))
     min_side: int = option(MIN_SIDE, "skip images whose shorter side is below this, as junk (lower it for "
                                      "small-image sets such as 28 px Fashion-MNIST, upscaled with --size)",
-                           type=positive(int))
+                           type=positive(int, hi=MAX_SIDE))
     progress: bool = option(True, "no progress bar")
 
     def __post_init__(self):
@@ -59,9 +61,9 @@ class EvaluateConfig:
     data: str = option(help="store (.h5) or image folder")
     permutations: Optional[str] = option(None, "permutation file (needed with a .caffemodel)")
     recipe: Optional[str] = option(None, "puzzles for a .caffemodel (default jps); a checkpoint's own is used")
-    batch_size: int = option(64, "puzzles per forward pass", type=positive(int))
-    repeats: int = option(1, "puzzles per image", type=positive(int))
-    seed: int = option(0, "seed of the puzzles drawn")
+    batch_size: int = option(64, "puzzles per forward pass", type=positive(int, hi=MAX_BATCH))
+    repeats: int = option(1, "puzzles per image", type=positive(int, hi=1000))
+    seed: int = option(0, "seed of the puzzles drawn", type=SEED)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
 
     def __post_init__(self):
@@ -89,49 +91,51 @@ class TrainConfig:
                                                "recorded one)")
     solver: str = option(DEFAULT_SOLVER, "solver.prototxt")
     val_data: Optional[str] = option(None, "separate validation store; default: hold out --val-fraction")
-    val_fraction: float = option(0.05, "share of the images held out for validation")
-    batch_size: int = option(256, "puzzles per iteration", type=positive(int))
-    width: float = option(1.0, "channel width multiplier", type=positive(float))
-    dropout: float = option(DROPOUT, "dropout after fc6/fc7")
+    val_fraction: float = option(0.05, "share of the images held out for validation", type=FRACTION)
+    batch_size: int = option(256, "puzzles per iteration", type=positive(int, hi=MAX_BATCH))
+    width: float = option(1.0, "channel width multiplier", type=ranged(float, 1 / 96, 16))
+    dropout: float = option(DROPOUT, "dropout after fc6/fc7", type=FRACTION)
     init: str = option("caffe", "Caffe's fillers, or He init with zero biases scaled to the tiles, for a faster "
                                 "start with Adam (--solver prototxt/cfn_solver_short.prototxt)",
                        choices=("caffe", "msra"))
-    seed: int = option(0, "seed for everything random")
+    seed: int = option(0, "seed for everything random", type=SEED)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     precision: str = option("auto", "auto: bf16 autocast + channels_last on CUDA, fp32 elsewhere",
                             choices=PRECISIONS)
     compile: Optional[str] = option(None, "torch.compile the model; MODE: default, reduce-overhead (CUDA "
                                           "graphs), max-autotune", nargs="?", const="default", metavar="MODE")
-    log_every: int = option(20, "iterations per log flush; the GPU is waited for only then", type=positive(int))
+    log_every: int = option(20, "iterations per log flush; the GPU is waited for only then", type=COUNT_1)
     recipe: str = option(DEFAULT_RECIPE, RECIPE_HELP)
-    gray_prob: float = option(0.0, "paper / bbrattoli: probability of a grayscale image (jps draws its own)")
+    gray_prob: float = option(0.0, "paper / bbrattoli: probability of a grayscale image (jps draws its own)",
+                             type=ranged(float, 0, 1))
     donor: str = option("same", "jps++: tiles substituted from a second puzzle of the same image (the fork's "
                                 "code) or of another image in the batch (the 2018 paper's text)",
                         choices=("same", "other"))
     cell: Optional[int] = option(None, "another grid, e.g. for small images: cells of CELL px (crop 3 x CELL), "
                                        "tiles of --tile px at offsets 0..CELL-TILE; the CFN takes TILE px tiles "
-                                       "(jps: 85 and 64)", type=positive(int))
-    tile: Optional[int] = option(None, "tile side in px with --cell (README: Small images)", type=positive(int))
-    workers: int = option(0, "decoding processes for an image folder")
+                                       "(jps: 85 and 64)", type=positive(int, hi=MAX_SIDE))
+    tile: Optional[int] = option(None, "tile side in px with --cell (README: Small images)",
+                                 type=positive(int, hi=MAX_SIDE))
+    workers: int = option(0, "decoding processes for an image folder", type=positive(int, zero=True, hi=MAX_WORKERS))
     decode: str = option("cpu", "image folder: PIL in --workers processes (cpu), or torchvision.io on the "
                                 "training device, nvJPEG on CUDA (device)", choices=("cpu", "device"))
-    max_iter: Optional[int] = option(None, "override the solver's max_iter", type=int)
-    test_interval: Optional[int] = option(None, "override the solver's test_interval", type=int)
-    test_iter: Optional[int] = option(None, "override the solver's test_iter", type=int)
-    snapshot: Optional[int] = option(None, "override the solver's snapshot", type=int)
-    display: Optional[int] = option(None, "override the solver's display", type=int)
-    base_lr: Optional[float] = option(None, "override the solver's base_lr", type=float)
+    max_iter: Optional[int] = option(None, "override the solver's max_iter", type=COUNT_1)
+    test_interval: Optional[int] = option(None, "override the solver's test_interval (0: never)", type=COUNT)
+    test_iter: Optional[int] = option(None, "override the solver's test_iter", type=COUNT)
+    snapshot: Optional[int] = option(None, "override the solver's snapshot (0: only at the end)", type=COUNT)
+    display: Optional[int] = option(None, "override the solver's display", type=COUNT)
+    base_lr: Optional[float] = option(None, "override the solver's base_lr", type=positive(float, hi=1e3))
     monitor: Optional[str] = option(None, "every test interval, the kNN accuracy of each conv layer on a small "
                                           "labelled set of this `transfer` dataset (e.g. fashion-mnist), in "
                                           "val.csv and curves.png; its labels are used by the kNN vote only")
     monitor_root: Optional[str] = option(None, "the --monitor dataset's folder (as `transfer --data-root`)")
     monitor_labels_per_class: int = option(50, "the monitor's bank: labelled training images per class",
-                                           type=positive(int))
+                                           type=positive(int, hi=10 ** 5))
     monitor_queries: int = option(500, "the monitor's queries: images of the dataset's test split",
-                                  type=positive(int))
+                                  type=positive(int, hi=10 ** 6))
     monitor_size: Optional[int] = option(None, "side the monitor's images are resized to (default: the tile size; "
                                                "as `transfer probe --input-size`, e.g. the store's side for small "
-                                               "upscaled images)", type=positive(int))
+                                               "upscaled images)", type=positive(int, hi=MAX_SIDE))
     monitor_features: str = option("standardised", "what the monitor's cosine compares (`transfer probe "
                                                    "--knn-features`)", choices=("centred", "standardised", "raw"))
     tensorboard: bool = option(False, "also log the scalars for TensorBoard in OUT/tensorboard")
@@ -141,6 +145,9 @@ class TrainConfig:
 
     def __post_init__(self):
         check_settings(self)  # however the settings came: options, a file, a record
+        if self.tile is not None and self.cell is None:
+            raise UserError(f"--tile {self.tile}: a tile size goes with --cell (another grid); the recipe's own "
+                            "grid has its own tile")
 
 
 # Settings a resumed run must share with its start: they decide the puzzles, the batches, the

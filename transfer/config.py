@@ -4,8 +4,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Optional
 
-from tools.run.cli_runner import positive
-from tools.run.options import check_settings, option
+from tools.run.cli_runner import COUNT, COUNT_1, FRACTION, MAX_BATCH, MAX_SIDE, MAX_WORKERS, SEED, positive, ranged
+from tools.run.options import check_settings, option, setting
 from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP
 
 # Seed 003's settings: head phase Adam 0.01, exp 0.9995/iteration, decay 1e-3, <= 200 epochs, patience 5;
@@ -13,6 +13,7 @@ from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP
 HEAD_SOLVER = 'type: "Adam" base_lr: 0.01 momentum: 0.9 lr_policy: "exp" gamma: 0.9995 weight_decay: 0.001'
 FINETUNE_SOLVER = ('type: "Adam" base_lr: 0.0005 momentum: 0.9 lr_policy: "step" gamma: 0.2 stepsize: 2000 '
                    'weight_decay: 0.0005')
+EPOCHS = positive(int, hi=10 ** 6)
 AUGMENTATIONS = ("rotation", "hflip", "shift", "shear", "zoom")
 FASHION_HELP = "dataset folder (Fashion-MNIST defaults to Debian's package)"
 
@@ -45,20 +46,20 @@ class FinetuneConfig:
     unfreeze: tuple = option((), "fine-tune only these backbone blocks", nargs="*")
     head_solver: str = option(HEAD_SOLVER, "solver.prototxt (or text) for the head phase")
     finetune_solver: str = option(FINETUNE_SOLVER, "solver.prototxt (or text) for the fine-tune phase")
-    head_epochs: int = 200
-    finetune_epochs: int = 50
-    head_patience: int = 5
-    finetune_patience: int = 1
-    eps: float = 1e-4
-    epochs: Optional[int] = option(None, "cap on the epochs of each phase", type=int)
-    batch_size: int = option(128, "batch size", type=positive(int))
-    limit_train: Optional[int] = option(None, "use only the first N training images", type=positive(int))
+    head_epochs: int = setting(200, type=EPOCHS)
+    finetune_epochs: int = setting(50, type=EPOCHS)
+    head_patience: int = setting(5, type=COUNT)
+    finetune_patience: int = setting(1, type=COUNT)
+    eps: float = setting(1e-4, type=positive(float, zero=True, hi=1e6))
+    epochs: Optional[int] = option(None, "cap on the epochs of each phase", type=EPOCHS)
+    batch_size: int = option(128, "batch size", type=positive(int, hi=MAX_BATCH))
+    limit_train: Optional[int] = option(None, "use only the first N training images", type=COUNT_1)
     labels_per_class: Optional[str] = option(None, "semi-supervised: train on a seeded class-balanced draw of N "
                                                    "labelled images per class (or a fraction of each class: 0.01, "
                                                    "1%%) of the training split; validation and test are untouched",
                                              metavar="N")
     label_draw: int = option(0, "which draw of --labels-per-class (0, 1, ...: fresh labelled subsets)",
-                             type=positive(int, zero=True))
+                             type=COUNT)
     freeze_through: Optional[str] = option(None, "Noroozi & Favaro's Table 2: the backbone's blocks up to and "
                                                  "including this one (e.g. conv3) keep their weights and stay frozen; "
                                                  "the blocks after it start afresh (a twin's init, --twin-init, seeded "
@@ -66,20 +67,20 @@ class FinetuneConfig:
     twin_seed: Optional[int] = option(None, "fine-tune a random-init twin of --weights instead (the architecture, "
                                             "width and input scale of those weights, fresh weights from this seed), "
                                             "the baseline `transfer compare` sets the pretrained runs against",
-                                      type=int)
+                                      type=SEED)
     twin_init: str = option("msra", "the twin's init: msra (He, scaled to the input as `jigsaw train --init msra` "
                                     "does) or caffe (a CFN's fillers)", choices=("caffe", "msra"))
-    val_fraction: float = 0.15
+    val_fraction: float = setting(0.15, type=FRACTION)
     input_size: Optional[int] = option(None, "resize images to this side (default: the model's)",
-                                       type=positive(int))
+                                       type=positive(int, hi=MAX_SIDE))
     augment: dict = option(help="training augmentations, e.g. rotation=10,hflip,shift=0.2,shear=0.3,zoom=0.2",
                            type=augment_spec, metavar="SPEC", default_factory=dict)
     input_norm: str = option("backbone", "backbone: a CFN branch gets its recipe's input (BGR, 0-255, the "
                                          "recipe's normalisation), other models the training split's "
                                          "standardisation; dataset: that standardisation for every model "
                                          "(seed 003)", choices=("backbone", "dataset"))
-    seed: int = option(0, "seed for everything random")
-    workers: int = option(0, "DataLoader workers")
+    seed: int = option(0, "seed for everything random", type=SEED)
+    workers: int = option(0, "DataLoader workers", type=positive(int, zero=True, hi=MAX_WORKERS))
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     tensorboard: bool = option(False, "also log the scalars for TensorBoard in OUT/tensorboard")
     resume: Optional[str] = option(None, RESUME_HELP, nargs="?", const="yes", choices=RESUME_CHOICES,
@@ -113,16 +114,17 @@ class ProbeConfig:
     weights: Optional[object] = option(None, "the pretrained weights (as for finetune); several runs that differ "
                                              "only in their seed give the pretrained column as mean ± SE", nargs="+")
     data_root: Optional[str] = option(None, FASHION_HELP)
-    random_seeds: int = option(3, "random-init twins (seeded 1000, 1001, ...)", type=positive(int))
+    random_seeds: int = option(3, "random-init twins (seeded 1000, 1001, ...)", type=positive(int, hi=1000))
     twin_seeds: tuple = option((), "the twins' seeds instead (fresh twins: new seeds); recorded in config.json",
-                               type=int, nargs="+")
+                               type=SEED, nargs="+")
     twin_init: str = option("caffe", "a CFN twin's init: caffe (the fillers its pretraining started from) or "
                                      "msra (He)", choices=("caffe", "msra"))
     protocols: tuple = option(("linear", "knn"), "linear: probes on every training label, weight decay chosen on "
                                                  "the validation split; knn: weighted kNN on the training split",
                               nargs="+", choices=("linear", "knn"))
-    knn_k: int = option(20, "neighbours that vote (kNN)", type=positive(int))
-    knn_temperature: float = option(0.07, "a neighbour's vote is exp(cosine similarity / T)", type=positive(float))
+    knn_k: int = option(20, "neighbours that vote (kNN)", type=positive(int, hi=10 ** 5))
+    knn_temperature: float = option(0.07, "a neighbour's vote is exp(cosine similarity / T)",
+                                    type=positive(float, hi=1e3))
     knn_features: str = option("centred", "what the kNN's cosine compares: the features minus the training split's "
                                           "mean (centred), z-scored by its mean and SD (standardised: the linear "
                                           "probe's view) or as they are (raw)",
@@ -133,28 +135,28 @@ class ProbeConfig:
                                      nargs="+", metavar="N")
     label_fraction: tuple = option((), "low-shot budgets as fractions of each class, e.g. 0.01 0.1 (or 1%% 10%%)",
                                    nargs="+", metavar="F")
-    draws: int = option(5, "seeded labelled draws per low-shot budget", type=positive(int))
+    draws: int = option(5, "seeded labelled draws per low-shot budget", type=positive(int, hi=1000))
     cv_folds: int = option(3, "folds of the low-shot cross-validation (fewer when a class has fewer labels)",
-                           type=positive(int))
+                           type=ranged(int, 2, 1000))
     svm_costs: tuple = option((0.01, 0.1, 1.0, 10.0, 100.0), "a multi-label dataset (voc2007) is probed with "
                               "VOC07's linear SVMs per class (Goyal et al. 2019): their cost candidates, chosen by "
                               "--cv-folds cross-validation on trainval", type=positive(float), nargs="+")
     lowshot_weight_decays: tuple = option((1e-2, 1e-1, 1.0, 10.0, 100.0), "low-shot candidates, chosen by "
                                           "cross-validation in each draw", type=positive(float, zero=True), nargs="+")
-    target_dim: int = option(9000, "features per layer after pooling", type=positive(int))
+    target_dim: int = option(9000, "features per layer after pooling", type=positive(int, hi=1 << 20))
     # 5,000 images x 9,000 features wants strong decay
     weight_decays: tuple = option((1e-3, 1e-2, 1e-1, 1.0, 10.0), "candidates, chosen on the validation split",
                                   type=positive(float, zero=True), nargs="+")
-    lbfgs_iters: int = option(60, "L-BFGS iterations per fit", type=positive(int))
+    lbfgs_iters: int = option(60, "L-BFGS iterations per fit", type=positive(int, hi=10 ** 5))
     limit_train: Optional[int] = option(None, "use only the first N training images (after the "
-                                              "validation split, 15 %% of them, is cut)", type=positive(int))
+                                              "validation split, 15 %% of them, is cut)", type=COUNT_1)
     limit_test: Optional[int] = option(None, "score on a seeded sample of N test images (all: the figures the "
-                                             "field reports; fewer: a quicker look)", type=positive(int))
-    val_fraction: float = 0.15
-    batch_size: int = option(256, "images per forward pass", type=positive(int))
+                                             "field reports; fewer: a quicker look)", type=COUNT_1)
+    val_fraction: float = setting(0.15, type=FRACTION)
+    batch_size: int = option(256, "images per forward pass", type=positive(int, hi=MAX_BATCH))
     input_size: Optional[int] = option(None, "side the images are resized to (default: the backbone's, a CFN's "
-                                             "tile size)", type=positive(int))
-    seed: int = option(0, "seed for everything random")
+                                             "tile size)", type=positive(int, hi=MAX_SIDE))
+    seed: int = option(0, "seed for everything random", type=SEED)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     progress: bool = option(True, "no progress bar")
 

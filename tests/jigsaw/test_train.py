@@ -171,7 +171,7 @@ def test_resume_from_the_run_folder_alone_keeps_config_json_and_refuses_other_se
                  "--seed", "3", "--dropout", "0"]) in (0, None)
     original = (out / "config.json").read_text()
     # changed architecture, recipe or seed: one line each, nothing written
-    for flag, value in (("--width", "0.25"), ("--recipe", "jps++"), ("--seed", "4"), ("--tile", "48")):
+    for flag, value in (("--width", "0.25"), ("--recipe", "jps++"), ("--seed", "4"), ("--dropout", "0.3")):
         assert main([*base, "--resume", "--max-iter", "4", flag, value]) == 2, flag
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and "config.json" in err, err

@@ -115,7 +115,7 @@ CASES = {
         ["prepare", t / "src", "-o", t / "out"])[-1], "folder"),
     "prepare --list naming a folder": ("jigsaw.cli", lambda t: (
         (t / "src").mkdir(), _png(t / "src" / "a.png"),
-        ["prepare", t / "src", "-o", t / "s.h5", "--list", t / "src"])[-1], "not a file"),
+        ["prepare", t / "src", "-o", t / "s.h5", "--list", t / "src"])[-1], "is a folder"),
     "a 9000x8000 PNG, the only image": ("jigsaw.cli", lambda t: (
         (t / "src").mkdir(), _png(t / "src" / "big.png", (9000, 8000), "L"),
         ["prepare", t / "src", "-o", t / "s.h5"])[-1], "huge"),

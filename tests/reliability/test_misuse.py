@@ -35,7 +35,7 @@ def test_every_command_has_a_version(prog, sub):
     ("caffe-convert", ["net.prototxt", "--bogus"], "unrecognized arguments"),
     ("caffe-convert", ["/no/such.prototxt", "-o", "x.pt"], "no such file"),
     ("jigsaw", ["train", "--data", "/no/store.h5", "--permutations", "/no/p.npy", "--out", "OUT"], "error:"),
-    ("jigsaw", ["permutations", "-n", "0", "-o", "p.npy"], "must be positive"),
+    ("jigsaw", ["permutations", "-n", "0", "-o", "p.npy"], "must be at least 1"),
     ("jigsaw", ["prepare", "/no/folder", "-o", "s.h5"], "not a folder"),
     ("jigsaw", ["frobnicate"], "invalid choice"),
     ("transfer", ["finetune", "--dataset", "mnist", "--data-root", "/no/mnist", "--model", "mlp", "--out", "OUT"],

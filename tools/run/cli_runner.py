@@ -1,5 +1,6 @@
 """What every command-line tool here shares: one-line warnings, and errors that exit 2 without a traceback."""
 import argparse
+import math
 import sys
 import warnings
 from typing import Any, Callable, Optional
@@ -10,19 +11,53 @@ from .errors import UserError
 PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
-def positive(kind: Callable[[str], Any], zero: bool = False) -> Callable[[str], Any]:
-    """An argparse type: `kind` (int, float) above 0, or at least 0 with zero=True."""
+def ranged(kind: Callable[[str], Any], lo: Optional[float] = None, hi: Optional[float] = None,
+           lo_open: bool = False, hi_open: bool = False) -> Callable[[str], Any]:
+    """An argparse type: `kind` (int, float) within [lo, hi] (an open end with lo_open / hi_open), finite.
+    Its `range_check` applies the same rule to a setting from a file or a record (options.check_settings):
+    a number's range is declared once, on its config field."""
+    low = "" if lo is None else ("positive" if lo_open else "0 or more") if lo == 0 else \
+        f"{'above' if lo_open else 'at least'} {lo:g}"
+    high = "" if hi is None else f"{'below' if hi_open else 'at most'} {hi:g}"
+    rule = " and ".join(x for x in (low, high) if x) or "a finite number"
+
+    def fits(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        return not ((lo is not None and (v < lo or (lo_open and v == lo))) or
+                    (hi is not None and (v > hi or (hi_open and v == hi))))
+
     def parse(text):
-        v = kind(text)
-        if v < 0 or (v == 0 and not zero):
-            raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero else 'positive'}, got {text}")
+        try:
+            v = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text}") from None
+        if not fits(v):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
         return v
 
-    def range_check(name, value):  # the same rule on a setting from a file or a record (options.check_settings)
-        if value < 0 or (value == 0 and not zero):
-            raise UserError(f"setting '{name}' is {value!r}: must be {'0 or more' if zero else 'positive'}")
+    def range_check(name, value):
+        if not fits(value):
+            raise UserError(f"setting '{name}' is {value!r}: must be {rule}")
     parse.range_check = range_check
+    parse.rule = rule
     return parse
+
+
+def positive(kind: Callable[[str], Any], zero: bool = False, hi: Optional[float] = None) -> Callable[[str], Any]:
+    """An argparse type: `kind` (int, float) above 0 (at least 0 with zero=True), at most `hi`, finite."""
+    return ranged(kind, 0, hi, lo_open=not zero)
+
+
+# the ranges settings share; each config field names its own, beside its default
+SEED = positive(int, zero=True, hi=2 ** 63 - 1)
+FRACTION = ranged(float, 0, 1, hi_open=True)
+COUNT = positive(int, zero=True, hi=10 ** 9)
+COUNT_1 = positive(int, hi=10 ** 9)
+MAX_BATCH = 1 << 16   # items per pass: beyond it the host memory one batch takes is the problem
+MAX_SIDE = 8192       # pixels on an image side the commands resize to
+MAX_WORKERS = 256
 
 
 def add_version(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 text is written once, on the field (`option(...)`), and `add_options` turns fields into flags."""
 import argparse
 import dataclasses
+import math
 import typing
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -19,6 +20,12 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, type: Optional
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def setting(default: Any, *, type: Callable) -> Any:
+    """A dataclass field that is not a command-line option (recipes and config files set it) but whose
+    values are checked like one's: `type` is a `ranged(...)` / `positive(...)` rule."""
+    return dataclasses.field(default=default, metadata=dict(type=type))
 
 
 def _default(f):
@@ -111,8 +118,10 @@ def check_settings(cfg: Any) -> None:
     code does not check them again."""
     for f in dataclasses.fields(cfg):
         m, value = f.metadata, getattr(cfg, f.name)
-        if "help" not in m or value is None or value is dataclasses.MISSING:
+        if not m or value is None or value is dataclasses.MISSING:
             continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"setting '{f.name}' is {value!r}: expected a finite number")
         values = value if isinstance(value, (tuple, list)) and m.get("nargs") in ("+", "*") else [value]
         for v in values:
             if m.get("choices") is not None and not isinstance(v, bool) and v not in m["choices"]:

@@ -4,7 +4,7 @@ import pytest
 
 from tools.caffe import caffe_pb2 as pb
 from tools.caffe.caffemodel import parse_caffemodel, read_caffemodel, write_caffemodel
-from tools.run.errors import CaffeError
+from tools.run.errors import CaffeError, UserError
 from tools.caffe.textformat import parse_text
 
 NET = parse_text('''name: "n"
@@ -126,7 +126,7 @@ def test_declared_shape_must_match_data():
 
 
 def test_missing_file():
-    with pytest.raises(CaffeError, match="cannot read"):
+    with pytest.raises(UserError, match="no such file"):
         read_caffemodel("/nonexistent/x.caffemodel")
 
 
