@@ -11,6 +11,7 @@ import threading
 import numpy as np
 import torch
 
+from tools.run.errors import UserError
 from tools.run.runtime import numpy_rng
 
 
@@ -19,7 +20,8 @@ def split_indices(n, val_fraction, seed):
     order = numpy_rng(seed, 7).permutation(n)
     n_val = 0 if val_fraction <= 0 else max(1, int(round(n * val_fraction)))
     if n_val >= n:
-        raise ValueError(f"{n} images cannot hold out {n_val} for validation")
+        raise UserError(f"{n} image(s) cannot hold out {n_val} for validation (--val-fraction {val_fraction:g}) and "
+                        "keep any to train on: give more images, --val-fraction 0, or --val-data")
     return np.sort(order[: n - n_val]), np.sort(order[n - n_val:])
 
 

@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import itertools
 import os
+import re
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from typing import List, Optional, Tuple
@@ -83,6 +84,7 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
             raise UserError(f"{out}: cannot write the store ({e})") from None
         folder.begun()  # the .partial store is this run's state: an interrupted run continues from it
         images, paths = f["images"], f["paths"]
+        LIVE[:] = [f, images, paths]  # until closed cleanly: see LIVE
         start, count = int(f.attrs["next"]), int(f.attrs["count"])
         skipped = [(p.decode(), r.decode()) for p, r in zip(f["skipped_paths"][()], f["skipped_reasons"][()])]
         workers = workers or max(1, (os.cpu_count() or 1))
@@ -113,6 +115,7 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
         except KeyboardInterrupt:
             _checkpoint(f, i, count, skipped)
             f.close()
+            LIVE.clear()
             raise
         finally:
             bar.close()
@@ -123,6 +126,7 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
             paths.resize(count, axis=0)
             f.attrs["complete"] = True
             f.close()
+        LIVE.clear()
         if count == 0:  # finished, with nothing to keep: no .partial is left to "resume"
             os.unlink(partial)
             raise UserError(f"{source}: none of the {len(names)} images could be used "
@@ -134,6 +138,9 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
 # the error of a write to a store that failed: HDF5's own exit handler then crashes (SIGSEGV) flushing
 # that file, so the command line leaves without it (jigsaw.cli.main); what was written stays resumable
 WRITE_FAILED = None
+# the store's HDF5 objects while prepare writes. After a failed write they stay referenced here, so nothing
+# closes them (which crashes HDF5, even at garbage collection) before the command line leaves by os._exit
+LIVE = []
 
 
 @contextlib.contextmanager
@@ -142,11 +149,14 @@ def _writing(partial):
     global WRITE_FAILED
     try:
         yield
-    except OSError as e:
-        # neither closed nor released (the error keeps the writer's frame, and its HDF5 objects, alive):
-        # HDF5 crashes or fails noisily closing a file whose write failed
+    except (OSError, RuntimeError) as e:  # h5py reports a failed flush as a RuntimeError
+        if isinstance(e, RuntimeError) and "write failed" not in str(e) and "errno" not in str(e):
+            raise
+        # neither closed nor released (LIVE keeps the store's HDF5 objects): HDF5 crashes or fails noisily
+        # closing a file whose write failed
         WRITE_FAILED = e
-        why = os.strerror(e.errno) if e.errno else str(e).splitlines()[0]
+        errno = getattr(e, "errno", None) or next((int(w) for w in re.findall(r"errno = (\d+)", str(e))), None)
+        why = os.strerror(errno) if errno else str(e).splitlines()[0]
         raise UserError(f"{partial}: cannot write the store ({why}); free space and run the same command "
                         "again: it continues from the last images written") from None
 

@@ -80,6 +80,8 @@ def load_idx_dataset(root, kind="fashion-mnist"):
         labels = read_idx(_find(root, f"{prefix}{stem}-labels-idx1-ubyte", f"{prefix}{stem}-labels.idx1-ubyte"))
         if len(images) != len(labels):
             raise DatasetError(f"{root}: {split} has {len(images)} images but {len(labels)} labels")
+        if not len(images):
+            raise DatasetError(f"{root}: the {split} idx files hold no images")
         if kind == "emnist-letters":
             images = images.transpose(0, 2, 1)  # EMNIST stores images transposed
             labels = labels.astype(np.int64) - 1  # letters are labelled 1..26
@@ -302,6 +304,18 @@ def _voc2007(root):
     return load_voc2007(root)
 
 
+def _check_sizes(name, root, train, test):
+    """What no protocol can run on, said before anything is trained: an empty split, or one class only."""
+    for split, label in ((train, "training"), (test, "test")):
+        if not len(split):
+            raise DatasetError(f"{name} at {root}: the {label} split holds no images")
+    labels = np.asarray(train.labels)
+    if labels.ndim == 1 and len(np.unique(labels)) < 2:
+        only = train.classes[int(labels[0])]
+        raise DatasetError(f"{name} at {root}: the training split has one class only ({only!r}); a classifier "
+                           "needs two or more")
+
+
 def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, seed: int = 0,
                  limit_train: Optional[int] = None, limit_test: Optional[int] = None, **kw) -> dict:
     """{"train", "val", "test"} Splits: `val` is a seeded shuffle of the training split (never the test
@@ -320,8 +334,12 @@ def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, see
         test, train = train.subset(np.sort(order[:n_test])), train.subset(np.sort(order[n_test:]))
     for s, label in ((train, "train"), (test, "test")):
         check_files(s, f"{root} ({label})")
+    _check_sizes(name, root, train, test)
     order = rng.permutation(len(train))
     n_val = int(round(val_fraction * len(train)))
+    if val_fraction > 0 and (n_val == 0 or n_val == len(train)):
+        raise DatasetError(f"{name} at {root}: {len(train)} training image(s) cannot give both a validation split "
+                           f"of {val_fraction:g} and images to train on")
     val, train = train.subset(order[:n_val]), train.subset(order[n_val:])
     if limit_train:
         train = train.subset(np.arange(min(limit_train, len(train))))

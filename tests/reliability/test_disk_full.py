@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -15,14 +16,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
 
 
-def _full_disk():
+def _full_disk(limit=256 * 1024):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
-    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
 def _run(module, *args, full=False, cwd=None):
+    """`full`: True for a 256 KiB file-size limit, or the limit in bytes."""
+    limit = None if not full else 256 * 1024 if full is True else full
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=ENV, cwd=cwd, capture_output=True,
-                          text=True, timeout=600, preexec_fn=_full_disk if full else None)
+                          text=True, timeout=600, preexec_fn=(lambda: _full_disk(limit)) if limit else None)
 
 
 def _one_error_line(r, needle):
@@ -45,6 +48,18 @@ def test_prepare_with_workers_on_a_full_disk_then_again(tmp_path):
     left = subprocess.run(["pgrep", "-f", str(tmp_path / "src")], capture_output=True, text=True).stdout.split()
     assert left == [], left  # no worker outlives its parent
     r = _run("jigsaw.cli", "prepare", tmp_path / "src", "-o", tmp_path / "s.h5", "--workers", "2")
+    assert r.returncode == 0 and "12 images" in r.stdout, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("limit", [20_000, 1_536_000])
+def test_prepare_fails_in_one_line_wherever_the_disk_fills(tmp_path, limit):
+    """At the store's first chunks, or at a flush late in the run (h5py's RuntimeError there segfaulted
+    the process, exit 139): one line, exit 2, and the same command finishes the store afterwards."""
+    _photos(tmp_path / "src")
+    r = _run("jigsaw.cli", "prepare", tmp_path / "src", "-o", tmp_path / "s.h5", "--workers", "1", full=limit)
+    _one_error_line(r, "cannot write the store (File too large)")
+    assert not (tmp_path / "s.h5").exists()  # nothing under the final name
+    r = _run("jigsaw.cli", "prepare", tmp_path / "src", "-o", tmp_path / "s.h5", "--workers", "1")
     assert r.returncode == 0 and "12 images" in r.stdout, r.stderr[-3000:]
 
 

@@ -147,3 +147,21 @@ def test_a_nul_byte_in_a_list_file_is_one_line(tmp_path):  # issue 26 §7
     (tmp_path / "list.txt").write_bytes(b"a.jpg 0\nb\x00c.jpg 1\n")
     with pytest.raises(UserError, match="NUL byte"):
         list_images(str(tmp_path), str(tmp_path / "list.txt"))
+
+
+@pytest.mark.parametrize("n, needle", [((0, 10), "the train idx files hold no images"),
+                                       ((30, 0), "the test idx files hold no images"),
+                                       ((1, 1), "one class only"),
+                                       ((2, 2), "cannot give both a validation split")])
+def test_tiny_and_degenerate_datasets_are_one_line(tmp_path, n, needle):  # issue 26 §5
+    from tests.transfer.test_datasets import mnist_like
+    from transfer.datasets import DatasetError, load_dataset
+    with pytest.raises(DatasetError, match=needle):
+        load_dataset("fashion-mnist", mnist_like(str(tmp_path / "fm"), n=n), 0.15, 0)
+
+
+def test_too_few_images_for_the_validation_split_is_one_line():
+    from jigsaw.batches import split_indices
+    from tools.run.errors import UserError
+    with pytest.raises(UserError, match="1 image.* cannot hold out 1 for validation"):
+        split_indices(1, 0.05, 0)
