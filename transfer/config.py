@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tools.run.cli_runner import COUNT, COUNT_1, FRACTION, MAX_BATCH, MAX_SIDE, MAX_WORKERS, SEED, positive, ranged
+from tools.run.errors import UserError
 from tools.run.options import check_settings, option, setting
 from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP
 
@@ -15,6 +16,9 @@ FINETUNE_SOLVER = ('type: "Adam" base_lr: 0.0005 momentum: 0.9 lr_policy: "step"
                    'weight_decay: 0.0005')
 EPOCHS = positive(int, hi=10 ** 6)
 AUGMENTATIONS = ("rotation", "hflip", "shift", "shear", "zoom")
+# degrees, fractions of the side, degrees, a fraction of the scale (1 - zoom must stay positive)
+AUGMENT_RANGES = {"rotation": ranged(float, 0, 180), "shift": ranged(float, 0, 1, hi_open=True),
+                  "shear": ranged(float, 0, 90), "zoom": ranged(float, 0, 1, hi_open=True)}
 FASHION_HELP = "dataset folder (Fashion-MNIST defaults to Debian's package)"
 
 
@@ -25,11 +29,30 @@ def augment_spec(text):
         key, _, value = part.partition("=")
         if key not in AUGMENTATIONS:
             raise argparse.ArgumentTypeError(f"unknown augmentation '{key}' ({', '.join(AUGMENTATIONS)})")
+        if key == "hflip":
+            out[key] = True
+            continue
         try:
-            out[key] = True if key == "hflip" else float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{part}': expected {key}=NUMBER") from None
+            out[key] = AUGMENT_RANGES[key](value)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"'{part}': {key} {e}") from None
     return out
+
+
+def check_augment(augment, where="augment"):
+    """The same rules on an augment mapping from a --config file or a run record."""
+    if not isinstance(augment, dict):
+        raise UserError(f"setting 'augment' is {augment!r}: expected a mapping such as {{\"zoom\": 0.2}}")
+    for key, value in augment.items():
+        if key not in AUGMENTATIONS:
+            raise UserError(f"{where}: unknown augmentation '{key}' ({', '.join(AUGMENTATIONS)})")
+        if key == "hflip":
+            if not isinstance(value, bool):
+                raise UserError(f"{where}: hflip is {value!r}; expected true or false")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: {key} is {value!r}; expected a number")
+        else:
+            AUGMENT_RANGES[key].range_check(f"augment.{key}", value)
 
 
 @dataclass
@@ -89,6 +112,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check_settings(self)  # however the settings came: options, a file, a record
+        check_augment(self.augment)
 
 
 # Settings that decide what the run's weights, splits and epochs mean: a resume keeps them. The epoch

@@ -16,7 +16,7 @@ from tools.run.folder import RunFolder
 from tools.caffe.prototxt import read_solver
 from tools.run.runrecord import changes, check_fixed
 from tools.run.runtime import autocast, resolve_device, seed_epoch, seed_global, use_bf16
-from tools.caffe.solver import CaffeSolver
+from tools.caffe.solver import CaffeSolver, check_solver
 from tools.run.tensorboard import Scalars
 
 from .backbones import build_backbone, first_conv
@@ -31,6 +31,21 @@ from .twins import make_twin
 
 # the files a run writes: any of them in --out means the folder holds a run
 RUN_FILES = ("config.json", "stats.pt", "checkpoint.pt", "history.csv", "model.pt", "summary.json")
+
+
+def _solver(source, flag):
+    """The SolverParameter --head-solver / --finetune-solver names, checked as Caffe checks it; a file with no
+    solver field at all (a net given by mistake) is one line, not a page of unknown-field warnings."""
+    import warnings
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        sp = read_solver(source)
+    if not sp.ByteSize():
+        raise UserError(f"--{flag.replace('_', '-')} {source}: no solver settings in it (a net prototxt?)")
+    for w in said:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    check_solver(sp)
+    return sp
 
 
 def _phases(cfg, scratch):
@@ -60,7 +75,8 @@ def _configure(model, phase, cfg):
         model.freeze_backbone(except_blocks=tuple(cfg.unfreeze))
     else:
         model.unfreeze_all()
-    sp = read_solver(cfg.head_solver if phase == "head" else cfg.finetune_solver)
+    sp = _solver(cfg.head_solver if phase == "head" else cfg.finetune_solver,
+                 "head_solver" if phase == "head" else "finetune_solver")
     params = [p for p in model.parameters() if p.requires_grad]
     return CaffeSolver([dict(params=params)], sp)
 
@@ -141,6 +157,8 @@ def finetune(cfg: FinetuneConfig):
     cfg.out. Returns (summary, model); a resumed run that had already finished returns its summary and None."""
     if cfg.labels_per_class is not None:
         parse_budget(cfg.labels_per_class)  # a bad budget is said before the folder is made
+    for flag in ("head_solver", "finetune_solver"):  # both, whichever phases run: a wrong file is said now
+        _solver(getattr(cfg, flag), flag)
     # two runs writing one folder would interleave its files; a start refused before config.json leaves none
     with RunFolder(cfg.out, "transfer run", state=RUN_FILES) as folder:
         folder.decide(cfg.resume)

@@ -165,3 +165,13 @@ def test_too_few_images_for_the_validation_split_is_one_line():
     from tools.run.errors import UserError
     with pytest.raises(UserError, match="1 image.* cannot hold out 1 for validation"):
         split_indices(1, 0.05, 0)
+
+
+@pytest.mark.parametrize("flag", ["--head-solver", "--finetune-solver"])
+def test_a_solver_option_naming_a_net_is_one_line_before_anything_runs(tmp_path, capsys, flag):  # issue 26 §4
+    from transfer.cli import main
+    net = os.path.join(ROOT, "prototxt", "cfn_deploy.prototxt")
+    code = main(["finetune", "--dataset", "fashion-mnist", "--model", "mlp", flag, net, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no solver settings in it" in err and err.count("\n") == 1, err[-2000:]
+    assert not (tmp_path / "o").exists()

@@ -80,3 +80,21 @@ def test_out_of_range_values_are_refused_on_the_command_line(cls, f, capsys):
 def test_tile_without_cell_is_refused():
     with pytest.raises(UserError, match="--tile .* with --cell"):
         TrainConfig(out="o", tile=32)
+
+
+@pytest.mark.parametrize("spec, said", [("zoom=-5", "zoom must be 0 or more"), ("zoom=1", "below 1"),
+                                        ("rotation=nan", "rotation must be"), ("shift=abc", "expected a number"),
+                                        ("blur=2", "unknown augmentation")])
+def test_augmentations_are_checked_on_the_command_line(spec, said):
+    from transfer.config import augment_spec
+    with pytest.raises(argparse.ArgumentTypeError, match=said):
+        augment_spec(spec)
+
+
+@pytest.mark.parametrize("augment, said", [({"zoom": -5}, "must be 0 or more"), ({"shear": 1e9}, "at most 90"),
+                                           ({"hflip": "yes"}, "expected true or false"),
+                                           ({"rotation": "10"}, "expected a number"), ({"blur": 1}, "unknown")])
+def test_augmentations_from_a_file_or_a_record_are_checked(augment, said):
+    with pytest.raises(UserError, match=said):
+        FinetuneConfig(**REQUIRED[FinetuneConfig], augment=augment)
+    assert FinetuneConfig(**REQUIRED[FinetuneConfig], augment={"rotation": 10, "hflip": True}).augment["hflip"]
