@@ -64,7 +64,7 @@ def _idx(folder, declared):
      .write(struct.pack(">IIII", 0x803, declared, 28, 28) + bytes(100)))
     for name, n in (("train-labels-idx1-ubyte", 10), ("t10k-labels-idx1-ubyte", 10)):
         with open(os.path.join(folder, name), "wb") as f:
-            f.write(struct.pack(">II", 0x801, n) + bytes(n))
+            f.write(struct.pack(">II", 0x801, n) + bytes(i % 2 for i in range(n)))  # two classes
     with open(os.path.join(folder, "t10k-images-idx3-ubyte"), "wb") as f:
         f.write(struct.pack(">IIII", 0x803, 10, 28, 28) + bytes(10 * 784))
 
