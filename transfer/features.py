@@ -1,6 +1,8 @@
 """Frozen features for the probes: each probed layer's activations (after the ReLU for a CFN branch),
 average-pooled to about `target_dim` values, written once per net to its cache folder (float16) and read
 back from it; a file lost, truncated or damaged is extracted again."""
+import contextlib
+import errno
 import os
 
 import numpy as np
@@ -9,6 +11,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from tools.run.atomic import atomic_open
+from tools.run.errors import DiskError
 
 
 def pooled(t, target_dim):
@@ -54,6 +57,32 @@ def _load_features(paths, data):
     return arrays
 
 
+@contextlib.contextmanager
+def _cache_writes(path):
+    """A write to the feature cache that the disk refuses: one line, and the same command continues."""
+    try:
+        yield
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(path + ".tmp.npy")  # the half-written cache; the final name never held it
+        raise DiskError(f"{path}: cannot write the feature cache ({e.strerror or e}); free space and run the same "
+                        "command again (the caches already written are reused)") from None
+
+
+def _new_cache(path, shape):
+    """A float16 .npy memmap at `path`, its blocks reserved now: a full disk is one line here rather than a
+    SIGBUS when the mapped pages are written."""
+    with _cache_writes(path[:-len(".tmp.npy")]):
+        array = np.lib.format.open_memmap(path, "w+", np.float16, shape)
+        with open(path, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system that cannot reserve
+                    raise
+        return array
+
+
 @torch.no_grad()
 def extract(backbone, model_name, data, cache, tag, cfg, device):
     """Features of every probed layer for every split, written once to CACHE/LAYER_SPLIT.npy (one folder
@@ -79,13 +108,13 @@ def extract(backbone, model_name, data, cache, tag, cfg, device):
                 for layer, _, _ in points:
                     f = pooled(grabbed[layer].float(), cfg.target_dim).cpu().numpy()
                     if layer not in arrays:
-                        arrays[layer] = np.lib.format.open_memmap(paths[(layer, split)] + ".tmp.npy", "w+",
-                                                                  np.float16, (n, f.shape[1]))
+                        arrays[layer] = _new_cache(paths[(layer, split)] + ".tmp.npy", (n, f.shape[1]))
                     arrays[layer][start:start + len(f)] = f
                 start += len(x)
             for layer, a in arrays.items():
-                a.flush()
-                os.replace(paths[(layer, split)] + ".tmp.npy", paths[(layer, split)])
+                with _cache_writes(paths[(layer, split)]):
+                    a.flush()
+                    os.replace(paths[(layer, split)] + ".tmp.npy", paths[(layer, split)])
             with atomic_open(paths[("labels", split)], "wb") as f:  # what the loader gave, in order
                 np.save(f, torch.cat(ys).numpy())
     finally:

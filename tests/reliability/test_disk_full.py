@@ -91,3 +91,57 @@ def test_transfer_on_a_full_disk_then_resumed(tmp_path):
     _one_error_line(r, "checkpoint.pt: cannot write")  # 1.6 MB of weights do not fit in 256 KB
     r = _run("transfer.cli", "finetune", "--out", out, "--resume", "--no-progress")
     assert r.returncode == 0 and (out / "summary.json").exists(), r.stderr[-3000:]
+
+
+@pytest.fixture
+def cfn_checkpoint(tmp_path):
+    from jigsaw.cfn import CFN
+    from jigsaw.checkpoint import cfn_payload
+    from jigsaw.permutations import make_permutations
+    from jigsaw.recipes import recipe_record
+    from tools.run.checkpoint import save_checkpoint
+    path = tmp_path / "cfn.pt"
+    save_checkpoint(str(path), cfn_payload(CFN(8, width=0.25, seed=0), make_permutations(8, 0),
+                                           recipe_record("jps")[1]))
+    return path
+
+
+def test_convert_and_export_on_a_full_disk_are_one_line(tmp_path, cfn_checkpoint):
+    """Issue 26 §8: the previous outputs stay as they were, and nothing partial is left under a final name."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "c.caffemodel").write_bytes(b"previous")
+    r = _run("jigsaw.cli", "convert", cfn_checkpoint, "-o", out / "c", full=20_000)
+    _one_error_line(r, "cannot write")
+    assert (out / "c.caffemodel").read_bytes() == b"previous" and not (out / "c.prototxt").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["c.caffemodel"]  # no temporary left behind
+    assert _run("jigsaw.cli", "convert", cfn_checkpoint, "-o", out / "c").returncode == 0
+    r = _run("tools.caffe.cli", out / "c.prototxt", out / "c.caffemodel", "--export", out / "m.onnx", full=20_000)
+    _one_error_line(r, "m.onnx")
+    assert not (out / "m.onnx").exists()
+
+
+def test_convert_into_a_read_only_folder_is_one_line(tmp_path, cfn_checkpoint):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user the folder's permissions do not stop (root)")
+        r = _run("jigsaw.cli", "convert", cfn_checkpoint, "-o", locked / "c")
+        _one_error_line(r, "cannot write")
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("limit", [3_000, 60_000])
+def test_probe_on_a_full_disk_is_one_line_and_runs_again(tmp_path, cfn_checkpoint, limit):
+    """Issue 26 §8: the feature caches (memmaps), the tables and the plots of `transfer probe`."""
+    from tests.transfer.test_datasets import mnist_like
+    root = mnist_like(str(tmp_path / "fm"), n=(60, 20))
+    args = ("probe", "--dataset", "fashion-mnist", "--data-root", root, "--model", "cfn", "--weights", cfn_checkpoint,
+            "--out", tmp_path / "p", "--random-seeds", "2", "--protocols", "knn", "--batch-size", "16", "--no-progress")
+    r = _run("transfer.cli", *args, full=limit)
+    _one_error_line(r, "cannot write")
+    r = _run("transfer.cli", *args)
+    assert r.returncode == 0 and (tmp_path / "p" / "knn.csv").exists(), r.stderr[-3000:]
