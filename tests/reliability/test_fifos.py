@@ -1,6 +1,7 @@
 """Every file option of the three command lines, given a FIFO: one line and exit 2, never a reader blocked
 forever (issue 26 §2). Each reader checks its file through tools.run.paths.user_file before opening it."""
 import os
+
 import pytest
 
 HANG_GUARD_S = 60  # a reader blocked on the FIFO never returns; the refusals take a fraction of a second
