@@ -270,6 +270,7 @@ OWNERS = {
     "csv-tables": (r"csv\.DictWriter\(|csv\.writer\(", ["jigsaw/logs.py", "transfer/probe_tables.py"],
                    ("tools", "jigsaw", "transfer")),
     "caffemodel-wire": (r"def _encode_varint|def _parse_blob", ["tools/caffe/caffemodel.py"], ()),
+    "caffe-objective": (r"^def (place_loss_weights|split_counts|loss_weights_of)\b", ["tools/caffe/objective.py"], ()),
     "caffe-solvers": (r"^def learning_rate\b|^class CaffeSolver\b", ["tools/caffe/solver.py"], ()),
     "caffe-fillers": (r"^def fill\b", ["tools/caffe/fillers.py"], ()),
     "caffe-preprocess": (r"^def read_blobproto\b|^class Transform\b", ["tools/caffe/preprocess.py"], ()),
