@@ -5,20 +5,21 @@ import os
 
 from tools.run.errors import UserError
 from tools.run.folder import RunFolder
+from tools.run.paths import user_file
 
 from .probe_tables import pair
 
 
 def _run(folder):
+    config = RunFolder(folder, "transfer run").read()
+    summary_path = os.path.join(folder, "summary.json")
+    for name, missing in (("config.json", not config), ("summary.json", not os.path.exists(summary_path))):
+        if missing:
+            raise UserError(f"{folder}: not a finished transfer run (no {name})")
     try:
-        config = RunFolder(folder, "transfer run").read()
-        if not config:
-            raise FileNotFoundError(2, "no record", os.path.join(folder, "config.json"))
-        with open(os.path.join(folder, "summary.json")) as f:
+        with open(user_file(summary_path, "run summary (summary.json)")) as f:
             summary = json.load(f)
         return config, float(summary["test_accuracy"])
-    except FileNotFoundError as e:
-        raise UserError(f"{folder}: not a finished transfer run (no {os.path.basename(e.filename)})") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{folder}: unreadable run record ({e})") from None
 

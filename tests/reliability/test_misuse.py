@@ -175,3 +175,20 @@ def test_a_solver_option_naming_a_net_is_one_line_before_anything_runs(tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and "no solver settings in it" in err and err.count("\n") == 1, err[-2000:]
     assert not (tmp_path / "o").exists()
+
+
+def test_compare_names_what_a_folder_lacks(tmp_path):
+    """`transfer compare` on folders that are not finished runs: one line naming the missing record."""
+    import json as _json
+    from transfer.compare import compare
+    from tools.run.errors import UserError
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="empty: not a finished transfer run \\(no config.json\\)"):
+        compare([str(tmp_path / "empty")])
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text(_json.dumps({"dataset": "d"}))
+    with pytest.raises(UserError, match="half: not a finished transfer run \\(no summary.json\\)"):
+        compare([str(tmp_path / "half")])
+    (tmp_path / "half" / "summary.json").write_text("{}")
+    with pytest.raises(UserError, match="unreadable run record"):
+        compare([str(tmp_path / "half")])

@@ -142,8 +142,8 @@ class RunFolder:
 
 def lock_folder(folder: str, what: str = "run") -> IO:
     """Hold `folder`'s .lock as a run of `what` does (what a second run meets)."""
-    return hold_lock(os.path.join(folder, ".lock"), f"{folder}: another {what} is using this folder (it holds "
-                     f"{os.path.join(folder, '.lock')})")
+    held = RunFolder(folder, what)
+    return hold_lock(held.lock_path, held.refusal)
 
 
 def hold_lock(path: str, refusal: str) -> IO:

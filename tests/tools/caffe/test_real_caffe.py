@@ -176,7 +176,7 @@ CASES = {
 }
 
 
-def _diffs(ref_outputs, inputs, seed):
+def _diffs(ref_outputs, seed):
     import numpy as np
     rng = np.random.default_rng(seed + 100)
     return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in ref_outputs.items()}
@@ -192,7 +192,7 @@ def test_real_caffe(tmp_path, case):
     # a forward pass first, for the outputs' shapes; then forward + backward with a diff on every output
     proto, weights, ref = run_caffe(work, text, inputs)
     outputs = {str(n): ref[f"data/{n}"].shape for n in ref["outputs"]}
-    diffs = _diffs(outputs, inputs, 0) if backward == "diffs" else None
+    diffs = _diffs(outputs, 0) if backward == "diffs" else None
     if backward:
         _, _, ref = run_caffe(work, text, inputs, backward=backward, diffs=diffs, weights=weights)
     ours, _ = run_ours(proto, weights, inputs, backward=backward, diffs=diffs)
