@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# CPU=1: PyTorch's CPU build; CPU=0: the default (CUDA) wheels; empty: CPU build unless nvidia-smi lists a GPU
+CPU ?=
 
 .PHONY: test install bench clean proto prototxt demo caffe-oracle
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml install_torch.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	CPU=$(CPU) $(PY) install_torch.py $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
