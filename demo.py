@@ -143,11 +143,15 @@ def main():
     print(f"pretext accuracy (held-out photographs): {metrics['top1']:.3f} vs chance {1 / len(perms):.3f}")
     print(f"fine-tune test accuracy ({dataset}): {summary['test_accuracy']:.4f}")
     print(verdict)
-    plots = ["pretrain/curves.png", "finetune/curves.png", "finetune/lr.png", "finetune/filters.png"]
-    plots += ["in_domain/pretrain/curves.png", "in_domain/probe/label_efficiency.png"] if use_fmnist else \
-        ["probe/probe.png"]
-    print(f"plots in {out}: {', '.join(plots)}")
+    print(f"plots in {out}: {', '.join(p for p in plots_made(use_fmnist) if os.path.exists(os.path.join(out, p)))}")
     print(f"total {time.time() - t_all:.0f} s")
+
+
+def plots_made(use_fmnist):
+    """The PNGs the demo writes, relative to its output folder (lr.png only when a phase's rate changed)."""
+    plots = ["pretrain/curves.png", "finetune/curves.png", "finetune/lr.png", "finetune/filters.png"]
+    return plots + (["in_domain/pretrain/curves.png", "in_domain/probe/probe.png",
+                     "in_domain/probe/label_efficiency.png"] if use_fmnist else ["probe/probe.png"])
 
 
 def _verdicts(tables, names, chance):
@@ -218,7 +222,8 @@ def in_domain(out, seed, gpu):
             f"linear probe's weight decay by cross-validation inside the draw) and kNN with every label "
             f"({plan['labelled']:,} labelled images), scored on {plan['test']:,} test images: pretrained minus random")
     above, below, count = _verdicts(tables, (("lowshot", what),), 0.1)
-    print(f"({time.time() - t:.0f} s; {os.path.join(base, 'probe', 'label_efficiency.png')})")
+    print(f"({time.time() - t:.0f} s; {os.path.join(base, 'probe', 'probe.png')}, "
+          f"{os.path.join(base, 'probe', 'label_efficiency.png')})")
     head = (f"in-domain ({iters} iterations without labels; against 3 random-init twins, comparisons: kNN with "
             f"{', '.join(plan['budgets'])} and every label, linear with {budgets} labels per class): ")
     if not above:

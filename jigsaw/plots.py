@@ -1,5 +1,6 @@
 """PNG curves of a pretraining run (loss, pretext accuracy, learning rate) from its CSV logs."""
 import csv
+import math
 import os
 
 import matplotlib
@@ -29,10 +30,11 @@ def smooth(values, window):
     return (c[k] - c[k - n]) / n
 
 
-def plot_training(out, chance=None, window=None):
+def plot_training(out, chance=None, window=None, test_interval=None):
     """Write out/curves.png from out/log.csv and out/val.csv; returns the PNG path. The noisy per-iteration
     training curves are drawn faint, with their trailing mean over `window` iterations (the solver's
-    average_loss; by default 1/50 of the run) on top; the learning rate gets a panel only if it changes, the
+    average_loss; by default 1/50 of the run) on top, validation joined point to point at every test interval;
+    with `chance` (1/N), the loss panel marks ln N, where an untrained net starts; the learning rate gets a panel only if it changes, the
     monitor's kNN accuracies (`--monitor`) one when val.csv has them."""
     train, val = _read(os.path.join(out, "log.csv")), _read(os.path.join(out, "val.csv"))
     lrs = [float(r["lr"]) for r in train]
@@ -53,9 +55,10 @@ def plot_training(out, chance=None, window=None):
             axes[2].set_ylabel("learning rate")
     if val:
         its = [int(r["iter"]) for r in val]
-        axes[0].plot(its, [float(r["loss"]) for r in val], "o", color="C1", label="validation")
-        axes[1].plot(its, [float(r["top1"]) for r in val], "o", color="C1", label="validation top-1")
-        axes[1].plot(its, [float(r["top5"]) for r in val], "s", color="C2", label="validation top-5")
+        every = f" (every {test_interval} iterations)" if test_interval else ""
+        axes[0].plot(its, [float(r["loss"]) for r in val], "o-", color="C1", label="validation" + every)
+        axes[1].plot(its, [float(r["top1"]) for r in val], "o-", color="C1", label="validation top-1" + every)
+        axes[1].plot(its, [float(r["top5"]) for r in val], "s-", color="C2", label="validation top-5")
     if monitored:
         ax, rows = axes[-1], [r for r in val if r.get(monitored[0])]  # rows of a resume without it: blank
         for k, key in enumerate(monitored):
@@ -63,7 +66,9 @@ def plot_training(out, chance=None, window=None):
                     color=plt.cm.viridis(0.85 * k / max(1, len(monitored) - 1)), label=key[4:])
         ax.set_ylabel("kNN top-1 on the monitor's labelled set")
     if chance:
-        axes[1].axhline(chance, color="gray", ls="--", label="chance")
+        n = round(1 / chance)
+        axes[0].axhline(math.log(n), color="gray", ls="--", label=f"ln {n} = {math.log(n):.2f} (chance)")
+        axes[1].axhline(chance, color="gray", ls="--", label=f"chance (1/{n})")
     axes[0].set_ylabel("cross-entropy loss")
     axes[1].set_ylabel("accuracy (share of puzzles solved)")
     for ax, title in zip(axes, titles):

@@ -352,7 +352,8 @@ def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:
         run.board.close()
         if run.rank == 0 and os.path.exists(logs.paths["train"]):
             from .plots import plot_training
-            plot_training(cfg.out, chance=1 / len(run.perms_np), window=sp.average_loss)
+            plot_training(cfg.out, chance=1 / len(run.perms_np), window=sp.average_loss,
+                          test_interval=sp.test_interval)
         if run.world > 1:
             dist.barrier()
             dist.destroy_process_group()

@@ -21,5 +21,11 @@ def test_the_in_domain_step_ends_with_a_verdict(tmp_path, monkeypatch, capsys):
     with open(tmp_path / "in_domain" / "pretrain" / "val.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["iter"] for r in rows] == ["0", "2", "4"] and all(r["knn_conv3"] for r in rows)
-    for name in ("pretrain/curves.png", "probe/label_efficiency.png", "probe/label_efficiency.csv"):
+    for name in ("pretrain/curves.png", "probe/probe.png", "probe/label_efficiency.png", "probe/label_efficiency.csv"):
         assert (tmp_path / "in_domain" / name).exists(), name
+    assert {p for p in demo.plots_made(True) if p.startswith("in_domain/")} == {
+        "in_domain/pretrain/curves.png", "in_domain/probe/probe.png", "in_domain/probe/label_efficiency.png"}
+
+
+def test_the_closing_list_names_the_probe_plot():
+    assert "in_domain/probe/probe.png" in demo.plots_made(True) and "probe/probe.png" in demo.plots_made(False)

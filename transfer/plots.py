@@ -15,7 +15,8 @@ from tools.run.runtime import generator
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import (FixedLocator, FuncFormatter, LogLocator, MaxNLocator,  # noqa: E402
+                               NullLocator)
 
 
 def _save(fig, path):
@@ -88,8 +89,9 @@ def _kept_epoch(rows, summary):
 
 
 def plot_lr(out):
-    """out/lr.png: the learning rate of each phase per iteration on a log axis; None (and no file) when
-    every phase kept one rate, which a flat panel would only restate (history.csv has it)."""
+    """out/lr.png: every iteration's learning rate, the phases one after another (boundaries marked), on a log
+    axis whose ticks name the rates used; None (and no file) when every phase kept one rate, which a flat
+    line would only restate (history.csv has it)."""
     rows = _rows(os.path.join(out, "lr.csv"))
     path = os.path.join(out, "lr.png")
     phases = {p: [float(r["lr"]) for r in rows if r["phase"] == p] for p in dict.fromkeys(r["phase"] for r in rows)}
@@ -97,48 +99,111 @@ def plot_lr(out):
         if os.path.exists(path):
             os.unlink(path)
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for phase, lrs in phases.items():
-        ax.semilogy(np.arange(len(lrs)), lrs, label=phase)
-    ax.set_xlabel("iteration within the phase")
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    start = 0
+    for k, (phase, lrs) in enumerate(phases.items()):
+        ax.step(np.arange(start, start + len(lrs)), lrs, where="post", color=f"C{k}",
+                label=f"{phase}: {len(lrs)} iterations, {max(lrs):.3g} to {min(lrs):.3g}")
+        if start:
+            ax.axvline(start - 0.5, color="gray", ls="--", lw=0.8)
+        ax.text(start, 1.01, f" {phase}", transform=ax.get_xaxis_transform(), va="bottom", fontsize=8)
+        start += len(lrs)
+    ax.set_yscale("log")
+    used = sorted({float(f"{v:.4g}") for lrs in phases.values() for v in lrs})
+    if len(used) <= 8:  # a step schedule: one tick per rate it used
+        ax.yaxis.set_major_locator(FixedLocator(used))
+        ax.yaxis.set_minor_locator(NullLocator())
+    else:  # a smooth decay: ticks at 1, 2 and 5 of every decade, each named
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    lo, hi = min(used), max(used)
+    ax.set_ylim(lo / 1.5, hi * 1.5)
+    ax.set_xlim(-0.5, start - 0.5)
+    ax.set_xlabel("iteration (the phases one after another)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("learning rate")
+    ax.set_ylabel("learning rate (log scale)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, path)
 
 
-def _grid(weights, bgr=False):
-    """Filters as one image (torchvision's make_grid), each scaled to its own range; RGB for display."""
+def _grid(weights, bgr=False, scale=None):
+    """Filters as one image (torchvision's make_grid), RGB for display, each filter mapped to [0, 1] around
+    0 (mid-grey) by its own largest |weight|, or by `scale` (one value per filter) to draw two nets alike."""
     from torchvision.utils import make_grid
     w = weights.detach().float().cpu()
     if w.shape[1] not in (1, 3):
         w = w[:, :1]
     if bgr and w.shape[1] == 3:
         w = w.flip(1)
-    lo, hi = w.amin(dim=(1, 2, 3), keepdim=True), w.amax(dim=(1, 2, 3), keepdim=True)
-    w = (w - lo) / (hi - lo).clamp_min(1e-12)
-    grid = make_grid(w, nrow=int(math.ceil(math.sqrt(w.shape[0]))), padding=1, pad_value=1.0)
+    if scale is None:
+        scale = w.abs().amax(dim=(1, 2, 3))
+    w = 0.5 + 0.5 * w / scale.reshape(-1, 1, 1, 1).clamp_min(1e-12)
+    grid = make_grid(w.clamp(0, 1), nrow=int(math.ceil(math.sqrt(w.shape[0]))), padding=1, pad_value=1.0)
     img = grid.permute(1, 2, 0).numpy()
     return img[..., 0] if w.shape[1] == 1 else img
 
 
+def _channels_side_by_side(diff, bgr):
+    """(N, C, k, k) -> (N, 1, k, C*k + C - 1): a filter's channels in a row (R G B), NaN between them."""
+    d = diff.detach().float().cpu()
+    if bgr and d.shape[1] == 3:
+        d = d.flip(1)
+    gap = torch.full((*d.shape[:1], 1, d.shape[2], 1), float("nan"))
+    parts = []
+    for c in range(d.shape[1]):
+        parts += [d[:, c:c + 1]] + ([gap] if c < d.shape[1] - 1 else [])
+    return torch.cat(parts, dim=3)
+
+
 def plot_filters(path, *named_weights, bgr=False):
-    """A grid of first-layer filters per (title, weights); two of the same shape also get a panel of
-    their difference (what training changed), each filter scaled alike so small changes show.
-    `bgr`: the weights take Caffe's BGR input (a CFN); they are drawn in RGB."""
-    panels = [(title, _grid(w, bgr), w) for title, w in named_weights]
-    if len(named_weights) == 2 and named_weights[0][1].shape == named_weights[1][1].shape:
-        diff = named_weights[1][1].float() - named_weights[0][1].float()
-        rel = float(diff.norm() / named_weights[0][1].float().norm().clamp_min(1e-12))
-        panels.append((f"difference (relative change {rel:.3f})", _grid(diff, bgr), diff))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5.6), squeeze=False)
-    for ax, (title, img, w) in zip(axes[0], panels):
-        ax.imshow(img, cmap=None if img.ndim == 3 else "gray", interpolation="nearest")
-        ax.set_title(f"{title}\n{w.shape[0]} filters, {w.shape[2]}x{w.shape[3]}", fontsize=10)
+    """A grid of first-layer filters per (title, weights). Two of the same shape (before and after training)
+    are drawn with each filter scaled alike in both panels, then their difference with a diverging map (each
+    filter's channels side by side, 0 white) and a colour bar; the title gives how far they moved (the
+    relative norm of the change). `bgr`: the weights take Caffe's BGR input (a CFN); they are drawn in RGB."""
+    pair = len(named_weights) == 2 and named_weights[0][1].shape == named_weights[1][1].shape
+    scale = None
+    if pair:
+        both = torch.cat([w.detach().float().cpu()[:, :3].abs().amax(dim=(1, 2, 3))[None] for _, w in named_weights])
+        scale = both.amax(dim=0)
+    fig, axes = plt.subplots(1, len(named_weights) + pair, figsize=(5 * (len(named_weights) + pair) + pair, 5.6),
+                             squeeze=False)
+    for ax, (title, w) in zip(axes[0], named_weights):
+        img = _grid(w, bgr, scale)
+        ax.imshow(img, cmap=None if img.ndim == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"{title}\n{w.shape[0]} filters, {w.shape[2]}x{w.shape[3]}" +
+                     (", each scaled as in the other panel" if pair else ""), fontsize=10)
         ax.axis("off")
-    fig.tight_layout()
+    if pair:
+        before, after = (w.detach().float().cpu() for _, w in named_weights)
+        diff = after - before
+        rel = float(diff.norm() / before.norm().clamp_min(1e-12))
+        side = _channels_side_by_side(diff, bgr)
+        n, _, h, w = side.shape
+        grid = _nan_grid(side, max(1, round(math.sqrt(n * (h + 1) / (w + 1)))))  # about square
+        bound = float(diff.abs().max()) or 1.0
+        ax = axes[0][-1]
+        shown = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="weight change")
+        ax.set_title(f"{named_weights[1][0]} minus {named_weights[0][0]}" +
+                     (" (channels R G B side by side)" if side.shape[3] > diff.shape[3] else "") +
+                     f"\nrelative change ||after - before|| / ||before|| = {rel:.3g}", fontsize=10)
+        ax.axis("off")
+        fig.suptitle(f"first-layer filters moved by {100 * rel:.1f} % (relative norm)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.94 if pair else 1))
     return _save(fig, path)
+
+
+def _nan_grid(tiles, cols, gap=2):
+    """(N, 1, h, w) tiles in a grid `cols` wide, `gap` NaN (blank) pixels around and between them."""
+    n, _, h, w = tiles.shape
+    rows = -(-n // cols)
+    grid = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap), np.nan, dtype=np.float32)
+    for i in range(n):
+        y, x = gap + (i // cols) * (h + gap), gap + (i % cols) * (w + gap)
+        grid[y:y + h, x:x + w] = tiles[i, 0].numpy()
+    return grid
 
 
 def activation_maximisation(model, layer, index, size, channels=3, steps=60, lr=0.1, sign=1.0, seed=0):
@@ -202,25 +267,34 @@ def plot_feature_maps(path, model, layer, image, max_maps=32, title=""):
     return _save(fig, path)
 
 
-def plot_probe(rows, path, title):
-    """Probe accuracy per layer: the pretrained backbone and its random-init twins (mean ± SE)."""
+def plot_probe(tables, path, title, chance=None):
+    """Accuracy per layer with every training label: the pretrained backbone and its random-init twins (mean ±
+    SE), the linear probe solid and kNN dashed (whichever `tables` - {"linear"|"knn": rows} - has), chance
+    dotted."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    rows = next(iter(tables.values()))
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    k = rows[0].get("pretrained_n", 1)
-    ax.errorbar(x, [r["pretrained"] for r in rows], yerr=[r.get("pretrained_se", 0) for r in rows], fmt="o-",
-                capsize=4, label="pretrained" + (f" (mean ± SE, n={k})" if k > 1 else ""))
-    ax.errorbar(x, [r["random_mean"] for r in rows], yerr=[r["random_se"] for r in rows], fmt="s--", capsize=4,
-                label=f"random init (mean ± SE, n={rows[0]['n']})")
+    for protocol, rows in tables.items():
+        style, name = ("-", "linear probe") if protocol == "linear" else ("--", "kNN")
+        k = rows[0].get("pretrained_n", 1)
+        ax.errorbar(x, [r["pretrained"] for r in rows], yerr=[r.get("pretrained_se", 0) for r in rows], fmt="o" + style,
+                    color="C0", capsize=4, label=f"pretrained, {name}" + (f" (mean ± SE, n={k})" if k > 1 else ""))
+        ax.errorbar(x, [r["random_mean"] for r in rows], yerr=[r["random_se"] for r in rows], fmt="s" + style,
+                    color="C1", capsize=4, label=f"random init, {name} (mean ± SE, n={rows[0]['n']})")
+    if chance:
+        ax.axhline(chance, color="gray", ls=":", label=f"chance ({chance:.3g})")
     ax.set_xticks(x, [f"{r['layer']}\n{r['dims']}" for r in rows])
-    ax.set_xlabel("layer (features)")
-    ax.set_ylabel("test accuracy (linear probe)")
+    ax.set_xlabel("layer of the backbone (feature dimensions)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(bottom=0)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, path)
 
 
-def plot_label_efficiency(rows, path, title):
+def plot_label_efficiency(rows, path, title, chance=None):
     """Accuracy against labelled images per class (log x), pretrained and random-init twins with ± SE bands,
     linear probe solid and kNN dashed, one panel per layer; 'all' sits at 4x the largest budget."""
     layers = list(dict.fromkeys(r["layer"] for r in rows))
@@ -241,6 +315,8 @@ def plot_label_efficiency(rows, path, title):
                 e = np.array([mine[i][se] for i in order])
                 ax.plot(xs[order], y, style, color=colour, marker="o", ms=3, label=f"{who}, {protocol}")
                 ax.fill_between(xs[order], y - e, y + e, color=colour, alpha=0.2)
+        if chance:
+            ax.axhline(chance, color="gray", ls=":", label=f"chance ({chance:.3g})")
         ax.set_xscale("log")
         ax.set_title(layer)
         ax.set_xlabel("labelled images per class ('all' at the right)")

@@ -166,7 +166,7 @@ def twin_seeds(cfg):
 
 
 def probe(cfg: ProbeConfig):
-    """Run the probes; writes probe.csv + fits.csv + probe.png (linear), knn.csv, label_efficiency.csv +
+    """Run the probes; writes probe.csv + fits.csv (linear), knn.csv, probe.png (both, every label, chance), label_efficiency.csv +
     .png (low-shot budgets), voc07.csv (multi-label), timing.csv (seconds per net and stage), config.json
     and the feature cache. Returns {table name: rows}."""
     seeds, budgets = _check(cfg)
@@ -282,15 +282,19 @@ def _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lo
             r["pretrained_weight_decay"] = decays[0] if len(decays) == 1 else "/".join(f"{d:g}" for d in decays)
         write_csv(os.path.join(cfg.out, "probe.csv"), rows)
         write_csv(os.path.join(cfg.out, "fits.csv"), fit_rows)
-        plot_probe(rows, os.path.join(cfg.out, "probe.png"), f"{title}: linear probes")
         out["linear"] = rows
     if knn:
         out["knn"] = layer_rows(knn, layers, tags, twins, dims)
         write_csv(os.path.join(cfg.out, "knn.csv"), out["knn"])
+    full = {name: out[name] for name in ("linear", "knn") if name in out}
+    if full:
+        plot_probe(full, os.path.join(cfg.out, "probe.png"),
+                   f"{title}: {' and '.join('linear probes' if n == 'linear' else 'kNN' for n in full)}, every label",
+                   chance=1 / n_classes)
     if lowshot:
         full = {name: {k: (v["test"] if name == "linear" else v) for k, v in scores.items()}
                 for name, scores in (("linear", linear), ("knn", knn)) if scores}
         out["lowshot"] = lowshot_rows(lowshot, full, layers, tags, twins, dims, n_classes)
         write_csv(os.path.join(cfg.out, "label_efficiency.csv"), out["lowshot"])
-        plot_label_efficiency(out["lowshot"], os.path.join(cfg.out, "label_efficiency.png"), title)
+        plot_label_efficiency(out["lowshot"], os.path.join(cfg.out, "label_efficiency.png"), title, 1 / n_classes)
     return out
