@@ -3,12 +3,12 @@ import argparse
 import os
 import sys
 
-from tools.run.cli_runner import add_version, run_cli
+from tools.run.cli_runner import Parser, add_version, run_cli
 from tools.run.errors import UserError
 from tools.run.options import add_options, given
 
 from .config import (ConvertConfig, EvaluateConfig, PermutationsConfig, PrepareConfig, TrainConfig,
-                     recorded_config)
+                     read_train_settings, recipe_settings, recorded_config)
 
 EPILOG = """examples:
   jigsaw permutations -n 1000 -o perms.npy
@@ -18,9 +18,10 @@ EPILOG = """examples:
   jigsaw permutations -n 701 -o perms701.npy
   jigsaw train --recipe jps++ --data store.h5 --permutations perms701.npy --out runs/cfn++
   jigsaw train --out runs/cfn --resume                # the run folder's recorded settings
+  jigsaw show jps++ > jps++.json                      # then: jigsaw train --config jps++.json --data ... --out ...
   jigsaw prepare fmnist_png -o fm.h5 --layout square --size 160 --min-side 16   # small images, upscaled
   jigsaw train --recipe paper --cell 42 --tile 32 --data fm.h5 --permutations perms.npy --out runs/fm \\
-      --init msra --solver prototxt/cfn_solver_short.prototxt
+      --init msra --solver cfn_solver_short
   jigsaw evaluate --weights runs/cfn/last.pt --data val.h5
   jigsaw convert runs/cfn/last.pt -o cfn            # cfn.prototxt + cfn.caffemodel
   torchrun --nproc_per_node 8 -m jigsaw.cli train --data store.h5 --permutations perms.npy --out runs/cfn
@@ -28,7 +29,7 @@ EPILOG = """examples:
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="jigsaw", description="Self-supervised jigsaw pretraining of the "
+    ap = Parser(prog="jigsaw", description="Self-supervised jigsaw pretraining of the "
                                  "Context-Free Network (Noroozi & Favaro 2016), exact to Caffe.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -39,9 +40,13 @@ def build_parser():
                                        "(resumable)")
     add_options(p, PrepareConfig)
 
+    p = sub.add_parser("show", help="a recipe's full train settings as JSON (a --config file) and its puzzles")
+    p.add_argument("recipe")
     p = sub.add_parser("train", help="pretrain a CFN with Caffe solver semantics")
+    p.add_argument("--config", help="settings from a JSON or YAML file (`jigsaw show`'s output, or a run's "
+                                    "config.json); options given override them")
     # unset options are None: defaults come from TrainConfig, or from the run's record with --resume
-    add_options(p, TrainConfig, unset=True)
+    add_options(p, TrainConfig, unset=True, not_required=("out",))
     p.add_argument("--fp32", action="store_const", const="fp32", dest="precision", help="same as --precision fp32")
 
     p = sub.add_parser("evaluate", help="pretext accuracy of trained weights")
@@ -67,9 +72,17 @@ def _run(args):
         for path, reason in skipped:
             print(f"skipped {path}: {reason}", file=sys.stderr)
         print(f"wrote {cfg.output}: {count} images ({len(skipped)} skipped)")
+    elif args.command == "show":
+        import json
+        print(json.dumps(recipe_settings(args.recipe), indent=2))
     elif args.command == "train":
         from .train import train
-        settings = {**(recorded_config(args.out) if args.resume else {}), **given(TrainConfig, args)}
+        settings = read_train_settings(args.config) if args.config else {}
+        if args.out is None:
+            args.out = settings.get("out")
+        if args.out is None:
+            raise UserError("train: --out is required")
+        settings.update({**(recorded_config(args.out) if args.resume else {}), **given(TrainConfig, args)})
         for need in ("data", "permutations"):
             if need not in settings:
                 raise UserError(f"train: --{need} is required (or --resume a run folder whose config.json "

@@ -4,7 +4,6 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-import prototxt
 from tools.run.cli_runner import (COUNT, COUNT_1, FRACTION, MAX_BATCH, MAX_SIDE, MAX_WORKERS, SEED, positive,
                                   ranged)
 from tools.run.errors import UserError
@@ -16,9 +15,10 @@ from tools.run.runtime import PRECISIONS
 from .architecture import DROPOUT
 from .layouts import LAYOUTS
 from .recipes import DEFAULT as DEFAULT_RECIPE
+from .recipes import recipe
 
 MIN_SIDE = 64  # `jigsaw prepare`: images with a shorter side below this are junk unless the caller says otherwise
-DEFAULT_SOLVER = prototxt.path("cfn_solver.prototxt")
+DEFAULT_SOLVER = "cfn_solver"  # shipped: prototxt/cfn_solver.prototxt, found by name (prototxt.find_solver)
 RECIPE_HELP = ("puzzles: jps (the authors' released data layer), jps++ (MergeData, MVN x50), paper (per-tile "
                "mean, random crop), bbrattoli (per-tile mean/std); README: Recipes")
 
@@ -89,14 +89,15 @@ class TrainConfig:
     data: Optional[str] = option(None, "prepared store (.h5) or image folder (with --resume: the recorded one)")
     permutations: Optional[str] = option(None, "permutation file (.npy, .bin, .h5) (with --resume: the "
                                                "recorded one)")
-    solver: str = option(DEFAULT_SOLVER, "solver.prototxt")
+    solver: str = option(DEFAULT_SOLVER, "solver.prototxt, or a shipped one by name: cfn_solver (Caffe's SGD, the "
+                                         "paper's 350,000 iterations), cfn_solver_short (Adam, 5,000)")
     val_data: Optional[str] = option(None, "separate validation store; default: hold out --val-fraction")
     val_fraction: float = option(0.05, "share of the images held out for validation", type=FRACTION)
     batch_size: int = option(256, "puzzles per iteration", type=positive(int, hi=MAX_BATCH))
     width: float = option(1.0, "channel width multiplier", type=ranged(float, 1 / 96, 16))
     dropout: float = option(DROPOUT, "dropout after fc6/fc7", type=FRACTION)
     init: str = option("caffe", "Caffe's fillers, or He init with zero biases scaled to the tiles, for a faster "
-                                "start with Adam (--solver prototxt/cfn_solver_short.prototxt)",
+                                "start with Adam (--solver cfn_solver_short)",
                        choices=("caffe", "msra"))
     seed: int = option(0, "seed for everything random", type=SEED)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
@@ -125,6 +126,10 @@ class TrainConfig:
     snapshot: Optional[int] = option(None, "override the solver's snapshot (0: only at the end)", type=COUNT)
     display: Optional[int] = option(None, "override the solver's display", type=COUNT)
     base_lr: Optional[float] = option(None, "override the solver's base_lr", type=positive(float, hi=1e3))
+    weight_decay: Optional[float] = option(None, "override the solver's weight_decay",
+                                           type=positive(float, zero=True, hi=1e3))
+    momentum: Optional[float] = option(None, "override the solver's momentum (Adam: its beta1)",
+                                       type=ranged(float, 0, 1, hi_open=True))
     monitor: Optional[str] = option(None, "every test interval, the kNN accuracy of each conv layer on a small "
                                           "labelled set of this `transfer` dataset (e.g. fashion-mnist), in "
                                           "val.csv and curves.png; its labels are used by the kNN vote only")
@@ -145,6 +150,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_settings(self)  # however the settings came: options, a file, a record
+        recipe(self.recipe)  # a misspelt name is said before any file is opened
         if self.tile is not None and self.cell is None:
             raise UserError(f"--tile {self.tile}: a tile size goes with --cell (another grid); the recipe's own "
                             "grid has its own tile")
@@ -157,6 +163,24 @@ FIXED_ON_RESUME = ("recipe", "gray_prob", "donor", "cell", "tile", "width", "dro
                    "batch_size", "val_fraction", "val_data")
 # what config.json records of a run (resume and progress are how it was invoked, not what it is)
 RUN_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ("resume", "progress"))
+# what config.json holds beside the settings, and `jigsaw show`'s puzzles: ignored when read as --config
+RECORD_EXTRAS = ("world_size", "start_iter", "images", "data_fingerprint", "puzzles")
+
+
+def read_train_settings(path):
+    """TrainConfig fields from a --config file (JSON or YAML; `jigsaw show RECIPE`'s output, or a run's config.json)."""
+    from tools.run.settings import read_settings
+    return read_settings(path, TrainConfig, extras=RECORD_EXTRAS, shown_by="`jigsaw show RECIPE`")
+
+
+def recipe_settings(name):
+    """A recipe's full `jigsaw train` settings (the defaults, --data / --permutations / --out to give) and, for
+    reading only, its puzzles (`puzzles`: the recipe's PuzzleConfig)."""
+    from dataclasses import asdict
+    settings = asdict(TrainConfig(out="OUT", recipe=name))
+    for k in ("out", "resume", "progress"):
+        settings.pop(k)
+    return dict(settings, puzzles=asdict(recipe(name)))
 
 
 def recorded_config(out):

@@ -31,7 +31,7 @@ bbrattoli: paper with each tile channel also divided by its standard deviation (
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
-from tools.run.errors import UserError
+from tools.run.errors import UserError, unknown
 
 GRID = 3  # a 3 x 3 puzzle
 
@@ -92,7 +92,7 @@ DEFAULT = "jps"  # the authors' released data layer: what `jigsaw train` uses un
 def recipe(name: str = DEFAULT, **overrides) -> PuzzleConfig:
     """The PuzzleConfig of recipe `name`, with options (e.g. gray_prob, donor) replaced."""
     if name not in RECIPES:
-        raise UserError(f"recipe {name!r} does not exist (recipes: {', '.join(RECIPES)})")
+        raise unknown("recipe", name, RECIPES)
     try:
         return replace(RECIPES[name], **overrides)
     except (TypeError, ValueError) as e:

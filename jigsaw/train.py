@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import prototxt
 from tools.run.atomic import ensure_dir
 from tools.run.checkpoint import save_checkpoint
 from tools.run.errors import UserError
@@ -88,7 +89,7 @@ class _Run:
 
 def _solver_param(cfg: TrainConfig):
     sp = read_solver(cfg.solver)
-    for field in ("max_iter", "test_interval", "snapshot", "display", "base_lr"):
+    for field in ("max_iter", "test_interval", "snapshot", "display", "base_lr", "weight_decay", "momentum"):
         if getattr(cfg, field) is not None:
             setattr(sp, field, getattr(cfg, field))
     if cfg.test_iter is not None:
@@ -293,7 +294,8 @@ def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:
     validation with (model, recipe, device) and returns accuracies for val.csv."""
     if bool(cfg.monitor) != (monitor is not None):
         raise ValueError("cfg.monitor and the monitor passed must go together (jigsaw.cli builds it)")
-    # the record works from any folder
+    # the record works from any folder; a shipped solver's name becomes its file
+    cfg = replace(cfg, solver=prototxt.find_solver(cfg.solver))
     cfg = replace(cfg, **{f: os.path.abspath(getattr(cfg, f)) for f in ("data", "permutations", "solver",
                                                                         "val_data") if getattr(cfg, f)})
     run = _setup(cfg)

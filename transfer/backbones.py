@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tools.run.checkpoint import load_checkpoint
-from tools.run.errors import UserError
+from tools.run.errors import UserError, unknown
 
 BACKBONES = {}
 
@@ -62,7 +62,7 @@ class Backbone(nn.Module):
 
 def build_backbone(name: str, weights: Optional[str] = None, **kw) -> "Backbone":
     if name not in BACKBONES:
-        raise UserError(f"unknown model '{name}' (known: {', '.join(sorted(BACKBONES))})")
+        raise unknown("model", name, BACKBONES)
     backbone = BACKBONES[name][0](weights=weights, **kw)
     if backbone.scratch and weights not in (None, "none"):
         _load_transfer_backbone(backbone, weights)
@@ -205,7 +205,7 @@ def _scratch(body, dim, size, channels):
 
 
 @register("basenet", input_size=32,
-          what="seed 000's BaseNet, trained from scratch")
+          what="BaseNet, the small CNN of the CIFAR-100 (25 classes) experiment, from scratch")
 def basenet(**kw):  # seed 000: 24,197 parameters with its 25-way head
     body = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 50), nn.ReLU())
@@ -213,7 +213,7 @@ def basenet(**kw):  # seed 000: 24,197 parameters with its 25-way head
 
 
 @register("basenet++", input_size=32,
-          what="seed 000's BaseNet++ (batch norm, dropout), from scratch")
+          what="BaseNet++ (BaseNet with batch norm and dropout), from scratch")
 def basenet_pp(**kw):  # seed 000: 809,945 parameters with its 25-way head
     body = nn.Sequential(
         nn.Conv2d(3, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
@@ -225,7 +225,7 @@ def basenet_pp(**kw):  # seed 000: 809,945 parameters with its 25-way head
 
 
 @register("fmnist-cnn", input_size=28,
-          what="seed 001's Fashion-MNIST CNN, from scratch")
+          what="the CNN of the Fashion-MNIST experiment, from scratch")
 def fmnist_cnn(**kw):  # seed 001
     body = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Dropout(0.25), nn.Flatten(), nn.Linear(64 * 12 * 12, 600), nn.ReLU(),
@@ -234,14 +234,14 @@ def fmnist_cnn(**kw):  # seed 001
 
 
 @register("mlp", input_size=28,
-          what="seed 001's one-hidden-layer MLP, from scratch")
+          what="the one-hidden-layer MLP of the Fashion-MNIST experiment, from scratch")
 def mlp(hidden=512, **kw):  # seed 001: one hidden layer
     body = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, hidden), nn.ReLU(), nn.Dropout(0.25))
     return _scratch(body, hidden, 28, 1)
 
 
 @register("emnist-cnn", input_size=28,
-          what="seed 002's EMNIST CNN, from scratch")
+          what="the CNN of the EMNIST letters -> MNIST experiment, from scratch")
 def emnist_cnn(**kw):  # seed 002: Conv 10, MaxPool, Conv 10, Flatten 1960 (padded 'same' convs)
     body = nn.Sequential(nn.Conv2d(1, 10, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(10, 10, 3, padding=1), nn.ReLU(), nn.Flatten())
@@ -249,7 +249,7 @@ def emnist_cnn(**kw):  # seed 002: Conv 10, MaxPool, Conv 10, Flatten 1960 (padd
 
 
 @register("blood-cnn", input_size=150,
-          what="seed 004's blood-cell CNN, from scratch")
+          what="the CNN of the blood-cell experiment, from scratch")
 def blood_cnn(**kw):  # seed 004: 4 x (conv 3x3 + pool), 32 -> 128 filters, dropout, dense 512
     chans, layers, c_in = (32, 64, 128, 128), [], 3
     for c in chans:

@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-from tools.run.cli_runner import add_version, run_cli
+from tools.run.cli_runner import Parser, add_version, run_cli
 from tools.run.errors import UserError
 from tools.run.options import add_options, check_types, given
 from tools.run.folder import RunFolder
@@ -28,8 +28,9 @@ EPILOG = """examples:
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="transfer", description="Fine-tune a CFN branch, a torchvision "
-                                 "backbone or the seeds' own nets; every seed experiment as a recipe.",
+    ap = Parser(prog="transfer", description="Fine-tune a CFN branch, a torchvision "
+                                 "backbone or the small nets of the reproduced experiments; each experiment as a "
+                                 "recipe (`transfer list`).",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("list", help="datasets (where each is read from, whether it is here), models and recipes")
@@ -121,10 +122,8 @@ def _run(args):
         return 0
     from .finetune import finetune, stats_of
     if args.command == "run":
-        from .recipes import RECIPES
-        if args.recipe not in RECIPES:
-            raise UserError(f"unknown recipe '{args.recipe}' (see `transfer list`)")
-        recipe = dict(RECIPES[args.recipe])
+        from .catalog import recipe_named
+        recipe = recipe_named(args.recipe)
         then = recipe.pop("then", None)
         if then is None:
             cfg = _config(args, recipe)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tools.run.cli_runner import COUNT, COUNT_1, FRACTION, MAX_BATCH, MAX_SIDE, MAX_WORKERS, SEED, positive, ranged
-from tools.run.errors import UserError
+from tools.run.errors import UserError, unknown
 from tools.run.options import check_settings, option, setting
 from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP
 
@@ -55,6 +55,15 @@ def check_augment(augment, where="augment"):
             AUGMENT_RANGES[key].range_check(f"augment.{key}", value)
 
 
+def check_names(cfg):
+    """The dataset and model named exist: a misspelling is one line with the nearest name, before anything runs."""
+    from .backbones import BACKBONES
+    from .datasets import DATASETS
+    for what, name, known in (("dataset", cfg.dataset, DATASETS), ("model", cfg.model, BACKBONES)):
+        if name not in known:
+            raise unknown(what, name, known, see="see `transfer list`")
+
+
 @dataclass
 class FinetuneConfig:
     dataset: str = option(help="dataset name (see `transfer list`)")
@@ -75,6 +84,11 @@ class FinetuneConfig:
     finetune_patience: int = setting(1, type=COUNT)
     eps: float = setting(1e-4, type=positive(float, zero=True, hi=1e6))
     epochs: Optional[int] = option(None, "cap on the epochs of each phase", type=EPOCHS)
+    base_lr: Optional[float] = option(None, "override the base_lr of every phase's solver", type=positive(float, hi=1e3))
+    weight_decay: Optional[float] = option(None, "override the weight_decay of every phase's solver",
+                                           type=positive(float, zero=True, hi=1e3))
+    momentum: Optional[float] = option(None, "override the momentum of every phase's solver (Adam: its beta1)",
+                                       type=ranged(float, 0, 1, hi_open=True))
     batch_size: int = option(128, "batch size", type=positive(int, hi=MAX_BATCH))
     limit_train: Optional[int] = option(None, "use only the first N training images", type=COUNT_1)
     labels_per_class: Optional[str] = option(None, "semi-supervised: train on a seeded class-balanced draw of N "
@@ -101,7 +115,7 @@ class FinetuneConfig:
     input_norm: str = option("backbone", "backbone: a CFN branch gets its recipe's input (BGR, 0-255, the "
                                          "recipe's normalisation), other models the training split's "
                                          "standardisation; dataset: that standardisation for every model "
-                                         "(seed 003)", choices=("backbone", "dataset"))
+                                         "(the CIFAR-100 / Fruits-360 CFN experiments)", choices=("backbone", "dataset"))
     seed: int = option(0, "seed for everything random", type=SEED)
     workers: int = option(0, "DataLoader workers", type=positive(int, zero=True, hi=MAX_WORKERS))
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
@@ -112,6 +126,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check_settings(self)  # however the settings came: options, a file, a record
+        check_names(self)
         check_augment(self.augment)
 
 
@@ -121,11 +136,13 @@ FIXED_ON_RESUME = ("dataset", "model", "weights", "phase", "head", "unfreeze", "
                    "eps", "batch_size", "limit_train", "labels_per_class", "label_draw", "freeze_through", "twin_seed",
                    "twin_init",
                    "val_fraction", "input_size", "augment", "input_norm", "seed")
+# the solver fields an option overrides in every phase's solver (recorded in config.json as the options are)
+SOLVER_OVERRIDES = ("base_lr", "weight_decay", "momentum")
 # what config.json records of a run
 RUN_FIELDS = tuple(f for f in FinetuneConfig.__dataclass_fields__ if f not in ("resume", "progress"))
 
 # what `transfer run RECIPE` takes from the command line (the recipe sets the rest)
-RUN_OPTIONS = ("out", "data_root", "weights", "epochs", "batch_size", "limit_train", "labels_per_class", "label_draw",
+RUN_OPTIONS = ("out", "data_root", "weights", "epochs", "base_lr", "weight_decay", "momentum", "batch_size", "limit_train", "labels_per_class", "label_draw",
                "seed", "workers", "device", "resume", "progress")
 
 
@@ -186,3 +203,4 @@ class ProbeConfig:
 
     def __post_init__(self):
         check_settings(self)  # however the settings came: options, a file, a record
+        check_names(self)

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from tools.run.images import EXTENSIONS as IMAGE_EXT
-from tools.run.errors import DatasetError, UserError  # noqa: F401 (DatasetError: transfer's name for it too)
+from tools.run.errors import DatasetError, UserError, unknown  # noqa: F401 (DatasetError: transfer's name for it too)
 from tools.run.paths import inside, is_regular
 from tools.run.runtime import numpy_rng
 
@@ -322,7 +322,7 @@ def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, see
     set); with no test split on disk, one is cut the same way first. `limit_train` keeps the first N training
     images (after the shuffle), `limit_test` a seeded sample of N test images."""
     if name not in DATASETS:
-        raise DatasetError(f"unknown dataset '{name}' (known: {', '.join(sorted(DATASETS))})")
+        raise unknown("dataset", name, DATASETS, cls=DatasetError)
     if root is None and name != "fashion-mnist":  # only Fashion-MNIST has a default place (Debian's package)
         raise DatasetError(f"{name}: --data-root is required ({EXPECTED[name]}; `transfer list` shows the layouts)")
     parts = DATASETS[name](root, **kw)

@@ -20,7 +20,7 @@ from tools.caffe.solver import CaffeSolver, check_solver
 from tools.run.tensorboard import Scalars
 
 from .backbones import build_backbone, first_conv
-from .config import FIXED_ON_RESUME, RUN_FIELDS, FinetuneConfig
+from .config import FIXED_ON_RESUME, RUN_FIELDS, SOLVER_OVERRIDES, FinetuneConfig
 from .data import augmentation, loaders
 from .datasets import load_dataset
 from .early_stopping import EarlyStopping
@@ -33,17 +33,24 @@ from .twins import make_twin
 RUN_FILES = ("config.json", "stats.pt", "checkpoint.pt", "history.csv", "model.pt", "summary.json")
 
 
-def _solver(source, flag):
-    """The SolverParameter --head-solver / --finetune-solver names, checked as Caffe checks it; a file with no
-    solver field at all (a net given by mistake) is one line, not a page of unknown-field warnings."""
+def _solver(source, flag, cfg):
+    """The SolverParameter --head-solver / --finetune-solver names (a file, text or a shipped solver's name), with
+    --base-lr / --weight-decay / --momentum over it, checked as Caffe checks it; a file with no solver field at all
+    (a net given by mistake) is one line, not a page of unknown-field warnings."""
     import warnings
+
+    import prototxt
+    option = "--" + flag.replace("_", "-")
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        sp = read_solver(source)
+        sp = read_solver(prototxt.find_solver(source, option))
     if not sp.ByteSize():
-        raise UserError(f"--{flag.replace('_', '-')} {source}: no solver settings in it (a net prototxt?)")
+        raise UserError(f"{option} {source}: no solver settings in it (a net prototxt?)")
     for w in said:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for field in SOLVER_OVERRIDES:
+        if getattr(cfg, field) is not None:
+            setattr(sp, field, getattr(cfg, field))
     check_solver(sp)
     return sp
 
@@ -76,7 +83,7 @@ def _configure(model, phase, cfg):
     else:
         model.unfreeze_all()
     sp = _solver(cfg.head_solver if phase == "head" else cfg.finetune_solver,
-                 "head_solver" if phase == "head" else "finetune_solver")
+                 "head_solver" if phase == "head" else "finetune_solver", cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     return CaffeSolver([dict(params=params)], sp)
 
@@ -158,7 +165,7 @@ def finetune(cfg: FinetuneConfig):
     if cfg.labels_per_class is not None:
         parse_budget(cfg.labels_per_class)  # a bad budget is said before the folder is made
     for flag in ("head_solver", "finetune_solver"):  # both, whichever phases run: a wrong file is said now
-        _solver(getattr(cfg, flag), flag)
+        _solver(getattr(cfg, flag), flag, cfg)
     # two runs writing one folder would interleave its files; a start refused before config.json leaves none
     with RunFolder(cfg.out, "transfer run", state=RUN_FILES) as folder:
         folder.decide(cfg.resume)

@@ -14,8 +14,8 @@ from transfer.config import FinetuneConfig, ProbeConfig
 
 REQUIRED = {TrainConfig: dict(out="o"), PermutationsConfig: dict(output="p.npy"),
             PrepareConfig: dict(source="s", output="o.h5"), EvaluateConfig: dict(weights="w", data="d"),
-            ConvertConfig: dict(source="s", output="o"), FinetuneConfig: dict(dataset="d", model="m", out="o"),
-            ProbeConfig: dict(dataset="d", model="m", out="o")}
+            ConvertConfig: dict(source="s", output="o"), FinetuneConfig: dict(dataset="mnist", model="mlp", out="o"),
+            ProbeConfig: dict(dataset="mnist", model="mlp", out="o")}
 
 
 def _numeric_fields():

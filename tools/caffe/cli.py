@@ -8,7 +8,7 @@ import warnings
 from typing import Optional, Sequence
 
 from ..run.checkpoint import save_checkpoint
-from ..run.cli_runner import add_version, positive, run_cli
+from ..run.cli_runner import Parser, add_version, positive, run_cli
 from ..run.errors import CaffeError
 
 EPILOG = """examples:
@@ -31,7 +31,7 @@ def _shape_arg(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="caffe-convert", description="Convert Caffe nets and weights to PyTorch and back, "
         "without Caffe installed.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("net", help="a .prototxt net (with optional .caffemodel), or a .pt written by "
@@ -146,7 +146,7 @@ def _strict(strict):
 
 
 def build_classify_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="caffe-convert classify", description="Top predictions for images, preprocessed as Caffe's "
         "example classifier (classification.cpp) does: BGR, resized to the input, minus the mean file's "
         "per-channel means, 0-255.")

@@ -5,7 +5,7 @@ import sys
 import warnings
 from typing import Any, Callable, Optional
 
-from .errors import UserError
+from .errors import UserError, closest, did_you_mean
 
 # a path the user named that is missing or not what it should be: their mistake, not a bug
 PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -60,6 +60,40 @@ MAX_SIDE = 8192       # pixels on an image side the commands resize to
 MAX_WORKERS = 256
 
 
+class Parser(argparse.ArgumentParser):
+    """The commands' parser: an option is its full name only (no prefixes: `--epoch` is not `--epochs`, and a
+    new option never changes what an old command line meant); a misspelled choice gets a "did you mean"."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            known = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}"
+                                         f"{did_you_mean(value, action.choices)} (choose from {known})")
+
+    def error(self, message: str) -> None:
+        if message.startswith("unrecognized arguments: "):  # say which option was meant
+            flags = _flags(self)
+            hints = [f"{w}: did you mean {close!r}?" for w in message.split()[2:] if w.startswith("--")
+                     for close in [closest(w.split("=")[0], flags)] if close]
+            message += f" ({'; '.join(hints)})" if hints else ""
+        super().error(message)
+
+
+def _flags(parser: argparse.ArgumentParser) -> list:
+    """Every option string of a parser and of its subcommands' parsers."""
+    found = []
+    for action in parser._actions:
+        found += [s for s in action.option_strings if s.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _flags(sub)
+    return sorted(set(found))
+
+
 def add_version(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`--version` on a command line and on each of its subcommands."""
     from importlib import metadata
@@ -93,5 +127,9 @@ def run_cli(prog: str, func: Callable[[Any], Optional[int]], args: Any) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `| head` closed stdout: not an error; Python would print one at exit
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         warnings.showwarning = shown

@@ -1,6 +1,7 @@
 """User errors: a bad file or argument. The command lines print the one-line message and exit 2;
 anything else is a bug and keeps its traceback."""
-from typing import Any, Optional
+import difflib
+from typing import Any, Iterable, Optional
 
 
 class UserError(ValueError):
@@ -18,6 +19,25 @@ class DatasetError(UserError):
 class DiskError(UserError):
     """A file or folder could not be written or read for the disk's or the system's reason (full, read-only,
     no permission, missing folder); the message names it."""
+
+
+def closest(name: str, known: Iterable[str]) -> Optional[str]:
+    """The one of `known` that `name` misspells, or None."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """'; did you mean 'alexnet'?' when `name` is close to one of `known`, else ''."""
+    close = closest(name, known)
+    return f"; did you mean {close!r}?" if close else ""
+
+
+def unknown(what: str, name: str, known: Iterable[str], cls: type = UserError, see: str = "") -> UserError:
+    """The error for a name not among `known`: "unknown model 'alexnt'; did you mean 'alexnet'? (known: ...)"."""
+    known = sorted(known)
+    listing = see or f"known: {', '.join(known)}"
+    return cls(f"unknown {what} {name!r}{did_you_mean(name, known)} ({listing})")
 
 
 def where(path: Any, line: Optional[int] = None, col: Optional[int] = None) -> str:
