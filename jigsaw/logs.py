@@ -81,5 +81,5 @@ def diverged(run, it, what):
     hint = "try a lower --base-lr"
     if run.cfg.init == "msra" and run.sp.type in ("SGD", "Nesterov", ""):
         hint = (f"He init with {run.sp.type or 'SGD'} diverges on the CFN's 0-255 inputs; use Adam "
-                "(--solver prototxt/cfn_solver_short.prototxt) or --init caffe")
+                "(--solver cfn_solver_short) or --init caffe")
     return UserError(f"iteration {it}: {what}; training stopped ({held}); {hint}")

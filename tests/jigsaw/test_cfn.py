@@ -122,3 +122,43 @@ def test_caffe_fillers():
     m = CFN(100, seed=0)
     assert abs(m.conv1.weight.std().item() - 0.01) < 1e-3 and abs(m.fc7.weight.std().item() - 0.005) < 2e-4
     assert m.conv2.bias.eq(1).all() and m.conv1.bias.eq(0).all() and m.fc8.bias.eq(0).all()
+
+
+@pytest.mark.parametrize("recipe_name,width", [("jps", 0.25), ("jps", 1.0), ("bbrattoli", 0.25), ("paper", 1.0)])
+def test_msra_init_starts_at_a_loss_near_ln_n(recipe_name, width, photo_store, photo_store_square):
+    """--init msra: the first loss is ln N (+ LOGIT_SD^2 / 2), whatever the recipe's input scale. Before the
+    logits were calibrated it was 5.8 (jps, width 0.25) to 16.9 (bbrattoli, per-tile unit variance) for ln 30 = 3.4."""
+    import torch.nn.functional as F
+
+    from jigsaw.permutations import make_permutations
+    from jigsaw.recipes import recipe
+    from jigsaw.store import open_images
+    from jigsaw.tiles import draw, make_puzzles
+    cfg = recipe(recipe_name)
+    source = open_images(photo_store if cfg.layout == "jps" else photo_store_square)
+    perms = torch.as_tensor(make_permutations(30, seed=0))
+    images = torch.from_numpy(source.read(np.resize(np.arange(len(source)), 32)))
+    g = torch.Generator().manual_seed(0)
+    drawn = draw(32, 30, images.shape[1:3], cfg, g)
+    tiles = make_puzzles(images, perms, drawn, cfg)
+    net = CFN(30, width=width, seed=0, init="msra", tile=cfg.tile)
+    net.scale_to_input(tiles)
+    with torch.no_grad():
+        loss = float(F.cross_entropy(net.eval()(tiles), drawn.label))
+    assert abs(loss - np.log(30)) < 0.3, loss
+
+
+def test_shipped_solvers_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    from tools.run.errors import UserError
+    monkeypatch.chdir(tmp_path)
+    short = prototxt.path("cfn_solver_short.prototxt")
+    for given in ("cfn_solver_short", "cfn_solver_short.prototxt", "prototxt/cfn_solver_short.prototxt"):
+        assert prototxt.find_solver(given) == short
+    assert prototxt.find_solver("cfn_solver") == prototxt.path("cfn_solver.prototxt")
+    (tmp_path / "cfn_solver_short").write_text("base_lr: 0.1")  # a file of the user's own comes first
+    assert prototxt.find_solver("cfn_solver_short") == "cfn_solver_short"
+    assert prototxt.find_solver('base_lr: 0.1 type: "Adam"') == 'base_lr: 0.1 type: "Adam"'  # text
+    with pytest.raises(UserError, match="did you mean 'cfn_solver_short'"):
+        prototxt.find_solver("cfn_solver_shrt")
+    with pytest.raises(UserError, match="elsewhere/x.prototxt: no such file"):
+        prototxt.find_solver("elsewhere/x.prototxt")

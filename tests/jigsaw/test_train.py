@@ -1,5 +1,6 @@
 """Training end to end on real photographs: outputs, exact resume after kill -9, signals, DDP (gloo)."""
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -197,12 +198,14 @@ def test_a_checkpoint_of_another_width_is_refused_in_one_line(tmp_path, photo_st
     assert err.count("\n") == 1 and "is not the one these settings build" in err, err
 
 
-def test_msra_init_trains_with_the_short_run_solver_and_sgd_stops_with_the_fix(tmp_path, photo_store, perms, capsys):
+def test_msra_init_trains_with_the_short_run_solver_and_sgd_stops_with_the_fix(tmp_path, photo_store, perms, capsys,
+                                                                             monkeypatch):
     """He init assumes unit-variance inputs; the tiles are on a 0-255 scale. The eight layers are scaled
     to the tiles, so the first loss is near ln N (it was 42 with 100 permutations), and the documented
     short-run solver (Adam) trains; SGD at Caffe's lr 0.01 still diverges (conv1's gradient scales with
     the inputs), and the run stops in one line that names the fix."""
-    short = os.path.join(ROOT, "prototxt", "cfn_solver_short.prototxt")
+    monkeypatch.chdir(tmp_path)  # outside the repository: the README's form still finds the shipped solver
+    short = "prototxt/cfn_solver_short.prototxt"
     out = tmp_path / "msra"
     args = ["train", "--data", photo_store, "--permutations", perms, *FAST, "--init", "msra", "--max-iter", "12",
             "--test-interval", "0", "--log-every", "1", "--width", "0.25"]
@@ -216,7 +219,9 @@ def test_msra_init_trains_with_the_short_run_solver_and_sgd_stops_with_the_fix(t
     sgd.write_text('base_lr: 0.0001 lr_policy: "multistep" gamma: 1e16 stepvalue: 3 momentum: 0.9 max_iter: 40\n')
     assert main([*args, "--out", str(tmp_path / "sgd"), "--solver", str(sgd), "--max-iter", "40"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cfn_solver_short.prototxt" in err, err
+    assert err.count("\n") == 1 and "--solver cfn_solver_short" in err, err
+    with open(out / "config.json") as f:
+        assert json.load(f)["solver"] == os.path.join(ROOT, "prototxt", "cfn_solver_short.prototxt")
 
 
 def test_a_second_run_on_a_held_output_folder_is_one_line(tmp_path, photo_store, perms, capsys):
