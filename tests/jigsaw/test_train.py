@@ -295,3 +295,37 @@ def test_tensorboard_scalars_match_the_csv_logs(tmp_path, photo_store, perms):
     events.Reload()
     assert [round(e.value, 4) for e in events.Scalars("train/loss")] == [round(float(x), 4) for _, x in _losses(out)]
     assert [e.step for e in events.Scalars("val/top1")] == [3]
+
+
+def test_show_writes_a_config_file_that_train_takes_with_the_solver_overrides_recorded(tmp_path, photo_store_square,
+                                                                                      perms, capsys):
+    """`jigsaw show RECIPE` prints every train setting (and the recipe's puzzles) as JSON; `jigsaw train --config`
+    takes it (YAML too), the options given override it, and --base-lr / --weight-decay / --momentum override the
+    solver file and are recorded."""
+    import yaml
+
+    from jigsaw.config import TrainConfig
+    from jigsaw.train import _solver_param
+    assert main(["show", "bbrattoli"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["recipe"] == "bbrattoli" and shown["puzzles"]["per_tile"] == "meanstd" and "out" not in shown
+    shown.update(data=photo_store_square, permutations=perms, max_iter=1, width=0.125, batch_size=8, val_fraction=0.25,
+                 test_iter=1, test_interval=0, device="cpu", solver="cfn_solver_short")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(shown))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "s.yaml"), "--out", str(out), "--no-progress", "--base-lr",
+                 "0.0005", "--weight-decay", "0.001", "--momentum", "0.8"]) == 0
+    with open(out / "config.json") as f:
+        record = json.load(f)
+    assert (record["recipe"], record["base_lr"], record["weight_decay"], record["momentum"]) == \
+        ("bbrattoli", 0.0005, 0.001, 0.8)
+    sp = _solver_param(TrainConfig(**{k: record[k] for k in ("out", "solver", "base_lr", "weight_decay",
+                                                                "momentum")}))
+    assert sp.type == "Adam" and np.allclose([sp.base_lr, sp.weight_decay, sp.momentum], [0.0005, 0.001, 0.8])
+    with open(out / "log.csv") as f:
+        assert float(next(csv.DictReader(f))["lr"]) == pytest.approx(0.0005)  # Caffe's base_lr is a float32
+    capsys.readouterr()
+    (tmp_path / "bad.json").write_text(json.dumps(dict(shown, learning_rate=0.1)))
+    assert main(["train", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown setting(s) learning_rate" in err and not (tmp_path / "r2").exists()

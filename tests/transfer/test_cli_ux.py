@@ -94,3 +94,16 @@ def test_tensorboard_scalars_beside_the_csvs_and_no_flat_lr_plot(tmp_path, capsy
         assert [round(float(r["val_loss"]), 5) for r in csv.DictReader(f)] == \
             [round(e.value, 5) for e in events.Scalars("val/loss")]
     assert not (out / "lr.png").exists() and (out / "curves.png").exists()  # a fixed rate: no flat panel
+
+
+def test_solver_options_override_every_phase_and_are_recorded():
+    from transfer.config import RUN_FIELDS, RUN_OPTIONS, FinetuneConfig
+    from transfer.finetune import _solver
+    cfg = FinetuneConfig(dataset="mnist", model="mlp", out="o", base_lr=0.1, weight_decay=0.0, momentum=0.5)
+    for flag in ("head_solver", "finetune_solver"):
+        sp = _solver(getattr(cfg, flag), flag, cfg)
+        assert (round(sp.base_lr, 6), sp.weight_decay, sp.momentum) == (0.1, 0.0, 0.5)
+    plain = _solver(cfg.finetune_solver, "finetune_solver", FinetuneConfig(dataset="mnist", model="mlp", out="o"))
+    assert round(plain.base_lr, 6) == 0.0005  # the solver's own without the options
+    assert {"base_lr", "weight_decay", "momentum"} <= set(RUN_FIELDS) & set(RUN_OPTIONS)
+    assert _solver("cfn_solver_short", "finetune_solver", cfg).type == "Adam"  # a shipped solver by name

@@ -76,9 +76,9 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         if message.startswith("unrecognized arguments: "):  # say which option was meant
-            flags = _flags(self)
-            hints = [f"{w}: did you mean {close!r}?" for w in message.split()[2:] if w.startswith("--")
-                     for close in [closest(w.split("=")[0], flags)] if close]
+            flags = {f[2:]: f for f in _flags(self) if f not in ("--help", "--version")}
+            hints = [f"{w}: did you mean {flags[close]!r}?" for w in message.split()[2:] if w.startswith("--")
+                     for close in [closest(w.split("=")[0][2:], flags)] if close]
             message += f" ({'; '.join(hints)})" if hints else ""
         super().error(message)
 
