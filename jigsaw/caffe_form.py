@@ -20,6 +20,7 @@ from tools.run.errors import CaffeError, UserError
 from tools.caffe.prototxt import read_net
 
 from .architecture import BRANCH, CONVS, DROPOUT, FILLERS, PARAM_MULTS, SHARED, WEIGHTED, pool5_side
+from .caffe_recipe import recipe_header
 from .cfn import CFN
 from .recipes import recipe as get_recipe
 
@@ -203,6 +204,7 @@ def to_caffe(model, prototxt_path, caffemodel_path, recipe=None, permutations=No
         name = f"permutations_{model.num_permutations}.bin"
         text = cfn_prototxt(model.widths, model.num_permutations, "train_val", tile=model.tile,
                             recipe=recipe, hash_file=name)
+        text = recipe_header(get_recipe(recipe) if isinstance(recipe, str) else recipe) + text
         with atomic_open(train_val_path, "w") as f:
             f.write(text)
         written.append(train_val_path)

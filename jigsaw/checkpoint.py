@@ -77,6 +77,23 @@ def cfn_from_checkpoint(ck: dict, path: str) -> CFN:
     return model
 
 
+def caffemodel_recipe(weights: str, given: Optional[str] = None) -> dict:
+    """The recipe record of a .caffemodel: `given` (--recipe), else what the train_val beside it says (our header,
+    or the fork's data layers), else jps, the original release's; `recipe_source` says which."""
+    from .caffe_recipe import recipe_in, train_val_beside
+    beside = train_val_beside(weights)
+    found = recipe_in(beside) if beside else None
+    if given:
+        differs = f"; {beside} says {found[0]}" if found and found[0] != given else ""
+        options = found[1] if found and found[0] == given else {}
+        return dict(recipe=given, recipe_options=options, recipe_source=f"given (--recipe){differs}")
+    if found:
+        return dict(recipe=found[0], recipe_options=found[1], recipe_source=f"read from {beside}")
+    why = f"{beside} does not say which" if beside else "no train_val prototxt beside it"
+    return dict(recipe=DEFAULT, recipe_options={},
+                recipe_source=f"assumed: the original release's ({why}; give --recipe)")
+
+
 def read_cfn(weights: str, permutations: Optional[str] = None, recipe_name: Optional[str] = None,
              prototxt: Optional[str] = None) -> Tuple[CFN, np.ndarray, PuzzleConfig, dict]:
     """(CFN in eval mode, permutations (possibly empty), PuzzleConfig, record) from a checkpoint .pt
@@ -85,10 +102,8 @@ def read_cfn(weights: str, permutations: Optional[str] = None, recipe_name: Opti
     or supplies the set; counts must agree."""
     if str(weights).endswith(".caffemodel"):
         model = from_caffe(prototxt, weights)
-        name = recipe_name or DEFAULT
-        pcfg = recipe(name)
-        record = dict(recipe=name, recipe_options={},
-                      recipe_source="given" if recipe_name else "assumed for a .caffemodel (the original release)")
+        record = caffemodel_recipe(weights, recipe_name)
+        pcfg = recipe(record["recipe"], **record["recipe_options"])
         perms = np.zeros((0, 9), dtype=np.int64)
     else:
         ck = load_checkpoint(weights)

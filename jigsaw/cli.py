@@ -111,12 +111,11 @@ def _convert(cfg):
 
     from .caffe_form import to_caffe
     from .checkpoint import cfn_payload, read_cfn
-    from .recipes import recipe_record
     if cfg.source.endswith(".caffemodel"):
-        model, perms, pcfg, _ = read_cfn(cfg.source, cfg.permutations, cfg.recipe, prototxt=cfg.prototxt)
-        _, record = recipe_record(pcfg.recipe)
+        model, perms, _, found = read_cfn(cfg.source, cfg.permutations, cfg.recipe, prototxt=cfg.prototxt)
+        record = dict(recipe=found["recipe"], recipe_options=found["recipe_options"])
         save_checkpoint(cfg.output, cfn_payload(model, perms, record))
-        print(f"wrote {cfg.output} (recipe {record['recipe']})")
+        print(f"wrote {cfg.output} (recipe {found['recipe']}: {found['recipe_source']})")
         return
     model, perms, pcfg, _ = read_cfn(cfg.source, None, cfg.recipe)
     stem = pair_stem(cfg.output)

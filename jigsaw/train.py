@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional
 
@@ -276,6 +277,11 @@ def _validate(run: _Run, logs: TrainLogs, it):
     return m
 
 
+# Puzzles of one image share its content: validation accuracy varies with the images drawn, and with fewer
+# than this many images its standard error exceeds the gains a run shows (a few points).
+MIN_VAL_IMAGES = 100
+
+
 def _header(run: _Run):
     cfg, sp = run.cfg, run.sp
     params = sum(p.numel() for p in run.model.parameters())
@@ -286,6 +292,17 @@ def _header(run: _Run):
                f"{run.device}{', bf16' if run.fast else ''}"
                f"{f' x {run.world} processes' if run.world > 1 else ''}; "
                f"{'resuming at iteration ' + str(run.start) if run.start else 'starting'}; writing {cfg.out}")
+    images = len(np.unique(run.val_pool))
+    if sp.test_interval and images < MIN_VAL_IMAGES:
+        if len(run.val_pool) < MIN_VAL_IMAGES:  # test_iter x batch_size puzzles cannot cover enough images
+            fix = f"--test-iter {-(-MIN_VAL_IMAGES // cfg.batch_size)}: batches of {cfg.batch_size} puzzles"
+        else:
+            fraction = MIN_VAL_IMAGES / len(run.source)
+            fix = (f"--val-fraction {fraction:.2g} here, or " if fraction < 0.5 else "") + \
+                "--val-data STORE: a store of other images"
+        warnings.warn(f"validation draws its puzzles from {images} image{'s' * (images != 1)}: its accuracy says "
+                      f"little about images the net has not seen; it needs about {MIN_VAL_IMAGES} ({fix})",
+                      stacklevel=2)
 
 
 def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:

@@ -126,3 +126,41 @@ def test_a_small_image_grid_travels_with_the_run(tmp_path, photo_store_square, c
         assert main(["train", "--recipe", "paper", *bad, "--data", photo_store_square, "--permutations", perms,
                      "--out", str(tmp_path / "bad"), *FAST]) == 2
         assert "--cell" in capsys.readouterr().err
+
+
+def test_a_caffemodel_takes_its_recipe_from_the_train_val_beside_it(tmp_path, photo_store_square, capsys):
+    """`jigsaw convert x.caffemodel -o back.pt` recorded jps whatever the weights were trained with: it now reads
+    the train_val beside them (our header with the recipe's options, or the fork's data layers), takes --recipe
+    over it, and says which it used."""
+    import shutil
+
+    import prototxt
+    perms = str(tmp_path / "p.npy")
+    save_permutations(perms, make_permutations(8))
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "bbrattoli", "--cell", "42", "--tile", "32", "--data", photo_store_square,
+                 "--permutations", perms, "--out", str(out), *FAST, "--max-iter", "2", "--test-interval", "0",
+                 "--snapshot", "2"]) in (0, None)
+    snapshot = out / "caffe" / "cfn_iter_2.caffemodel"
+    assert (out / "caffe" / "cfn_train_val.prototxt").read_text().startswith(
+        '# jigsaw recipe: bbrattoli {"cell": 42, "crop": 126, "jitter": 10, "tile": 32}\n')
+    capsys.readouterr()
+    assert main(["convert", str(snapshot), "-o", str(tmp_path / "back.pt")]) == 0
+    said = capsys.readouterr().out
+    assert "(recipe bbrattoli: read from " in said and "cfn_train_val.prototxt)" in said, said
+    ck = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert ck["recipe"] == "bbrattoli" and ck["recipe_options"]["tile"] == 32
+    assert main(["convert", str(snapshot), "--recipe", "paper", "-o", str(tmp_path / "given.pt")]) == 0
+    assert "(recipe paper: given (--recipe); " in capsys.readouterr().out
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(snapshot, alone / "w.caffemodel")
+    assert main(["convert", str(alone / "w.caffemodel"), "-o", str(alone / "w.pt")]) == 0
+    assert "(recipe jps: assumed: the original release's (no train_val prototxt beside it; give --recipe))" in \
+        capsys.readouterr().out
+    fork = tmp_path / "fork"  # the fork's own file: jps++ by its MergeData layer
+    fork.mkdir()
+    shutil.copy(prototxt.path("cfn_train_val_jps++.prototxt"), fork / "train_val_cfn_jps++.prototxt")
+    to_caffe(CFN(701, width=0.125, seed=0), str(fork / "cfn.prototxt"), str(fork / "cfn.caffemodel"))
+    assert main(["convert", str(fork / "cfn.caffemodel"), "-o", str(fork / "w.pt")]) == 0
+    assert torch.load(fork / "w.pt", weights_only=True)["recipe"] == "jps++"

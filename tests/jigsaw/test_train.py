@@ -329,3 +329,15 @@ def test_show_writes_a_config_file_that_train_takes_with_the_solver_overrides_re
     assert main(["train", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown setting(s) learning_rate" in err and not (tmp_path / "r2").exists()
+
+
+def test_a_validation_set_too_small_to_measure_is_warned_with_what_it_needs(tmp_path, photo_store, perms, capsys):
+    """8 photographs, a quarter held out: 2 validation images, which measure nothing; the warning says how many
+    images validation needs and how to give them. Without validation (test_interval 0) nothing is said."""
+    args = ["train", "--data", photo_store, "--permutations", perms, *FAST, "--max-iter", "1"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--test-interval", "1", "--test-iter", "20"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: validation draws its puzzles from 2 images" in err and "it needs about 100" in err, err
+    assert "--val-data STORE" in err
+    assert main([*args, "--out", str(tmp_path / "b"), "--test-interval", "0"]) == 0
+    assert "validation draws" not in capsys.readouterr().err

@@ -10,9 +10,10 @@ from .paths import user_file
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
-    """Yield a file object; `path` appears only if the block finishes. On any failure the temporary
-    file is removed, and OS errors (read-only folder, disk full) become one-line DiskErrors."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Yield a file object; `path` appears only if the block finishes. Missing parent folders are made (every
+    `-o` may name a new folder). On any failure the temporary file is removed, and OS errors (read-only
+    folder, disk full) become one-line DiskErrors."""
+    directory = ensure_dir(os.path.dirname(os.path.abspath(path)))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
     except OSError as e:
@@ -36,7 +37,10 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
 @contextlib.contextmanager
 def atomic_files(*paths: str) -> Iterator[List[str]]:
     """Yield temporary paths, one per path (beside it); they replace `paths` only when the whole block
-    finishes, so files that belong together (a .prototxt and its .caffemodel) change as a unit."""
+    finishes, so files that belong together (a .prototxt and its .caffemodel) change as a unit. Missing parent
+    folders are made."""
+    for p in paths:
+        ensure_dir(os.path.dirname(os.path.abspath(p)))
     temps = [os.path.join(os.path.dirname(os.path.abspath(p)), f".tmp-{os.getpid()}-{os.path.basename(p)}")
              for p in paths]
     try:
