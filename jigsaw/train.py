@@ -6,7 +6,6 @@ Every random choice of iteration k (which images, the puzzle draws, dropout) is 
 would have made. Multi-GPU: launch with torchrun; each process takes a slice of every batch.
 """
 import os
-import signal
 import sys
 import time
 import warnings
@@ -25,6 +24,7 @@ from tools.run.checkpoint import save_checkpoint
 from tools.run.errors import UserError
 from tools.caffe.prototxt import read_solver
 from tools.run.folder import RunFolder
+from tools.run.signals import StopFlag
 from tools.run.runtime import autocast, resolve_device, seed_global, seed_of, stream, use_bf16
 from tools.caffe.solver import CaffeSolver
 from tools.run.tensorboard import Scalars
@@ -42,23 +42,6 @@ from .store import check_layout, fingerprint, open_images
 from .tiles import PuzzleConfig, draw, make_puzzles
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM ask the loop to checkpoint and leave after the current iteration."""
-
-    def __init__(self):
-        self.signum = None
-        self.old = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _set(self, signum, frame):
-        if self.signum is not None:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def restore(self):
-        for s, h in self.old.items():
-            signal.signal(s, h)
 
 
 @dataclass
@@ -333,7 +316,7 @@ def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:
     part = slice(run.rank * cfg.batch_size // run.world, (run.rank + 1) * cfg.batch_size // run.world)
     batches = BatchStream(run.source, run.train_pool, cfg.batch_size, cfg.seed, run.start * sp.iter_size,
                           part=part, device=run.device)
-    stop = _StopFlag()
+    stop = StopFlag()
     it, metrics = run.start, None
     bar = tqdm(total=sp.max_iter, initial=it, unit="it", desc="train", disable=not cfg.progress or run.rank)
     try:
@@ -356,7 +339,7 @@ def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:
                 logs.flush()
                 _snapshot(run, it)
                 if run.rank == 0:
-                    tqdm.write(f"jigsaw train: {signal.Signals(stop.signum).name} at iteration {it}; {run.last} "
+                    tqdm.write(f"jigsaw train: {stop.name} at iteration {it}; {run.last} "
                                f"holds it; resume with: jigsaw train --out {cfg.out} --resume", file=sys.stderr)
                 raise SystemExit(128 + stop.signum)
         logs.flush()

@@ -120,6 +120,19 @@ def _run(args):
             print(f"{said[name][0]}\n{said[name][1](rows)}\n")
         print(f"wrote {args.out}")
         return 0
+    import shlex
+
+    from tools.run.signals import Stopped
+    resume = " ".join(["transfer", args.command] + ([shlex.quote(args.recipe)] if args.command == "run" else []) +
+                      ["--out", shlex.quote(args.out or "OUT"), "--resume"])
+    try:
+        return _fit(args)
+    except Stopped as e:
+        print(f"transfer {args.command}: {e}; resume with: {resume}", file=sys.stderr)
+        return 128 + e.signum
+
+
+def _fit(args):
     from .finetune import finetune, stats_of
     if args.command == "run":
         from .catalog import recipe_named

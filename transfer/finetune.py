@@ -16,6 +16,7 @@ from tools.run.folder import RunFolder
 from tools.caffe.prototxt import read_solver
 from tools.run.runrecord import changes, check_fixed
 from tools.run.runtime import autocast, resolve_device, seed_epoch, seed_global, use_bf16
+from tools.run.signals import StopFlag, Stopped
 from tools.caffe.solver import CaffeSolver, check_solver
 from tools.run.tensorboard import Scalars
 
@@ -141,7 +142,9 @@ def _to(x, device):
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" and x.dim() == 4 else x
 
 
-def _epoch(model, solver, loader, device, bar):
+def _epoch(model, solver, loader, device, bar, stop):
+    """One epoch: (mean loss, accuracy, each iteration's lr, batches run); it leaves after the batch during
+    which a signal came (`stop`), with fewer batches run."""
     model.train()
     total, score, lrs = 0.0, _Score(), []
     for x, y in loader:
@@ -156,7 +159,9 @@ def _epoch(model, solver, loader, device, bar):
         total += loss.item() * len(y)
         score.add(logits, y)
         bar.update(1)
-    return total / score.n, score.value()[0], lrs
+        if stop.signum is not None:
+            break
+    return total / score.n, score.value()[0], lrs, len(lrs)
 
 
 def finetune(cfg: FinetuneConfig):
@@ -278,13 +283,28 @@ def _finetune(cfg, folder):
 
 
 def _train(cfg, model, data, phases, ck, device, n_classes, board):
-    """The phases from where the checkpoint left them; returns {phase: result} of all phases."""
-    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+    """The phases from where the checkpoint left them; returns {phase: result} of all phases. Ctrl-C or
+    SIGTERM: the batch finishes, what the last checkpoint holds is said, and Stopped is raised."""
+    with StopFlag() as stop:
+        history, lr_rows, result = _run_phases(cfg, model, data, phases, ck, device, n_classes, board, stop)
+    write_csv(os.path.join(cfg.out, "history.csv"), history)
+    write_csv(os.path.join(cfg.out, "lr.csv"), lr_rows)
+    return result
+
+
+def _kept(ckpt_path, history):
+    if not os.path.exists(ckpt_path) or not history:
+        return "no epoch has finished yet, so nothing is kept"
+    return f"{os.path.basename(ckpt_path)} holds {history[-1]['phase']} epoch {history[-1]['epoch'] + 1}"
+
+
+def _run_phases(cfg, model, data, phases, ck, device, n_classes, board, stop):
     start_phase, history, lr_rows, result = 0, [], [], {}
     if ck is not None:
         start_phase, history, lr_rows = ck["phase_index"], ck["history"], ck["lr_rows"]
         result = dict(ck.get("done") or {})  # the phases finished before the checkpoint
         model.load_state_dict(ck["model"])
+    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     for pi in range(start_phase, len(phases)):
         phase = phases[pi]
         solver = _configure(model, phase, cfg)
@@ -302,33 +322,37 @@ def _train(cfg, model, data, phases, ck, device, n_classes, board):
                 bar = tqdm(total=len(data["train"]), desc=f"{phase} {epoch + 1}/{max_epochs}", leave=False,
                            disable=not cfg.progress)
                 with bar:
-                    tr_loss, tr_acc, lrs = _epoch(model, solver, data["train"], device, bar)
+                    tr_loss, tr_acc, lrs, ran = _epoch(model, solver, data["train"], device, bar, stop)
+                if stop.signum is not None:  # a part of an epoch is not kept: the resume runs it whole
+                    raise Stopped(stop.signum, f"{stop.name} in {phase} epoch {epoch + 1}/{max_epochs} (batch {ran} "
+                                               f"of {len(data['train'])}); {_kept(ckpt_path, history)}")
                 val = evaluate(model, data["val"], device, n_classes, "validation" if cfg.progress else None)
                 history.append(dict(phase=phase, epoch=epoch, train_loss=tr_loss, train_acc=tr_acc,
                                     val_loss=val["loss"], val_acc=val["accuracy"], seconds=time.time() - t0))
                 lr_rows += [dict(phase=phase, iteration=solver.iter - len(lrs) + i, lr=lr) for i, lr in enumerate(lrs)]
                 write_csv(os.path.join(cfg.out, "history.csv"), history)  # per epoch: a crash keeps it
-                stop = stopper.step(epoch, val["loss"], model)
+                early = stopper.step(epoch, val["loss"], model)
                 for key, value in (("train/loss", tr_loss), ("train/accuracy", tr_acc), ("val/loss", val["loss"]),
                                    ("val/accuracy", val["accuracy"]), ("train/lr", lrs[-1])):
                     board.add(key, value, len(history))  # the epoch across both phases, as curves.png
                 tqdm.write(f"{phase} epoch {epoch + 1}/{max_epochs}: train loss {tr_loss:.4f} acc {tr_acc:.4f}, "
                            f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}, lr {lrs[-1]:.3g}, "
-                           f"{time.time() - t0:.1f} s" + (" (early stop)" if stop else ""))
+                           f"{time.time() - t0:.1f} s" + (" (early stop)" if early else ""))
                 save_checkpoint(ckpt_path, dict(model=model.state_dict(), solver=solver.state_dict(),
                                                 stopper=stopper.state_dict(), best_state=stopper.best_state,
                                                 phase_index=pi, phases=phases, epoch=epoch, done=result,
                                                 history=history, lr_rows=lr_rows))
-                if stop:
+                if stop.signum is not None:
+                    raise Stopped(stop.signum, f"{stop.name} after {phase} epoch {epoch + 1}/{max_epochs}; "
+                                               f"{_kept(ckpt_path, history)}")
+                if early:
                     break
         finally:
             stopper.restore(model)  # best weights on every exit path, fired or not
         result[phase] = dict(epochs_run=sum(1 for h in history if h["phase"] == phase),
                              best_val_loss=stopper.best, best_epoch=stopper.best_epoch,
                              early_stopped=stopper.fired)
-    write_csv(os.path.join(cfg.out, "history.csv"), history)
-    write_csv(os.path.join(cfg.out, "lr.csv"), lr_rows)
-    return result
+    return history, lr_rows, result
 
 
 def _finish(cfg, model, data, splits, result, conv1_before, device):

@@ -133,3 +133,46 @@ def test_a_held_folder_is_one_line(tmp_path, capsys):
         assert "another" in capsys.readouterr().err
     finally:
         held.close()
+
+
+@pytest.mark.parametrize("when", ["after an epoch", "mid-epoch"])
+def test_ctrl_c_or_sigterm_says_where_and_the_command_that_resumes(tmp_path, monkeypatch, capsys, when):
+    """`transfer` printed only "interrupted" at Ctrl-C and nothing at SIGTERM. Now the batch finishes, the stop
+    says its epoch and what checkpoint.pt holds, and the command it prints resumes to the uninterrupted run."""
+    import signal
+    root = mnist_like(str(tmp_path / "fm"), n=(40, 10))
+    args = ["finetune", "--dataset", "fashion-mnist", "--data-root", root, "--model", "mlp", "--phase", "finetune",
+            "--epochs", "3", "--batch-size", "8", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    calls = []
+    if when == "after an epoch":
+        real = ft.save_checkpoint
+
+        def then_signal(path, obj, *a, **k):
+            real(path, obj, *a, **k)
+            if path.endswith("checkpoint.pt") and not calls:
+                calls.append(path)
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler runs now: the loop sees it next
+        monkeypatch.setattr(ft, "save_checkpoint", then_signal)
+    else:
+        real = ft._loss
+
+        def signal_in_epoch_2(logits, y, **kw):
+            if not kw:  # training batches (validation asks for per-item losses)
+                calls.append(1)
+            if len(calls) == 7 and not kw:  # 5 batches per epoch: the 2nd batch of epoch 2
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(logits, y, **kw)
+        monkeypatch.setattr(ft, "_loss", signal_in_epoch_2)
+    out = tmp_path / "cut"
+    capsys.readouterr()
+    code = main([*args, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    where = "SIGTERM after finetune epoch 1/3" if when == "after an epoch" else "SIGINT in finetune epoch 2/3 (batch 2 of 5)"
+    assert code == (143 if when == "after an epoch" else 130) and len(err) == 1, err
+    assert err[0] == (f"transfer finetune: {where}; checkpoint.pt holds finetune epoch 1; resume with: "
+                      f"transfer finetune --out {out} --resume")
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+    assert main(["finetune", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert _history(out) == _history(tmp_path / "full")
