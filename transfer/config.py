@@ -90,7 +90,13 @@ class FinetuneConfig:
     momentum: Optional[float] = option(None, "override the momentum of every phase's solver (Adam: its beta1)",
                                        type=ranged(float, 0, 1, hi_open=True))
     batch_size: int = option(128, "batch size", type=positive(int, hi=MAX_BATCH))
-    limit_train: Optional[int] = option(None, "use only the first N training images", type=COUNT_1)
+    limit_train: Optional[int] = option(None, "train on N images only: the first N of the training split after "
+                                              "the validation split (--val-fraction of it, a seeded shuffle) is cut "
+                                              "from it; validation and test keep theirs", type=COUNT_1)
+    limit_val: Optional[int] = option(None, "validate on N images only: the first N of the (seeded) validation "
+                                            "split", type=COUNT_1)
+    limit_test: Optional[int] = option(None, "test on N images only: a seeded sample of the test split (all: the "
+                                             "figures the field reports; fewer: a quicker look)", type=COUNT_1)
     labels_per_class: Optional[str] = option(None, "semi-supervised: train on a seeded class-balanced draw of N "
                                                    "labelled images per class (or a fraction of each class: 0.01, "
                                                    "1%%) of the training split; validation and test are untouched",
@@ -133,7 +139,7 @@ class FinetuneConfig:
 # Settings that decide what the run's weights, splits and epochs mean: a resume keeps them. The epoch
 # caps and patience may change (each resume is recorded beside config.json), and so may the machine.
 FIXED_ON_RESUME = ("dataset", "model", "weights", "phase", "head", "unfreeze", "head_solver", "finetune_solver",
-                   "eps", "batch_size", "limit_train", "labels_per_class", "label_draw", "freeze_through", "twin_seed",
+                   "eps", "batch_size", "limit_train", "limit_val", "labels_per_class", "label_draw", "freeze_through", "twin_seed",
                    "twin_init",
                    "val_fraction", "input_size", "augment", "input_norm", "seed")
 # the solver fields an option overrides in every phase's solver (recorded in config.json as the options are)
@@ -142,8 +148,9 @@ SOLVER_OVERRIDES = ("base_lr", "weight_decay", "momentum")
 RUN_FIELDS = tuple(f for f in FinetuneConfig.__dataclass_fields__ if f not in ("resume", "progress"))
 
 # what `transfer run RECIPE` takes from the command line (the recipe sets the rest)
-RUN_OPTIONS = ("out", "data_root", "weights", "epochs", "base_lr", "weight_decay", "momentum", "batch_size", "limit_train", "labels_per_class", "label_draw",
-               "seed", "workers", "device", "resume", "progress")
+RUN_OPTIONS = ("out", "data_root", "weights", "epochs", "base_lr", "weight_decay", "momentum", "batch_size",
+               "limit_train", "limit_val", "limit_test", "labels_per_class", "label_draw", "seed", "workers", "device",
+               "resume", "progress")
 
 
 @dataclass
@@ -189,10 +196,13 @@ class ProbeConfig:
     weight_decays: tuple = option((1e-3, 1e-2, 1e-1, 1.0, 10.0), "candidates, chosen on the validation split",
                                   type=positive(float, zero=True), nargs="+")
     lbfgs_iters: int = option(60, "L-BFGS iterations per fit", type=positive(int, hi=10 ** 5))
-    limit_train: Optional[int] = option(None, "use only the first N training images (after the "
-                                              "validation split, 15 %% of them, is cut)", type=COUNT_1)
-    limit_test: Optional[int] = option(None, "score on a seeded sample of N test images (all: the figures the "
-                                             "field reports; fewer: a quicker look)", type=COUNT_1)
+    limit_train: Optional[int] = option(None, "train on N images only: the first N of the training split after "
+                                              "the validation split (15 %% of it, a seeded shuffle) is cut "
+                                              "from it; validation and test keep theirs", type=COUNT_1)
+    limit_val: Optional[int] = option(None, "validate on N images only: the first N of the (seeded) validation "
+                                            "split", type=COUNT_1)
+    limit_test: Optional[int] = option(None, "test on N images only: a seeded sample of the test split (all: the "
+                                             "figures the field reports; fewer: a quicker look)", type=COUNT_1)
     val_fraction: float = setting(0.15, type=FRACTION)
     batch_size: int = option(256, "images per forward pass", type=positive(int, hi=MAX_BATCH))
     input_size: Optional[int] = option(None, "side the images are resized to (default: the backbone's, a CFN's "

@@ -317,10 +317,12 @@ def _check_sizes(name, root, train, test):
 
 
 def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, seed: int = 0,
-                 limit_train: Optional[int] = None, limit_test: Optional[int] = None, **kw) -> dict:
+                 limit_train: Optional[int] = None, limit_test: Optional[int] = None, limit_val: Optional[int] = None,
+                 **kw) -> dict:
     """{"train", "val", "test"} Splits: `val` is a seeded shuffle of the training split (never the test
     set); with no test split on disk, one is cut the same way first. `limit_train` keeps the first N training
-    images (after the shuffle), `limit_test` a seeded sample of N test images."""
+    images (after the shuffle), `limit_val` the first N of the validation split (seeded too), `limit_test` a
+    seeded sample of N test images."""
     if name not in DATASETS:
         raise unknown("dataset", name, DATASETS, cls=DatasetError)
     if root is None and name != "fashion-mnist":  # only Fashion-MNIST has a default place (Debian's package)
@@ -343,6 +345,8 @@ def load_dataset(name: str, root: Optional[str], val_fraction: float = 0.15, see
     val, train = train.subset(order[:n_val]), train.subset(order[n_val:])
     if limit_train:
         train = train.subset(np.arange(min(limit_train, len(train))))
+    if limit_val:
+        val = val.subset(np.arange(min(limit_val, len(val))))
     if limit_test and limit_test < len(test):  # a seeded sample: a test split on disk may be sorted by class
         test = test.subset(np.sort(numpy_rng(seed, 5).permutation(len(test))[:limit_test]))
     return {"train": train, "val": val, "test": test}

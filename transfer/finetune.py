@@ -221,7 +221,8 @@ def _finetune(cfg, folder):
     seed_global(cfg.seed)
     backbone = build_backbone(cfg.model, cfg.weights)
     size = cfg.input_size or backbone.input_size
-    splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train)
+    splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train, cfg.limit_test,
+                          cfg.limit_val)
     classes = splits["train"].classes
     if cfg.labels_per_class is not None:  # the labelled few; validation stays the split it was
         if splits["train"].labels.ndim != 1:

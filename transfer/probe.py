@@ -181,7 +181,8 @@ def probe(cfg: ProbeConfig):
             raise UserError(f"{w}: not the same architecture and recipe as {weights[0]}; the pretrained "
                              "runs of one probe must differ only in their seed")
     size = cfg.input_size or backbone.input_size
-    splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train, cfg.limit_test)
+    splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train, cfg.limit_test,
+                          cfg.limit_val)
     classes = splits["train"].classes
     multilabel = np.ndim(splits["train"].labels) == 2
     if multilabel and budgets:
@@ -200,8 +201,9 @@ def probe(cfg: ProbeConfig):
     # two probes writing one folder would race on its caches and tables
     with RunFolder(cfg.out, "transfer probe", state=()) as folder:
         # a net's features depend on it and on all of these: another setting gets its own cache, never a stale one
+        # (limit_test and limit_val only when given: the caches made before they existed stay valid)
         common = dict(model=cfg.model, size=size, target_dim=cfg.target_dim, limit_train=cfg.limit_train,
-                      **({"limit_test": cfg.limit_test} if cfg.limit_test else {}),  # the old caches stay valid
+                      **{k: getattr(cfg, k) for k in ("limit_test", "limit_val") if getattr(cfg, k)},
                       val_fraction=cfg.val_fraction, seed=cfg.seed, dataset=cfg.dataset, data_root=cfg.data_root,
                       version=3)
         # a twin depends on the architecture and the input it is scaled to, not on which weights file gave them

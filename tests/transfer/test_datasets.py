@@ -202,3 +202,22 @@ def test_unreadable_images_in_a_folder_are_skipped_and_reported(tmp_path):
         warnings.simplefilter("always")
         items = [ds[i] for i in range(len(ds))]
     assert len(items) == len(split) and any("dog/1.jpg" in str(x.message) for x in w)
+
+
+def test_limits_for_each_split_say_what_they_limit(tmp_path, capsys):
+    """--limit-train limited training only and did not say so; --limit-val and --limit-test do the same for the
+    other splits, each on its own split (the validation split is cut before any limit)."""
+    from transfer.cli import build_parser
+    from transfer.datasets import load_dataset
+    root = mnist_like(str(tmp_path / "fm"), n=(60, 20))
+    full = load_dataset("fashion-mnist", root, 0.25)
+    cut = load_dataset("fashion-mnist", root, 0.25, limit_train=10, limit_val=5, limit_test=7)
+    assert [len(cut[s]) for s in ("train", "val", "test")] == [10, 5, 7]
+    assert [len(full[s]) for s in ("train", "val", "test")] == [45, 15, 20]
+    assert list(cut["val"].labels) == list(full["val"].labels[:5])  # the same validation images, fewer
+    for command in ("finetune", "probe"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--limit-val" in text and "--limit-test" in text
+        assert "train on N images only" in text and "validation and test keep theirs" in text
