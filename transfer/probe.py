@@ -15,12 +15,14 @@ conv2-conv5 on Fashion-MNIST (RESULTS.md), so the baseline's init is recorded in
 import hashlib
 import json
 import os
+import sys
 import time
 import warnings
 from dataclasses import asdict
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from tools.run.atomic import atomic_open, ensure_dir
 from tools.run.errors import UserError
@@ -80,19 +82,30 @@ def _labels(feats, split):
     return torch.from_numpy(np.array(feats[("labels", split)], dtype=np.int64))
 
 
-def _probe_net(feats, layers, n_classes, cfg, cache):
+def say(text):
+    """One line per step of a probe, with or without progress bars (a long probe is never silent)."""
+    tqdm.write(f"probe: {text}")
+    sys.stdout.flush()
+
+
+def _probe_net(feats, layers, n_classes, cfg, cache, tag=""):
     """{layer: dict(dims, fits)} for one net: the full-label linear probes."""
     def compute():
         labels = {s: _labels(feats, s) for s in ("train", "val", "test")}
-        return {layer: dict(dims=int(feats[(layer, "train")].shape[1]),
-                            fits=probe_layer({s: feats[(layer, s)] for s in labels}, labels, n_classes, cfg)[1])
-                for layer in layers}
+        out = {}
+        for layer in layers:
+            t = time.perf_counter()
+            best, fits = probe_layer({s: feats[(layer, s)] for s in labels}, labels, n_classes, cfg)
+            out[layer] = dict(dims=int(feats[(layer, "train")].shape[1]), fits=fits)
+            say(f"{tag} {layer}: linear probe, {len(fits)} weight decays, chose {best['weight_decay']:g} on "
+                f"validation: test {best['test']:.4f} ({time.perf_counter() - t:.1f} s)")
+        return out
     key = dict(weight_decays=[float(w) for w in cfg.weight_decays], lbfgs_iters=cfg.lbfgs_iters, seed=cfg.seed,
                layers=list(layers), solver=FIT_SOLVER)
     return _kept(cache, "fits", key, compute)
 
 
-def _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets):
+def _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets, tag=""):
     """({layer: accuracy} of the kNN on the whole training split, {layer: {budget: [per draw]}} of the
     low-shot probes (transfer/lowshot.py)); each kept apart, and computed from one similarity matrix per
     layer when neither is kept."""
@@ -108,6 +121,7 @@ def _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets):
     for layer in layers:
         train, test = feats[(layer, "train")], feats[(layer, "test")]
         labels = feats[("labels", "train")], feats[("labels", "test")]
+        t = time.perf_counter()
         if low is None:
             new_low[layer], new_knn[layer] = lowshot_layer(
                 train, labels[0], test, labels[1], n_classes, budgets, cfg.draws, cfg.seed,
@@ -116,6 +130,9 @@ def _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets):
         else:
             new_knn[layer] = knn_accuracy(train, labels[0], test, labels[1], n_classes, cfg.knn_k,
                                           cfg.knn_temperature, cfg.knn_features)
+        done = [f"kNN {new_knn[layer]:.4f}" if new_knn.get(layer) is not None else ""] + \
+            ([f"low-shot {len(budgets)} budget(s) x {cfg.draws} draws"] if low is None else [])
+        say(f"{tag} {layer}: {', '.join(d for d in done if d)} ({time.perf_counter() - t:.1f} s)")
     return (_keep(cache, "knn", knn_key, new_knn) if knn is None else knn,
             _keep(cache, "lowshot", low_key, new_low) if low is None else low)
 
@@ -231,18 +248,22 @@ def probe(cfg: ProbeConfig):
             if net is None:  # built only now: a twin's weights are not kept in memory beside the others'
                 net = make_twin(backbone, ident["twin"], cfg.twin_init, cfg.model, sample)
             clock = [time.perf_counter()]
+            step = f"[{len(timing) + 1}/{len(nets)}] {tag}"
+            say(f"{step}: features of {len(layers)} layers ({', '.join(f'{len(splits[s])} {s}' for s in data)} "
+                "images; kept ones are read from its cache)")
             feats = extract(net, cfg.model, data, cache, tag, cfg, device)
             clock.append(time.perf_counter())
+            say(f"{step}: features ready ({clock[-1] - clock[-2]:.1f} s)")
             dims.update({layer: int(feats[(layer, "train")].shape[1]) for layer in layers})
             if multilabel:
                 svm.update({(tag, layer): got for layer, got in _svm_net(feats, layers, cfg, cache).items()})
             if "linear" in cfg.protocols and not multilabel:
-                for layer, got in _probe_net(feats, layers, n_classes, cfg, cache).items():
+                for layer, got in _probe_net(feats, layers, n_classes, cfg, cache, tag).items():
                     linear[(tag, layer)] = _best(got["fits"])
                     fit_rows += [dict(model=tag, layer=layer, **f) for f in got["fits"]]
             clock.append(time.perf_counter())
             if ("knn" in cfg.protocols or budgets) and not multilabel:
-                full, lowshot[tag] = _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets)
+                full, lowshot[tag] = _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets, tag)
                 knn.update({(tag, layer): a for layer, a in full.items()})
             clock.append(time.perf_counter())
             seconds = [round(b - a, 1) for a, b in zip(clock, clock[1:])]  # a kept result costs ~0

@@ -273,3 +273,17 @@ def test_knn_alone_extracts_no_validation_features_and_limit_test_samples_the_te
     whole = load_dataset("fashion-mnist", cfg.data_root)["test"]
     assert np.array_equal(a.images, b.images) and len(whole) == 20
     assert not np.array_equal(a.images, whole.images[:7])  # a seeded sample, not the first seven
+
+
+def test_a_probe_without_bars_says_each_step(setup, capsys):
+    """`--no-progress` printed nothing for 9 minutes: now a line per net's features and per layer's fit."""
+    import dataclasses
+    _probe(dataclasses.replace(setup, protocols=("linear", "knn")))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("probe: ")]
+    for k, tag in enumerate(("pretrained", "random0", "random1"), 1):
+        assert f"probe: [{k}/3] {tag}: features of 6 layers (" in "\n".join(lines)
+        assert any(line.startswith(f"probe: [{k}/3] {tag}: features ready (") for line in lines)
+        for layer in LAYERS:
+            assert any(line.startswith(f"probe: {tag} {layer}: linear probe, 2 weight decays, chose ") for line in lines)
+            assert any(line.startswith(f"probe: {tag} {layer}: kNN 0.") for line in lines)
+    assert len(lines) == 3 * (2 + 2 * len(LAYERS))
