@@ -8,6 +8,7 @@ from tools.run.cli_runner import COUNT, COUNT_1, FRACTION, MAX_BATCH, MAX_SIDE, 
 from tools.run.errors import UserError, unknown
 from tools.run.options import check_settings, option, setting
 from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP
+from tools.run.runtime import PRECISIONS
 
 # Seed 003's settings: head phase Adam 0.01, exp 0.9995/iteration, decay 1e-3, <= 200 epochs, patience 5;
 # fine-tune phase Adam 5e-4, step gamma 0.2, decay 5e-4, <= 50 epochs, patience 1.
@@ -125,6 +126,8 @@ class FinetuneConfig:
     seed: int = option(0, "seed for everything random", type=SEED)
     workers: int = option(0, "DataLoader workers", type=positive(int, zero=True, hi=MAX_WORKERS))
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = option("auto", "auto: bf16 autocast + channels_last on CUDA (as jigsaw train), fp32 elsewhere; "
+                                    "fp32 everywhere: full precision", choices=PRECISIONS)
     tensorboard: bool = option(False, "also log the scalars for TensorBoard in OUT/tensorboard")
     resume: Optional[str] = option(None, RESUME_HELP, nargs="?", const="yes", choices=RESUME_CHOICES,
                                    metavar="auto")
@@ -209,6 +212,8 @@ class ProbeConfig:
                                              "tile size)", type=positive(int, hi=MAX_SIDE))
     seed: int = option(0, "seed for everything random", type=SEED)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = option("auto", "auto: bf16 autocast + channels_last on CUDA (as jigsaw train), fp32 elsewhere; "
+                                    "fp32 everywhere: full precision", choices=PRECISIONS)
     progress: bool = option(True, "no progress bar")
 
     def __post_init__(self):

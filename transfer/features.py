@@ -94,6 +94,8 @@ def extract(backbone, model_name, data, cache, tag, cfg, device):
     kept = _load_features(paths, data)
     if kept is not None:
         return kept
+    from tools.run.runtime import autocast, use_bf16
+    fast = use_bf16(getattr(cfg, "precision", "auto"), device)
     backbone.eval().to(device)
     grabbed = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name, relu=relu:
@@ -104,7 +106,8 @@ def extract(backbone, model_name, data, cache, tag, cfg, device):
             arrays, n, start, ys = {}, len(loader.dataset), 0, []
             for x, y in tqdm(loader, desc=f"features {tag} {split}", disable=not cfg.progress, leave=False):
                 ys.append(y)
-                backbone.features(x.to(device))
+                with autocast(device, fast):
+                    backbone.features(x.to(device))
                 for layer, _, _ in points:
                     f = pooled(grabbed[layer].float(), cfg.target_dim).cpu().numpy()
                     if layer not in arrays:

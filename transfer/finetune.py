@@ -121,13 +121,14 @@ class _Score:
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, n_classes, bar=None):
+def evaluate(model, loader, device, n_classes, bar=None, precision="auto"):
     """Loss per image, accuracy (mAP for multi-label targets, with each class's AP) and confusion matrix
-    (classes only) over `loader` (a transient progress bar named `bar`)."""
+    (classes only) over `loader` (a transient progress bar named `bar`), under `precision`'s autocast."""
+    fast = use_bf16(precision, device)
     model.eval()
     loss, confusion, score = 0.0, torch.zeros(n_classes, n_classes, dtype=torch.long), _Score()
     for x, y in tqdm(loader, desc=bar, leave=False, disable=bar is None):
-        with autocast(device, use_bf16("auto", device)):
+        with autocast(device, fast):
             logits = model(_to(x, device)).float()
         loss += float(_loss(logits, y.to(device), reduction="sum"))
         score.add(logits, y.to(device))
@@ -137,19 +138,19 @@ def evaluate(model, loader, device, n_classes, bar=None):
     return dict(loss=loss / max(score.n, 1), accuracy=accuracy, confusion=None if aps else confusion, aps=aps)
 
 
-def _to(x, device):
+def _to(x, device, fast=True):
     x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" and x.dim() == 4 else x
+    return x.contiguous(memory_format=torch.channels_last) if fast and device.type == "cuda" and x.dim() == 4 else x
 
 
-def _epoch(model, solver, loader, device, bar, stop):
-    """One epoch: (mean loss, accuracy, each iteration's lr, batches run); it leaves after the batch during
-    which a signal came (`stop`), with fewer batches run."""
+def _epoch(model, solver, loader, device, bar, stop, fast):
+    """One epoch: (mean loss, accuracy, each iteration's lr, batches run), under bf16 autocast when `fast`; it
+    leaves after the batch during which a signal came (`stop`), with fewer batches run."""
     model.train()
     total, score, lrs = 0.0, _Score(), []
     for x, y in loader:
-        x, y = _to(x, device), y.to(device)
-        with autocast(device, use_bf16("auto", device)):
+        x, y = _to(x, device, fast), y.to(device)
+        with autocast(device, fast):
             logits = model(x).float()
         loss = _loss(logits, y)
         lrs.append(solver.lr)
@@ -236,7 +237,7 @@ def _finetune(cfg, folder):
         raise UserError(f"{cfg.data_root}: classes {classes[:5]}... are not those of the run in {cfg.out}")
     model = TransferModel(backbone, make_head(cfg.head, backbone.feature_dim_at(size), len(classes),
                                               cfg.seed)).to(device)
-    if device.type == "cuda":
+    if use_bf16(cfg.precision, device) and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     stats_path = os.path.join(cfg.out, "stats.pt")
     stats = tuple(load_checkpoint(stats_path, "the run's input statistics")) \
@@ -254,7 +255,7 @@ def _finetune(cfg, folder):
         for name in _retrained(cfg, backbone):
             model.backbone.block(name).load_state_dict(fresh.block(name).state_dict())
         model = model.to(device)
-        if device.type == "cuda":
+        if use_bf16(cfg.precision, device) and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
     phases = _phases(cfg, backbone.scratch)
     history = ck["history"] if ck else []
@@ -323,11 +324,13 @@ def _run_phases(cfg, model, data, phases, ck, device, n_classes, board, stop):
                 bar = tqdm(total=len(data["train"]), desc=f"{phase} {epoch + 1}/{max_epochs}", leave=False,
                            disable=not cfg.progress)
                 with bar:
-                    tr_loss, tr_acc, lrs, ran = _epoch(model, solver, data["train"], device, bar, stop)
+                    tr_loss, tr_acc, lrs, ran = _epoch(model, solver, data["train"], device, bar, stop,
+                                                       use_bf16(cfg.precision, device))
                 if stop.signum is not None:  # a part of an epoch is not kept: the resume runs it whole
                     raise Stopped(stop.signum, f"{stop.name} in {phase} epoch {epoch + 1}/{max_epochs} (batch {ran} "
                                                f"of {len(data['train'])}); {_kept(ckpt_path, history)}")
-                val = evaluate(model, data["val"], device, n_classes, "validation" if cfg.progress else None)
+                val = evaluate(model, data["val"], device, n_classes, "validation" if cfg.progress else None,
+                               cfg.precision)
                 history.append(dict(phase=phase, epoch=epoch, train_loss=tr_loss, train_acc=tr_acc,
                                     val_loss=val["loss"], val_acc=val["accuracy"], seconds=time.time() - t0))
                 lr_rows += [dict(phase=phase, iteration=solver.iter - len(lrs) + i, lr=lr) for i, lr in enumerate(lrs)]
@@ -359,7 +362,7 @@ def _run_phases(cfg, model, data, phases, ck, device, n_classes, board, stop):
 def _finish(cfg, model, data, splits, result, conv1_before, device):
     """Test, model.pt and plots, then summary.json last: its presence says the run is complete."""
     classes = splits["train"].classes
-    test = evaluate(model, data["test"], device, len(classes), "test" if cfg.progress else None)
+    test = evaluate(model, data["test"], device, len(classes), "test" if cfg.progress else None, cfg.precision)
     conf = test["confusion"]
     if conf is not None:
         per_class = dict(per_class_accuracy=dict(zip(classes, (conf.diag().double() /

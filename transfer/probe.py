@@ -27,7 +27,7 @@ from tqdm import tqdm
 from tools.run.atomic import atomic_open, ensure_dir
 from tools.run.errors import UserError
 from tools.run.folder import RunFolder
-from tools.run.runtime import generator, resolve_device
+from tools.run.runtime import generator, resolve_device, use_bf16
 
 from .backbones import build_backbone
 from .config import ProbeConfig
@@ -221,6 +221,7 @@ def probe(cfg: ProbeConfig):
         # (limit_test and limit_val only when given: the caches made before they existed stay valid)
         common = dict(model=cfg.model, size=size, target_dim=cfg.target_dim, limit_train=cfg.limit_train,
                       **{k: getattr(cfg, k) for k in ("limit_test", "limit_val") if getattr(cfg, k)},
+                      **({"bf16": True} if use_bf16(cfg.precision, device) else {}),
                       val_fraction=cfg.val_fraction, seed=cfg.seed, dataset=cfg.dataset, data_root=cfg.data_root,
                       version=3)
         # a twin depends on the architecture and the input it is scaled to, not on which weights file gave them

@@ -224,3 +224,31 @@ def test_the_multilabel_loss_leaves_difficult_labels_out():
                                                                reduction="sum")
     assert with_difficult == pytest.approx(float(want))
     assert _loss(torch.tensor([[2.0, -1.0]]), torch.tensor([1])) == pytest.approx(3.0486, abs=1e-4)  # classes: CE
+
+
+@pytest.mark.parametrize("precision,bf16", [("auto", False), ("bf16", True), ("fp32", False)])
+def test_precision_is_an_option_used_by_training_evaluation_and_probe_features(tmp_path, monkeypatch, precision,
+                                                                               bf16):
+    """--precision as jigsaw train's: auto is bf16 autocast (and channels_last) on CUDA, fp32 elsewhere (here, a
+    CPU: auto is fp32); it is recorded; training, validation, test and the probe's features all follow it."""
+    import transfer.finetune as ft
+    from tools.run import runtime
+    from transfer.probe import ProbeConfig, probe
+    seen = []
+    real = runtime.autocast
+
+    def spy(device, enabled):
+        seen.append(enabled)
+        return real(device, enabled)
+    monkeypatch.setattr(ft, "autocast", spy)
+    monkeypatch.setattr(runtime, "autocast", spy)  # the probe's feature extraction imports it from here
+    root = mnist_like(str(tmp_path / "fm"), n=(40, 10))
+    finetune(FinetuneConfig(dataset="fashion-mnist", data_root=root, model="mlp", phase="finetune", epochs=1,
+                            batch_size=16, out=str(tmp_path / "r"), progress=False, precision=precision))
+    assert len(seen) > 3 and set(seen) == {bf16}
+    with open(tmp_path / "r" / "config.json") as f:
+        assert json.load(f)["precision"] == precision
+    seen.clear()
+    probe(ProbeConfig(dataset="fashion-mnist", data_root=root, model="mlp", weights="none", protocols=("knn",),
+                      random_seeds=2, out=str(tmp_path / "p"), progress=False, precision=precision))
+    assert seen and set(seen) == {bf16}
