@@ -286,6 +286,12 @@ OWNERS = {
     "probe-tables": (r"^def (pair|layer_rows)\b", ["transfer/probe_tables.py"], ()),
     "voc07-ap": (r"^def (mean_ap|average_precision)\b", ["transfer/voc07.py"], ()),
     "monitor": (r"^class \w*Monitor\b", ["transfer/monitor.py"], ()),
+    "option-parser": (r"argparse\.ArgumentParser\(", [], ("tools", "jigsaw", "transfer")),
+    "did-you-mean": (r"get_close_matches", ["tools/run/errors.py"], ()),
+    "settings-files": (r"^MAX_SETTINGS_BYTES\s*=|yaml\.safe_load\(", ["tools/run/settings.py"], ()),
+    "stop-signals": (r"\(signal\.SIGINT, signal\.SIGTERM\)", ["tools/run/signals.py"], ()),
+    "caffemodel-recipe": (r"^def (recipe_in|train_val_beside|caffemodel_recipe)\b",
+                          ["jigsaw/caffe_recipe.py", "jigsaw/checkpoint.py"], ()),
 }
 
 

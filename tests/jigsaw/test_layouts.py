@@ -129,7 +129,7 @@ def test_a_file_that_is_not_an_lmdb_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("args,expect", [
-    (["--recipe", "jsp"], "recipe 'jsp' does not exist (recipes: jps, jps++, paper, bbrattoli)"),
+    (["--recipe", "jsp"], "unknown recipe 'jsp'; did you mean 'jps'? (known: bbrattoli, jps, jps++, paper)"),
     (["--recipe", "jps"], "a 'square' store, but recipe 'jps' reads the 'jps' layout"),
     (["--recipe", "jps", "--gray-prob", "0.5"], "--gray-prob applies to the paper and bbrattoli recipes"),
 ])

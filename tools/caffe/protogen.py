@@ -4,13 +4,14 @@ The generated module embeds the compiled FileDescriptorProto and builds the
 message classes in a private descriptor pool at import time, so it works with
 any protobuf runtime from 4.21 on and never clashes with another caffe_pb2.
 """
-import argparse
 import os
 import sys
 import tempfile
 from typing import Optional, Sequence
 
 from google.protobuf import descriptor_pb2
+
+from ..run.cli_runner import Parser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO = os.path.join(HERE, "caffe.proto")
@@ -75,7 +76,7 @@ def render(serialized: bytes) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = Parser(description=__doc__)
     ap.add_argument("--check", action="store_true", help="exit 1 if caffe_pb2.py is out of date")
     args = ap.parse_args(argv)
     text = render(compile_descriptor())
