@@ -128,7 +128,7 @@ def test_recipes_record_themselves_and_refuse_what_they_do_not_have():
     assert record == dict(recipe="jps++", recipe_options={"donor": "other"}) and cfg.donor == "other"
     assert recipe_of(record) == cfg
     assert recipe_of({"normalize": "meanstd"}).recipe == "bbrattoli"  # runs from before recipes
-    with pytest.raises(UserError, match="recipe 'jsp' does not exist"):
+    with pytest.raises(UserError, match="unknown recipe 'jsp'; did you mean 'jps'"):
         recipe("jsp")
     with pytest.raises(UserError, match="--gray-prob applies"):
         recipe_record("jps", gray_prob=0.3)

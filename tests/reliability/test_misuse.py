@@ -71,7 +71,7 @@ def test_unwritable_output_folder_fails_before_any_work(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder is expected")
     r = cli("jigsaw.cli", "permutations", "-n", "10", "-o", blocker / "p.npy")
-    assert r.returncode == 2 and "cannot write" in r.stderr
+    assert r.returncode == 2 and f"cannot create the output folder ({blocker} is a file, not a folder)" in r.stderr
     r = cli("tools.caffe.cli", "/proc/self/status", "-o", "/proc/self/x.pt")
     assert r.returncode == 2 and "Traceback" not in r.stderr
 

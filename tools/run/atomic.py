@@ -59,6 +59,11 @@ def ensure_dir(path: str) -> str:
     """Create folder `path` (and parents); a failure is one DiskError line, not a traceback."""
     try:
         os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where the path needs a folder: say which one
+        blocker = path
+        while os.path.dirname(blocker) != blocker and not (os.path.lexists(blocker) and not os.path.isdir(blocker)):
+            blocker = os.path.dirname(blocker)
+        raise DiskError(f"{path}: cannot create the output folder ({blocker} is a file, not a folder)") from None
     except OSError as e:
         raise DiskError(f"{path}: cannot create the output folder ({e.strerror or e})") from None
     return path

@@ -116,7 +116,8 @@ def test_saving_refuses_nan_weights_and_leaves_no_files(tmp_path):
 
 def test_unwritable_output_is_a_clear_error(tmp_path):
     _, _, src = write_random_net(tmp_path, NET)
-    with pytest.raises(DiskError, match="cannot write"):  # the disk's refusal, not a Caffe file's fault
+    (tmp_path / "no").write_text("a file where the output's folder should be")
+    with pytest.raises(DiskError, match="no is a file, not a folder"):  # the disk's refusal, not a Caffe file's fault
         save_caffe_net(src, str(tmp_path / "no" / "x.prototxt"), str(tmp_path / "no" / "x.caffemodel"))
 
 
