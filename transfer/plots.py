@@ -181,7 +181,8 @@ def plot_filters(path, *named_weights, bgr=False):
         rel = float(diff.norm() / before.norm().clamp_min(1e-12))
         side = _channels_side_by_side(diff, bgr)
         n, _, h, w = side.shape
-        grid = _nan_grid(side, max(1, round(math.sqrt(n * (h + 1) / (w + 1)))))  # about square
+        grid = _nan_grid(side, max(1, round(math.sqrt(n * (h + 3) / (w + 3)))), gap=3)  # about square; a filter's
+        # channels 1 px apart, filters 3
         bound = float(diff.abs().max()) or 1.0
         ax = axes[0][-1]
         shown = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")

@@ -11,9 +11,7 @@ from tools.run.runtime import generator
 def make_twin(backbone, seed, init="msra", model_name="", sample=None):
     """The same backbone with fresh weights: a CFN's Caffe fillers (init="caffe"), else He-normal
     weights and zero biases; other layers reset. A CFN's He twin has its weight layers divided by
-    RMS(sample)^(1/8), as `jigsaw train --init msra` scales its eight layers to its tiles. (The pretraining's
-    second factor, which brings its logits to CFN.LOGIT_SD, needs fc7 and fc8, which a branch has not; it is
-    a uniform 1.2-1.4 per layer, and the probes standardise or normalise the features they compare.)"""
+    RMS(sample)^(1/8), as `jigsaw train --init msra` scales its eight layers to its tiles."""
     twin = copy.deepcopy(backbone)
     g = generator(seed)
     with torch.no_grad():

@@ -125,9 +125,10 @@ def test_caffe_fillers():
 
 
 @pytest.mark.parametrize("recipe_name,width", [("jps", 0.25), ("jps", 1.0), ("bbrattoli", 0.25), ("paper", 1.0)])
-def test_msra_init_starts_at_a_loss_near_ln_n(recipe_name, width, photo_store, photo_store_square):
-    """--init msra: the first loss is ln N (+ LOGIT_SD^2 / 2), whatever the recipe's input scale. Before the
-    logits were calibrated it was 5.8 (jps, width 0.25) to 16.9 (bbrattoli, per-tile unit variance) for ln 30 = 3.4."""
+def test_msra_init_starts_above_ln_n_as_documented(recipe_name, width, photo_store, photo_store_square):
+    """--init msra (README): the eight layers scaled to the tiles' RMS leave the logits at He's scale, an SD of
+    a few units, so the first training loss (dropout on) is 1.5 to 5 x ln N, not ln N; calibrating it away was
+    measured and lowered the probe benchmark (RESULTS.md). The README said "near ln N": this pins what it says now."""
     import torch.nn.functional as F
 
     from jigsaw.permutations import make_permutations
@@ -143,9 +144,12 @@ def test_msra_init_starts_at_a_loss_near_ln_n(recipe_name, width, photo_store, p
     tiles = make_puzzles(images, perms, drawn, cfg)
     net = CFN(30, width=width, seed=0, init="msra", tile=cfg.tile)
     net.scale_to_input(tiles)
+    torch.manual_seed(0)  # the dropout of the first step
     with torch.no_grad():
-        loss = float(F.cross_entropy(net.eval()(tiles), drawn.label))
-    assert abs(loss - np.log(30)) < 0.3, loss
+        logits = net.train()(tiles)
+        loss = float(F.cross_entropy(logits, drawn.label))
+    assert 1.2 * np.log(30) < loss < 6 * np.log(30), loss
+    assert 1.5 < float(logits.std()) < 10, float(logits.std())
 
 
 def test_shipped_solvers_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
