@@ -1,4 +1,4 @@
-"""Fine-tuning in the seeds' two phases: `head` (backbone frozen) then `finetune` (all, or named
+"""Fine-tuning in two phases, as the reproduced experiments did: `head` (backbone frozen) then `finetune` (all, or named
 blocks, unfrozen) from the head phase's best weights; Caffe solvers; early stopping; resumable."""
 import json
 import os
@@ -6,7 +6,6 @@ import time
 from dataclasses import asdict
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from tools.run.atomic import atomic_open
@@ -15,7 +14,7 @@ from tools.run.errors import UserError
 from tools.run.folder import RunFolder
 from tools.caffe.prototxt import read_solver
 from tools.run.runrecord import changes, check_fixed
-from tools.run.runtime import autocast, resolve_device, seed_epoch, seed_global, use_bf16
+from tools.run.runtime import resolve_device, seed_epoch, seed_global, use_bf16
 from tools.run.signals import StopFlag, Stopped
 from tools.caffe.solver import CaffeSolver, check_solver
 from tools.run.tensorboard import Scalars
@@ -27,6 +26,7 @@ from .datasets import load_dataset
 from .early_stopping import EarlyStopping
 from .lowshot import draw_labelled, parse_budget
 from .model import TransferModel, make_head
+from .passes import evaluate, train_epoch
 from .probe_tables import write_csv
 from .twins import make_twin
 
@@ -87,82 +87,6 @@ def _configure(model, phase, cfg):
                  "head_solver" if phase == "head" else "finetune_solver", cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     return CaffeSolver([dict(params=params)], sp)
-
-
-def _loss(logits, y, reduction="mean"):
-    """Cross-entropy over classes; for multi-label targets (1 / -1 / 0 = difficult) the binary cross-entropy of
-    each label summed per image, difficult ones left out (a sigmoid head, as VOC07 classification is fine-tuned)."""
-    if y.dim() == 1:
-        return F.cross_entropy(logits, y, reduction=reduction)
-    total = F.binary_cross_entropy_with_logits(logits, (y > 0).float(), weight=(y != 0).float(), reduction="sum")
-    return total if reduction == "sum" else total / len(y)
-
-
-class _Score:
-    """Correct predictions (classes), or every score and target for VOC07 mAP (multi-label): the accuracy
-    columns of a multi-label run hold the 11-point mAP."""
-    def __init__(self):
-        self.hits, self.n, self.scores, self.targets = 0, 0, [], []
-
-    def add(self, logits, y):
-        self.n += len(y)
-        if y.dim() == 1:
-            self.hits += int((logits.argmax(1) == y).sum())
-        else:
-            self.scores.append(logits.detach().float().cpu())
-            self.targets.append(y.cpu())
-
-    def value(self):
-        if not self.scores:
-            return self.hits / max(self.n, 1), None
-        from .voc07 import mean_ap
-        m, aps = mean_ap(torch.cat(self.scores).numpy(), torch.cat(self.targets).numpy())
-        return m, aps
-
-
-@torch.no_grad()
-def evaluate(model, loader, device, n_classes, bar=None, precision="auto"):
-    """Loss per image, accuracy (mAP for multi-label targets, with each class's AP) and confusion matrix
-    (classes only) over `loader` (a transient progress bar named `bar`), under `precision`'s autocast."""
-    fast = use_bf16(precision, device)
-    model.eval()
-    loss, confusion, score = 0.0, torch.zeros(n_classes, n_classes, dtype=torch.long), _Score()
-    for x, y in tqdm(loader, desc=bar, leave=False, disable=bar is None):
-        with autocast(device, fast):
-            logits = model(_to(x, device)).float()
-        loss += float(_loss(logits, y.to(device), reduction="sum"))
-        score.add(logits, y.to(device))
-        if y.dim() == 1:
-            confusion.index_put_((y, logits.argmax(1).cpu()), torch.ones_like(y), accumulate=True)
-    accuracy, aps = score.value()
-    return dict(loss=loss / max(score.n, 1), accuracy=accuracy, confusion=None if aps else confusion, aps=aps)
-
-
-def _to(x, device, fast=True):
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if fast and device.type == "cuda" and x.dim() == 4 else x
-
-
-def _epoch(model, solver, loader, device, bar, stop, fast):
-    """One epoch: (mean loss, accuracy, each iteration's lr, batches run), under bf16 autocast when `fast`; it
-    leaves after the batch during which a signal came (`stop`), with fewer batches run."""
-    model.train()
-    total, score, lrs = 0.0, _Score(), []
-    for x, y in loader:
-        x, y = _to(x, device, fast), y.to(device)
-        with autocast(device, fast):
-            logits = model(x).float()
-        loss = _loss(logits, y)
-        lrs.append(solver.lr)
-        loss.backward()
-        solver.step()
-        solver.zero_grad(set_to_none=True)
-        total += loss.item() * len(y)
-        score.add(logits, y)
-        bar.update(1)
-        if stop.signum is not None:
-            break
-    return total / score.n, score.value()[0], lrs, len(lrs)
 
 
 def finetune(cfg: FinetuneConfig):
@@ -324,7 +248,7 @@ def _run_phases(cfg, model, data, phases, ck, device, n_classes, board, stop):
                 bar = tqdm(total=len(data["train"]), desc=f"{phase} {epoch + 1}/{max_epochs}", leave=False,
                            disable=not cfg.progress)
                 with bar:
-                    tr_loss, tr_acc, lrs, ran = _epoch(model, solver, data["train"], device, bar, stop,
+                    tr_loss, tr_acc, lrs, ran = train_epoch(model, solver, data["train"], device, bar, stop,
                                                        use_bf16(cfg.precision, device))
                 if stop.signum is not None:  # a part of an epoch is not kept: the resume runs it whole
                     raise Stopped(stop.signum, f"{stop.name} in {phase} epoch {epoch + 1}/{max_epochs} (batch {ran} "

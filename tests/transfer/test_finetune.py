@@ -217,7 +217,7 @@ def test_voc2007_fine_tunes_a_sigmoid_head_and_reports_map(tmp_path, jigsaw_ckpt
 
 
 def test_the_multilabel_loss_leaves_difficult_labels_out():
-    from transfer.finetune import _loss
+    from transfer.passes import task_loss as _loss
     logits = torch.tensor([[2.0, -1.0, 0.5]])
     with_difficult = _loss(logits, torch.tensor([[1, -1, 0]]))
     want = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, :2], torch.tensor([[1.0, 0.0]]),
@@ -231,7 +231,7 @@ def test_precision_is_an_option_used_by_training_evaluation_and_probe_features(t
                                                                                bf16):
     """--precision as jigsaw train's: auto is bf16 autocast (and channels_last) on CUDA, fp32 elsewhere (here, a
     CPU: auto is fp32); it is recorded; training, validation, test and the probe's features all follow it."""
-    import transfer.finetune as ft
+    import transfer.passes as passes
     from tools.run import runtime
     from transfer.probe import ProbeConfig, probe
     seen = []
@@ -240,7 +240,7 @@ def test_precision_is_an_option_used_by_training_evaluation_and_probe_features(t
     def spy(device, enabled):
         seen.append(enabled)
         return real(device, enabled)
-    monkeypatch.setattr(ft, "autocast", spy)
+    monkeypatch.setattr(passes, "autocast", spy)
     monkeypatch.setattr(runtime, "autocast", spy)  # the probe's feature extraction imports it from here
     root = mnist_like(str(tmp_path / "fm"), n=(40, 10))
     finetune(FinetuneConfig(dataset="fashion-mnist", data_root=root, model="mlp", phase="finetune", epochs=1,

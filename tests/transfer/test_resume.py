@@ -155,7 +155,8 @@ def test_ctrl_c_or_sigterm_says_where_and_the_command_that_resumes(tmp_path, mon
                 os.kill(os.getpid(), signal.SIGTERM)  # the handler runs now: the loop sees it next
         monkeypatch.setattr(ft, "save_checkpoint", then_signal)
     else:
-        real = ft._loss
+        import transfer.passes as passes
+        real = passes.task_loss
 
         def signal_in_epoch_2(logits, y, **kw):
             if not kw:  # training batches (validation asks for per-item losses)
@@ -163,7 +164,7 @@ def test_ctrl_c_or_sigterm_says_where_and_the_command_that_resumes(tmp_path, mon
             if len(calls) == 7 and not kw:  # 5 batches per epoch: the 2nd batch of epoch 2
                 os.kill(os.getpid(), signal.SIGINT)
             return real(logits, y, **kw)
-        monkeypatch.setattr(ft, "_loss", signal_in_epoch_2)
+        monkeypatch.setattr(passes, "task_loss", signal_in_epoch_2)
     out = tmp_path / "cut"
     capsys.readouterr()
     code = main([*args, "--out", str(out)])
