@@ -52,14 +52,16 @@ def plan(cpu: str, index: str, gpu: bool, index_up: bool) -> tuple:
         return [], (f"install_torch: the CPU package index {index} cannot be reached; "
                     "installing the default PyTorch wheels instead (with CUDA: .venv about 6.1 GB, not 1.7 GB)")
     why = "CPU=1" if cpu == "1" else "no NVIDIA GPU found"
-    return ["--index-url", index], f"install_torch: {why}: installing the CPU build of PyTorch from {index} (.venv about 1.7 GB)"
+    return ["--index-url", index], (f"install_torch: {why}: installing the CPU build of PyTorch from {index} "
+                                    "(.venv about 1.7 GB)")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("python", help="the virtual environment's python")
     parser.add_argument("--cpu", choices=("auto", "0", "1"), default=os.environ.get("CPU") or "auto",
-                        help="1: the CPU build; 0: the default wheels; auto (default): CPU unless nvidia-smi lists a GPU")
+                        help="1: the CPU build; 0: the default wheels; auto (default): CPU unless nvidia-smi "
+                             "lists a GPU")
     parser.add_argument("--index", default=os.environ.get("TORCH_CPU_INDEX") or CPU_INDEX,
                         help=f"the CPU build's package index (default {CPU_INDEX}; env TORCH_CPU_INDEX)")
     args = parser.parse_args(argv)

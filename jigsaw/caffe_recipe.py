@@ -7,9 +7,9 @@ from dataclasses import asdict
 from typing import Optional, Tuple
 
 from tools.run.atomic import read_bounded
-from tools.run.errors import UserError
+from tools.run.errors import UserError, unknown
 
-from .recipes import RECIPES, PuzzleConfig
+from .recipes import RECIPES, PuzzleConfig, recipe_record
 from .recipes import recipe as get_recipe
 
 HEADER = "# jigsaw recipe: "
@@ -35,21 +35,40 @@ def train_val_beside(caffemodel: str) -> Optional[str]:
 
 def recipe_in(train_val: str) -> Optional[Tuple[str, dict]]:
     """(recipe name, options) a train_val was written for, or None when it does not say (Input layers: the
-    paper and bbrattoli puzzles without our header)."""
+    paper and bbrattoli puzzles without our header; a net that is not a CFN's)."""
     text = read_bounded(train_val, MAX_TRAIN_VAL, "train_val prototxt").decode("utf-8", "replace")
     for line in text.splitlines()[:5]:
         if line.startswith(HEADER):
             name, _, options = line[len(HEADER):].strip().partition(" ")
             if name not in RECIPES:
-                raise UserError(f"{train_val}: names recipe {name!r}, not one of {', '.join(RECIPES)}")
-            try:
-                return name, json.loads(options) if options else {}
-            except ValueError:
-                raise UserError(f"{train_val}: the recipe options after {name!r} are not JSON") from None
+                raise unknown("recipe", name, RECIPES, see=f"named by {train_val}")
+            return name, _checked_options(train_val, name, options)
     from tools.caffe.prototxt import read_net
-    types = {layer.type for layer in read_net(train_val).layer}
-    if "MergeData" in types:
+    layers = read_net(train_val).layer
+    if any(layer.type == "MergeData" for layer in layers):
         return "jps++", {}
-    if "Data" in types:
+    # the fork's Data layer: siamese_size tiles of patch_size (an ImageNet train_val's Data layer has neither)
+    if any(layer.type == "Data" and layer.transform_param.siamese_size > 1 for layer in layers):
         return "jps", {}
     return None
+
+
+def _checked_options(train_val: str, name: str, text: str) -> dict:
+    """The header's options, exactly as `recipe_record` makes them for a run, or one line saying what is wrong."""
+    try:
+        options = json.loads(text) if text else {}
+    except ValueError:
+        options = None
+    known = ("cell", "crop", "donor", "gray_prob", "jitter", "tile")
+    if not isinstance(options, dict) or not set(options) <= set(known):
+        raise UserError(f"{train_val}: the options after recipe {name!r} are not a JSON mapping of "
+                        f"{', '.join(known)}: {text[:80]!r}")
+    try:
+        _, record = recipe_record(name, options.get("gray_prob", 0.0), options.get("donor", "same"),
+                                  options.get("cell"), options.get("tile"))
+    except (TypeError, ValueError) as e:  # a UserError says itself; a wrong type is said here
+        raise UserError(f"{train_val}: recipe {name!r} with options {options}: {e}") from None
+    if record["recipe_options"] != options:
+        raise UserError(f"{train_val}: recipe {name!r} with options {options}: not what a run records "
+                        f"({record['recipe_options']})")
+    return options

@@ -81,15 +81,18 @@ def caffemodel_recipe(weights: str, given: Optional[str] = None) -> dict:
     """The recipe record of a .caffemodel: `given` (--recipe), else what the train_val beside it says (our header,
     or the fork's data layers), else jps, the original release's; `recipe_source` says which."""
     from .caffe_recipe import recipe_in, train_val_beside
-    beside = train_val_beside(weights)
-    found = recipe_in(beside) if beside else None
+    beside, unread = train_val_beside(weights), ""
+    try:
+        found = recipe_in(beside) if beside else None
+    except UserError as e:  # a neighbour that does not parse or says nonsense: said, and not taken
+        found, unread = None, f"{beside} was not read: {e}"
     if given:
         differs = f"; {beside} says {found[0]}" if found and found[0] != given else ""
         options = found[1] if found and found[0] == given else {}
         return dict(recipe=given, recipe_options=options, recipe_source=f"given (--recipe){differs}")
     if found:
         return dict(recipe=found[0], recipe_options=found[1], recipe_source=f"read from {beside}")
-    why = f"{beside} does not say which" if beside else "no train_val prototxt beside it"
+    why = unread or (f"{beside} does not say which" if beside else "no train_val prototxt beside it")
     return dict(recipe=DEFAULT, recipe_options={},
                 recipe_source=f"assumed: the original release's ({why}; give --recipe)")
 

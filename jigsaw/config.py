@@ -7,7 +7,7 @@ from typing import Optional
 from tools.run.cli_runner import (COUNT, COUNT_1, FRACTION, MAX_BATCH, MAX_SIDE, MAX_WORKERS, SEED, positive,
                                   ranged)
 from tools.run.errors import UserError
-from tools.run.options import check_settings, check_types, option
+from tools.run.options import check_settings, check_types, option, solver_override
 from tools.run.folder import RunFolder
 from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP, check_fixed
 from tools.run.runtime import PRECISIONS
@@ -125,11 +125,9 @@ class TrainConfig:
     test_iter: Optional[int] = option(None, "override the solver's test_iter", type=COUNT)
     snapshot: Optional[int] = option(None, "override the solver's snapshot (0: only at the end)", type=COUNT)
     display: Optional[int] = option(None, "override the solver's display", type=COUNT)
-    base_lr: Optional[float] = option(None, "override the solver's base_lr", type=positive(float, hi=1e3))
-    weight_decay: Optional[float] = option(None, "override the solver's weight_decay",
-                                           type=positive(float, zero=True, hi=1e3))
-    momentum: Optional[float] = option(None, "override the solver's momentum (Adam: its beta1)",
-                                       type=ranged(float, 0, 1, hi_open=True))
+    base_lr: Optional[float] = solver_override("base_lr")
+    weight_decay: Optional[float] = solver_override("weight_decay")
+    momentum: Optional[float] = solver_override("momentum")
     monitor: Optional[str] = option(None, "every test interval, the kNN accuracy of each conv layer on a small "
                                           "labelled set of this `transfer` dataset (e.g. fashion-mnist), in "
                                           "val.csv and curves.png; its labels are used by the kNN vote only")

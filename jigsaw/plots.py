@@ -34,8 +34,8 @@ def plot_training(out, chance=None, window=None, test_interval=None):
     """Write out/curves.png from out/log.csv and out/val.csv; returns the PNG path. The noisy per-iteration
     training curves are drawn faint, with their trailing mean over `window` iterations (the solver's
     average_loss; by default 1/50 of the run) on top, validation joined point to point at every test interval;
-    with `chance` (1/N), the loss panel marks ln N, where an untrained net starts; the learning rate gets a panel only if it changes, the
-    monitor's kNN accuracies (`--monitor`) one when val.csv has them."""
+    with `chance` (1/N), the loss panel marks ln N, the loss of a net that guesses; the learning rate gets a
+    panel only if it changes, the monitor's kNN accuracies (`--monitor`) one when val.csv has them."""
     train, val = _read(os.path.join(out, "log.csv")), _read(os.path.join(out, "val.csv"))
     lrs = [float(r["lr"]) for r in train]
     with_lr = bool(lrs) and min(lrs) != max(lrs)

@@ -26,7 +26,7 @@ from tools.caffe.prototxt import read_solver
 from tools.run.folder import RunFolder
 from tools.run.signals import StopFlag
 from tools.run.runtime import autocast, resolve_device, seed_global, seed_of, stream, use_bf16
-from tools.caffe.solver import CaffeSolver
+from tools.caffe.solver import CaffeSolver, override
 from tools.run.tensorboard import Scalars
 
 from .batches import BatchStream, split_indices
@@ -72,10 +72,8 @@ class _Run:
 
 
 def _solver_param(cfg: TrainConfig):
-    sp = read_solver(cfg.solver)
-    for field in ("max_iter", "test_interval", "snapshot", "display", "base_lr", "weight_decay", "momentum"):
-        if getattr(cfg, field) is not None:
-            setattr(sp, field, getattr(cfg, field))
+    sp = override(read_solver(cfg.solver), cfg, ("max_iter", "test_interval", "snapshot", "display", "base_lr",
+                                                 "weight_decay", "momentum"))
     if cfg.test_iter is not None:
         del sp.test_iter[:]
         sp.test_iter.append(cfg.test_iter)

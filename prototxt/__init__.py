@@ -21,7 +21,9 @@ def solvers() -> list:
 def find_solver(given: str, flag: str = "--solver") -> str:
     """A solver file as given when it exists (or prototxt text); else a shipped one by its name, found wherever the
     command runs: 'cfn_solver_short', 'cfn_solver_short.prototxt' or 'prototxt/cfn_solver_short.prototxt'."""
-    if not isinstance(given, str) or os.path.exists(given) or any(c in given for c in "{:\n"):
+    if not isinstance(given, str) or os.path.exists(given):
+        return given
+    if any(c in given for c in "{:\n") and not given.endswith(SUFFIX):  # prototxt text, as read_solver takes it
         return given
     folder, name = os.path.split(given)
     stem = name[:-len(SUFFIX)] if name.endswith(SUFFIX) else name

@@ -123,11 +123,12 @@ def _run(args):
     import shlex
 
     from tools.run.signals import Stopped
-    resume = " ".join(["transfer", args.command] + ([shlex.quote(args.recipe)] if args.command == "run" else []) +
-                      ["--out", shlex.quote(args.out or "OUT"), "--resume"])
+    given_out = args.out  # a two-stage recipe moves args.out to its stage; a --config file may give it instead
     try:
         return _fit(args)
     except Stopped as e:
+        resume = " ".join(["transfer", args.command] + ([shlex.quote(args.recipe)] if args.command == "run" else [])
+                          + ["--out", shlex.quote(given_out or args.out), "--resume"])
         print(f"transfer {args.command}: {e}; resume with: {resume}", file=sys.stderr)
         return 128 + e.signum
 

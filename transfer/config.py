@@ -6,7 +6,7 @@ from typing import Optional
 
 from tools.run.cli_runner import COUNT, COUNT_1, FRACTION, MAX_BATCH, MAX_SIDE, MAX_WORKERS, SEED, positive, ranged
 from tools.run.errors import UserError, unknown
-from tools.run.options import check_settings, option, setting
+from tools.run.options import check_settings, option, setting, solver_override
 from tools.run.runrecord import RESUME_CHOICES, RESUME_HELP
 from tools.run.runtime import PRECISIONS
 
@@ -56,6 +56,18 @@ def check_augment(augment, where="augment"):
             AUGMENT_RANGES[key].range_check(f"augment.{key}", value)
 
 
+LIMITS = {"train": "train on N images only: the first N of the training split after the validation split (15 %% "
+                   "of it, a seeded shuffle) is cut from it; validation and test keep theirs",
+          "val": "validate on N images only: the first N of the (seeded) validation split",
+          "test": "test on N images only: a seeded sample of the test split (all: the figures the field reports; "
+                  "fewer: a quicker look)"}
+
+
+def split_limit(split):
+    """--limit-train / --limit-val / --limit-test: each limits its own split (transfer/datasets.load_dataset)."""
+    return option(None, LIMITS[split], type=COUNT_1)
+
+
 def check_names(cfg):
     """The dataset and model named exist: a misspelling is one line with the nearest name, before anything runs."""
     from .backbones import BACKBONES
@@ -85,19 +97,13 @@ class FinetuneConfig:
     finetune_patience: int = setting(1, type=COUNT)
     eps: float = setting(1e-4, type=positive(float, zero=True, hi=1e6))
     epochs: Optional[int] = option(None, "cap on the epochs of each phase", type=EPOCHS)
-    base_lr: Optional[float] = option(None, "override the base_lr of every phase's solver", type=positive(float, hi=1e3))
-    weight_decay: Optional[float] = option(None, "override the weight_decay of every phase's solver",
-                                           type=positive(float, zero=True, hi=1e3))
-    momentum: Optional[float] = option(None, "override the momentum of every phase's solver (Adam: its beta1)",
-                                       type=ranged(float, 0, 1, hi_open=True))
+    base_lr: Optional[float] = solver_override("base_lr", "every phase's solver's")
+    weight_decay: Optional[float] = solver_override("weight_decay", "every phase's solver's")
+    momentum: Optional[float] = solver_override("momentum", "every phase's solver's")
     batch_size: int = option(128, "batch size", type=positive(int, hi=MAX_BATCH))
-    limit_train: Optional[int] = option(None, "train on N images only: the first N of the training split after "
-                                              "the validation split (--val-fraction of it, a seeded shuffle) is cut "
-                                              "from it; validation and test keep theirs", type=COUNT_1)
-    limit_val: Optional[int] = option(None, "validate on N images only: the first N of the (seeded) validation "
-                                            "split", type=COUNT_1)
-    limit_test: Optional[int] = option(None, "test on N images only: a seeded sample of the test split (all: the "
-                                             "figures the field reports; fewer: a quicker look)", type=COUNT_1)
+    limit_train: Optional[int] = split_limit("train")
+    limit_val: Optional[int] = split_limit("val")
+    limit_test: Optional[int] = split_limit("test")
     labels_per_class: Optional[str] = option(None, "semi-supervised: train on a seeded class-balanced draw of N "
                                                    "labelled images per class (or a fraction of each class: 0.01, "
                                                    "1%%) of the training split; validation and test are untouched",
@@ -122,7 +128,8 @@ class FinetuneConfig:
     input_norm: str = option("backbone", "backbone: a CFN branch gets its recipe's input (BGR, 0-255, the "
                                          "recipe's normalisation), other models the training split's "
                                          "standardisation; dataset: that standardisation for every model "
-                                         "(the CIFAR-100 / Fruits-360 CFN experiments)", choices=("backbone", "dataset"))
+                                         "(the CIFAR-100 / Fruits-360 CFN experiments)",
+                             choices=("backbone", "dataset"))
     seed: int = option(0, "seed for everything random", type=SEED)
     workers: int = option(0, "DataLoader workers", type=positive(int, zero=True, hi=MAX_WORKERS))
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
@@ -142,9 +149,8 @@ class FinetuneConfig:
 # Settings that decide what the run's weights, splits and epochs mean: a resume keeps them. The epoch
 # caps and patience may change (each resume is recorded beside config.json), and so may the machine.
 FIXED_ON_RESUME = ("dataset", "model", "weights", "phase", "head", "unfreeze", "head_solver", "finetune_solver",
-                   "eps", "batch_size", "limit_train", "limit_val", "labels_per_class", "label_draw", "freeze_through", "twin_seed",
-                   "twin_init",
-                   "val_fraction", "input_size", "augment", "input_norm", "seed")
+                   "eps", "batch_size", "limit_train", "limit_val", "labels_per_class", "label_draw", "freeze_through",
+                   "twin_seed", "twin_init", "val_fraction", "input_size", "augment", "input_norm", "seed")
 # the solver fields an option overrides in every phase's solver (recorded in config.json as the options are)
 SOLVER_OVERRIDES = ("base_lr", "weight_decay", "momentum")
 # what config.json records of a run
@@ -199,13 +205,9 @@ class ProbeConfig:
     weight_decays: tuple = option((1e-3, 1e-2, 1e-1, 1.0, 10.0), "candidates, chosen on the validation split",
                                   type=positive(float, zero=True), nargs="+")
     lbfgs_iters: int = option(60, "L-BFGS iterations per fit", type=positive(int, hi=10 ** 5))
-    limit_train: Optional[int] = option(None, "train on N images only: the first N of the training split after "
-                                              "the validation split (15 %% of it, a seeded shuffle) is cut "
-                                              "from it; validation and test keep theirs", type=COUNT_1)
-    limit_val: Optional[int] = option(None, "validate on N images only: the first N of the (seeded) validation "
-                                            "split", type=COUNT_1)
-    limit_test: Optional[int] = option(None, "test on N images only: a seeded sample of the test split (all: the "
-                                             "figures the field reports; fewer: a quicker look)", type=COUNT_1)
+    limit_train: Optional[int] = split_limit("train")
+    limit_val: Optional[int] = split_limit("val")
+    limit_test: Optional[int] = split_limit("test")
     val_fraction: float = setting(0.15, type=FRACTION)
     batch_size: int = option(256, "images per forward pass", type=positive(int, hi=MAX_BATCH))
     input_size: Optional[int] = option(None, "side the images are resized to (default: the backbone's, a CFN's "

@@ -16,7 +16,7 @@ from tools.caffe.prototxt import read_solver
 from tools.run.runrecord import changes, check_fixed
 from tools.run.runtime import resolve_device, seed_epoch, seed_global, use_bf16
 from tools.run.signals import StopFlag, Stopped
-from tools.caffe.solver import CaffeSolver, check_solver
+from tools.caffe.solver import CaffeSolver, check_solver, override
 from tools.run.tensorboard import Scalars
 
 from .backbones import build_backbone, first_conv
@@ -49,10 +49,7 @@ def _solver(source, flag, cfg):
         raise UserError(f"{option} {source}: no solver settings in it (a net prototxt?)")
     for w in said:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    for field in SOLVER_OVERRIDES:
-        if getattr(cfg, field) is not None:
-            setattr(sp, field, getattr(cfg, field))
-    check_solver(sp)
+    check_solver(override(sp, cfg, SOLVER_OVERRIDES))
     return sp
 
 

@@ -128,15 +128,19 @@ def plot_lr(out):
     return _save(fig, path)
 
 
+def _shown(weights, bgr=False):
+    """The channels a filter is drawn with: RGB (from Caffe's BGR when `bgr`), grey, or the first of others."""
+    w = weights.detach().float().cpu()
+    if w.shape[1] not in (1, 3):
+        w = w[:, :1]
+    return w.flip(1) if bgr and w.shape[1] == 3 else w
+
+
 def _grid(weights, bgr=False, scale=None):
     """Filters as one image (torchvision's make_grid), RGB for display, each filter mapped to [0, 1] around
     0 (mid-grey) by its own largest |weight|, or by `scale` (one value per filter) to draw two nets alike."""
     from torchvision.utils import make_grid
-    w = weights.detach().float().cpu()
-    if w.shape[1] not in (1, 3):
-        w = w[:, :1]
-    if bgr and w.shape[1] == 3:
-        w = w.flip(1)
+    w = _shown(weights, bgr)
     if scale is None:
         scale = w.abs().amax(dim=(1, 2, 3))
     w = 0.5 + 0.5 * w / scale.reshape(-1, 1, 1, 1).clamp_min(1e-12)
@@ -165,8 +169,7 @@ def plot_filters(path, *named_weights, bgr=False):
     pair = len(named_weights) == 2 and named_weights[0][1].shape == named_weights[1][1].shape
     scale = None
     if pair:
-        both = torch.cat([w.detach().float().cpu()[:, :3].abs().amax(dim=(1, 2, 3))[None] for _, w in named_weights])
-        scale = both.amax(dim=0)
+        scale = torch.stack([_shown(w).abs().amax(dim=(1, 2, 3)) for _, w in named_weights]).amax(dim=0)
     fig, axes = plt.subplots(1, len(named_weights) + pair, figsize=(5 * (len(named_weights) + pair) + pair, 5.6),
                              squeeze=False)
     for ax, (title, w) in zip(axes[0], named_weights):

@@ -183,9 +183,9 @@ def twin_seeds(cfg):
 
 
 def probe(cfg: ProbeConfig):
-    """Run the probes; writes probe.csv + fits.csv (linear), knn.csv, probe.png (both, every label, chance), label_efficiency.csv +
-    .png (low-shot budgets), voc07.csv (multi-label), timing.csv (seconds per net and stage), config.json
-    and the feature cache. Returns {table name: rows}."""
+    """Run the probes; writes probe.csv + fits.csv (linear), knn.csv, probe.png (both, every label, chance),
+    label_efficiency.csv + .png (low-shot budgets), voc07.csv (multi-label), timing.csv (seconds per net and
+    stage), config.json and the feature cache. Returns {table name: rows}."""
     seeds, budgets = _check(cfg)
     device = resolve_device(cfg.device)
     kw = {"upto": "fc6"} if cfg.model == "cfn" else {}

@@ -1,6 +1,6 @@
-"""Each reproduced experiment as a recipe, named by its dataset and model; `transfer run NAME` uses them. A recipe may name a
-second stage (`then`) that starts from the first stage's model. Figures in `reported` are the original reports' own:
-targets to compare with, not copied results."""
+"""Each reproduced experiment as a recipe, named by its dataset and model; `transfer run NAME` uses them. A
+recipe may name a second stage (`then`) that starts from the first stage's model. Figures in `reported` are
+the original reports' own: targets to compare with, not copied results."""
 from .config import FINETUNE_SOLVER, HEAD_SOLVER
 
 ADAM = 'type: "Adam" base_lr: {lr} momentum: 0.9 momentum2: 0.999 lr_policy: "fixed"'

@@ -166,3 +166,5 @@ def test_shipped_solvers_are_found_by_name_from_any_folder(tmp_path, monkeypatch
         prototxt.find_solver("cfn_solver_shrt")
     with pytest.raises(UserError, match="elsewhere/x.prototxt: no such file"):
         prototxt.find_solver("elsewhere/x.prototxt")
+    with pytest.raises(UserError, match="runs/a:b/s.prototxt: no such file"):  # a colon does not make it text
+        prototxt.find_solver("runs/a:b/s.prototxt")

@@ -1,22 +1,15 @@
 """jigsaw train's curves.png, read back as matplotlib objects: ln N on the loss, validation at every test interval."""
-import csv
 import math
 
 from jigsaw.plots import plot_training
+from transfer.probe_tables import write_csv
 from tests.figures import drawn, horizontal_lines, texts
 
 
-def _write(path, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
 def test_curves_mark_ln_n_and_join_validation_at_every_test_interval(tmp_path, monkeypatch):
-    _write(tmp_path / "log.csv", [dict(iter=i, loss=math.log(30) - i / 200, top1=i / 400, lr=0.001)
+    write_csv(tmp_path / "log.csv", [dict(iter=i, loss=math.log(30) - i / 200, top1=i / 400, lr=0.001)
                                   for i in range(1, 301)])
-    _write(tmp_path / "val.csv", [dict(iter=i, loss=math.log(30) - i / 250, top1=i / 500, top5=i / 200)
+    write_csv(tmp_path / "val.csv", [dict(iter=i, loss=math.log(30) - i / 250, top1=i / 500, top5=i / 200)
                                   for i in (100, 200, 300)])
     _, (fig,) = drawn(monkeypatch, plot_training, str(tmp_path), chance=1 / 30, test_interval=100)
     loss, accuracy = fig.axes[:2]

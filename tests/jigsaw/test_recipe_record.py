@@ -98,16 +98,22 @@ def test_evaluate_reproduces_a_bbrattoli_runs_validation_loss(tmp_path, photo_st
     assert "(recipe bbrattoli)" in text and abs(got - want) < 1e-3, (got, want)
 
 
+def _small_grid_run(tmp_path, store, recipe_name, *extra):
+    """(run folder, permutations): two iterations of `recipe_name` on a 42 px cell / 32 px tile grid, snapshot at 2."""
+    perms = str(tmp_path / "p.npy")
+    save_permutations(perms, make_permutations(8))
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", recipe_name, "--cell", "42", "--tile", "32", "--data", store,
+                 "--permutations", perms, "--out", str(out), *FAST, "--max-iter", "2", "--snapshot", "2",
+                 *extra]) in (0, None)
+    return out, perms
+
+
 def test_a_small_image_grid_travels_with_the_run(tmp_path, photo_store_square, capsys):
     """--cell/--tile: recorded as recipe options; evaluate, convert, transfer and the Caffe form
     rebuild the same 32 px CFN; the train_val feeds tiles as inputs (no fork Data layer cuts them)."""
     from jigsaw.recipes import geometry, recipe_of
-    perms = str(tmp_path / "p.npy")
-    save_permutations(perms, make_permutations(8))
-    out = tmp_path / "run"
-    assert main(["train", "--recipe", "paper", "--cell", "42", "--tile", "32", "--data", photo_store_square,
-                 "--permutations", perms, "--out", str(out), *FAST, "--max-iter", "2", "--test-interval", "2",
-                 "--snapshot", "2"]) in (0, None)
+    out, perms = _small_grid_run(tmp_path, photo_store_square, "paper", "--test-interval", "2")
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["recipe_options"] == geometry(42, 32) == dict(crop=126, cell=42, tile=32, jitter=10)
     assert recipe_of(ck).tile == 32 and tuple(ck["model"]["fc6.weight"].shape)[1] == 32  # pool5 1x1, 32 ch
@@ -135,12 +141,7 @@ def test_a_caffemodel_takes_its_recipe_from_the_train_val_beside_it(tmp_path, ph
     import shutil
 
     import prototxt
-    perms = str(tmp_path / "p.npy")
-    save_permutations(perms, make_permutations(8))
-    out = tmp_path / "run"
-    assert main(["train", "--recipe", "bbrattoli", "--cell", "42", "--tile", "32", "--data", photo_store_square,
-                 "--permutations", perms, "--out", str(out), *FAST, "--max-iter", "2", "--test-interval", "0",
-                 "--snapshot", "2"]) in (0, None)
+    out, _ = _small_grid_run(tmp_path, photo_store_square, "bbrattoli", "--test-interval", "0")
     snapshot = out / "caffe" / "cfn_iter_2.caffemodel"
     assert (out / "caffe" / "cfn_train_val.prototxt").read_text().startswith(
         '# jigsaw recipe: bbrattoli {"cell": 42, "crop": 126, "jitter": 10, "tile": 32}\n')
@@ -164,3 +165,24 @@ def test_a_caffemodel_takes_its_recipe_from_the_train_val_beside_it(tmp_path, ph
     to_caffe(CFN(701, width=0.125, seed=0), str(fork / "cfn.prototxt"), str(fork / "cfn.caffemodel"))
     assert main(["convert", str(fork / "cfn.caffemodel"), "-o", str(fork / "w.pt")]) == 0
     assert torch.load(fork / "w.pt", weights_only=True)["recipe"] == "jps++"
+
+
+@pytest.mark.parametrize("neighbour,said", [
+    # an ImageNet train_val's Data layer is not the fork's (no siamese_size): it says nothing of the puzzles
+    ('layer { name: "d" type: "Data" top: "data" transform_param { crop_size: 227 } '
+     'data_param { source: "x" batch_size: 1 } }\n', "does not say which"),
+    ("not a prototxt {{{", "was not read: "),
+    ('# jigsaw recipe: paper [1, 2]\n', "was not read: "),
+    ('# jigsaw recipe: paper {"tile": "32"}\n', "was not read: "),
+    ('# jigsaw recipe: paper {"tile": 32}\n', "not what a run records"),
+    ('# jigsaw recipe: paper {"weights": 1}\n', "was not read: "),
+    ('# jigsaw recipe: jsp\n', "did you mean 'jps'"),
+])
+def test_a_train_val_beside_that_says_nothing_or_nonsense_is_said_and_not_taken(tmp_path, capsys, neighbour, said):
+    """The weights still convert (the original release's recipe, said so); no traceback, whatever the neighbour."""
+    to_caffe(CFN(8, width=0.125, seed=0), str(tmp_path / "w.prototxt"), str(tmp_path / "w.caffemodel"))
+    (tmp_path / "w_train_val.prototxt").write_text(neighbour)
+    assert main(["convert", str(tmp_path / "w.caffemodel"), "-o", str(tmp_path / "w.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "(recipe jps: assumed: the original release's (" in out and said in out, out
+    assert torch.load(tmp_path / "w.pt", weights_only=True)["recipe"] == "jps"

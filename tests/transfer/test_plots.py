@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from jigsaw.plots import smooth
+from transfer.probe_tables import write_csv
 from tests.figures import drawn, horizontal_lines, texts, vertical_lines
 
 from transfer.backbones import build_backbone
@@ -66,15 +67,8 @@ def test_smooth_is_the_trailing_mean():
     assert np.allclose(smooth(v, 5), want) and np.array_equal(smooth(v, 1), v)
 
 
-def _write(path, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
 def test_lr_shows_each_phase_in_turn_with_named_rates(tmp_path, monkeypatch):
-    _write(tmp_path / "lr.csv", [dict(phase="last layer", iteration=i, lr=0.01) for i in range(40)] +
+    write_csv(tmp_path / "lr.csv", [dict(phase="last layer", iteration=i, lr=0.01) for i in range(40)] +
            [dict(phase="fine-tune", iteration=i, lr=1e-3 * 0.1 ** (i // 30)) for i in range(90)])
     path, (fig,) = drawn(monkeypatch, plot_lr, str(tmp_path))
     ax = fig.axes[0]

@@ -167,13 +167,43 @@ def test_ctrl_c_or_sigterm_says_where_and_the_command_that_resumes(tmp_path, mon
         monkeypatch.setattr(passes, "task_loss", signal_in_epoch_2)
     out = tmp_path / "cut"
     capsys.readouterr()
-    code = main([*args, "--out", str(out)])
+    if when == "mid-epoch":  # the folder from a --config file: the resume command still names it
+        (tmp_path / "c.json").write_text(json.dumps({"out": str(out)}))
+        code = main([*args, "--config", str(tmp_path / "c.json")])
+    else:
+        code = main([*args, "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    where = "SIGTERM after finetune epoch 1/3" if when == "after an epoch" else "SIGINT in finetune epoch 2/3 (batch 2 of 5)"
+    where = "SIGTERM after finetune epoch 1/3" if when == "after an epoch" else \
+        "SIGINT in finetune epoch 2/3 (batch 2 of 5)"
     assert code == (143 if when == "after an epoch" else 130) and len(err) == 1, err
     assert err[0] == (f"transfer finetune: {where}; checkpoint.pt holds finetune epoch 1; resume with: "
                       f"transfer finetune --out {out} --resume")
     monkeypatch.undo()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+    assert main(["finetune", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert _history(out) == _history(tmp_path / "full")
+
+
+def test_a_stop_before_any_epoch_finished_resumes_from_the_start(tmp_path, monkeypatch, capsys):
+    """Nothing is kept yet: the line says so, and the command it prints still runs the whole run."""
+    import signal
+
+    import transfer.passes as passes
+    root = mnist_like(str(tmp_path / "fm"), n=(40, 10))
+    args = ["finetune", "--dataset", "fashion-mnist", "--data-root", root, "--model", "mlp", "--phase", "finetune",
+            "--epochs", "2", "--batch-size", "8", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    real = passes.task_loss
+
+    def signal_at_once(logits, y, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(logits, y, **kw)
+    monkeypatch.setattr(passes, "task_loss", signal_at_once)
+    out = tmp_path / "cut"
+    capsys.readouterr()
+    assert main([*args, "--out", str(out)]) == 143
+    err = capsys.readouterr().err
+    assert "SIGTERM in finetune epoch 1/2 (batch 1 of 5); no epoch has finished yet, so nothing is kept" in err
+    monkeypatch.undo()
     assert main(["finetune", "--out", str(out), "--resume", "--no-progress"]) == 0
     assert _history(out) == _history(tmp_path / "full")

@@ -51,6 +51,14 @@ def _multistep(stepvalues, it):
     return steps
 
 
+def override(sp: Any, settings: Any, fields: Iterable[str]) -> Any:
+    """`sp` with each of `fields` that `settings` gives (not None) put over the solver file's value."""
+    for field in fields:
+        if getattr(settings, field, None) is not None:
+            setattr(sp, field, getattr(settings, field))
+    return sp
+
+
 def check_solver(sp: Any) -> None:
     """Reject settings Caffe would reject, with one clear line."""
     if sp.type not in TYPES:

@@ -9,6 +9,16 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from .errors import UserError
 
 
+def solver_override(field: str, whose: str = "the solver's") -> Any:
+    """The option that overrides a solver file's `field` (base_lr, weight_decay, momentum), with its range:
+    written once for `jigsaw train` and `transfer` (`tools.caffe.solver.override` applies it)."""
+    from .cli_runner import positive, ranged
+    kind, note = {"base_lr": (positive(float, hi=1e3), ""),
+                  "weight_decay": (positive(float, zero=True, hi=1e3), ""),
+                  "momentum": (ranged(float, 0, 1, hi_open=True), " (Adam: its beta1)")}[field]
+    return option(None, f"override {whose} {field}{note}", type=kind)
+
+
 def option(default: Any = dataclasses.MISSING, help: str = "", *, type: Optional[Callable] = None,
            choices: Optional[Sequence] = None, nargs: Any = None, metavar: Optional[str] = None,
            flag: Any = None, const: Any = None, default_factory: Any = dataclasses.MISSING) -> Any:
