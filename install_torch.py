@@ -10,8 +10,21 @@ import sys
 import urllib.request
 
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-# What setup.cfg admits; the CPU index holds every release, so the same bounds pick the same series.
-REQUIREMENTS = ("torch>=2.1,<2.15", "torchvision>=0.16,<0.30")
+SETUP_CFG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "setup.cfg")
+
+
+def requirements(setup_cfg: str = SETUP_CFG) -> list:
+    """torch's and torchvision's lines of setup.cfg's install_requires: the CPU index holds every release, so the
+    package's own bounds pick the same series there."""
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(setup_cfg)
+    lines = [r.strip() for r in cfg["options"]["install_requires"].splitlines()]
+    found = [r for r in lines if r.split(">")[0].split("<")[0].split("=")[0].strip() in ("torch", "torchvision")]
+    if len(found) != 2:
+        raise SystemExit(f"install_torch: {setup_cfg}: expected torch and torchvision in install_requires, "
+                         f"found {found}")
+    return found
 
 
 def has_nvidia_gpu() -> bool:
@@ -43,7 +56,7 @@ def has_torch(python: str) -> bool:
 
 
 def plan(cpu: str, index: str, gpu: bool, index_up: bool) -> tuple:
-    """(extra pip arguments, one line to say, or None): the CPU index, or the default wheels."""
+    """(extra pip arguments, the line to say): the CPU index, or the default wheels."""
     want_cpu = cpu == "1" or (cpu == "auto" and not gpu)
     if not want_cpu:
         why = "CPU=0" if cpu == "0" else "an NVIDIA GPU is present"
@@ -73,7 +86,7 @@ def main(argv=None) -> int:
     index_up = args.cpu != "0" and not gpu and reachable(args.index)
     extra, line = plan(args.cpu, args.index, gpu, index_up)
     print(line, flush=True)
-    command = [args.python, "-m", "pip", "install", "--quiet", *extra, *REQUIREMENTS]
+    command = [args.python, "-m", "pip", "install", "--quiet", *extra, *requirements()]
     return subprocess.run(command).returncode
 
 

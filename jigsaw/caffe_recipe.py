@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 from tools.run.atomic import read_bounded
 from tools.run.errors import UserError, unknown
 
-from .recipes import RECIPES, PuzzleConfig, recipe_record
+from .recipes import RECIPES, RECORD_OPTIONS, PuzzleConfig, recipe_record
 from .recipes import recipe as get_recipe
 
 HEADER = "# jigsaw recipe: "
@@ -59,10 +59,9 @@ def _checked_options(train_val: str, name: str, text: str) -> dict:
         options = json.loads(text) if text else {}
     except ValueError:
         options = None
-    known = ("cell", "crop", "donor", "gray_prob", "jitter", "tile")
-    if not isinstance(options, dict) or not set(options) <= set(known):
+    if not isinstance(options, dict) or not set(options) <= set(RECORD_OPTIONS):
         raise UserError(f"{train_val}: the options after recipe {name!r} are not a JSON mapping of "
-                        f"{', '.join(known)}: {text[:80]!r}")
+                        f"{', '.join(RECORD_OPTIONS)}: {text[:80]!r}")
     try:
         _, record = recipe_record(name, options.get("gray_prob", 0.0), options.get("donor", "same"),
                                   options.get("cell"), options.get("tile"))

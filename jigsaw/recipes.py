@@ -108,6 +108,10 @@ def geometry(cell, tile):
     return dict(crop=3 * cell, cell=cell, tile=tile, jitter=cell - tile)
 
 
+# the options a run's record may hold (recipe_record): the grid's (geometry) and the two drawing options
+RECORD_OPTIONS = ("cell", "crop", "donor", "gray_prob", "jitter", "tile")
+
+
 def recipe_record(name: str, gray_prob: float = 0.0, donor: str = "same", cell: Optional[int] = None,
                   tile: Optional[int] = None) -> Tuple[PuzzleConfig, dict]:
     """(PuzzleConfig, record) for a run: the record (recipe name and the options that differ from

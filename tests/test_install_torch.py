@@ -71,6 +71,15 @@ def test_no_gpu_installs_the_cpu_build_from_the_cpu_index(fake, index):
         " (.venv about 1.7 GB)"]
 
 
+def test_the_bounds_are_setup_cfgs(fake, index):
+    with open(os.path.join(ROOT, "setup.cfg")) as f:
+        wanted = [line.strip() for line in f if line.strip().startswith(("torch>", "torch<", "torch=", "torchvision"))]
+    assert len(wanted) == 2
+    for gpu in (False, True):
+        _, pip = fake("--index", index, gpu=gpu)
+        assert pip[0].split()[-2:] == wanted
+
+
 def test_a_gpu_keeps_the_default_wheels(fake, index):
     done, pip = fake("--index", index, gpu=True)
     assert done.returncode == 0 and len(pip) == 1 and "--index-url" not in pip[0]

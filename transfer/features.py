@@ -95,7 +95,7 @@ def extract(backbone, model_name, data, cache, tag, cfg, device):
     if kept is not None:
         return kept
     from tools.run.runtime import autocast, use_bf16
-    fast = use_bf16(getattr(cfg, "precision", "auto"), device)
+    fast = use_bf16(cfg.precision, device)
     backbone.eval().to(device)
     grabbed = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name, relu=relu:

@@ -247,7 +247,7 @@ def _run_phases(cfg, model, data, phases, ck, device, n_classes, board, stop):
                 with bar:
                     tr_loss, tr_acc, lrs, ran = train_epoch(model, solver, data["train"], device, bar, stop,
                                                        use_bf16(cfg.precision, device))
-                if stop.signum is not None:  # a part of an epoch is not kept: the resume runs it whole
+                if stop.signum is not None and ran < len(data["train"]):  # a part of an epoch is not kept
                     raise Stopped(stop.signum, f"{stop.name} in {phase} epoch {epoch + 1}/{max_epochs} (batch {ran} "
                                                f"of {len(data['train'])}); {_kept(ckpt_path, history)}")
                 val = evaluate(model, data["val"], device, n_classes, "validation" if cfg.progress else None,

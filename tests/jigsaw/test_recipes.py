@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from jigsaw.recipes import RECIPES, recipe, recipe_of, recipe_record
+from jigsaw.recipes import RECIPES, RECORD_OPTIONS, recipe, recipe_of, recipe_record
 from jigsaw.tiles import GRAYED, NONE, PROJECTED, draw, make_puzzles
 from tools.run.errors import UserError
 
@@ -127,6 +127,8 @@ def test_recipes_record_themselves_and_refuse_what_they_do_not_have():
     cfg, record = recipe_record("jps++", donor="other")
     assert record == dict(recipe="jps++", recipe_options={"donor": "other"}) and cfg.donor == "other"
     assert recipe_of(record) == cfg
+    every = {**recipe_record("paper", gray_prob=0.3, cell=42, tile=32)[1]["recipe_options"], **record["recipe_options"]}
+    assert sorted(every) == sorted(RECORD_OPTIONS)  # what a train_val header may say (jigsaw/caffe_recipe.py)
     assert recipe_of({"normalize": "meanstd"}).recipe == "bbrattoli"  # runs from before recipes
     with pytest.raises(UserError, match="unknown recipe 'jsp'; did you mean 'jps'"):
         recipe("jsp")

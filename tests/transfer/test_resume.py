@@ -135,10 +135,11 @@ def test_a_held_folder_is_one_line(tmp_path, capsys):
         held.close()
 
 
-@pytest.mark.parametrize("when", ["after an epoch", "mid-epoch"])
+@pytest.mark.parametrize("when", ["after an epoch", "mid-epoch", "in an epoch's last batch"])
 def test_ctrl_c_or_sigterm_says_where_and_the_command_that_resumes(tmp_path, monkeypatch, capsys, when):
     """`transfer` printed only "interrupted" at Ctrl-C and nothing at SIGTERM. Now the batch finishes, the stop
-    says its epoch and what checkpoint.pt holds, and the command it prints resumes to the uninterrupted run."""
+    says its epoch and what checkpoint.pt holds, and the command it prints resumes to the uninterrupted run. A
+    signal in an epoch's last batch finishes that epoch (validated, kept) instead of throwing it away."""
     import signal
     root = mnist_like(str(tmp_path / "fm"), n=(40, 10))
     args = ["finetune", "--dataset", "fashion-mnist", "--data-root", root, "--model", "mlp", "--phase", "finetune",
@@ -158,13 +159,15 @@ def test_ctrl_c_or_sigterm_says_where_and_the_command_that_resumes(tmp_path, mon
         import transfer.passes as passes
         real = passes.task_loss
 
-        def signal_in_epoch_2(logits, y, **kw):
+        at = 7 if when == "mid-epoch" else 5  # 5 batches per epoch: the 2nd of epoch 2, or the last of epoch 1
+
+        def signal_at_batch(logits, y, **kw):
             if not kw:  # training batches (validation asks for per-item losses)
                 calls.append(1)
-            if len(calls) == 7 and not kw:  # 5 batches per epoch: the 2nd batch of epoch 2
+            if len(calls) == at and not kw:
                 os.kill(os.getpid(), signal.SIGINT)
             return real(logits, y, **kw)
-        monkeypatch.setattr(passes, "task_loss", signal_in_epoch_2)
+        monkeypatch.setattr(passes, "task_loss", signal_at_batch)
     out = tmp_path / "cut"
     capsys.readouterr()
     if when == "mid-epoch":  # the folder from a --config file: the resume command still names it
@@ -173,8 +176,8 @@ def test_ctrl_c_or_sigterm_says_where_and_the_command_that_resumes(tmp_path, mon
     else:
         code = main([*args, "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    where = "SIGTERM after finetune epoch 1/3" if when == "after an epoch" else \
-        "SIGINT in finetune epoch 2/3 (batch 2 of 5)"
+    where = {"after an epoch": "SIGTERM after finetune epoch 1/3", "mid-epoch": "SIGINT in finetune epoch 2/3 (batch "
+             "2 of 5)", "in an epoch's last batch": "SIGINT after finetune epoch 1/3"}[when]
     assert code == (143 if when == "after an epoch" else 130) and len(err) == 1, err
     assert err[0] == (f"transfer finetune: {where}; checkpoint.pt holds finetune epoch 1; resume with: "
                       f"transfer finetune --out {out} --resume")
