@@ -217,13 +217,47 @@ def to_caffe(model, prototxt_path, caffemodel_path, recipe=None, permutations=No
             written.append(hash_path)
     return written
 
+def _base_name(name):
+    """conv1 for conv1 and its Siamese copies conv1_s1 .. conv1_s9."""
+    return name.rsplit("_s", 1)[0] if "_s" in name else name
+
+
+def _check_net(net, prototxt, caffemodel, blobs):
+    """The net a .caffemodel is said to come from describes its weights: every CFN layer there (plain or as a
+    Siamese copy), of the right type, with the outputs (and kernels, where given) its blobs have."""
+    layers = {}
+    for layer in net.layer:
+        layers.setdefault(_base_name(layer.name), layer)
+    missing = [n for n in WEIGHTED if n not in layers]
+    if missing:
+        names = ", ".join(layer.name for layer in net.layer[:8]) or "none"
+        raise CaffeError(f"{prototxt}: not the net of {caffemodel}: it has no layer {', '.join(missing)} "
+                         f"(its layers: {names}{', ...' if len(net.layer) > 8 else ''})")
+    for n in WEIGHTED:
+        layer, shape = layers[n], tuple(blobs[n][0].shape)
+        kind, param = ("Convolution", layer.convolution_param) if n in CONVS else \
+            ("InnerProduct", layer.inner_product_param)
+        if layer.type != kind:
+            raise CaffeError(f"{prototxt}: layer '{layer.name}' is a {layer.type}; the weights of {n} are a {kind}'s")
+        if param.num_output != shape[0]:
+            raise CaffeError(f"{prototxt}: layer '{layer.name}' has num_output {param.num_output}, its weights in "
+                             f"{caffemodel} have {shape[0]}")
+        if n in CONVS:
+            given = (param.kernel_h or (param.kernel_size[0] if param.kernel_size else 0),
+                     param.kernel_w or (param.kernel_size[-1] if param.kernel_size else 0))
+            if given != (0, 0) and given != shape[2:]:
+                raise CaffeError(f"{prototxt}: layer '{layer.name}' has {given[0]}x{given[1]} kernels, its weights "
+                                 f"in {caffemodel} {shape[2]}x{shape[3]}")
+
+
 def from_caffe(prototxt, caffemodel):
-    """A CFN with the weights of an original (or our) CFN .caffemodel, mapped by layer name."""
+    """A CFN with the weights of an original (or our) CFN .caffemodel, mapped by layer name; `prototxt`, when
+    given, must be their net (checked layer by layer)."""
     net = read_net(prototxt) if prototxt else None
     _, named = read_caffemodel(caffemodel)
     blobs = {}
     for name, arrays in named:
-        base = name.rsplit("_s", 1)[0] if "_s" in name else name
+        base = _base_name(name)
         if base in WEIGHTED and arrays and base not in blobs:
             blobs[base] = arrays
     missing = [n for n in WEIGHTED if n not in blobs]
@@ -243,10 +277,7 @@ def from_caffe(prototxt, caffemodel):
     side = int(round(math.sqrt(blobs["fc6"][0].shape[1] // widths["conv5"])))
     tile = next((t for t in range(32, 256) if pool5_side(t) == side), 64)
     if net is not None:
-        for layer in net.layer:
-            if layer.name == "fc8" and layer.inner_product_param.num_output not in (0, perms):
-                raise CaffeError(f"{prototxt}: fc8 has {layer.inner_product_param.num_output} "
-                                 f"outputs, the weights have {perms}")
+        _check_net(net, prototxt, caffemodel, blobs)
     model = CFN(num_permutations=perms, width=widths, tile=tile)
     with torch.no_grad():
         for name, arrays in blobs.items():

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from tools.run.errors import UserError
 from tools.run.errors import ImageRefused
 from tools.run.images import open_image
+from tools.run.runtime import import_torchvision
 
 from .config import MIN_SIDE
 from .images import BadImage, list_images, load_image, store_refusal
@@ -37,7 +38,7 @@ class DeviceJpegImages:
     def __init__(self, root, size=256, device="cpu", min_side=MIN_SIDE, layout="square"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            from torchvision import io  # noqa: F401  (fail early, with the reason, if torchvision is missing)
+            import_torchvision()  # fail early, with the reason, if torchvision is missing or does not load
         self.root, self.device, self.min_side = root, torch.device(device), min_side
         self.layout, self.arg_size, self.size = layout, size, stored_side(layout, size)
         self.files = list_images(root)

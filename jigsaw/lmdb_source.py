@@ -5,10 +5,12 @@ import os
 import numpy as np
 
 from tools.caffe import caffe_pb2 as pb
+from tools.run.decoding import errors_of
 from tools.run.errors import UserError
 
 from .config import MIN_SIDE
 from .images import BadImage, decode
+from .lmdb_pages import LmdbPages
 
 MAX_RECORD_BYTES = 1 << 28  # a record bigger than 256 MiB is not an image Datum
 
@@ -22,7 +24,7 @@ def datum_image(value, min_side=MIN_SIDE):
     whose planes Caffe stores in OpenCV's B, G, R order). BadImage says why one is unusable."""
     try:
         d = pb.Datum.FromString(value)
-    except Exception:
+    except errors_of("protobuf"):
         raise BadImage("not a Caffe Datum record") from None
     if d.encoded:
         return decode(bytes(d.data), min_side)
@@ -41,7 +43,7 @@ def datum_image(value, min_side=MIN_SIDE):
 def _looks_like_datum(value):
     try:
         d = pb.Datum.FromString(value)
-    except Exception:
+    except errors_of("protobuf"):
         return False
     if d.encoded:
         return len(d.data) > 0
@@ -50,39 +52,27 @@ def _looks_like_datum(value):
 
 
 class LmdbRecords:
-    """Keys and values of a Caffe LMDB, read in key order (resumable from any position)."""
+    """Keys and values of a Caffe LMDB, read in key order (resumable from any position) by LmdbPages: a damaged
+    LMDB is one line, never a crash of the LMDB library."""
 
     def __init__(self, path):
-        try:
-            import lmdb
-        except ImportError:
-            raise UserError(f"{path}: reading an LMDB needs the 'lmdb' package (pip install lmdb)") from None
         self.path = path
-        try:
-            self.env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True,
-                                 max_readers=4)
-            with self.env.begin() as txn:
-                self.keys = list(txn.cursor().iternext(keys=True, values=False))
-                first = txn.get(self.keys[0]) if self.keys else None
-        except lmdb.Error as e:
-            raise UserError(f"{path}: not a readable LMDB ({e})") from None
-        if first is None:
+        self.pages = LmdbPages(path)
+        self.keys = self.pages.keys()
+        if not self.keys:
             raise UserError(f"{path}: the LMDB holds no records")
+        first = self.pages.value(0)
         if len(first) > MAX_RECORD_BYTES or not _looks_like_datum(first):
             raise UserError(f"{path}: not a Caffe LMDB (record {self.keys[0][:40]!r} is not a Datum "
-                             "with an image)")
+                            "with an image)")
 
     def names(self):
         return [k.decode("utf-8", "replace") for k in self.keys]
 
     def values(self, start=0):
         """(name, value bytes) from record `start` on."""
-        with self.env.begin() as txn:
-            cursor = txn.cursor()
-            if start >= len(self.keys) or not cursor.set_key(self.keys[start]):
-                return
-            for key, value in cursor:
-                yield key.decode("utf-8", "replace"), bytes(value)
+        for index in range(start, len(self.keys)):
+            yield self.keys[index].decode("utf-8", "replace"), self.pages.value(index)
 
     def close(self):
-        self.env.close()
+        self.pages.close()

@@ -7,12 +7,14 @@ candidate whose distance to its nearest chosen permutation is largest instead. F
 N*9 int32, 1-indexed) and .h5 (dataset "permutations", 0-indexed).
 """
 import itertools
+import math
 import os
 
 import numpy as np
 
 from tools.run.atomic import atomic_open
 from tools.run import hdf5
+from tools.run.decoding import decoding
 from tools.run.errors import UserError
 from tools.run.paths import user_file
 from tools.run.runtime import numpy_rng
@@ -72,6 +74,10 @@ def hamming_stats(perms):
 
 def validate(perms, source="permutations"):
     perms = np.asarray(perms)
+    if perms.dtype.kind == "f" and np.isfinite(perms).all() and (perms == np.round(perms)).all():
+        perms = perms.astype(np.int64)  # whole numbers stored as floats (MATLAB's habit)
+    if perms.dtype.kind not in "iu":
+        raise UserError(f"{source}: expected integers, got {perms.dtype}")
     if perms.ndim != 2 or perms.shape[1] != N_TILES:
         raise UserError(f"{source}: expected an (N, 9) array, got shape {perms.shape}")
     if not len(perms):
@@ -102,8 +108,12 @@ def save_permutations(path: str, perms: np.ndarray) -> None:
                 h5["permutations"].attrs["indexing"] = "0-based"
 
 
+MAX_FILE_BYTES = 1 << 26  # 9! permutations as int64 .npy take 26 MB; a permutation file is never larger
+
+
 def _load_npy(path):
-    """np.load, after checking that the header's shape fits the bytes the file holds."""
+    """np.load, after checking that the header's shape (multiplied as Python integers) fits the bytes the file
+    holds."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -112,36 +122,41 @@ def _load_npy(path):
         shape, fortran, dtype = readers[version](f)
         if dtype.hasobject:
             raise UserError(f"{path}: holds Python objects, not integers")
-        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        need = math.prod(int(d) for d in shape) * dtype.itemsize
         have = os.path.getsize(path) - f.tell()
     if need > have:
         raise UserError(f"{path}: its header declares shape {shape} ({need} bytes), the file holds {have}")
     return np.load(path, allow_pickle=False)
 
 
+def _load_bin(path):
+    raw = np.fromfile(path, dtype="<i4")
+    if raw.size < 2 or int(raw[1]) != N_TILES or raw.size != 2 + int(raw[0]) * N_TILES:
+        raise UserError(f"{path}: not an original permutation .bin (header [N, 9] then N*9 int32; found "
+                        f"{raw.size} values, header {raw[:2].tolist()})")
+    return raw[2:].reshape(-1, N_TILES).astype(np.int64) - 1
+
+
+def _load_h5(path):
+    import h5py
+    with h5py.File(path, "r") as f:
+        if "permutations" not in f:
+            raise UserError(f"{path}: no 'permutations' dataset")
+        return hdf5.dataset(f, "permutations", path)[()]
+
+
 def load_permutations(path: str) -> np.ndarray:
     """Read .npy (0-indexed), .bin (original, 1-indexed) or .h5; returns 0-indexed (N, 9) int64."""
     ext = os.path.splitext(path)[1].lower()
     user_file(path, "permutation file (.npy, .bin or .h5)")
-    try:
-        if ext == ".npy":
-            perms = _load_npy(path)
-        elif ext == ".bin":
-            raw = np.fromfile(path, dtype="<i4")
-            if raw.size < 2 or raw[1] != N_TILES or raw.size != 2 + raw[0] * N_TILES:
-                raise UserError(f"{path}: not an original permutation .bin (header [N, 9] then N*9 "
-                                 f"int32; found {raw.size} values, header {raw[:2].tolist()})")
-            perms = raw[2:].reshape(-1, N_TILES) - 1
-        elif ext in (".h5", ".hdf5"):
-            import h5py
-            with h5py.File(path, "r") as f:
-                if "permutations" not in f:
-                    raise UserError(f"{path}: no 'permutations' dataset")
-                perms = hdf5.dataset(f, "permutations", path)[()]
-        else:
-            raise UserError(f"{path}: unknown permutation file type (use .npy, .bin or .h5)")
-    except UserError:
-        raise
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read permutations ({type(e).__name__}: {str(e)[:120]})") from None
+    readers = {".npy": (_load_npy, "numpy"), ".bin": (_load_bin, "numpy"), ".h5": (_load_h5, "hdf5"),
+               ".hdf5": (_load_h5, "hdf5")}
+    if ext not in readers:
+        raise UserError(f"{path}: unknown permutation file type (use .npy, .bin or .h5)")
+    if os.path.getsize(path) > MAX_FILE_BYTES:
+        raise UserError(f"{path}: {os.path.getsize(path)} bytes; a permutation file is at most "
+                        f"{MAX_FILE_BYTES >> 20} MB (all 9! permutations)")
+    read, library = readers[ext]
+    with decoding(path, library, f"a permutation file ({ext})"):
+        perms = read(path)
     return validate(perms, path)

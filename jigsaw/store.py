@@ -3,6 +3,7 @@ shuffled batches from it at memory speed; `FolderImages` reads a raw folder (the
 import contextlib
 import hashlib
 import itertools
+import math
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tools.run import hdf5
+from tools.run.decoding import decoding
 from tools.run.errors import UserError
 from tools.run.folder import RunFolder
 from tools.run.paths import user_file
@@ -177,7 +179,9 @@ def _open_partial(partial, n, size, layout, digest):
     f.create_dataset("paths", (n,), dtype=h5py.string_dtype(), maxshape=(None,))
     for name in ("skipped_paths", "skipped_reasons"):
         f.create_dataset(name, (0,), dtype=h5py.string_dtype(), maxshape=(None,))
-    f.attrs.update(next=0, count=0, size=size, layout=layout, digest=digest, complete=False)
+    # the layout as a fixed-length string: a variable-length one lives in HDF5's global heap, and a damaged
+    # global heap makes libhdf5 spin forever reading it (found by tests/reliability/fuzz_files.py)
+    f.attrs.update(next=0, count=0, size=size, layout=np.bytes_(layout), digest=digest, complete=False)
     if layout == "jps":
         f.attrs["crop"] = JPS_CROP
     return f
@@ -214,27 +218,26 @@ class ImageStore:
 
     def __init__(self, path):
         user_file(path, "store (.h5, from jigsaw prepare)")
-        try:
+        self.path = path
+        with decoding(path, "hdf5", "a prepared image store (run `jigsaw prepare`)"):
             self.file = h5py.File(path, "r")
             if "images" not in self.file:
-                raise KeyError("no 'images'")
+                raise UserError(f"{path}: not a prepared image store (no 'images'); run `jigsaw prepare`")
             self.images = hdf5.dataset(self.file, "images", path)
-        except (OSError, KeyError) as e:
-            raise UserError(f"{path}: not a prepared image store ({e}); run `jigsaw prepare`") from None
-        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
-            raise UserError(f"{path}: 'images' must be (N, H, W, 3) uint8, got "
-                             f"{self.images.shape} {self.images.dtype}")
-        self.path, self.shape = path, self.images.shape
-        layout = self.file.attrs.get("layout", "square")  # stores from before layouts: square
-        self.layout = layout.decode() if isinstance(layout, bytes) else str(layout)
-        self.offsets = self._chunk_offsets()
+            shape, dtype = self.images.shape, self.images.dtype
+            if len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8:
+                raise UserError(f"{path}: 'images' must be (N, H, W, 3) uint8, got {shape} {dtype}")
+            layout = self.file.attrs.get("layout", "square")  # stores from before layouts: square
+            self.offsets = self._chunk_offsets(shape)
+        self.shape = shape
+        self.layout = layout.decode("utf-8", "replace") if isinstance(layout, bytes) else str(layout)
         self.map = np.memmap(path, dtype=np.uint8, mode="r") if self.offsets is not None else None
 
-    def _chunk_offsets(self):
-        """File offset of each image when every image is one uncompressed chunk; else None."""
-        n, per = self.shape[0], int(np.prod(self.shape[1:]))
+    def _chunk_offsets(self, shape):
+        """File offset of each image when every image is one uncompressed chunk inside the file; else None."""
+        n, per = shape[0], math.prod(shape[1:])
         ds = self.images.id
-        if n == 0 or self.images.compression or self.images.chunks != (1, *self.shape[1:]):
+        if n == 0 or self.images.compression or self.images.chunks != (1, *shape[1:]):
             return None
         try:
             if ds.get_num_chunks() != n:
@@ -251,7 +254,8 @@ class ImageStore:
                     visit(ds.get_chunk_info(k))
         except (AttributeError, RuntimeError, ValueError, KeyError):
             return None
-        return offsets if (offsets >= 0).all() else None
+        inside = (offsets >= 0).all() and int(offsets.max()) + per <= os.path.getsize(self.path)
+        return offsets if inside else None
 
     def __len__(self):
         return self.shape[0]
@@ -274,7 +278,9 @@ class ImageStore:
                 flat[k] = self.map[off:off + per]
             return out
         uniq, inverse = np.unique(idx, return_inverse=True)  # h5py wants increasing, unique indices
-        out[...] = self.images[uniq][inverse]
+        with decoding(self.path, "hdf5", "a prepared image store (its images do not read)"):
+            chunk = self.images[uniq]
+        out[...] = chunk[inverse]
         return out
 
 

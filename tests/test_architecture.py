@@ -292,6 +292,11 @@ OWNERS = {
     "stop-signals": (r"\(signal\.SIGINT, signal\.SIGTERM\)", ["tools/run/signals.py"], ()),
     "caffemodel-recipe": (r"^def (recipe_in|train_val_beside|caffemodel_recipe)\b",
                           ["jigsaw/caffe_recipe.py", "jigsaw/checkpoint.py"], ()),
+    # what a decoding library raises on a damaged file is named in one place, and caught through its guard
+    "decoders": (r"except\s*\(?[\w., ]*\b(zlib\.error|UnpicklingError|BadZipFile|DecodeError|YAMLError|TokenError|"
+                 r"lmdb\.Error|JSONDecodeError|UnicodeDecodeError)\b|\bzlib\.error\b|\bTokenError\b",
+                 ["tools/run/decoding.py"], ("tools", "jigsaw", "transfer")),
+    "lmdb-pages": (r"^MAGIC, VERSION = 0xBEEFC0DE|import lmdb\b", ["jigsaw/lmdb_pages.py"], ("tools", "jigsaw", "transfer")),
 }
 
 

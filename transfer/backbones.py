@@ -14,6 +14,7 @@ from torch import nn
 
 from tools.run.checkpoint import load_checkpoint
 from tools.run.errors import UserError, unknown
+from tools.run.runtime import import_torchvision
 
 BACKBONES = {}
 
@@ -131,7 +132,7 @@ def cfn_backbone(weights=None, upto="pool5", **kw):
 # ---- torchvision ------------------------------------------------------------------------------
 
 def _torchvision(arch, weights):
-    import torchvision
+    torchvision = import_torchvision()
     builder = getattr(torchvision.models, arch)
     if weights is None:
         raise UserError(f"model '{arch}' needs --weights: a local .pth state_dict, a torchvision weight "

@@ -185,7 +185,7 @@ def _plot(args):
 def _plot_model(args):
     import torch
     from .finetune import load_run
-    from .plots import plot_activation_maximisation, plot_feature_maps
+    from .plots import layer_units, plot_activation_maximisation, plot_feature_maps
     if not args.run or not args.layer:
         raise UserError(f"plot {args.kind} needs --run RUN_FOLDER and --layer NAME")
     model, conf = load_run(args.run)
@@ -197,6 +197,11 @@ def _plot_model(args):
     size, channels = conf["input_size"], model.backbone.in_channels
     out = args.output or os.path.join(args.run, f"{args.kind}-{args.layer}.png")
     if args.kind == "activations":
+        units = layer_units(model, layer, size, channels)
+        bad = [i for i in args.indices if not 0 <= i < units]
+        if bad:
+            raise UserError(f"--indices {' '.join(map(str, bad))}: layer '{args.layer}' has {units} "
+                            f"{'units' if units else 'outputs'}, numbered 0..{units - 1}")
         is_output = layer is list(model.modules())[-1]  # the last layer's units are the classes
         print(plot_activation_maximisation(out, model, layer, args.indices, size, channels,
                                            title=f"{args.layer}: inputs that maximise / minimise",

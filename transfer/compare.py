@@ -1,11 +1,10 @@
 """`transfer compare`: finished fine-tune runs of pretrained weights against runs of their random-init
 twins (`--twin-seed`), per label budget: test accuracy mean ± SE and the margin in SE."""
-import json
 import os
 
 from tools.run.errors import UserError
 from tools.run.folder import RunFolder
-from tools.run.paths import user_file
+from tools.run.runrecord import read_json
 
 from .probe_tables import pair
 
@@ -16,12 +15,10 @@ def _run(folder):
     for name, missing in (("config.json", not config), ("summary.json", not os.path.exists(summary_path))):
         if missing:
             raise UserError(f"{folder}: not a finished transfer run (no {name})")
-    try:
-        with open(user_file(summary_path, "run summary (summary.json)")) as f:
-            summary = json.load(f)
-        return config, float(summary["test_accuracy"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{folder}: unreadable run record ({e})") from None
+    summary = read_json(summary_path, "a run summary (summary.json)")
+    if not isinstance(summary.get("test_accuracy"), (int, float)):
+        raise UserError(f"{summary_path}: not a run summary (no test_accuracy number)")
+    return config, float(summary["test_accuracy"])
 
 
 def compare(folders):

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from tools.run.errors import UserError
 from tools.run.images import read_image
-from tools.run.runtime import generator, numpy_rng
+from tools.run.runtime import generator, import_torchvision, numpy_rng
 
 from .datasets import DatasetError
 
@@ -90,6 +90,7 @@ def augmentation(rotation=0.0, hflip=False, shift=0.0, shear=0.0, zoom=0.0):
     """The seeds' augmentations (Keras ImageDataGenerator-style) as a torchvision transform, or None."""
     if not any((rotation, hflip, shift, shear, zoom)):
         return None
+    import_torchvision()  # one line when it does not load
     from torchvision.transforms import v2
     ops = [v2.RandomAffine(degrees=rotation, translate=(shift, shift) if shift else None,
                            scale=(1 - zoom, 1 + zoom) if zoom else None, shear=shear or None)]

@@ -7,6 +7,7 @@ cats-vs-dogs and blood-cells (class folders, including the Kaggle layouts) and a
 """
 import gzip
 import io
+import math
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ import numpy as np
 
 from tools.run.images import EXTENSIONS as IMAGE_EXT
 from tools.run.errors import DatasetError, UserError, unknown  # noqa: F401 (DatasetError: transfer's name for it too)
-from tools.run.paths import inside, is_regular
+from tools.run.decoding import decoding
+from tools.run.paths import inside, is_regular, user_file
 from tools.run.runtime import numpy_rng
 
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
@@ -39,22 +41,35 @@ class Split:
         return Split(images, self.labels[idx], self.classes)
 
 
+def _read_upto(f, n, chunk=1 << 24):
+    """At most n bytes of f, in chunks: memory follows the bytes present, never a header's claim."""
+    parts, left = [], n
+    while left > 0:
+        part = f.read(min(left, chunk))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
 def read_idx(path):
-    """An idx file (MNIST family) as an array; sizes are checked before anything is allocated."""
-    try:
-        opener = gzip.open if path.endswith(".gz") else open
+    """An idx file (MNIST family, .gz or raw) as a uint8 array. The header's sizes are multiplied as Python
+    integers (no wrap-around) and checked against MAX_IDX_BYTES, and the data is read only as far as it goes."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with decoding(path, "gzip", "an idx file" + (" compressed with gzip" if path.endswith(".gz") else ""),
+                  DatasetError):
         with opener(path, "rb") as f:
             head = f.read(4)
             if len(head) < 4 or head[0] or head[1] or head[2] != 0x08:
                 raise DatasetError(f"{path}: not an idx file of unsigned bytes (magic {head.hex()})")
-            dims = np.frombuffer(f.read(4 * head[3]), ">u4").astype(np.int64)
-            if not head[3] or len(dims) != head[3] or np.prod(dims) > MAX_IDX_BYTES:
-                raise DatasetError(f"{path}: bad idx header (dims {dims.tolist()})")
-            data = f.read(int(np.prod(dims)) + 1)
-    except (OSError, EOFError) as e:
-        raise DatasetError(f"{path}: cannot read ({e})") from None
-    if len(data) != int(np.prod(dims)):
-        raise DatasetError(f"{path}: idx header declares {int(np.prod(dims))} bytes, file holds {len(data)}")
+            raw_dims = f.read(4 * head[3])
+            dims = [int.from_bytes(raw_dims[4 * k:4 * k + 4], "big") for k in range(len(raw_dims) // 4)]
+            if not head[3] or len(raw_dims) != 4 * head[3] or math.prod(dims) > MAX_IDX_BYTES:
+                raise DatasetError(f"{path}: bad idx header (dims {dims}, at most {MAX_IDX_BYTES} bytes)")
+            data = _read_upto(f, math.prod(dims) + 1)
+    if len(data) != math.prod(dims):
+        raise DatasetError(f"{path}: idx header declares {math.prod(dims)} bytes, file holds {len(data)}")
     return np.frombuffer(data, np.uint8).reshape(dims)
 
 
@@ -97,45 +112,76 @@ def load_idx_dataset(root, kind="fashion-mnist"):
     return out
 
 
-class _CifarUnpickler(pickle.Unpickler):
-    """CIFAR's pickles hold dicts, lists, bytes and NumPy arrays; refuse anything else."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+class _CifarUnpickler(pickle._Unpickler):
+    """CIFAR's pickles hold dicts, lists, bytes and NumPy arrays; anything else is refused. Python's own
+    unpickler, not the C one: its memo is a dict, where the C unpickler sizes an array by the largest memo index
+    a file names (a damaged index asks for gigabytes); and what would allocate a size the file declares is
+    refused (a bytearray, an array reconstructed non-empty)."""
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
+
+    def __init__(self, data: bytes, path: str):
+        super().__init__(io.BytesIO(data), encoding="bytes")
+        self.path = path
 
     def find_class(self, module, name):
+        if (module, name) in self.RECONSTRUCT:
+            return self._empty_array
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise DatasetError(f"refusing to unpickle {module}.{name}")
+        raise DatasetError(f"{self.path}: refusing to unpickle {module}.{name}")
+
+    def _empty_array(self, cls, shape, dtype):
+        """NumPy's pickles start an array empty (shape (0,)) and fill it from the bytes that follow."""
+        if cls is not np.ndarray or not isinstance(shape, tuple) or shape != (0,):
+            raise DatasetError(f"{self.path}: refusing an array reconstructed as {str(cls)[:40]} of shape "
+                               f"{str(shape)[:40]} (NumPy's pickles start from an empty array)")
+        return np.ndarray.__new__(cls, shape, dtype)
+
+    def _bytearray(self):
+        raise DatasetError(f"{self.path}: holds a bytearray (pickle protocol 5); CIFAR's pickles hold bytes")
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BYTEARRAY8[0]] = _bytearray
 
 
 def _unpickle(path):
-    try:
+    user_file(path, "CIFAR python pickle")
+    with decoding(path, "pickle", "a CIFAR python pickle", DatasetError):
         with open(path, "rb") as f:
-            return _CifarUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
-    except (OSError, pickle.UnpicklingError, EOFError) as e:
-        raise DatasetError(f"{path}: not a CIFAR python pickle ({e})") from None
+            return _CifarUnpickler(f.read(), path).load()
+
+
+def _cifar_names(path):
+    meta = _unpickle(path)
+    names = meta.get(b"fine_label_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, bytes) for n in names):
+        raise DatasetError(f"{path}: not CIFAR-100's meta dictionary (fine_label_names: a list of names)")
+    return [n.decode("utf-8", "replace") for n in names]
+
+
+def _cifar_split(path, n_names):
+    """(images (N, 32, 32, 3) uint8, labels (N,) int64) of CIFAR-100's train or test pickle, checked."""
+    d = _unpickle(path)
+    data, labels = (d.get(b"data"), d.get(b"fine_labels")) if isinstance(d, dict) else (None, None)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DatasetError(f"{path}: 'data' must be an (N, 3072) uint8 array (CIFAR's 32x32 RGB rows)")
+    if not isinstance(labels, list) or not all(type(x) is int for x in labels):
+        raise DatasetError(f"{path}: 'fine_labels' must be a list of integers")
+    if not labels:
+        raise DatasetError(f"{path}: holds no labels")
+    if len(data) != len(labels) or min(labels) < 0 or max(labels) >= n_names:
+        raise DatasetError(f"{path}: {len(data)} images, {len(labels)} labels in range "
+                           f"{min(labels)}..{max(labels)} for {n_names} classes")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, np.int64)
 
 
 def load_cifar100(root, n_classes=None):
     base = os.path.join(root, "cifar-100-python") if os.path.isdir(os.path.join(root, "cifar-100-python")) else root
-    meta = _unpickle(_find(base, "meta"))
-    try:
-        names = [n.decode() for n in meta[b"fine_label_names"]]
-    except (KeyError, TypeError, IndexError, AttributeError) as e:
-        raise DatasetError(f"{base}/meta: not CIFAR-100's meta dictionary ({type(e).__name__})") from None
+    names = _cifar_names(_find(base, "meta"))
     out = {}
     for split in ("train", "test"):
-        d = _unpickle(_find(base, split))
-        try:
-            data = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-            labels = np.asarray(d[b"fine_labels"], np.int64).reshape(-1)
-        except (KeyError, ValueError, TypeError, IndexError) as e:
-            raise DatasetError(f"{base}/{split}: missing or malformed field ({type(e).__name__})") from None
-        if not len(labels):
-            raise DatasetError(f"{base}/{split}: holds no labels")
-        if len(data) != len(labels) or labels.min() < 0 or labels.max() >= len(names):
-            raise DatasetError(f"{base}/{split}: {len(data)} images, {len(labels)} labels in range "
-                               f"{labels.min()}..{labels.max()} for {len(names)} classes")
+        data, labels = _cifar_split(_find(base, split), len(names))
         keep = labels < n_classes if n_classes else np.ones(len(labels), bool)
         out[split] = Split(np.ascontiguousarray(data[keep]), labels[keep], names[:n_classes or len(names)])
     return out
@@ -201,17 +247,37 @@ def load_folder_dataset(root, keep_every=1, max_classes=None):
     return {"train": _class_folder(root, keep_every, max_classes), "test": None}
 
 
+MAX_LIST_BYTES = 1 << 26  # a list or table of image files (CUB's images.txt is 0.5 MB); anything near this is not one
+MAX_CLASSES = 100_000
+
+
+def read_rows(path, what, limit=MAX_LIST_BYTES):
+    """The whitespace-separated fields of each non-blank line of a UTF-8 text file of at most `limit` bytes."""
+    user_file(path, what)
+    with decoding(path, "text", what, DatasetError):
+        if os.path.getsize(path) > limit:
+            raise DatasetError(f"{path}: {os.path.getsize(path)} bytes, too large for {what}")
+        with open(path, encoding="utf-8") as f:
+            return [line.split() for line in f if line.strip()]
+
+
+def _label(text, path, line, low=0):
+    """A class number of a list file, low..MAX_CLASSES - 1 + low, or one line naming the file and line."""
+    if not text.isdigit() or not low <= int(text) < MAX_CLASSES + low:
+        raise DatasetError(f"{path}, line {line}: the label {text[:20]!r} is not a class number "
+                           f"{low}..{MAX_CLASSES - 1 + low}")
+    return int(text)
+
+
 def load_cub200(root):
     base = os.path.join(root, "CUB_200_2011") if os.path.isdir(os.path.join(root, "CUB_200_2011")) else root
 
     def table(name):
         path = os.path.join(base, name)
-        try:
-            with open(path) as f:
-                rows = [line.split() for line in f if line.strip()]
-        except OSError:
+        if not os.path.exists(path):
             raise DatasetError(f"{path}: missing (CUB-200-2011 needs images.txt, image_class_labels.txt, "
-                               "train_test_split.txt, classes.txt)") from None
+                               "train_test_split.txt, classes.txt)")
+        rows = read_rows(path, "a CUB-200-2011 table (ID VALUE lines)")
         if any(len(r) < 2 for r in rows):
             raise DatasetError(f"{path}: every line needs an id and a value")
         return {r[0]: r[1] for r in rows}
@@ -241,18 +307,21 @@ def load_cub200(root):
 
 
 def _cub_lists(base):
-    out, names = {}, None
+    """The train.txt / test.txt variant: 'CLASS_FOLDER/IMAGE [LABEL]' lines; without LABEL the folder's number."""
+    out = {}
     for split in ("train", "test"):
+        path = os.path.join(base, f"{split}.txt")
+        if not os.path.exists(path):
+            raise DatasetError(f"{path}: missing (the list variant of CUB-200 needs train.txt and test.txt)")
         paths, labels = [], []
-        with open(os.path.join(base, f"{split}.txt")) as f:
-            for line in f:
-                parts = line.split()
-                if not parts:
-                    continue
-                rel = parts[0]
-                label = int(parts[1]) if len(parts) > 1 else int(rel.split("/")[0].split(".")[0]) - 1
-                paths.append(inside(os.path.join(base, "images"), rel, os.path.join(base, f"{split}.txt")))
-                labels.append(label)
+        for line, parts in enumerate(read_rows(path, "a CUB-200 image list ('PATH [LABEL]' lines)"), 1):
+            rel = parts[0]
+            label = _label(parts[1], path, line) if len(parts) > 1 else \
+                _label(rel.split("/")[0].split(".")[0], path, line, low=1) - 1
+            paths.append(inside(os.path.join(base, "images"), rel, path))
+            labels.append(label)
+        if not paths:
+            raise DatasetError(f"{path}: lists no images")
         out[split] = Split(paths, np.asarray(labels, np.int64))
     names = [str(i) for i in range(int(max(out["train"].labels.max(), out["test"].labels.max())) + 1)]
     for s in out.values():

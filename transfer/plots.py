@@ -2,7 +2,6 @@
 conv1 filter grids (one net or two side by side), activation maximisation by gradient ascent from
 noise (a filter or a class, maximised or minimised) and feature maps of a layer for an image."""
 import csv
-import json
 import math
 import os
 
@@ -11,7 +10,8 @@ import numpy as np
 import torch
 
 from tools.run.atomic import atomic_open
-from tools.run.runtime import generator
+from tools.run.runrecord import read_json
+from tools.run.runtime import generator, import_torchvision
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,8 +35,7 @@ def _summary(out):
     path = os.path.join(out, "summary.json")
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path, "a run summary (summary.json)")
 
 
 def plot_history(out, summary=None):
@@ -139,6 +138,7 @@ def _shown(weights, bgr=False):
 def _grid(weights, bgr=False, scale=None):
     """Filters as one image (torchvision's make_grid), RGB for display, each filter mapped to [0, 1] around
     0 (mid-grey) by its own largest |weight|, or by `scale` (one value per filter) to draw two nets alike."""
+    import_torchvision()  # one line when it does not load
     from torchvision.utils import make_grid
     w = _shown(weights, bgr)
     if scale is None:
@@ -230,6 +230,20 @@ def activation_maximisation(model, layer, index, size, channels=3, steps=60, lr=
     finally:
         hook.remove()
     return x.detach()[0]
+
+
+@torch.no_grad()
+def layer_units(model, layer, size, channels=3):
+    """How many channels (a conv layer) or units (a linear one) `layer` outputs, from one pass on a blank input."""
+    store = {}
+    hook = layer.register_forward_hook(lambda m, i, o: store.__setitem__("out", o))
+    try:
+        model.eval()
+        model(torch.zeros(1, channels, size, size))
+    finally:
+        hook.remove()
+    out = store["out"]
+    return int(out.shape[1] if out.dim() > 1 else out.shape[0])
 
 
 def plot_activation_maximisation(path, model, layer, indices, size, channels=3, title="", steps=60, names=None):

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from .datasets import DatasetError, Split
+from .datasets import DatasetError, Split, read_rows
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
            "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
@@ -24,15 +24,7 @@ def _base(root):
 
 
 def _lines(path):
-    try:
-        if os.path.getsize(path) > MAX_LIST_BYTES:
-            raise DatasetError(f"{path}: {os.path.getsize(path)} bytes, not a VOC image-set file")
-        with open(path) as f:
-            return [line.split() for line in f if line.strip()]
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path}: not a text file") from None
+    return read_rows(path, "a VOC image-set file ('IMAGE_ID 1|-1|0' lines)", MAX_LIST_BYTES)
 
 
 def read_split(root, split):

@@ -190,5 +190,8 @@ def test_compare_names_what_a_folder_lacks(tmp_path):
     with pytest.raises(UserError, match="half: not a finished transfer run \\(no summary.json\\)"):
         compare([str(tmp_path / "half")])
     (tmp_path / "half" / "summary.json").write_text("{}")
-    with pytest.raises(UserError, match="unreadable run record"):
+    with pytest.raises(UserError, match="summary.json: not a run summary \\(no test_accuracy number\\)"):
+        compare([str(tmp_path / "half")])
+    (tmp_path / "half" / "summary.json").write_text('{"test_accuracy": 0.5')  # cut short
+    with pytest.raises(UserError, match="summary.json: not a run summary \\(summary.json\\) \\(JSONDecodeError"):
         compare([str(tmp_path / "half")])

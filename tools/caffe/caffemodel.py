@@ -13,6 +13,7 @@ import numpy as np
 from . import caffe_pb2 as pb
 from ..run import hdf5
 from ..run.atomic import atomic_open
+from ..run.decoding import decoding
 from ..run.errors import CaffeError, UserError
 from ..run.paths import user_file
 
@@ -278,11 +279,10 @@ def parse_caffemodel(buf: Any, path: str = "<bytes>", file: Any = None) -> Tuple
                 continue
             net_bytes += _encode_varint((number << 3) | 2) + _encode_varint(len(kept)) + kept
             weights.append((kept, number, blobs))
-        net = pb.NetParameter.FromString(bytes(net_bytes))
     except _Corrupt as e:
         raise CaffeError(f"{path}: not a valid .caffemodel ({e})") from None
-    except Exception as e:  # protobuf's DecodeError and friends
-        raise CaffeError(f"{path}: not a valid .caffemodel (protobuf: {e})") from None
+    with decoding(path, "protobuf", "a valid .caffemodel", CaffeError):
+        net = pb.NetParameter.FromString(bytes(net_bytes))
     named = []
     layers, v1 = iter(net.layer), iter(net.layers)
     for _, number, blobs in weights:
@@ -327,7 +327,7 @@ def _read_hdf5(path):
 
     named = []
     try:
-        with h5py.File(path, "r") as f:
+        with decoding(path, "hdf5", "a Caffe .caffemodel.h5 (HDF5)", CaffeError), h5py.File(path, "r") as f:
             if "data" not in f:
                 raise CaffeError(f"{path}: HDF5 file has no /data group; not a Caffe .caffemodel.h5")
             data = hdf5.group(f, "data", path)
@@ -338,10 +338,10 @@ def _read_hdf5(path):
                     raise CaffeError(f"{path}: layer '{name}' holds blobs named {keys[:5]}; expected 0, 1, ...")
                 named.append((name, [Blob(np.asarray(hdf5.dataset(layer, k, path), dtype=np.float32))
                                      for k in sorted(keys, key=int)]))
-    except UserError as e:
+    except CaffeError:
+        raise
+    except UserError as e:  # the HDF5 guards' refusals, said as the Caffe file's
         raise CaffeError(str(e)) from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CaffeError(f"{path}: unreadable HDF5 .caffemodel ({type(e).__name__})") from None
     return pb.NetParameter(), named
 
 

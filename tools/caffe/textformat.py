@@ -6,6 +6,7 @@ from typing import Any, Optional
 from google.protobuf.descriptor import FieldDescriptor as FD
 
 from ..run.atomic import read_bounded
+from ..run.decoding import decoding
 from ..run.errors import CaffeError, where
 
 MAX_TEXT_BYTES = 64 << 20  # a prototxt is a few KB; refuse anything absurd before reading it
@@ -288,9 +289,7 @@ def parse_text(text: str, msg: Any, path: Optional[str] = None) -> Any:
 def read_text(path: str, msg: Any) -> Any:
     """Read a .prototxt file into message `msg`."""
     raw = read_bounded(path, MAX_TEXT_BYTES, "text file")
-    try:
+    with decoding(path, "text", make=lambda e: CaffeError(
+            f"{path}: not a text prototxt (byte {getattr(e, 'start', '?')} is not UTF-8; is this a binary .caffemodel?)")):
         text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CaffeError(f"{path}: not a text prototxt (byte {e.start} is not UTF-8; "
-                         "is this a binary .caffemodel?)") from None
     return parse_text(text, msg, path)

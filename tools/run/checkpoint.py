@@ -4,6 +4,7 @@ import os
 from typing import Any
 
 from .atomic import atomic_open, ensure_dir
+from .decoding import decoding
 from .errors import UserError
 from .paths import user_file
 
@@ -20,21 +21,39 @@ def save_checkpoint(path: str, payload: Any) -> None:
                             "size limit reached?)") from None
 
 
+DEFLATE_RATIO = 1032  # the most deflate expands; torch writes its records uncompressed (stored)
+
+
+def _check_archive(path: str, size: int) -> None:
+    """Every record of a torch zip archive inside the file and no larger than its stored bytes allow, checked
+    from Python's reading of the central directory before torch's reader sizes a buffer by it."""
+    import zipfile
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            limit = info.compress_size * (DEFLATE_RATIO if info.compress_type else 1)
+            if info.header_offset + info.compress_size > size or info.file_size > limit:
+                raise UserError(f"{path}: not a torch checkpoint (its record {info.filename[:60]!r} declares "
+                                f"{info.file_size} bytes at offset {info.header_offset} of a {size}-byte file)")
+
+
 def load_checkpoint(path: str, what: str = "a loadable checkpoint") -> Any:
     """What a torch file holds; refuses files that need pickled objects (weights_only=True). A file
     that is missing, truncated or not a torch archive is one line: '{path}: not {what} (why)'."""
     import warnings
+    import zipfile
 
     import torch
     user_file(path, what.removeprefix("a ").removeprefix("an "))
+    size = os.path.getsize(path)
+    with decoding(path, "zip", what):
+        if zipfile.is_zipfile(path):  # the format torch writes; its legacy format (a bare pickle) has no directory
+            _check_archive(path, size)
     try:
-        with warnings.catch_warnings():  # torch's notes on pickle protocols say nothing to a user
-            warnings.simplefilter("ignore")
+        with decoding(path, "torch", what), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols say nothing to a user
             return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except Exception as e:  # unpickling refusals, truncated archives, other files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Weights only load failed" in first:
-            first = "it holds pickled Python objects, which could run code; only tensors are read"
-        raise UserError(f"{path}: not {what} ({first[:200]})") from None
+    except UserError as e:
+        if "Weights only load failed" not in str(e):
+            raise
+        raise UserError(f"{path}: not {what} (it holds pickled Python objects, which could run code; only "
+                        "tensors are read)") from None

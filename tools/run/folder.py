@@ -6,7 +6,7 @@ import os
 from typing import Any, Dict, IO, Iterable, List, Optional
 
 from .atomic import atomic_open, ensure_dir
-from .errors import UserError
+from .errors import DiskError, UserError
 from .runrecord import read_record, wants_resume
 
 RECORD = "config.json"
@@ -150,7 +150,11 @@ def hold_lock(path: str, refusal: str) -> IO:
     """An exclusive lock on the file `path` for this process's life (it goes with the process, however it
     ends); `refusal` is the one line said when another process holds it."""
     import fcntl
-    handle = open(path, "a")
+    try:
+        handle = open(path, "a")
+    except OSError as e:  # a read-only file system, no permission, a full disk: the folder cannot take the run
+        raise DiskError(f"{path}: cannot create the lock file ({e.strerror or e}); the output's folder must be "
+                        "writable") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

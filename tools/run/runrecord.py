@@ -4,10 +4,12 @@ import json
 import os
 from typing import Any, Dict, Iterable, Optional
 
+from .decoding import decoding
 from .errors import UserError
 from .paths import user_file
 
 RESUME_CHOICES = ("yes", "auto")
+MAX_RECORD_BYTES = 1 << 20  # a config.json is a few hundred bytes; a cut read of a larger file fails to parse
 RESUME_HELP = ("continue the run in --out with the settings its config.json recorded; options given override "
                "those that may change (a record of each resume is written beside config.json). 'auto': resume "
                "if there is something to resume, else start (for preemptible jobs)")
@@ -24,20 +26,23 @@ def wants_resume(value: Any, has_state: bool) -> bool:
     raise UserError(f"--resume {value!r}: expected no value or 'auto'")
 
 
+def read_json(path: str, what: str, limit: int = MAX_RECORD_BYTES) -> Dict[str, Any]:
+    """A JSON object a run wrote (config.json, summary.json), read back bounded; damaged, it is one line."""
+    user_file(path, what.removeprefix("a ").removeprefix("an "))
+    with decoding(path, "json", what), open(path, "rb") as f:
+        value = json.loads(f.read(limit + 1))
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: not {what} (a JSON object)")
+    return value
+
+
 def read_record(out: str, fields: Optional[Iterable[str]], machine: Iterable[str] = ()) -> Dict[str, Any]:
     """The settings a run folder's config.json recorded, restricted to `fields` (all with None) and without
     the `machine` ones (a run started on a GPU resumes on whatever is here); {} when there is none."""
     path = os.path.join(out, "config.json")
     if not os.path.exists(path):
         return {}
-    user_file(path, "run record (config.json)")
-    try:
-        with open(path) as f:
-            record = json.load(f)
-        if not isinstance(record, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable run record ({e})") from None
+    record = read_json(path, "a readable run record")
     keep, drop = set(record if fields is None else fields), set(machine)
     return {k: v for k, v in record.items() if k in keep and k not in drop}
 

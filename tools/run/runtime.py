@@ -101,3 +101,27 @@ def die_with_parent() -> None:
         return
     if os.getppid() == 1:  # the parent died before the call
         os._exit(1)
+
+
+CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
+
+
+def import_torchvision() -> Any:
+    """torchvision, or one line saying why it does not load beside this torch: a build of torchvision made for
+    another torch (a CUDA torchvision beside a CPU torch fails with 'operator torchvision::nms does not exist')."""
+    try:
+        import torchvision
+    except ImportError:
+        raise UserError("this needs torchvision: pip install torchvision (the release made for your torch)") from None
+    except RuntimeError as e:  # its compiled operators do not register with this torch
+        import torch
+        from importlib import metadata
+        try:
+            have = metadata.version("torchvision")
+        except metadata.PackageNotFoundError:
+            have = "?"
+        raise UserError(f"torchvision {have} does not load beside torch {torch.__version__} "
+                        f"({str(e).splitlines()[0][:100]}): they were built for each other's other builds; install "
+                        f"the pair together, e.g. pip install --force-reinstall torch=={torch.__version__.split('+')[0]} "
+                        f"torchvision --index-url {CPU_WHEELS} (the CPU builds), or make clean && make install") from None
+    return torchvision

@@ -2,6 +2,7 @@
 from dataclasses import fields
 from typing import Any, Dict, Iterable, Mapping, Optional
 
+from .decoding import decoding
 from .errors import UserError, did_you_mean
 from .options import check_types
 from .paths import user_file
@@ -16,19 +17,11 @@ def _parse(path: str, text: str) -> Any:
             import yaml
         except ImportError:
             raise UserError(f"{path}: YAML needs PyYAML (pip install pyyaml), or give the settings as JSON") from None
-        try:
+        with decoding(path, "yaml", "valid YAML"):  # RecursionError too: a hostile file nests past the stack
             return yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        except RecursionError:  # the parsers recurse per level: a hostile file nests until the stack ends
-            raise UserError(f"{path}: nested deeper than the YAML reader goes") from None
     import json
-    try:
+    with decoding(path, "json", "valid JSON"):
         return json.loads(text)
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
-    except RecursionError:
-        raise UserError(f"{path}: nested deeper than the JSON reader goes") from None
 
 
 def read_settings(path: str, cls: type, extras: Iterable[str] = (), refuse: Optional[Mapping[str, str]] = None,
@@ -44,10 +37,9 @@ def read_settings(path: str, cls: type, extras: Iterable[str] = (), refuse: Opti
         raise UserError(f"{path}: cannot read the settings file ({e.strerror or e})") from None
     if len(raw) > MAX_SETTINGS_BYTES:
         raise UserError(f"{path}: over {MAX_SETTINGS_BYTES >> 10} KiB; a settings file is a few lines")
-    try:
+    with decoding(path, "text", make=lambda e: UserError(
+            f"{path}: not UTF-8 text (byte {getattr(e, 'start', '?')}); a settings file is JSON or YAML")):
         text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); a settings file is JSON or YAML") from None
     data = _parse(path, text)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
