@@ -132,11 +132,11 @@ def cfn_backbone(weights=None, upto="pool5", **kw):
 # ---- torchvision ------------------------------------------------------------------------------
 
 def _torchvision(arch, weights):
-    torchvision = import_torchvision()
-    builder = getattr(torchvision.models, arch)
-    if weights is None:
+    if weights is None:  # the user's mistake is said whether or not torchvision loads here
         raise UserError(f"model '{arch}' needs --weights: a local .pth state_dict, a torchvision weight "
                          "name such as IMAGENET1K_V1 (downloads), or 'none' for random initialisation")
+    torchvision = import_torchvision()
+    builder = getattr(torchvision.models, arch)
     if weights == "none":
         return builder(weights=None)
     if str(weights).endswith((".pth", ".pt")):

@@ -11,7 +11,7 @@ import torch
 
 from tools.run.atomic import atomic_open
 from tools.run.runrecord import read_json
-from tools.run.runtime import generator, import_torchvision
+from tools.run.runtime import generator
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -136,17 +136,13 @@ def _shown(weights, bgr=False):
 
 
 def _grid(weights, bgr=False, scale=None):
-    """Filters as one image (torchvision's make_grid), RGB for display, each filter mapped to [0, 1] around
+    """Filters as one image, a white pixel between them, RGB for display, each filter mapped to [0, 1] around
     0 (mid-grey) by its own largest |weight|, or by `scale` (one value per filter) to draw two nets alike."""
-    import_torchvision()  # one line when it does not load
-    from torchvision.utils import make_grid
     w = _shown(weights, bgr)
     if scale is None:
         scale = w.abs().amax(dim=(1, 2, 3))
     w = 0.5 + 0.5 * w / scale.reshape(-1, 1, 1, 1).clamp_min(1e-12)
-    grid = make_grid(w.clamp(0, 1), nrow=int(math.ceil(math.sqrt(w.shape[0]))), padding=1, pad_value=1.0)
-    img = grid.permute(1, 2, 0).numpy()
-    return img[..., 0] if w.shape[1] == 1 else img
+    return _tiled(w.clamp(0, 1), int(math.ceil(math.sqrt(w.shape[0]))), gap=1, fill=1.0)
 
 
 def _channels_side_by_side(diff, bgr):
@@ -184,7 +180,7 @@ def plot_filters(path, *named_weights, bgr=False):
         rel = float(diff.norm() / before.norm().clamp_min(1e-12))
         side = _channels_side_by_side(diff, bgr)
         n, _, h, w = side.shape
-        grid = _nan_grid(side, max(1, round(math.sqrt(n * (h + 3) / (w + 3)))), gap=3)  # about square; a filter's
+        grid = _tiled(side, max(1, round(math.sqrt(n * (h + 3) / (w + 3)))), gap=3)  # about square; a filter's
         # channels 1 px apart, filters 3
         bound = float(diff.abs().max()) or 1.0
         ax = axes[0][-1]
@@ -199,15 +195,16 @@ def plot_filters(path, *named_weights, bgr=False):
     return _save(fig, path)
 
 
-def _nan_grid(tiles, cols, gap=2):
-    """(N, 1, h, w) tiles in a grid `cols` wide, `gap` NaN (blank) pixels around and between them."""
-    n, _, h, w = tiles.shape
+def _tiled(tiles, cols, gap=2, fill=np.nan):
+    """(N, C, h, w) tiles in a grid `cols` wide with `gap` pixels of `fill` around and between them, as an
+    (H, W, C) array ((H, W) for one channel)."""
+    n, c, h, w = tiles.shape
     rows = -(-n // cols)
-    grid = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap), np.nan, dtype=np.float32)
+    grid = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, c), fill, dtype=np.float32)
     for i in range(n):
         y, x = gap + (i // cols) * (h + gap), gap + (i % cols) * (w + gap)
-        grid[y:y + h, x:x + w] = tiles[i, 0].numpy()
-    return grid
+        grid[y:y + h, x:x + w] = tiles[i].permute(1, 2, 0).numpy()
+    return grid[..., 0] if c == 1 else grid
 
 
 def activation_maximisation(model, layer, index, size, channels=3, steps=60, lr=0.1, sign=1.0, seed=0):

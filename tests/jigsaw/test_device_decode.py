@@ -10,6 +10,8 @@ from jigsaw.device_decode import DeviceJpegImages
 from jigsaw.images import load_image
 from jigsaw.store import FolderImages, open_images
 
+pytestmark = pytest.mark.needs_torchvision  # torchvision.io decodes here
+
 
 @pytest.fixture(scope="module")
 def mixed_dir(tmp_path_factory, photo_dir):

@@ -53,7 +53,7 @@ CIFAR_DAMAGE = {  # each a CIFAR-100 'train' pickle; what escaped before
     "a memo index of 2^32 - 16": b"\x80\x02N" + b"r" + struct.pack("<I", 0xFFFFFFF0) + b".",  # C memo sized by it
     "a bytearray of 2^40 bytes": b"\x80\x05\x96" + struct.pack("<Q", 1 << 40) + b".",  # allocated as declared
     "an array reconstructed at 2^40 elements":  # numpy's _reconstruct allocates the shape it is given
-        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + b"J" + struct.pack("<i", 1 << 30) +
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + b"\x8a\x06" + (1 << 40).to_bytes(6, "little") +
         b"\x85" + b"C\x01b" + b"\x87R.",
 }
 
@@ -249,12 +249,9 @@ CLI_CASES = {
     "probe on MNIST whose header wraps int64": ("transfer.cli", lambda t: (lambda r: (
         ["probe", "--dataset", "mnist", "--data-root", r[0], "--model", "mlp", "--out", t / "o"], r[1]))(
         wrapping_idx(t / "m"))),
-    "probe on MNIST whose header is cut": ("transfer.cli", lambda t: (lambda r: (
-        ["probe", "--dataset", "mnist", "--data-root", r[0], "--model", "mlp", "--out", t / "o"], r[1]))(
-        cut_header_idx(t / "m"))),
-    **{f"finetune on CIFAR-100 holding {d}": ("transfer.cli", lambda t, d=d: (lambda r: (
+    "finetune on CIFAR-100 whose pickle names a memo index of 2^32 - 16": ("transfer.cli", lambda t: (lambda r: (
         ["finetune", "--dataset", "cifar100", "--data-root", r[0], "--model", "basenet", "--out", t / "o"],
-        r[1]))(damaged_cifar(t, d))) for d in sorted(CIFAR_DAMAGE)},
+        r[1]))(damaged_cifar(t, "a memo index of 2^32 - 16"))),
     "run (a recipe) on damaged CIFAR-100": ("transfer.cli", lambda t: (lambda r: (
         ["run", "cifar25-basenet", "--data-root", r[0], "--out", t / "o"], r[1]))(
         damaged_cifar(t, "undecodable text"))),
@@ -313,9 +310,10 @@ def test_prepare_into_a_read_only_folder_is_one_line(tmp_path):
         "the output's folder must be writable"), r.stderr[-2000:]
 
 
-def test_convert_refuses_a_prototxt_that_is_not_the_weights_net(tmp_path):
+def test_convert_refuses_a_prototxt_that_is_not_the_weights_net(tmp_path, capsys):
     from jigsaw.caffe_form import to_caffe
     from jigsaw.cfn import CFN
+    from jigsaw.cli import main
     to_caffe(CFN(6, width=0.125, seed=0), str(tmp_path / "cfn.prototxt"), str(tmp_path / "cfn.caffemodel"))
     (tmp_path / "other.prototxt").write_text(
         'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
@@ -323,29 +321,24 @@ def test_convert_refuses_a_prototxt_that_is_not_the_weights_net(tmp_path):
     wider = (tmp_path / "cfn.prototxt").read_text().replace("num_output: 12", "num_output: 13", 1)
     (tmp_path / "wider.prototxt").write_text(wider)
     for proto, said in (("other.prototxt", "not the net of"), ("wider.prototxt", "has num_output 13")):
-        r = subprocess.run([sys.executable, "-m", "jigsaw.cli", "convert", str(tmp_path / "cfn.caffemodel"),
-                            "--prototxt", str(tmp_path / proto), "-o", str(tmp_path / "x.pt")], env=ENV,
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and said in r.stderr, r.stderr[-2000:]
+        code = main(["convert", str(tmp_path / "cfn.caffemodel"), "--prototxt", str(tmp_path / proto), "-o",
+                     str(tmp_path / "x.pt")])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and said in err, err
         assert not (tmp_path / "x.pt").exists()
-    r = subprocess.run([sys.executable, "-m", "jigsaw.cli", "convert", str(tmp_path / "cfn.caffemodel"),
-                        "--prototxt", str(tmp_path / "cfn.prototxt"), "-o", str(tmp_path / "x.pt")], env=ENV,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]  # its own net passes
+    assert main(["convert", str(tmp_path / "cfn.caffemodel"), "--prototxt", str(tmp_path / "cfn.prototxt"), "-o",
+                 str(tmp_path / "x.pt")]) == 0  # its own net passes
 
 
-def test_plot_activations_refuses_indices_outside_the_layer(tmp_path):
+def test_plot_activations_refuses_indices_outside_the_layer(tmp_path, capsys):
     from tests.transfer.test_datasets import mnist_like
+    from transfer.cli import main
     root = mnist_like(str(tmp_path / "m"), n=(40, 10))
-    r = subprocess.run([sys.executable, "-m", "transfer.cli", "finetune", "--dataset", "mnist", "--data-root", root,
-                        "--model", "mlp", "--out", str(tmp_path / "run"), "--phase", "head",
-                        "--epochs", "1", "--no-progress"], env=ENV, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert main(["finetune", "--dataset", "mnist", "--data-root", root, "--model", "mlp", "--out",
+                 str(tmp_path / "run"), "--phase", "head", "--epochs", "1", "--no-progress"]) == 0
+    capsys.readouterr()
     for indices, said in ((["1000000000"], "--indices 1000000000: layer 'head' has 10 units, numbered 0..9"),
                           (["-1", "3"], "--indices -1: layer 'head' has 10 units")):
-        r = subprocess.run([sys.executable, "-m", "transfer.cli", "plot", "activations", "--run", str(tmp_path / "run"),
-                            "--layer", "head", "--indices", *indices], env=ENV, capture_output=True, text=True,
-                           timeout=300)
-        assert r.returncode == 2 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
-
+        code = main(["plot", "activations", "--run", str(tmp_path / "run"), "--layer", "head", "--indices", *indices])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err

@@ -38,6 +38,7 @@ def test_a_missing_data_root_is_one_line_naming_the_layout(name):
         load_dataset(name, None)
 
 
+@pytest.mark.needs_torchvision
 def test_an_offline_weight_name_is_one_line_pointing_to_a_local_file(monkeypatch):
     import urllib.error
 
@@ -107,3 +108,25 @@ def test_solver_options_override_every_phase_and_are_recorded():
     assert round(plain.base_lr, 6) == 0.0005  # the solver's own without the options
     assert {"base_lr", "weight_decay", "momentum"} <= set(RUN_FIELDS) & set(RUN_OPTIONS)
     assert _solver("cfn_solver_short", "finetune_solver", cfg).type == "Adam"  # a shipped solver by name
+
+
+def test_a_torchvision_built_for_another_torch_is_one_line(monkeypatch):
+    """A CUDA torchvision beside a CPU torch fails to import with 'operator torchvision::nms does not exist':
+    the models that need it say so in one line, with the command that installs a matching pair."""
+    import builtins
+
+    from tools.run.errors import UserError
+    from transfer.backbones import build_backbone
+    real = builtins.__import__
+
+    def no_torchvision(name, *args, **kwargs):
+        if name == "torchvision":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_torchvision)
+    with pytest.raises(UserError, match=r"^torchvision \S+ does not load beside torch \S+ \(operator torchvision::nms "
+                                        r"does not exist\): it was built for another torch .*--index-url") as e:
+        build_backbone("resnet50", weights="none")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="needs --weights"):  # a user's own mistake is still said first
+        build_backbone("resnet50", weights=None)

@@ -69,6 +69,7 @@ def test_frozen_backbone_keeps_weights_and_batchnorm_statistics():
     assert bn.training and all(p.requires_grad for p in model.backbone.parameters())
 
 
+@pytest.mark.needs_torchvision
 def test_unfreezing_named_blocks_only():
     model = TransferModel(build_backbone("resnet50", weights="none"), make_head("linear", 2048, 3))
     model.freeze_backbone(except_blocks=("4",))

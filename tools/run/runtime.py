@@ -121,7 +121,8 @@ def import_torchvision() -> Any:
         except metadata.PackageNotFoundError:
             have = "?"
         raise UserError(f"torchvision {have} does not load beside torch {torch.__version__} "
-                        f"({str(e).splitlines()[0][:100]}): they were built for each other's other builds; install "
-                        f"the pair together, e.g. pip install --force-reinstall torch=={torch.__version__.split('+')[0]} "
-                        f"torchvision --index-url {CPU_WHEELS} (the CPU builds), or make clean && make install") from None
+                        f"({str(e).splitlines()[0][:100]}): it was built for another torch (a CUDA torchvision "
+                        f"beside a CPU torch does this); install the two together, e.g. pip install --force-reinstall "
+                        f"torch=={torch.__version__.split('+')[0]} torchvision --index-url {CPU_WHEELS} (the CPU "
+                        "builds), or make clean && make install") from None
     return torchvision
