@@ -50,6 +50,7 @@ def cut_header_idx(folder):
 
 CIFAR_DAMAGE = {  # each a CIFAR-100 'train' pickle; what escaped before
     "undecodable text": b"\x80\x02X\x02\x00\x00\x00\xff\xfe.",  # UnicodeDecodeError
+    "a frame header cut short": b"\x80\x04\x95\x01",  # Python's unpickler: struct.error (the fuzzer, seed 33)
     "a memo index of 2^32 - 16": b"\x80\x02N" + b"r" + struct.pack("<I", 0xFFFFFFF0) + b".",  # C memo sized by it
     "a bytearray of 2^40 bytes": b"\x80\x05\x96" + struct.pack("<Q", 1 << 40) + b".",  # allocated as declared
     "an array reconstructed at 2^40 elements":  # numpy's _reconstruct allocates the shape it is given

@@ -22,10 +22,11 @@ def _gzip() -> tuple:
 
 def _pickle() -> tuple:
     import pickle
+    import struct
     # the unpickler runs opcodes on whatever the bytes hold: bad opcodes, a broken memo or stack, strings that
     # do not decode, and the allowed constructors (NumPy's) given arguments they refuse
     return (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError,
-            AttributeError, LookupError, OverflowError)
+            AttributeError, LookupError, OverflowError, struct.error)  # struct.error: Python's unpickler, cut short
 
 
 def _hdf5() -> tuple:
