@@ -4,8 +4,18 @@ import difflib
 from typing import Any, Iterable, Optional
 
 
+# every character str.splitlines() breaks at, shown escaped: a name read from a damaged file may hold one
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 class UserError(ValueError):
-    """A user's file, folder or setting is wrong; the message says where and what was expected."""
+    """A user's file, folder or setting is wrong; the message says where and what was expected, on one line:
+    a line break it quotes from a file is shown escaped."""
+
+    def __init__(self, *args):
+        if args and isinstance(args[0], str):
+            args = (args[0].translate(_LINE_BREAKS), *args[1:])
+        super().__init__(*args)
 
 
 class CaffeError(UserError):

@@ -78,3 +78,19 @@ def test_every_decoder_names_exception_types_only():
         assert not any(t in (Exception, BaseException, MemoryError) for t in got), name
     with pytest.raises(KeyError, match="no decoder named"):
         decoding("f", "nonsense", "x")
+
+
+def test_a_user_errors_message_is_one_line_whatever_it_quotes():
+    """Found by the long fuzz (seed 34): a layer type holding an escaped newline was quoted into the message."""
+    import warnings
+
+    from tools.caffe.net import CaffeNet
+    from tools.caffe.prototxt import read_net
+    from tools.run.errors import CaffeError
+    assert str(UserError("a\nb\r\u2028c")) == "a\\nb\\r\\u2028c"
+    text = 'layer { name: "data" type: "I\\nput" top: "data" input_param { shape { dim: 1 dim: 3 } } }'
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(CaffeError, match=r"type 'I\\nput'") as e:
+            CaffeNet(read_net(text), device="meta")
+    assert len(str(e.value).splitlines()) == 1
