@@ -135,15 +135,17 @@ def _torchvision(arch, weights):
     if weights is None:  # the user's mistake is said whether or not torchvision loads here
         raise UserError(f"model '{arch}' needs --weights: a local .pth state_dict, a torchvision weight "
                          "name such as IMAGENET1K_V1 (downloads), or 'none' for random initialisation")
+    state = None
+    if str(weights).endswith((".pth", ".pt")):
+        state = load_checkpoint(weights, "a loadable state_dict")
+        if not isinstance(state, dict):
+            raise UserError(f"{weights}: not a state_dict (a {type(state).__name__})")
     torchvision = import_torchvision()
     builder = getattr(torchvision.models, arch)
     if weights == "none":
         return builder(weights=None)
-    if str(weights).endswith((".pth", ".pt")):
+    if state is not None:
         model = builder(weights=None)
-        state = load_checkpoint(weights, "a loadable state_dict")
-        if not isinstance(state, dict):
-            raise UserError(f"{weights}: not a state_dict (a {type(state).__name__})")
         missing, unexpected = model.load_state_dict(state.get("state_dict", state), strict=False)
         if missing:
             raise UserError(f"{weights}: missing {len(missing)} tensors for {arch}, e.g. {missing[0]}")
