@@ -203,7 +203,8 @@ def test_malformed_idx_and_cifar_files_are_one_line(tmp_path):
     import pickle
     import struct
 
-    from transfer.datasets import load_cifar100, read_idx
+    from transfer.cifar import load_cifar100
+    from transfer.datasets import read_idx
     (tmp_path / "zero-dims-idx3-ubyte").write_bytes(struct.pack(">I", 0x00000800))
     with pytest.raises(UserError, match="bad idx header"):
         read_idx(str(tmp_path / "zero-dims-idx3-ubyte"))
