@@ -2,7 +2,8 @@
 # Every GPU measurement the performance issue asks for, in three stages that each fit one 10-minute call
 # on a lent device machine (its python3 already holds torch, h5py, scikit-image, matplotlib, tqdm):
 #   bash benchmarks/device_run.sh measure      CUDA tests, profiles (eager, compiled), LRN, store reads, tiles
-#   bash benchmarks/device_run.sh throughput   the puzzles/s table with one row per optimisation removed
+#   bash benchmarks/device_run.sh throughput   the puzzles/s table with one row per optimisation removed, and
+#                                              the ResNet-50 jigsaw / PIRL step beside the CFN's (trunk_step.py)
 #   bash benchmarks/device_run.sh precision    fp32 vs bf16 pretext curves (3 runs, full width)
 # Results go to $OUT (the device tool's folder) or ./device-out; copy the tables into RESULTS.md.
 set -uo pipefail
@@ -32,6 +33,9 @@ measure)
     ;;
 throughput)
     run throughput $py benchmarks/pretrain_throughput.py --ablate --compile --workers 16
+    # the ResNet-50 jigsaw (VISSL's head) and PIRL rows beside the CFN: puzzles/s, images/s
+    run trunk_step $py benchmarks/trunk_step.py --device cuda --batch 256 --steps 10 \
+        --nets cfn:1:jigsaw,resnet50:1:jigsaw,resnet50:1:pirl
     ;;
 precision)
     run precision $py benchmarks/precision_agreement.py --iters "${ITERS:-3000}" --out /tmp/precision

@@ -123,3 +123,52 @@ def read_cfn(weights: str, permutations: Optional[str] = None, recipe_name: Opti
         raise UserError(f"{permutations or weights}: {len(perms)} permutations, but the weights predict "
                         f"{model.num_permutations}")
     return model.eval(), perms, pcfg, record
+
+
+# ---- runs on a torchvision trunk (`jigsaw train --trunk resnet18 ...`, `--method pirl`) ---------------------------
+
+def trunk_payload(cfg, model, permutations: np.ndarray, record: dict, iteration: int, solver: dict,
+                  method_state: dict, input_size: int) -> dict:
+    """A trunk run's checkpoint: the whole net (trunk under `trunk.net.`, torchvision's names), what builds it
+    (trunk, width, method), the permutations (jigsaw), the recipe record, the solver, the method's own state
+    (PIRL's memory bank and Z), the seed, and the side of the images the trunk was trained on."""
+    perms = torch.from_numpy(np.asarray(permutations)) if permutations is not None and len(permutations) \
+        else torch.zeros(0, 9, dtype=torch.long)
+    return dict(model=model.state_dict(), trunk=cfg.trunk, width=float(cfg.width), method=cfg.method,
+                iter=iteration, permutations=perms, solver=solver, method_state=method_state, seed=cfg.seed,
+                input_size=int(input_size), **record)
+
+
+def is_trunk_checkpoint(ck) -> bool:
+    return isinstance(ck, dict) and isinstance(ck.get("trunk"), str) and "method" in ck and "model" in ck
+
+
+def resume_trunk(path: str, cfg, model, permutations: np.ndarray) -> Tuple[dict, dict, int]:
+    """Load a trunk run's last.pt into `model`: (solver state, method state, iteration), or one line saying what
+    differs from the settings."""
+    ck = load_checkpoint(path)
+    if not is_trunk_checkpoint(ck):
+        raise UserError(f"{path}: not a checkpoint of `jigsaw train --trunk` (a CFN run resumes with --trunk cfn)")
+    was = (ck["trunk"], float(ck["width"]), ck["method"])
+    if was != (cfg.trunk, float(cfg.width), cfg.method):
+        raise UserError(f"{path}: trained as --trunk {was[0]} --width {was[1]:g} --method {was[2]}, not --trunk "
+                        f"{cfg.trunk} --width {cfg.width:g} --method {cfg.method}")
+    if not np.array_equal(ck["permutations"].numpy(), permutations):
+        raise UserError(f"{path}: the checkpoint was trained with another permutation set")
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise UserError(f"{path}: the weights do not fit the net ({str(e).splitlines()[-1].strip()[:200]})") from None
+    return ck["solver"], ck.get("method_state") or {}, int(ck["iter"])
+
+
+def read_trunk(path: str, ck: Optional[dict] = None):
+    """(the trunk, its checkpoint) of a `jigsaw train --trunk` run, in eval mode; transfer probes it."""
+    from tools.nets.trunks import build_trunk, load_torchvision_state
+    ck = load_checkpoint(path) if ck is None else ck
+    if not is_trunk_checkpoint(ck):
+        raise UserError(f"{path}: not a checkpoint of `jigsaw train --trunk`")
+    trunk = build_trunk(ck["trunk"], float(ck["width"]))
+    prefix = "trunk.net."
+    load_torchvision_state(trunk, {k[len(prefix):]: v for k, v in ck["model"].items() if k.startswith(prefix)}, path)
+    return trunk.eval(), ck

@@ -83,7 +83,8 @@ def _run(args):
         if args.out is None:
             raise UserError("train: --out is required")
         settings.update({**(recorded_config(args.out) if args.resume else {}), **given(TrainConfig, args)})
-        for need in ("data", "permutations"):
+        needs = ("data",) if settings.get("method") == "pirl" else ("data", "permutations")
+        for need in needs:
             if need not in settings:
                 raise UserError(f"train: --{need} is required (or --resume a run folder whose config.json "
                                 "records it)")

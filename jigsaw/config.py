@@ -4,6 +4,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from tools.nets import TRUNK_NAMES
 from tools.run.cli_runner import (COUNT, COUNT_1, FRACTION, MAX_BATCH, MAX_SIDE, MAX_WORKERS, SEED, positive,
                                   ranged)
 from tools.run.errors import UserError
@@ -94,7 +95,21 @@ class TrainConfig:
     val_data: Optional[str] = option(None, "separate validation store; default: hold out --val-fraction")
     val_fraction: float = option(0.05, "share of the images held out for validation", type=FRACTION)
     batch_size: int = option(256, "puzzles per iteration", type=positive(int, hi=MAX_BATCH))
-    width: float = option(1.0, "channel width multiplier", type=ranged(float, 1 / 96, 16))
+    trunk: str = option("cfn", "the net: cfn (the 2016 CFN, exact to Caffe) or a torchvision trunk under "
+                               "VISSL's head (tiles folded into one batch, one BatchNorm over all positions)",
+                        choices=("cfn",) + TRUNK_NAMES)
+    method: str = option("jigsaw", "jigsaw: classify the permutation; pirl (a torchvision --trunk): an image and "
+                                   "its shuffled tiles embedded alike, NCE against a memory bank (no permutation "
+                                   "set)", choices=("jigsaw", "pirl"))
+    width: float = option(1.0, "channel width multiplier (cfn, resnet18/50, mobilenet_v3_large)",
+                          type=ranged(float, 1 / 96, 16))
+    pirl_image_size: Optional[int] = option(None, "pirl: side of the image view (default: the tile side)",
+                                            type=positive(int, hi=MAX_SIDE))
+    pirl_negatives: int = option(32000, "pirl: negatives per step (one set shared by the batch; at most the "
+                                        "bank's size)", type=positive(int, hi=10 ** 7))
+    pirl_temperature: float = option(0.07, "pirl: NCE temperature", type=ranged(float, 1e-3, 10))
+    pirl_lambda: float = option(0.5, "pirl: weight of the tiles' NCE term (1 - it: the image's)", type=FRACTION)
+    pirl_momentum: float = option(0.5, "pirl: memory bank m <- momentum m + (1 - momentum) f", type=FRACTION)
     dropout: float = option(DROPOUT, "dropout after fc6/fc7", type=FRACTION)
     init: str = option("caffe", "Caffe's fillers, or He init with zero biases scaled to the tiles, for a faster "
                                 "start with Adam (--solver cfn_solver_short)",
@@ -149,6 +164,9 @@ class TrainConfig:
     def __post_init__(self):
         check_settings(self)  # however the settings came: options, a file, a record
         recipe(self.recipe)  # a misspelt name is said before any file is opened
+        if self.method == "pirl" and self.trunk == "cfn":
+            raise UserError("--method pirl: give a torchvision --trunk (resnet18, resnet50, mobilenet_v3_large, "
+                            "vgg16); the CFN trunk is trained by the jigsaw method")
         if self.tile is not None and self.cell is None:
             raise UserError(f"--tile {self.tile}: a tile size goes with --cell (another grid); the recipe's own "
                             "grid has its own tile")
@@ -157,7 +175,8 @@ class TrainConfig:
 # Settings a resumed run must share with its start: they decide the puzzles, the batches, the
 # architecture or the replayed random streams. The rest (iterations, logging, device, workers, the
 # data's path, base_lr after a divergence) may change, and each resume is recorded beside config.json.
-FIXED_ON_RESUME = ("recipe", "gray_prob", "donor", "cell", "tile", "width", "dropout", "init", "seed",
+FIXED_ON_RESUME = ("trunk", "method", "pirl_image_size", "pirl_negatives", "pirl_temperature", "pirl_lambda",
+                   "pirl_momentum", "recipe", "gray_prob", "donor", "cell", "tile", "width", "dropout", "init", "seed",
                    "batch_size", "val_fraction", "val_data")
 # what config.json records of a run (resume and progress are how it was invoked, not what it is)
 RUN_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ("resume", "progress"))

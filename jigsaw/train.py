@@ -15,7 +15,6 @@ from typing import Any, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import prototxt
@@ -25,17 +24,16 @@ from tools.run.errors import UserError
 from tools.caffe.prototxt import read_solver
 from tools.run.folder import RunFolder
 from tools.run.signals import StopFlag
-from tools.run.runtime import autocast, resolve_device, seed_global, seed_of, stream, use_bf16
+from tools.run.runtime import resolve_device, stream, use_bf16
 from tools.caffe.solver import CaffeSolver, override
 from tools.run.tensorboard import Scalars
 
 from .batches import BatchStream, split_indices
 from .caffe_form import to_caffe
-from .cfn import CFN
-from .checkpoint import cfn_payload, resume_into
+from .checkpoint import cfn_payload, resume_into, resume_trunk, trunk_payload
 from .config import TrainConfig, check_resume, recorded_config
-from .evaluate import evaluate_puzzles
 from .logs import TrainLogs, diverged
+from .methods import build_method, build_model
 from .permutations import load_permutations
 from .recipes import recipe_record
 from .store import check_layout, fingerprint, open_images
@@ -61,7 +59,7 @@ class _Run:
     val_source: Any
     train_pool: np.ndarray
     val_pool: np.ndarray
-    model: CFN
+    model: Any              # the CFN, or a trunk under its method's head (trunk_nets.py)
     solver: CaffeSolver
     last: str               # the run's last.pt
     folder: Optional[RunFolder] = None  # cfg.out: locked (rank 0) for the run's life, its record
@@ -69,6 +67,7 @@ class _Run:
     saved: Optional[int] = None  # the iteration last.pt holds
     board: Any = None       # TensorBoard scalars (tools.run.tensorboard), a no-op unless --tensorboard
     monitor: Any = None     # --monitor: called with (model, recipe, device) -> {"knn_conv1": ...}
+    method: Any = None      # methods.py: the pretext's loss, validation and checkpointed state
 
 
 def _solver_param(cfg: TrainConfig):
@@ -139,9 +138,13 @@ def _calibrate(run: _Run):
 
 
 def _restore(run: _Run):
-    """Continue from last.pt: the same CFN, permutations and recipe, or one line saying what differs."""
-    solver_state, run.start = resume_into(run.last, run.model, run.perms_np, run.pcfg, run.cfg.recipe,
-                                          run.record["recipe_options"])
+    """Continue from last.pt: the same net, permutations and recipe, or one line saying what differs."""
+    if run.cfg.trunk == "cfn":
+        solver_state, run.start = resume_into(run.last, run.model, run.perms_np, run.pcfg, run.cfg.recipe,
+                                              run.record["recipe_options"])
+    else:
+        solver_state, method_state, run.start = resume_trunk(run.last, run.cfg, run.model, run.perms_np)
+        run.method.load_state(method_state)
     run.solver.load_state_dict(solver_state)
     run.saved = run.start
 
@@ -153,19 +156,19 @@ def _setup(cfg: TrainConfig) -> _Run:
     cfg.resume = folder.resuming
     rank, world, device = _processes(cfg)
     sp = _solver_param(cfg)
-    perms_np = load_permutations(cfg.permutations)
+    perms_np = load_permutations(cfg.permutations) if cfg.method == "jigsaw" else np.zeros((0, 9), np.int64)
     pcfg, record = recipe_record(cfg.recipe, gray_prob=cfg.gray_prob, donor=cfg.donor, cell=cfg.cell,
                                  tile=cfg.tile)
     source, val_source, train_pool, val_pool = _open_data(cfg, pcfg, device, sp.test_iter[0] if sp.test_iter
                                                           else 0)
     fast = use_bf16(cfg.precision, device)
-    model = CFN(len(perms_np), cfg.width, tile=pcfg.tile, dropout=cfg.dropout, seed=cfg.seed,
-                init=cfg.init).to(device)
+    model = build_model(cfg, len(perms_np), pcfg.tile, cfg.seed).to(device)
     if fast and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     run = _Run(cfg, sp, rank, world, device, fast, perms_np, torch.from_numpy(perms_np).to(device), pcfg,
                record, source, val_source, train_pool, val_pool, model, None, os.path.join(cfg.out, "last.pt"))
-    if cfg.init == "msra" and not cfg.resume:
+    run.method = build_method(run, model)
+    if cfg.init == "msra" and not cfg.resume and cfg.trunk == "cfn":  # a BatchNorm trunk needs no scaling
         _calibrate(run)
     run.solver = CaffeSolver(model.param_groups(), sp)
     run.folder = folder
@@ -203,19 +206,14 @@ def _step(run: _Run, net, batches: BatchStream, part: slice):
     loss_sum = hits = 0
     for _ in range(sp.iter_size):
         k, images = batches.next()
-        d = draw(cfg.batch_size, len(run.perms_np), images.shape[1:3], run.pcfg, stream(cfg.seed, k)).slice(part)
-        seed_global(seed_of(cfg.seed, 3, k, run.rank))
-        tiles = make_puzzles(images.to(run.device, non_blocking=True), run.perms, d, run.pcfg)
-        label = d.label.to(run.device, non_blocking=True)
-        with autocast(run.device, run.fast):
-            logits = net(tiles)
-        loss = F.cross_entropy(logits.float(), label)
+        loss, correct = run.method.loss(net, images, k, part)
         loss.backward()  # gradients add up over iter_size passes; the solver divides
         loss_sum = loss_sum + loss.detach() / sp.iter_size  # stays on the device: no sync
-        hits = hits + (logits.detach().argmax(1) == label).sum()
+        hits = hits + correct
     lr = run.solver.lr
     run.solver.step()
     run.solver.zero_grad(set_to_none=True)
+    run.method.after_step()
     return loss_sum, hits.to(loss_sum.dtype), lr
 
 
@@ -225,6 +223,11 @@ def _snapshot(run: _Run, it):
     if not bool(torch.stack([p.detach().isfinite().all() for p in run.model.parameters()]).all()):
         raise diverged(run, it, "the weights are no longer finite")
     if run.rank != 0:
+        return
+    if run.cfg.trunk != "cfn":
+        save_checkpoint(run.last, trunk_payload(run.cfg, run.model, run.perms_np, run.record, it,
+                                                run.solver.state_dict(), run.method.state(), run.method.input_size))
+        run.saved = it
         return
     save_checkpoint(run.last, cfn_payload(run.model, run.perms_np, run.record, it, run.solver.state_dict(),
                                           run.cfg.seed))
@@ -239,10 +242,9 @@ def _snapshot(run: _Run, it):
 def _validate(run: _Run, logs: TrainLogs, it):
     if run.rank != 0:
         return None
-    m = evaluate_puzzles(run.model, run.val_source, run.val_pool, run.perms, run.pcfg, run.device,
-                         run.cfg.batch_size, run.cfg.seed, run.fast)
+    m = run.method.validate()
     tqdm.write(f"Iteration {it}, Testing net: loss = {m['loss']:.4f}, top-1 = {m['top1']:.4f}, "
-               f"top-5 = {m['top5']:.4f} (chance {1 / len(run.perms_np):.4f})")
+               f"top-5 = {m['top5']:.4f} (chance {run.method.chance:.4f})")
     for k in ("loss", "top1", "top5"):
         run.board.add(f"val/{k}", m[k], it)
     if run.monitor is not None:
@@ -263,12 +265,19 @@ def _validate(run: _Run, logs: TrainLogs, it):
 MIN_VAL_IMAGES = 100
 
 
+def _pretext(run: _Run):
+    if run.cfg.method == "pirl":
+        return f"PIRL (memory bank of {len(run.method.bank.memory)}, {run.method.bank.negatives} negatives)"
+    return f"{len(run.perms_np)} permutations"
+
+
 def _header(run: _Run):
     cfg, sp = run.cfg, run.sp
     params = sum(p.numel() for p in run.model.parameters())
     tqdm.write(f"jigsaw train: {len(run.train_pool)} training images from {cfg.data}, validation on "
-               f"{len(run.val_pool)} puzzles of {len(np.unique(run.val_pool))} images; {len(run.perms_np)} "
-               f"permutations; recipe {cfg.recipe}; CFN width {cfg.width:g} ({params:,} parameters); "
+               f"{len(run.val_pool)} puzzles of {len(np.unique(run.val_pool))} images; {_pretext(run)}; "
+               f"recipe {cfg.recipe}; {'CFN' if cfg.trunk == 'cfn' else cfg.trunk} width {cfg.width:g} "
+               f"({params:,} parameters); "
                f"{sp.type or 'SGD'} base_lr {sp.base_lr:g}, batch {cfg.batch_size}, max_iter {sp.max_iter}; "
                f"{run.device}{', bf16' if run.fast else ''}"
                f"{f' x {run.world} processes' if run.world > 1 else ''}; "
@@ -299,6 +308,8 @@ def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:
     run = _setup(cfg)
     run.board = Scalars(cfg.out, cfg.tensorboard and run.rank == 0)
     run.monitor = monitor if run.rank == 0 else None
+    if monitor is not None and hasattr(monitor, "watch"):
+        monitor.watch(run.model)  # which layers: the CFN's convs or the trunk's stages
     sp = run.sp
     logs = TrainLogs(run, [f"knn_{layer}" for layer in monitor.layers] + ["monitor_s"] if monitor else ())
     if run.rank == 0:
@@ -352,7 +363,7 @@ def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:
         run.board.close()
         if run.rank == 0 and os.path.exists(logs.paths["train"]):
             from .plots import plot_training
-            plot_training(cfg.out, chance=1 / len(run.perms_np), window=sp.average_loss,
+            plot_training(cfg.out, chance=run.method.chance, window=sp.average_loss,
                           test_interval=sp.test_interval)
         if run.world > 1:
             dist.barrier()

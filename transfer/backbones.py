@@ -171,20 +171,57 @@ def alexnet(weights=None, **kw):
     return Backbone(body, 4096, 224, 3, ["0", "1", "3", "4", "6"])
 
 
-@register("resnet50", input_size=224,
-          what="torchvision ResNet-50 (--weights .pth, IMAGENET1K_V1/V2 or none)")
-def resnet50(weights=None, **kw):
-    m = _torchvision("resnet50", weights)
-    body = nn.Sequential(nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool), m.layer1, m.layer2, m.layer3,
-                         m.layer4, m.avgpool)
-    return Backbone(body, 2048, 224, 3, ["0", "1", "2", "3", "4"])
+def _trunk_backbone(arch, weights):
+    """A torchvision trunk (tools/nets/trunks.py) as a backbone: its stages are the probe's layers. `weights`: a
+    `jigsaw train --trunk ARCH` checkpoint (the trunk it pretrained, at its width, with the input it saw), a
+    torchvision .pth state_dict, a torchvision weight name, or none."""
+    from tools.nets.trunks import build_trunk, load_torchvision_state
+    ck, record, preprocess = None, {}, None
+    if weights is None:
+        _torchvision(arch, weights)  # one line: what --weights takes
+    if str(weights).endswith((".pth", ".pt")):
+        ck = load_checkpoint(weights, "a loadable state_dict")
+        if not isinstance(ck, dict):
+            raise UserError(f"{weights}: not a state_dict (a {type(ck).__name__})")
+    from jigsaw.checkpoint import is_trunk_checkpoint
+    if ck is not None and is_trunk_checkpoint(ck):
+        if ck["trunk"] != arch:
+            raise UserError(f"{weights}: a `jigsaw train --trunk {ck['trunk']}` checkpoint, not {arch}'s "
+                            f"(give --model {ck['trunk']})")
+        from jigsaw.checkpoint import read_trunk
+        trunk, _ = read_trunk(weights, ck)
+        record, preprocess = _pretext_input(ck, weights)
+    else:
+        trunk = build_trunk(arch)
+        if ck is not None:
+            load_torchvision_state(trunk, ck.get("state_dict", ck), weights)
+        elif weights != "none":
+            load_torchvision_state(trunk, _torchvision(arch, weights).state_dict(), f"torchvision's {weights}")
+    body = trunk.body()
+    backbone = Backbone(body, trunk.dim, trunk.input_size, 3, list(trunk.stage_names))
+    backbone.record, backbone.preprocess = record, preprocess
+    if ck is not None and is_trunk_checkpoint(ck):  # probed at the side it was pretrained on, as a CFN branch is
+        backbone.input_size = int(ck.get("input_size") or backbone.input_size)
+    return backbone
 
 
-@register("vgg16", input_size=224,
-          what="torchvision VGG-16 (--weights .pth, IMAGENET1K_V1 or none)")
-def vgg16(weights=None, **kw):
-    m = _torchvision("vgg16", weights)
-    return Backbone(nn.Sequential(m.features, nn.AdaptiveAvgPool2d(1)), 512, 224, 3, ["0"])
+def _pretext_input(ck, weights):
+    """(record, preprocess) of a trunk pretrained by `jigsaw train`: jigsaw tiles are the recipe's (BGR, 0-255,
+    its normalisation), PIRL's views RGB with ImageNet's mean and deviation; transfer gives whole images alike."""
+    from jigsaw.recipes import recipe
+    from jigsaw.tiles import branch_input
+    record = dict(method=ck["method"], trunk=ck["trunk"], width=float(ck["width"]), recipe=ck.get("recipe"),
+                  recipe_options=dict(ck.get("recipe_options") or {}), recipe_source=str(weights))
+    if ck["method"] == "pirl":
+        from jigsaw.pirl_views import normalise_rgb01
+        return record, normalise_rgb01
+    return record, functools.partial(branch_input, cfg=recipe(record["recipe"], **record["recipe_options"]))
+
+
+for _arch in ("resnet18", "resnet50", "mobilenet_v3_large", "vgg16"):
+    register(_arch, input_size=224, what=f"torchvision {_arch} (--weights .pth, a torchvision weight name, none, "
+                                         f"or a `jigsaw train --trunk {_arch}` checkpoint)")(
+        functools.partial(lambda weights=None, arch=_arch, **kw: _trunk_backbone(arch, weights)))
 
 
 @register("mobilenet_v2", input_size=224,
@@ -192,13 +229,6 @@ def vgg16(weights=None, **kw):
 def mobilenet_v2(weights=None, **kw):
     m = _torchvision("mobilenet_v2", weights)
     return Backbone(nn.Sequential(m.features, nn.AdaptiveAvgPool2d(1)), 1280, 224, 3, ["0"])
-
-
-@register("mobilenet_v3_large", input_size=224,
-          what="torchvision MobileNetV3-Large (--weights .pth, IMAGENET1K_V1/V2 or none)")
-def mobilenet_v3_large(weights=None, **kw):
-    m = _torchvision("mobilenet_v3_large", weights)
-    return Backbone(nn.Sequential(m.features, m.avgpool), 960, 224, 3, ["0"])
 
 
 # ---- the seeds' own nets (trained from scratch; the last layer is the head) --------------------

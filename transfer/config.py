@@ -201,6 +201,9 @@ class ProbeConfig:
     lowshot_weight_decays: tuple = option((1e-2, 1e-1, 1.0, 10.0, 100.0), "low-shot candidates, chosen by "
                                           "cross-validation in each draw", type=positive(float, zero=True), nargs="+")
     target_dim: int = option(9000, "features per layer after pooling", type=positive(int, hi=1 << 20))
+    bn_images: int = option(2000, "a BatchNorm trunk's (pretrained and twins alike) running statistics are measured "
+                                  "afresh on this many unlabelled training images at the probe's input size before "
+                                  "it is probed; 0 keeps them", type=positive(int, zero=True, hi=10 ** 7))
     # 5,000 images x 9,000 features wants strong decay
     weight_decays: tuple = option((1e-3, 1e-2, 1e-1, 1.0, 10.0), "candidates, chosen on the validation split",
                                   type=positive(float, zero=True), nargs="+")

@@ -83,6 +83,31 @@ def _new_cache(path, shape):
         return array
 
 
+def has_batchnorm(module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+@torch.no_grad()
+def reestimate_batchnorm(backbone, loader, device, images, progress=False):
+    """Every BatchNorm's running mean and variance measured afresh on the first `images` of `loader` (unlabelled
+    training images at the probe's input size), as a cumulative average; the rest of the net in eval mode. A
+    random twin's 0/1 statistics would leave it unnormalised, and a pretrained trunk's are those of its tiles."""
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    backbone.eval().to(device)
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative: every batch weighs by its count of batches
+        m.train()
+    seen = 0
+    for x, _ in tqdm(loader, desc="BatchNorm statistics", disable=not progress, leave=False):
+        x = x[:images - seen]
+        backbone.features(x.to(device))
+        seen += len(x)
+        if seen >= images:
+            break
+    backbone.eval()
+
+
 @torch.no_grad()
 def extract(backbone, model_name, data, cache, tag, cfg, device):
     """Features of every probed layer for every split, written once to CACHE/LAYER_SPLIT.npy (one folder
@@ -96,6 +121,8 @@ def extract(backbone, model_name, data, cache, tag, cfg, device):
         return kept
     from tools.run.runtime import autocast, use_bf16
     fast = use_bf16(cfg.precision, device)
+    if cfg.bn_images and has_batchnorm(backbone):
+        reestimate_batchnorm(backbone, data["train"], device, cfg.bn_images, cfg.progress)
     backbone.eval().to(device)
     grabbed = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name, relu=relu:

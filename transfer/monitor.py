@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from jigsaw.architecture import CONVS
+from jigsaw.pirl_views import normalise_rgb01
 from jigsaw.tiles import branch_input
 from tools.run.errors import UserError
 from tools.run.runtime import numpy_rng
@@ -51,6 +52,10 @@ class KnnMonitor:
         self.n_classes = int(max(train.labels.max(), test.labels.max())) + 1
         self.layers, self._inputs, self.seconds = list(CONVS), {}, []
 
+    def watch(self, model):
+        """The layers measured: a CFN's convs, or a torchvision trunk's stages (`jigsaw train --trunk`)."""
+        self.layers = list(getattr(model, "stage_names", CONVS))
+
     def describe(self):
         return (f"monitor: kNN (k {K}, T {TEMPERATURE}, {self.features} features) of "
                 f"{', '.join(self.layers)} on {self.name}{f' at {self.size} px' if self.size else ''}: a bank of {len(self.splits['bank'])} labelled "
@@ -70,13 +75,18 @@ class KnnMonitor:
     def _features(self, model, x, recipe, device):
         """Each conv layer's ReLU output, average-pooled to about target_dim values: (N, D) float32 arrays."""
         grabbed = {name: [] for name in self.layers}
-        hooks = [getattr(model, name).register_forward_hook(
+        cfn = not hasattr(model, "stage_names")  # a CFN's layers are hooked before their ReLU
+        hooks = [(getattr(model, name) if cfn else model.trunk.stage(name)).register_forward_hook(
             lambda mod, inp, out, name=name: grabbed[name].append(
-                pooled(F.relu(out).float(), self.target_dim).cpu())) for name in self.layers]
+                pooled((F.relu(out) if cfn else out).float(), self.target_dim).cpu())) for name in self.layers]
+        pirl = hasattr(model, "image_head")  # PIRL's trunk saw RGB with ImageNet's statistics, jigsaw's the recipe's
         try:
             for i in range(0, len(x), self.batch_size):
-                batch = branch_input(x[i:i + self.batch_size].to(device), recipe)
-                model.trunk(batch, "pool5")
+                batch = x[i:i + self.batch_size].to(device)
+                if cfn:
+                    model.trunk(branch_input(batch, recipe), "pool5")
+                else:
+                    model.trunk(normalise_rgb01(batch) if pirl else branch_input(batch, recipe))
         finally:
             for h in hooks:
                 h.remove()

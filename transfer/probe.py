@@ -33,7 +33,7 @@ from .backbones import build_backbone
 from .config import ProbeConfig
 from .data import loaders
 from .datasets import load_dataset
-from .features import extract, stamp
+from .features import extract, has_batchnorm, stamp
 from .knn import knn_accuracy
 from .lowshot import budget_name, fit_softmax, lowshot_layer, parse_budget
 from .probe_tables import format_table, layer_rows, lowshot_rows, write_csv  # noqa: F401 (format_table: callers')
@@ -223,7 +223,7 @@ def probe(cfg: ProbeConfig):
                       **{k: getattr(cfg, k) for k in ("limit_test", "limit_val") if getattr(cfg, k)},
                       **({"bf16": True} if use_bf16(cfg.precision, device) else {}),
                       val_fraction=cfg.val_fraction, seed=cfg.seed, dataset=cfg.dataset, data_root=cfg.data_root,
-                      version=3)
+                      version=3, **({"bn_images": cfg.bn_images} if has_batchnorm(backbone) else {}))
         # a twin depends on the architecture and the input it is scaled to, not on which weights file gave them
         shape = dict(shapes=[list(p.shape) for p in backbone.parameters()],
                      record={k: v for k, v in backbone.record.items() if k != "recipe_source"})

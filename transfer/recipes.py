@@ -20,7 +20,7 @@ RECIPES = {
         head_solver=ADAM.format(lr=0.001), reported="42.57% (variant V0: the frozen base, a linear head)"),
     "cub200-resnet50-v4": dict(
         dataset="cub200", model="resnet50", phase="both", head="1024,dropout:0.5,512", batch_size=32,
-        head_epochs=15, finetune_epochs=15, unfreeze=("4",), head_solver=ADAM.format(lr=0.0001),
+        head_epochs=15, finetune_epochs=15, unfreeze=("layer4",), head_solver=ADAM.format(lr=0.0001),
         finetune_solver=ADAM.format(lr=0.00001), augment=dict(rotation=10, hflip=True, shift=0.1),
         reported="50.18% (variant V4: a frozen warm-up, then the last stage unfrozen)"),
     # Seed 001 (PyTorch): CNN vs one-hidden-layer MLP on Fashion-MNIST.

@@ -72,8 +72,8 @@ def test_frozen_backbone_keeps_weights_and_batchnorm_statistics():
 @pytest.mark.needs_torchvision
 def test_unfreezing_named_blocks_only():
     model = TransferModel(build_backbone("resnet50", weights="none"), make_head("linear", 2048, 3))
-    model.freeze_backbone(except_blocks=("4",))
+    model.freeze_backbone(except_blocks=("layer4",))
     trainable = {n.split(".")[1] for n, p in model.backbone.named_parameters() if p.requires_grad}
-    assert trainable == {"4"}
+    assert trainable == {"layer4"}
     with pytest.raises(UserError, match="unknown block"):
         model.freeze_backbone(except_blocks=("layer9",))

@@ -1,0 +1,78 @@
+"""PIRL's loss (Misra & van der Maaten 2020; VISSL's `nce_loss_with_memory`): a memory bank m of every training
+image's embedding, NCE of g(tiles) and of f(image) against the image's own entry m_I and shared negatives,
+L = lambda * NCE(g, m_I) + (1 - lambda) * NCE(f, m_I); the bank then moves to f: m <- 0.5 m + 0.5 f, renormalised.
+
+NCE (the paper's eq. 3-4, VISSL's NCECriterion): with P(v, m) = exp(<v, m> / T) / Z, K negatives from N items,
+  NCE = -log(P(v, m_I) / (P(v, m_I) + K/N)) - sum_k log((K/N) / (P(v, m_k) + K/N)),
+averaged over the batch. Z is fixed once, at the first step, as VISSL does: the mean of exp(score / T) over that
+step's first term (positives and negatives) times N.
+
+Negatives: K = min(--pirl-negatives, N) bank entries drawn uniformly with replacement (VISSL's sampler) on the
+stream (seed, 17, iteration), one set shared by the batch and both terms (VISSL draws a set per sample: at
+32,000 negatives that gathers B x 32,001 x 128 floats per term, ~1 GB at batch 64). The sampler's state is the
+iteration, so a resumed run draws what the uninterrupted one would have."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from tools.run.runtime import generator, seed_of, stream
+
+EPS = float(torch.finfo(torch.float32).eps)  # VISSL's NCECriterion adds it to each denominator
+
+
+class MemoryBank:
+    """Unit embeddings of the N training images, the fixed Z, and the loss's settings."""
+
+    def __init__(self, n_items, dim, seed, temperature=0.07, momentum=0.5, negatives=32000, weight=0.5,
+                 device="cpu"):
+        stdv = 1.0 / math.sqrt(dim / 3)  # VISSL's initial uniform range, then normalised
+        init = torch.rand(n_items, dim, generator=generator(seed_of(seed, 19))) * 2 * stdv - stdv
+        self.memory = F.normalize(init, dim=1).to(device)
+        self.z = -1.0  # fixed at the first step
+        self.temperature, self.momentum, self.weight, self.seed = temperature, momentum, weight, seed
+        self.negatives = min(negatives, n_items)
+
+    def draw_negatives(self, k):
+        return torch.randint(0, len(self.memory), (self.negatives,), generator=stream(self.seed, 17, k))
+
+    def loss(self, tiles_emb, image_emb, rows, negatives):
+        """(loss, hits): hits counts images whose f(I) scores its own entry above every negative."""
+        dtype = self.memory.dtype
+        g, f = F.normalize(tiles_emb.to(dtype), dim=1), F.normalize(image_emb.to(dtype), dim=1)
+        positive, negative = self.memory[rows], self.memory[negatives.to(self.memory.device)]
+        scores_g = self._scores(g, positive, negative)
+        if self.z < 0:
+            self.z = float(scores_g.detach().div(self.temperature).exp().mean()) * len(self.memory)
+        scores_f = self._scores(f, positive, negative)
+        loss = self.weight * self.nce(scores_g) + (1 - self.weight) * self.nce(scores_f)
+        hits = (scores_f[:, 0] > scores_f[:, 1:].max(1).values).sum()
+        return loss, hits, f.detach()
+
+    @staticmethod
+    def _scores(v, positive, negative):
+        """(B, 1 + K): the positive's cosine first, then the shared negatives'."""
+        return torch.cat([(v * positive).sum(1, keepdim=True), v @ negative.t()], 1)
+
+    def nce(self, scores):
+        p = scores.div(self.temperature).exp() / self.z
+        prior = self.negatives / len(self.memory)  # K x P_noise, P_noise = 1/N
+        pos = torch.log(p[:, 0] / (p[:, 0] + prior + EPS))
+        neg = torch.log(prior / (p[:, 1:] + prior + EPS)).sum(1)
+        return -(pos + neg).mean()
+
+    @torch.no_grad()
+    def update(self, rows, f):
+        """m_I <- momentum m_I + (1 - momentum) f(I), renormalised (VISSL: update_mem_with_emb_index the image's)."""
+        moved = self.memory[rows] * self.momentum + f.to(self.memory.device) * (1 - self.momentum)
+        self.memory[rows] = F.normalize(moved, dim=1)
+
+    def state_dict(self):
+        return dict(memory=self.memory.cpu(), z=self.z, temperature=self.temperature, momentum=self.momentum,
+                    negatives=self.negatives, weight=self.weight, seed=self.seed)
+
+    def load_state_dict(self, state):
+        if tuple(state["memory"].shape) != tuple(self.memory.shape):
+            raise ValueError(f"memory bank {tuple(state['memory'].shape)}, expected {tuple(self.memory.shape)}")
+        self.memory = state["memory"].to(self.memory.device, torch.float32).clone()
+        self.z = float(state["z"])

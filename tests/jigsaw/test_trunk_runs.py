@@ -1,0 +1,75 @@
+"""`jigsaw train --trunk` (jigsaw on a torchvision trunk) and `--method pirl`: outputs, exact resume, what
+transfer reads back, and the settings they refuse."""
+import csv
+import os
+
+import pytest
+import torch
+
+from jigsaw.cli import main
+from jigsaw.permutations import make_permutations, save_permutations
+
+pytestmark = pytest.mark.needs_torchvision
+FAST = ["--batch-size", "8", "--width", "0.125", "--val-fraction", "0.25", "--test-iter", "1", "--no-progress",
+        "--device", "cpu", "--solver", "cfn_solver_short", "--test-interval", "0"]
+METHODS = {"jigsaw": ["--trunk", "resnet18"], "pirl": ["--trunk", "resnet18", "--method", "pirl",
+                                                       "--pirl-negatives", "5"]}
+
+
+@pytest.fixture(scope="module")
+def perms(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("perms") / "p.npy")
+    save_permutations(path, make_permutations(8))
+    return path
+
+
+def _losses(out):
+    with open(os.path.join(out, "log.csv")) as f:
+        return [(r["iter"], r["loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_resumed_trunk_run_is_the_uninterrupted_one(tmp_path, photo_store, perms, method):
+    args = ["--data", photo_store, "--permutations", perms, *FAST, *METHODS[method], "--snapshot", "2"]
+    assert main(["train", *args, "--out", str(tmp_path / "full"), "--max-iter", "4"]) in (0, None)
+    assert main(["train", *args, "--out", str(tmp_path / "cut"), "--max-iter", "2"]) in (0, None)
+    assert main(["train", *args, "--out", str(tmp_path / "cut"), "--max-iter", "4", "--resume"]) in (0, None)
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "full")
+    a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True) for n in ("full", "cut"))
+    assert a["trunk"] == "resnet18" and a["method"] == method and a["iter"] == 4
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    if method == "pirl":  # the bank and its Z come back as they were
+        assert torch.equal(a["method_state"]["bank"]["memory"], b["method_state"]["bank"]["memory"])
+        assert a["method_state"]["bank"]["z"] == b["method_state"]["bank"]["z"] > 0
+    # another trunk or method cannot resume this run
+    code = main(["train", *args, "--out", str(tmp_path / "cut"), "--max-iter", "6", "--resume", "--trunk",
+                 "resnet50"])
+    assert code == 2
+
+
+def test_transfer_reads_the_pretrained_trunk_with_the_input_it_saw(tmp_path, photo_store, perms):
+    from transfer.backbones import build_backbone
+    from tools.run.errors import UserError
+    out = tmp_path / "pirl"
+    assert main(["train", "--data", photo_store, *FAST, *METHODS["pirl"], "--out", str(out), "--max-iter", "1",
+                 "--pirl-image-size", "48"]) in (0, None)
+    ck = torch.load(out / "last.pt", weights_only=True)
+    backbone = build_backbone("resnet18", str(out / "last.pt"))
+    assert backbone.blocks == ["stem", "layer1", "layer2", "layer3", "layer4"] and backbone.input_size == 48
+    body = backbone.body.state_dict()
+    assert torch.equal(body["stem.0.weight"], ck["model"]["trunk.net.conv1.weight"])
+    assert torch.equal(body["layer4.1.conv2.weight"], ck["model"]["trunk.net.layer4.1.conv2.weight"])
+    x = torch.rand(2, 3, 48, 48)
+    assert torch.allclose(backbone.preprocess(x)[:, 0], (x[:, 0] - 0.485) / 0.229)
+    with pytest.raises(UserError, match="give --model resnet18"):
+        build_backbone("resnet50", str(out / "last.pt"))
+
+
+def test_pirl_needs_a_torchvision_trunk_and_no_permutations(tmp_path, photo_store, capsys):
+    code = main(["train", "--data", photo_store, "--method", "pirl", "--out", str(tmp_path / "x"), *FAST])
+    assert code == 2 and "give a torchvision --trunk" in capsys.readouterr().err
+    code = main(["train", "--data", photo_store, "--trunk", "resnet18", "--out", str(tmp_path / "y"), *FAST])
+    assert code == 2 and "--permutations is required" in capsys.readouterr().err
+    code = main(["train", "--data", photo_store, "--trunk", "vgg16", "--method", "pirl", "--width", "0.5",
+                 "--out", str(tmp_path / "z"), *FAST[:2], *FAST[4:]])
+    assert code == 2 and "vgg16 has no width multiplier" in capsys.readouterr().err
