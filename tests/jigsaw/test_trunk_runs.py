@@ -73,3 +73,16 @@ def test_pirl_needs_a_torchvision_trunk_and_no_permutations(tmp_path, photo_stor
     code = main(["train", "--data", photo_store, "--trunk", "vgg16", "--method", "pirl", "--width", "0.5",
                  "--out", str(tmp_path / "z"), *FAST[:2], *FAST[4:]])
     assert code == 2 and "vgg16 has no width multiplier" in capsys.readouterr().err
+
+
+def test_the_monitor_measures_the_trunks_stages(tmp_path, photo_store):
+    from tests.transfer.test_datasets import mnist_like
+    root = mnist_like(str(tmp_path / "fm"), n=(60, 20))
+    out = tmp_path / "m"
+    assert main(["train", "--data", photo_store, *FAST, *METHODS["pirl"], "--out", str(out), "--max-iter", "2",
+                 "--test-interval", "2", "--monitor", "fashion-mnist", "--monitor-root", root,
+                 "--monitor-labels-per-class", "2", "--monitor-queries", "10"]) in (0, None)
+    with open(out / "val.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["iter"] for r in rows] == ["0", "2"]
+    assert all(0 <= float(r[f"knn_{s}"]) <= 1 for r in rows for s in ("stem", "layer1", "layer2", "layer3", "layer4"))
