@@ -106,8 +106,8 @@ def finished(run, iters):
     path = os.path.join(run, "last.pt")
     if not os.path.exists(path):
         return False
-    from jigsaw.checkpoint import cfn_iteration
-    return cfn_iteration(path) >= iters
+    from jigsaw.checkpoint import run_iteration
+    return run_iteration(path) >= iters
 
 
 def table(path):
@@ -125,14 +125,16 @@ def table(path):
 
 
 def best_margins(rows):
-    """Per protocol, the budget with the largest smallest margin (in SE) over conv2-conv5: where the
+    """Per protocol, the budget with the largest smallest margin (in SE) over conv2-conv5 (a trunk: its stages
+    after the stem): where the
     pretraining helps most."""
     lines = []
     for protocol in dict.fromkeys(r["protocol"] for r in rows):
         scored = []
         for budget in dict.fromkeys(r["budget"] for r in rows if r["protocol"] == protocol):
             mine = {r["layer"]: r for r in rows if (r["protocol"], r["budget"]) == (protocol, budget)}
-            convs = [mine[c] for c in ("conv2", "conv3", "conv4", "conv5") if c in mine]
+            inner = [c for c in mine if c not in ("conv1", "fc6", "stem")]  # the CFN's conv2-5, a trunk's stages
+            convs = [mine[c] for c in inner]
             if convs and all(r["margin_se"] is not None for r in convs):
                 scored.append((min(r["margin_se"] for r in convs), budget, convs))
         if scored:
@@ -180,6 +182,12 @@ def main():
     ap.add_argument("--permutations", type=int, default=100)
     ap.add_argument("--recipe", default="paper")
     ap.add_argument("--init", default="msra")
+    ap.add_argument("--trunk", default="cfn", help="cfn, or a torchvision trunk (resnet18, ...) under VISSL's head")
+    ap.add_argument("--method", default="jigsaw", choices=["jigsaw", "pirl"])
+    ap.add_argument("--pirl-image-size", type=int, default=96, help="PIRL's image view (96 px)")
+    ap.add_argument("--pirl-negatives", type=int, default=32000)
+    ap.add_argument("--monitor-every", type=int, default=0,
+                    help="the kNN monitor (fashion-mnist test images) every N iterations (0: off)")
     ap.add_argument("--limit-train", type=int, default=5000, help="labelled images for the probes (5000)")
     ap.add_argument("--lbfgs-iters", type=int, default=40, help="L-BFGS iterations per probe fit (40)")
     ap.add_argument("--store-size", type=int, default=160,
@@ -234,6 +242,11 @@ def main():
                 f"test_interval: {args.iters} test_iter: 8 test_initialization: false display: {args.iters // 6}\n"
                 f"snapshot: {args.iters // 3}\n")
     runs = []
+    net = [] if args.trunk == "cfn" else ["--trunk", args.trunk, "--method", args.method]
+    if args.method == "pirl":
+        net += ["--pirl-image-size", args.pirl_image_size, "--pirl-negatives", args.pirl_negatives]
+    monitor = ["--monitor", "fashion-mnist", "--test-interval", args.monitor_every, "--monitor-size",
+               args.store_size] if args.monitor_every else []
     for seed in range(args.pretrain_seeds):
         run = os.path.join(out, f"pretrain_seed{seed}")
         runs.append(os.path.join(run, "last.pt"))
@@ -242,14 +255,15 @@ def main():
         resume = ["--resume"] if os.path.exists(os.path.join(run, "last.pt")) else []
         sh("jigsaw.cli", "train", "--data", store, "--permutations", perms, "--out", run, "--solver", solver,
            "--recipe", args.recipe, "--cell", 42, "--tile", 32, "--width", args.width, "--batch-size",
-           args.batch_size, "--init", args.init, "--dropout", 0, "--seed", seed, "--no-progress", *resume)
+           args.batch_size, "--init", args.init, "--dropout", 0, "--seed", seed, "--no-progress", *net, *monitor,
+           *resume)
     t_pre = time.time() - t0
-    shortcut = shortcut_table(out, runs, args.store_size)
+    shortcut = shortcut_table(out, runs, args.store_size) if args.trunk == "cfn" else ""
     print(shortcut, flush=True)
     probe = os.path.join(out, "probe_in_domain")
     twins = ["--twin-seeds", *args.twin_seeds] if args.twin_seeds else ["--random-seeds", args.random_seeds]
     budgets = ["--labels-per-class", *args.labels_per_class] if args.labels_per_class else []
-    sh("transfer.cli", "probe", "--dataset", "fashion-mnist", "--model", "cfn", "--weights", *runs, "--out", probe,
+    sh("transfer.cli", "probe", "--dataset", "fashion-mnist", "--model", args.trunk, "--weights", *runs, "--out", probe,
        "--input-size", args.store_size, "--twin-init", args.init, *twins, "--limit-train", args.limit_train,
        "--lbfgs-iters", args.lbfgs_iters, "--protocols", *args.protocols, "--draws", args.draws, *budgets,
        "--no-progress")

@@ -41,6 +41,14 @@ def cfn_iteration(path: str) -> int:
     return int(ck["iter"])
 
 
+def run_iteration(path: str) -> int:
+    """The training iteration a `jigsaw train` checkpoint holds, the CFN's or a trunk run's."""
+    ck = load_checkpoint(path)
+    if not (is_cfn_checkpoint(ck) or is_trunk_checkpoint(ck)):
+        raise UserError(f"{path}: not a checkpoint written by `jigsaw train`")
+    return int(ck["iter"])
+
+
 def resume_into(path: str, model: CFN, permutations: np.ndarray, pcfg: PuzzleConfig, recipe_name: str,
                 recipe_options: dict) -> Tuple[dict, int]:
     """Load a run's last.pt into `model` for `--resume`: the same CFN, permutations and recipe, or one line

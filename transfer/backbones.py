@@ -179,7 +179,7 @@ def _trunk_backbone(arch, weights):
     ck, record, preprocess = None, {}, None
     if weights is None:
         _torchvision(arch, weights)  # one line: what --weights takes
-    if str(weights).endswith((".pth", ".pt")):
+    if str(weights).endswith((".pth", ".pt", ".torch")):
         ck = load_checkpoint(weights, "a loadable state_dict")
         if not isinstance(ck, dict):
             raise UserError(f"{weights}: not a state_dict (a {type(ck).__name__})")
@@ -194,7 +194,7 @@ def _trunk_backbone(arch, weights):
     else:
         trunk = build_trunk(arch)
         if ck is not None:
-            load_torchvision_state(trunk, ck.get("state_dict", ck), weights)
+            load_torchvision_state(trunk, vissl_trunk(ck) or ck.get("state_dict", ck), weights)
         elif weights != "none":
             load_torchvision_state(trunk, _torchvision(arch, weights).state_dict(), f"torchvision's {weights}")
     body = trunk.body()
@@ -203,6 +203,20 @@ def _trunk_backbone(arch, weights):
     if ck is not None and is_trunk_checkpoint(ck):  # probed at the side it was pretrained on, as a CFN branch is
         backbone.input_size = int(ck.get("input_size") or backbone.input_size)
     return backbone
+
+
+VISSL_PREFIX = "_feature_blocks."  # VISSL's ResNe(X)t trunk names its torchvision modules under this
+
+
+def vissl_trunk(ck):
+    """The trunk of a VISSL checkpoint (its jigsaw and PIRL releases: `classy_state_dict` -> base_model -> model ->
+    trunk, or `model_state_dict`, or the trunk alone), under torchvision's names; None if `ck` is not VISSL's."""
+    trunk = ck.get("classy_state_dict", {}).get("base_model", {}).get("model", {}).get("trunk") \
+        if isinstance(ck.get("classy_state_dict"), dict) else ck.get("model_state_dict")
+    trunk = trunk if isinstance(trunk, dict) else ck
+    if not any(str(k).startswith(VISSL_PREFIX) for k in trunk):
+        return None
+    return {k[len(VISSL_PREFIX):]: v for k, v in trunk.items() if str(k).startswith(VISSL_PREFIX)}
 
 
 def _pretext_input(ck, weights):

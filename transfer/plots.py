@@ -311,13 +311,13 @@ def plot_probe(tables, path, title, chance=None):
 
 def plot_label_efficiency(rows, path, title, chance=None):
     """Accuracy against labelled images per class (log x), pretrained and random-init twins with ± SE bands,
-    linear probe solid and kNN dashed, one panel per layer; 'all' sits at 4x the largest budget."""
+    linear probe solid, kNN dashed, prototype dotted, one panel per layer; 'all' sits at 4x the largest budget."""
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     cols = min(3, len(layers))
     fig, axes = plt.subplots(-(-len(layers) // cols), cols, figsize=(4.2 * cols, 3.4 * -(-len(layers) // cols)),
                              squeeze=False)
     for ax, layer in zip(axes.flat, layers):
-        for protocol, style in (("linear", "-"), ("knn", "--")):
+        for protocol, style in (("linear", "-"), ("knn", "--"), ("prototype", ":")):
             mine = [r for r in rows if r["layer"] == layer and r["protocol"] == protocol]
             if not mine:
                 continue
@@ -341,5 +341,36 @@ def plot_label_efficiency(rows, path, title, chance=None):
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{title}: label efficiency (mean ± SE over nets)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_gain(series, path, title):
+    """What pretraining adds, the panel people read: pretrained minus random (points) against labelled images
+    per class (log x; 'all' at the right), ± the SE of the difference, a zero line; one panel per protocol,
+    one colour per series (`series`: {name: label_efficiency rows}, e.g. a probe's layers, or several methods'
+    chosen stages)."""
+    protocols = list(dict.fromkeys(r["protocol"] for rows in series.values() for r in rows))
+    fig, axes = plt.subplots(1, len(protocols), figsize=(4.6 * len(protocols), 3.6), squeeze=False)
+    for ax, protocol in zip(axes.flat, protocols):
+        for i, (name, rows) in enumerate(series.items()):
+            mine = [r for r in rows if r["protocol"] == protocol]
+            if not mine:
+                continue
+            xs = [float(r["per_class"]) if r["budget"] != "all" else 0.0 for r in mine]
+            xs = np.array([x or 4 * max(xs + [1.0]) for x in xs])
+            order = np.argsort(xs)
+            gain = np.array([100 * (float(mine[j]["pretrained"]) - float(mine[j]["random_mean"])) for j in order])
+            se = np.array([100 * float(np.hypot(float(mine[j]["pretrained_se"]), float(mine[j]["random_se"])))
+                           for j in order])
+            ax.errorbar(xs[order], gain, yerr=se, color=f"C{i % 10}", marker="o", ms=3, capsize=2, label=name)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(protocol)
+        ax.set_xlabel("labelled images per class ('all' at the right)")
+        ax.set_ylabel("pretrained − random (points)")
+        ax.grid(alpha=0.3, which="both")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: gain over random init (± SE of the difference)")
     fig.tight_layout()
     return _save(fig, path)

@@ -112,7 +112,8 @@ def _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets, tag=""):
     knn_key = dict(k=cfg.knn_k, temperature=cfg.knn_temperature, center=cfg.knn_features != "raw",
                    **({"standardised": True} if cfg.knn_features == "standardised" else {}), layers=list(layers))
     low_key = dict(knn_key, budgets=[budget_name(b) for b in budgets], draws=cfg.draws, seed=cfg.seed,
-                   folds=cfg.cv_folds, weight_decays=[float(w) for w in cfg.lowshot_weight_decays], solver=FIT_SOLVER)
+                   folds=cfg.cv_folds, weight_decays=[float(w) for w in cfg.lowshot_weight_decays], solver=FIT_SOLVER,
+                   prototype=1)  # results kept before the prototype protocol lack it: computed again
     knn = _kept(cache, "knn", knn_key) if "knn" in cfg.protocols else {}
     low = _kept(cache, "lowshot", low_key) if budgets else {}
     if knn is not None and low is not None:
@@ -289,7 +290,7 @@ def _svm_net(feats, layers, cfg, cache):
 
 def _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot, svm):
     """Every table's CSV (and plot) in cfg.out; {table name: rows}."""
-    from .plots import plot_label_efficiency, plot_probe
+    from .plots import plot_gain, plot_label_efficiency, plot_probe
     out, title = {}, f"{cfg.model} on {cfg.dataset}"
     if svm:
         out["svm"] = layer_rows({k: v["map"] for k, v in svm.items()}, layers, tags, twins, dims)
@@ -321,4 +322,6 @@ def _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lo
         out["lowshot"] = lowshot_rows(lowshot, full, layers, tags, twins, dims, n_classes)
         write_csv(os.path.join(cfg.out, "label_efficiency.csv"), out["lowshot"])
         plot_label_efficiency(out["lowshot"], os.path.join(cfg.out, "label_efficiency.png"), title, 1 / n_classes)
+        plot_gain({layer: [r for r in out["lowshot"] if r["layer"] == layer] for layer in layers},
+                  os.path.join(cfg.out, "label_efficiency_gain.png"), title)
     return out

@@ -31,22 +31,30 @@ def layer_rows(scores, layers, tags, twins, dims):
                                                        [scores[(t, layer)] for t in twins])) for layer in layers]
 
 
+LINEAR_SELECTION = "cross-validation in the draw"
+FEWEST_FOR_CV = 6  # labels per class below which 3 folds hold one or two per class: the CV choice is noise
+
+
 def lowshot_rows(lowshot, full, layers, tags, twins, dims, n_classes):
     """label_efficiency.csv: per protocol, budget and layer, each net's mean over its draws (the same draws
     for every net, so the pairing is by draw) compared as `pair` does; the budget 'all' is the full-label
     probe (`full[protocol]`: scores by (tag, layer)) where it ran."""
     rows = []
     budgets = list(next(iter(lowshot.values()))[layers[0]]) if lowshot else []
-    for protocol in ("linear", "knn"):
+    for protocol in ("linear", "knn", "prototype"):
         for budget in budgets + (["all"] if protocol in full and "all" not in budgets else []):
             for layer in layers:
+                if budget == "all" and protocol == "prototype" and protocol not in full:
+                    continue  # the full-label tables are the linear probe's and the kNN's
                 if budget == "all" and protocol in full:
                     per_net = {t: [full[protocol][(t, layer)]] for t in tags + twins}
                     labels, selection = "", "validation split" if protocol == "linear" else ""
                 else:
                     per_net = {t: [d[protocol] for d in lowshot[t][layer][budget]] for t in tags + twins}
                     labels = int(np.mean([d["labels"] for d in lowshot[tags[0]][layer][budget]]))
-                    selection = "cross-validation in the draw" if protocol == "linear" else ""
+                    selection = dict(linear=LINEAR_SELECTION, prototype="nearest class mean").get(protocol, "")
+                    if protocol == "linear" and labels / n_classes < FEWEST_FOR_CV:
+                        selection = "few labels: decay by cross-validation on folds of 1-2 per class (prefer prototype)"
                 draw_sd = np.mean([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in per_net.values()])
                 rows.append(dict(protocol=protocol, budget=budget, labels=labels,
                                  per_class=round(labels / n_classes, 2) if labels else "", layer=layer,

@@ -59,3 +59,20 @@ def test_a_trunk_probe_reestimates_batchnorm_for_pretrained_and_twins(tmp_path):
     nets = [json.load(open(os.path.join(cfg.out, "cache", d, "net.json")))
             for d in os.listdir(os.path.join(cfg.out, "cache"))]
     assert len(nets) == 3 and all(n["bn_images"] == 40 for n in nets)
+
+
+def test_vissl_jigsaw_and_pirl_checkpoints_give_their_trunk(tmp_path):
+    """VISSL's released checkpoints (classy_state_dict -> base_model -> model -> trunk, names under
+    `_feature_blocks.`; heads beside it) and its converted trunks read as a torchvision ResNet-50."""
+    from tools.nets.trunks import build_trunk
+    from transfer.backbones import build_backbone
+    source = build_trunk("resnet50", seed=3).torchvision_state()
+    trunk = {f"_feature_blocks.{k}": v for k, v in source.items()}
+    heads = {"0.clf.0.weight": torch.zeros(1000, 2048)}
+    full = dict(phase_idx=3, iteration=10, type="consolidated",
+                classy_state_dict=dict(base_model=dict(model=dict(trunk=trunk, heads=heads), meta={}), loss={}))
+    for name, payload in (("jigsaw.torch", full), ("pirl.torch", dict(model_state_dict=trunk)),
+                          ("trunk.pth", trunk)):
+        torch.save(payload, tmp_path / name)
+        backbone = build_backbone("resnet50", str(tmp_path / name))
+        assert torch.equal(backbone.body.state_dict()["layer3.2.conv2.weight"], source["layer3.2.conv2.weight"])
