@@ -74,6 +74,9 @@ def resume_into(path: str, model: CFN, permutations: np.ndarray, pcfg: PuzzleCon
 def cfn_from_checkpoint(ck: dict, path: str) -> CFN:
     """The CFN a checkpoint holds: widths, permutation count and tile size (its recipe's grid) from the
     record, then the weights; one line if they do not fit."""
+    if is_trunk_checkpoint(ck):
+        raise UserError(f"{path}: a `jigsaw train --trunk {ck['trunk']}` checkpoint, not a CFN's (transfer reads it "
+                        f"with --model {ck['trunk']}; `jigsaw convert` writes its torchvision state_dict)")
     if not isinstance(ck, dict) or "model" not in ck or "widths" not in ck or "fc8.weight" not in ck["model"]:
         raise UserError(f"{path}: not a CFN checkpoint written by `jigsaw train`")
     model = CFN(ck["model"]["fc8.weight"].shape[0], width=dict(ck["widths"]), tile=recipe_of(ck).tile)

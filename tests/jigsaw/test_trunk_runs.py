@@ -86,3 +86,18 @@ def test_the_monitor_measures_the_trunks_stages(tmp_path, photo_store):
         rows = list(csv.DictReader(f))
     assert [r["iter"] for r in rows] == ["0", "2"]
     assert all(0 <= float(r[f"knn_{s}"]) <= 1 for r in rows for s in ("stem", "layer1", "layer2", "layer3", "layer4"))
+
+
+def test_convert_writes_the_trunk_as_torchvision_weights_and_refuses_caffe(tmp_path, photo_store, perms, capsys):
+    import torchvision
+    out = tmp_path / "r"
+    assert main(["train", "--data", photo_store, "--permutations", perms, *FAST, *METHODS["jigsaw"], "--width", "1",
+                 "--out", str(out), "--max-iter", "1"]) in (0, None)
+    assert main(["convert", str(out / "last.pt"), "-o", str(tmp_path / "r18.pth")]) == 0
+    missing, unexpected = torchvision.models.resnet18().load_state_dict(
+        torch.load(tmp_path / "r18.pth", weights_only=True), strict=False)
+    assert missing == ["fc.weight", "fc.bias"] and not unexpected
+    assert main(["convert", str(out / "last.pt"), "-o", str(tmp_path / "r18")]) == 2
+    assert main(["evaluate", "--weights", str(out / "last.pt"), "--data", photo_store]) == 2
+    err = capsys.readouterr().err
+    assert "converts to a torchvision state_dict" in err and "not a CFN's" in err and "Traceback" not in err
