@@ -199,6 +199,8 @@ def main():
     ap.add_argument("--labels-per-class", nargs="*", default=["1", "5", "10", "50", "100", "all"],
                     help="low-shot budgets (default 1 5 10 50 100 all; none: no low-shot table)")
     ap.add_argument("--draws", type=int, default=5, help="labelled draws per low-shot budget (5)")
+    ap.add_argument("--knn-features", default="standardised", choices=["standardised", "centred", "raw"],
+                    help="what the kNN's cosine compares (standardised: the protocol every net is compared in)")
     ap.add_argument("--twin-seeds", type=int, nargs="+", help="the twins' seeds (default 1000, 1001, ...)")
     args = ap.parse_args()
     # Checked before the pretraining, not after it; display and snapshot intervals are iters/6 and iters/3.
@@ -266,6 +268,7 @@ def main():
     sh("transfer.cli", "probe", "--dataset", "fashion-mnist", "--model", args.trunk, "--weights", *runs, "--out", probe,
        "--input-size", args.store_size, "--twin-init", args.init, *twins, "--limit-train", args.limit_train,
        "--lbfgs-iters", args.lbfgs_iters, "--protocols", *args.protocols, "--draws", args.draws, *budgets,
+       "--knn-features", args.knn_features,
        "--no-progress")
     t_probe = time.time() - t0 - t_pre
     report = [f"in-domain (Fashion-MNIST at {args.store_size} px, {args.pretrain_seeds} pretraining seeds x "
@@ -274,7 +277,8 @@ def main():
     tables = [(name, what) for name, what, asked in (
         ("probe.csv", "linear probes, every label, weight decay chosen on 9,000 validation images",
          "linear" in args.protocols),
-        ("knn.csv", "weighted kNN (k 20, T 0.07), every label as the bank", "knn" in args.protocols),
+        ("knn.csv", f"weighted kNN (k 20, T 0.07, {args.knn_features} features), every label as the bank",
+         "knn" in args.protocols),
         ("label_efficiency.csv", f"low-shot ({args.draws} draws per budget; linear: weight decay by cross-validation "
                                  "inside the draw): pretrained minus random", bool(budgets))) if asked]
     rows = []

@@ -124,8 +124,8 @@ def _convert(cfg):
     ck = load_checkpoint(cfg.source)
     if is_trunk_checkpoint(ck):  # a torchvision trunk: its own format, loadable by torchvision
         if not cfg.output.endswith((".pth", ".pt")):
-            raise UserError(f"{cfg.source}: a `jigsaw train --trunk {ck['trunk']}` checkpoint converts to a torchvision "
-                            f"state_dict (-o NAME.pth); Caffe's form is the CFN's")
+            raise UserError(f"{cfg.source}: a `jigsaw train --trunk {ck['trunk']}` checkpoint converts to a "
+                            "torchvision state_dict (-o NAME.pth); Caffe's form is the CFN's")
         trunk, _ = read_trunk(cfg.source, ck)
         save_checkpoint(cfg.output, trunk.torchvision_state())
         print(f"wrote {cfg.output}: torchvision {ck['trunk']} weights (width {float(ck['width']):g}) without the "

@@ -4,6 +4,7 @@ CFN branch on a small labelled set, so the features are seen improving (or not) 
 The labels are read by the kNN vote only: nothing here touches the training's weights, gradients, random
 streams or batches (a test trains with and without the monitor and compares the weights bit for bit).
 """
+import copy
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ from tools.run.runtime import numpy_rng
 
 from .data import ImageSplit
 from .datasets import load_dataset
-from .features import pooled
+from .features import has_batchnorm, pooled
 from .knn import K, TEMPERATURE, knn_accuracy
 from .lowshot import draw_labelled
 
@@ -79,14 +80,9 @@ class KnnMonitor:
         hooks = [(getattr(model, name) if cfn else model.trunk.stage(name)).register_forward_hook(
             lambda mod, inp, out, name=name: grabbed[name].append(
                 pooled((F.relu(out) if cfn else out).float(), self.target_dim).cpu())) for name in self.layers]
-        pirl = hasattr(model, "image_head")  # PIRL's trunk saw RGB with ImageNet's statistics, jigsaw's the recipe's
         try:
             for i in range(0, len(x), self.batch_size):
-                batch = x[i:i + self.batch_size].to(device)
-                if cfn:
-                    model.trunk(branch_input(batch, recipe), "pool5")
-                else:
-                    model.trunk(normalise_rgb01(batch) if pirl else branch_input(batch, recipe))
+                _trunk_pass(model, x[i:i + self.batch_size].to(device), recipe)
         finally:
             for h in hooks:
                 h.remove()
@@ -98,7 +94,10 @@ class KnnMonitor:
         data = self._images(self.size or recipe.tile)
         model.eval()
         try:
-            feats = {name: self._features(model, x, recipe, device) for name, (x, _) in data.items()}
+            # a BatchNorm trunk is measured as the probe measures it: statistics of these images (on a copy)
+            net = _fresh_batchnorm(model, data["bank"][0], recipe, device, self.batch_size) \
+                if has_batchnorm(model) else model
+            feats = {name: self._features(net, x, recipe, device) for name, (x, _) in data.items()}
         finally:
             model.train(was_training)
         (_, bank_y), (_, query_y) = data["bank"], data["queries"]
@@ -106,6 +105,29 @@ class KnnMonitor:
                                             self.n_classes, features=self.features) for layer in self.layers}
         self.seconds.append(time.perf_counter() - start)
         return out
+
+
+def _trunk_pass(model, batch, recipe):
+    """The trunk on (N, 3, H, W) RGB 0-1 images given as it saw its input: a CFN branch and a jigsaw trunk the
+    recipe's tiles, PIRL's trunk RGB with ImageNet's statistics."""
+    if not hasattr(model, "stage_names"):
+        return model.trunk(branch_input(batch, recipe), "pool5")
+    return model.trunk(normalise_rgb01(batch) if hasattr(model, "image_head") else branch_input(batch, recipe))
+
+
+@torch.no_grad()
+def _fresh_batchnorm(model, images, recipe, device, batch_size):
+    """A copy of `model` whose BatchNorm statistics are those of `images` (the bank's, unlabelled use): the
+    training's own statistics (tiles, crops) are not those of whole images."""
+    net = copy.deepcopy(model).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+    for i in range(0, len(images), batch_size):
+        _trunk_pass(net, images[i:i + batch_size].to(device), recipe)
+    return net.eval()
 
 
 def from_config(cfg):
