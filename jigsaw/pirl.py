@@ -9,8 +9,11 @@ step's first term (positives and negatives) times N.
 
 Negatives: K = min(--pirl-negatives, N) bank entries drawn uniformly with replacement (VISSL's sampler) on the
 stream (seed, 17, iteration), one set shared by the batch and both terms (VISSL draws a set per sample: at
-32,000 negatives that gathers B x 32,001 x 128 floats per term, ~1 GB at batch 64). The sampler's state is the
-iteration, so a resumed run draws what the uninterrupted one would have."""
+32,000 negatives that gathers B x 32,001 x 128 floats per term, ~1 GB at batch 64). A sample's own entry is never
+its negative (it is left out of its sum): VISSL's sampler rarely draws it from 1.28 M images, but from a bank of
+N it is among K draws with probability 1 - (1 - 1/N)^K (63 % at K = N), and as a negative it caps the positive's
+score at P = K/N. The sampler's state is the iteration, so a resumed run draws what the uninterrupted one would
+have."""
 import math
 
 import torch
@@ -41,12 +44,13 @@ class MemoryBank:
         dtype = self.memory.dtype
         g, f = F.normalize(tiles_emb.to(dtype), dim=1), F.normalize(image_emb.to(dtype), dim=1)
         positive, negative = self.memory[rows], self.memory[negatives.to(self.memory.device)]
+        own = negatives.to(rows.device)[None, :] == rows[:, None]  # (B, K): a sample's own entry drawn as negative
         scores_g = self._scores(g, positive, negative)
         if self.z < 0:
             self.z = float(scores_g.detach().div(self.temperature).exp().mean()) * len(self.memory)
         scores_f = self._scores(f, positive, negative)
-        loss = self.weight * self.nce(scores_g) + (1 - self.weight) * self.nce(scores_f)
-        hits = (scores_f[:, 0] > scores_f[:, 1:].max(1).values).sum()
+        loss = self.weight * self.nce(scores_g, own) + (1 - self.weight) * self.nce(scores_f, own)
+        hits = (scores_f[:, 0] > scores_f[:, 1:].masked_fill(own, -2.0).max(1).values).sum()
         return loss, hits, f.detach()
 
     @staticmethod
@@ -54,12 +58,15 @@ class MemoryBank:
         """(B, 1 + K): the positive's cosine first, then the shared negatives'."""
         return torch.cat([(v * positive).sum(1, keepdim=True), v @ negative.t()], 1)
 
-    def nce(self, scores):
+    def nce(self, scores, own=None):
+        """The NCE of (B, 1 + K) scores; `own` (B, K) marks negatives that are the sample's own entry: left out."""
         p = scores.div(self.temperature).exp() / self.z
         prior = self.negatives / len(self.memory)  # K x P_noise, P_noise = 1/N
         pos = torch.log(p[:, 0] / (p[:, 0] + prior + EPS))
-        neg = torch.log(prior / (p[:, 1:] + prior + EPS)).sum(1)
-        return -(pos + neg).mean()
+        neg = torch.log(prior / (p[:, 1:] + prior + EPS))
+        if own is not None:
+            neg = neg.masked_fill(own, 0.0)
+        return -(pos + neg.sum(1)).mean()
 
     @torch.no_grad()
     def update(self, rows, f):
