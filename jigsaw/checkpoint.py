@@ -173,6 +173,22 @@ def resume_trunk(path: str, cfg, model, permutations: np.ndarray) -> Tuple[dict,
     return ck["solver"], ck.get("method_state") or {}, int(ck["iter"])
 
 
+def export_trunk(path: str, output: str) -> Optional[str]:
+    """`jigsaw convert` of a trunk run: its trunk as a plain torchvision state_dict at `output` (what was written,
+    said), or None when `path` is not a trunk run's checkpoint."""
+    from tools.run.checkpoint import save_checkpoint
+    ck = load_checkpoint(path)
+    if not is_trunk_checkpoint(ck):
+        return None
+    if not output.endswith((".pth", ".pt")):
+        raise UserError(f"{path}: a `jigsaw train --trunk {ck['trunk']}` checkpoint converts to a torchvision "
+                        "state_dict (-o NAME.pth); Caffe's form is the CFN's")
+    trunk, _ = read_trunk(path, ck)
+    save_checkpoint(output, trunk.torchvision_state())
+    return (f"wrote {output}: torchvision {ck['trunk']} weights (width {float(ck['width']):g}) without the classifier: "
+            f"torchvision.models.{ck['trunk']}().load_state_dict(state, strict=False) takes it")
+
+
 def read_trunk(path: str, ck: Optional[dict] = None):
     """(the trunk, its checkpoint) of a `jigsaw train --trunk` run, in eval mode; transfer probes it."""
     from tools.nets.trunks import build_trunk, load_torchvision_state

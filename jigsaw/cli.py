@@ -118,18 +118,10 @@ def _convert(cfg):
         save_checkpoint(cfg.output, cfn_payload(model, perms, record))
         print(f"wrote {cfg.output} (recipe {found['recipe']}: {found['recipe_source']})")
         return
-    from tools.run.checkpoint import load_checkpoint
-
-    from .checkpoint import is_trunk_checkpoint, read_trunk
-    ck = load_checkpoint(cfg.source)
-    if is_trunk_checkpoint(ck):  # a torchvision trunk: its own format, loadable by torchvision
-        if not cfg.output.endswith((".pth", ".pt")):
-            raise UserError(f"{cfg.source}: a `jigsaw train --trunk {ck['trunk']}` checkpoint converts to a "
-                            "torchvision state_dict (-o NAME.pth); Caffe's form is the CFN's")
-        trunk, _ = read_trunk(cfg.source, ck)
-        save_checkpoint(cfg.output, trunk.torchvision_state())
-        print(f"wrote {cfg.output}: torchvision {ck['trunk']} weights (width {float(ck['width']):g}) without the "
-              f"classifier: torchvision.models.{ck['trunk']}().load_state_dict(torch.load(...), strict=False)")
+    from .checkpoint import export_trunk
+    said = export_trunk(cfg.source, cfg.output)  # a torchvision trunk's run: its torchvision state_dict
+    if said:
+        print(said)
         return
     model, perms, pcfg, _ = read_cfn(cfg.source, None, cfg.recipe)
     stem = pair_stem(cfg.output)
