@@ -154,12 +154,26 @@ def is_trunk_checkpoint(ck) -> bool:
     return isinstance(ck, dict) and isinstance(ck.get("trunk"), str) and "method" in ck and "model" in ck
 
 
+def _check_trunk_record(ck: dict, path: str) -> None:
+    """One line for a trunk checkpoint whose record does not say a net we build (a damaged or foreign file)."""
+    from tools.nets import TRUNK_NAMES
+    from .methods import METHODS
+    width, size = ck.get("width"), ck.get("input_size", 64)
+    if ck["trunk"] not in TRUNK_NAMES or ck["method"] not in METHODS or not isinstance(ck["model"], dict) \
+            or isinstance(width, bool) or not isinstance(width, (int, float)) or not 1 / 96 <= width <= 16 \
+            or isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 4096 \
+            or not isinstance(ck.get("permutations", torch.zeros(0, 9)), torch.Tensor):
+        raise UserError(f"{path}: its record (trunk {ck.get('trunk')!r}, method {ck.get('method')!r}, width "
+                        f"{width!r}, input size {size!r}) is not a net `jigsaw train --trunk` builds")
+
+
 def resume_trunk(path: str, cfg, model, permutations: np.ndarray) -> Tuple[dict, dict, int]:
     """Load a trunk run's last.pt into `model`: (solver state, method state, iteration), or one line saying what
     differs from the settings."""
     ck = load_checkpoint(path)
     if not is_trunk_checkpoint(ck):
         raise UserError(f"{path}: not a checkpoint of `jigsaw train --trunk` (a CFN run resumes with --trunk cfn)")
+    _check_trunk_record(ck, path)
     was = (ck["trunk"], float(ck["width"]), ck["method"])
     if was != (cfg.trunk, float(cfg.width), cfg.method):
         raise UserError(f"{path}: trained as --trunk {was[0]} --width {was[1]:g} --method {was[2]}, not --trunk "
@@ -195,7 +209,9 @@ def read_trunk(path: str, ck: Optional[dict] = None):
     ck = load_checkpoint(path) if ck is None else ck
     if not is_trunk_checkpoint(ck):
         raise UserError(f"{path}: not a checkpoint of `jigsaw train --trunk`")
+    _check_trunk_record(ck, path)
     trunk = build_trunk(ck["trunk"], float(ck["width"]))
     prefix = "trunk.net."
-    load_torchvision_state(trunk, {k[len(prefix):]: v for k, v in ck["model"].items() if k.startswith(prefix)}, path)
+    load_torchvision_state(trunk, {k[len(prefix):]: v for k, v in ck["model"].items()
+                                   if isinstance(k, str) and k.startswith(prefix)}, path)
     return trunk.eval(), ck

@@ -211,25 +211,33 @@ VISSL_PREFIX = "_feature_blocks."  # VISSL's ResNe(X)t trunk names its torchvisi
 def vissl_trunk(ck):
     """The trunk of a VISSL checkpoint (its jigsaw and PIRL releases: `classy_state_dict` -> base_model -> model ->
     trunk, or `model_state_dict`, or the trunk alone), under torchvision's names; None if `ck` is not VISSL's."""
-    trunk = ck.get("classy_state_dict", {}).get("base_model", {}).get("model", {}).get("trunk") \
-        if isinstance(ck.get("classy_state_dict"), dict) else ck.get("model_state_dict")
-    trunk = trunk if isinstance(trunk, dict) else ck
+    trunk = ck.get("classy_state_dict") if "classy_state_dict" in ck else ck.get("model_state_dict", ck)
+    for key in ("base_model", "model", "trunk") if "classy_state_dict" in ck else ():
+        trunk = trunk.get(key) if isinstance(trunk, dict) else None
+    if not isinstance(trunk, dict):
+        return None
     if not any(str(k).startswith(VISSL_PREFIX) for k in trunk):
         return None
-    return {k[len(VISSL_PREFIX):]: v for k, v in trunk.items() if str(k).startswith(VISSL_PREFIX)}
+    return {str(k)[len(VISSL_PREFIX):]: v for k, v in trunk.items() if str(k).startswith(VISSL_PREFIX)}
 
 
 def _pretext_input(ck, weights):
     """(record, preprocess) of a trunk pretrained by `jigsaw train`: jigsaw tiles are the recipe's (BGR, 0-255,
     its normalisation), PIRL's views RGB with ImageNet's mean and deviation; transfer gives whole images alike."""
-    from jigsaw.recipes import recipe
+    from jigsaw.recipes import recipe_of
     from jigsaw.tiles import branch_input
-    record = dict(method=ck["method"], trunk=ck["trunk"], width=float(ck["width"]), recipe=ck.get("recipe"),
-                  recipe_options=dict(ck.get("recipe_options") or {}), recipe_source=str(weights))
     if ck["method"] == "pirl":
         from jigsaw.pirl_views import normalise_rgb01
-        return record, normalise_rgb01
-    return record, functools.partial(branch_input, cfg=recipe(record["recipe"], **record["recipe_options"]))
+        return dict(method="pirl", trunk=ck["trunk"], width=float(ck["width"]), recipe_source=str(weights)), \
+            normalise_rgb01
+    options = ck.get("recipe_options") or {}
+    if not isinstance(ck.get("recipe") or "", str) or not isinstance(options, dict) \
+            or not all(isinstance(k, str) for k in options):
+        raise UserError(f"{weights}: its recipe record ({ck.get('recipe')!r}, {options!r:.80}) is not a recipe")
+    pcfg = recipe_of(ck)  # one line for a recipe name or option the file invents
+    record = dict(method=ck["method"], trunk=ck["trunk"], width=float(ck["width"]), recipe=pcfg.recipe,
+                  recipe_options=dict(ck.get("recipe_options") or {}), recipe_source=str(weights))
+    return record, functools.partial(branch_input, cfg=pcfg)
 
 
 for _arch in ("resnet18", "resnet50", "mobilenet_v3_large", "vgg16"):

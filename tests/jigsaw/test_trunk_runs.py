@@ -101,3 +101,17 @@ def test_convert_writes_the_trunk_as_torchvision_weights_and_refuses_caffe(tmp_p
     assert main(["evaluate", "--weights", str(out / "last.pt"), "--data", photo_store]) == 2
     err = capsys.readouterr().err
     assert "converts to a torchvision state_dict" in err and "not a CFN's" in err and "Traceback" not in err
+
+
+def test_a_trunk_checkpoint_with_a_foreign_record_is_one_line(tmp_path, photo_store, perms):
+    from tools.run.errors import UserError
+    from transfer.backbones import build_backbone
+    out = tmp_path / "r"
+    assert main(["train", "--data", photo_store, "--permutations", perms, *FAST, *METHODS["jigsaw"], "--out", str(out),
+                 "--max-iter", "1"]) in (0, None)
+    ck = torch.load(out / "last.pt", weights_only=True)
+    for change in (dict(width=1e9), dict(width="wide"), dict(method="rotnet"), dict(input_size=-3),
+                   dict(recipe=["jps"]), dict(recipe_options={"tile": "x"}), dict(model=[1, 2])):
+        torch.save(dict(ck, **change), tmp_path / "bad.pt")
+        with pytest.raises(UserError):
+            build_backbone("resnet18", str(tmp_path / "bad.pt"))

@@ -125,7 +125,12 @@ def build_trunk(arch: str, width: float = 1.0, seed: Optional[int] = None) -> Tr
 def load_torchvision_state(trunk: Trunk, state: Dict[str, torch.Tensor], source: str) -> None:
     """torchvision-named weights into a trunk (the classifier's ignored); one line when they do not fit."""
     own = trunk.net.state_dict()
+    if not isinstance(state, dict):
+        raise UserError(f"{source}: not a state_dict (a {type(state).__name__})")
     body = {k: v for k, v in state.items() if k in own}
+    odd = [k for k, v in body.items() if not isinstance(v, torch.Tensor)]
+    if odd:
+        raise UserError(f"{source}: {odd[0]} is a {type(body[odd[0]]).__name__}, not a tensor")
     missing = [k for k in own if k not in body]
     if missing:
         raise UserError(f"{source}: missing {len(missing)} tensors for {trunk.arch} (width {trunk.width:g}), "
