@@ -186,6 +186,8 @@ def main():
     ap.add_argument("--method", default="jigsaw", choices=["jigsaw", "pirl"])
     ap.add_argument("--pirl-image-size", type=int, default=96, help="PIRL's image view (96 px)")
     ap.add_argument("--pirl-negatives", type=int, default=32000)
+    ap.add_argument("--pirl-loss", default="nce", choices=["nce", "infonce"],
+                    help="PIRL's loss (infonce: what learns on 60,000 images in a few epochs; RESULTS.md)")
     ap.add_argument("--monitor-every", type=int, default=0,
                     help="the kNN monitor (fashion-mnist test images) every N iterations (0: off)")
     ap.add_argument("--limit-train", type=int, default=5000, help="labelled images for the probes (5000)")
@@ -246,7 +248,8 @@ def main():
     runs = []
     net = [] if args.trunk == "cfn" else ["--trunk", args.trunk, "--method", args.method]
     if args.method == "pirl":
-        net += ["--pirl-image-size", args.pirl_image_size, "--pirl-negatives", args.pirl_negatives]
+        net += ["--pirl-image-size", args.pirl_image_size, "--pirl-negatives", args.pirl_negatives,
+                "--pirl-loss", args.pirl_loss]
     monitor = ["--monitor", "fashion-mnist", "--test-interval", args.monitor_every, "--monitor-size",
                args.store_size] if args.monitor_every else []
     for seed in range(args.pretrain_seeds):

@@ -188,16 +188,25 @@ def resume_trunk(path: str, cfg, model, permutations: np.ndarray) -> Tuple[dict,
 
 
 def export_trunk(path: str, output: str) -> Optional[str]:
-    """`jigsaw convert` of a trunk run: its trunk as a plain torchvision state_dict at `output` (what was written,
-    said), or None when `path` is not a trunk run's checkpoint."""
+    """`jigsaw convert` of a trunk run: its trunk as a plain torchvision state_dict (`output` NAME.pth or .pt), or
+    a ResNet trunk in Caffe's form (NAME.prototxt + NAME.caffemodel, checked on the way back); what was written,
+    said, or None when `path` is not a trunk run's checkpoint."""
     from tools.run.checkpoint import save_checkpoint
     ck = load_checkpoint(path)
     if not is_trunk_checkpoint(ck):
         return None
-    if not output.endswith((".pth", ".pt")):
-        raise UserError(f"{path}: a `jigsaw train --trunk {ck['trunk']}` checkpoint converts to a torchvision "
-                        "state_dict (-o NAME.pth); Caffe's form is the CFN's")
     trunk, _ = read_trunk(path, ck)
+    if not output.endswith((".pth", ".pt")):
+        from tools.caffe.writer import pair_stem
+        from .trunk_caffe import write_trunk_caffe
+        if not str(ck["trunk"]).startswith("resnet"):
+            raise UserError(f"{path}: a {ck['trunk']} trunk converts to a torchvision state_dict (-o NAME.pth); "
+                            "Caffe's form is written for resnet18 and resnet50 trunks")
+        stem, size = pair_stem(output), int(ck.get("input_size", 64))
+        err = write_trunk_caffe(trunk, size, stem + ".prototxt", stem + ".caffemodel")
+        return (f"wrote {stem}.prototxt, {stem}.caffemodel: the {ck['trunk']} trunk for {size} px input, features "
+                f"at top 'pool' (stages: stem, layer1..layer4); rebuilt by tools.caffe it gives the trunk's "
+                f"features to {err:.1e} of the largest")
     save_checkpoint(output, trunk.torchvision_state())
     return (f"wrote {output}: torchvision {ck['trunk']} weights (width {float(ck['width']):g}) without the classifier: "
             f"torchvision.models.{ck['trunk']}().load_state_dict(state, strict=False) takes it")

@@ -107,6 +107,10 @@ class TrainConfig:
                                             type=positive(int, hi=MAX_SIDE))
     pirl_negatives: int = option(32000, "pirl: negatives per step (one set shared by the batch; at most the "
                                         "bank's size)", type=positive(int, hi=10 ** 7))
+    pirl_loss: str = option("nce", "pirl: nce (the paper's, VISSL's default: NCE with Z fixed at the first step) or "
+                                   "infonce (VISSL's loss_type cross_entropy: softmax over the positive and the "
+                                   "negatives; learns on small image sets where nce stalls, see RESULTS.md)",
+                            choices=("nce", "infonce"))
     pirl_temperature: float = option(0.07, "pirl: NCE temperature", type=ranged(float, 1e-3, 10))
     pirl_lambda: float = option(0.5, "pirl: weight of the tiles' NCE term (1 - it: the image's)", type=FRACTION)
     pirl_momentum: float = option(0.5, "pirl: memory bank m <- momentum m + (1 - momentum) f", type=FRACTION)
@@ -175,9 +179,9 @@ class TrainConfig:
 # Settings a resumed run must share with its start: they decide the puzzles, the batches, the
 # architecture or the replayed random streams. The rest (iterations, logging, device, workers, the
 # data's path, base_lr after a divergence) may change, and each resume is recorded beside config.json.
-FIXED_ON_RESUME = ("trunk", "method", "pirl_image_size", "pirl_negatives", "pirl_temperature", "pirl_lambda",
-                   "pirl_momentum", "recipe", "gray_prob", "donor", "cell", "tile", "width", "dropout", "init", "seed",
-                   "batch_size", "val_fraction", "val_data")
+FIXED_ON_RESUME = ("trunk", "method", "pirl_image_size", "pirl_negatives", "pirl_loss", "pirl_temperature",
+                   "pirl_lambda", "pirl_momentum", "recipe", "gray_prob", "donor", "cell", "tile", "width", "dropout",
+                   "init", "seed", "batch_size", "val_fraction", "val_data")
 # what config.json records of a run (resume and progress are how it was invoked, not what it is)
 RUN_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ("resume", "progress"))
 # what config.json holds beside the settings, and `jigsaw show`'s puzzles: ignored when read as --config

@@ -68,7 +68,7 @@ class PIRLMethod:
         self.views = ViewConfig(image_size=cfg.pirl_image_size or run.pcfg.tile, cell=run.pcfg.cell,
                                 tile=run.pcfg.tile)
         self.bank = MemoryBank(len(run.train_pool), model.image_head.out_features, cfg.seed, cfg.pirl_temperature,
-                               cfg.pirl_momentum, cfg.pirl_negatives, cfg.pirl_lambda, run.device)
+                               cfg.pirl_momentum, cfg.pirl_negatives, cfg.pirl_lambda, run.device, cfg.pirl_loss)
         # validation matches each image's tiles among a batch of held-out images: chance is one in a batch
         self.chance = 1 / max(1, min(cfg.batch_size, len(np.unique(run.val_pool))))
         self.input_size = self.views.image_size

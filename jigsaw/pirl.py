@@ -6,6 +6,10 @@ NCE (the paper's eq. 3-4, VISSL's NCECriterion): with P(v, m) = exp(<v, m> / T) 
   NCE = -log(P(v, m_I) / (P(v, m_I) + K/N)) - sum_k log((K/N) / (P(v, m_k) + K/N)),
 averaged over the batch. Z is fixed once, at the first step, as VISSL does: the mean of exp(score / T) over that
 step's first term (positives and negatives) times N.
+InfoNCE (`loss_type="infonce"`, VISSL's loss_type cross_entropy): cross entropy of the positive among the 1 + K
+scores / T, no Z. On small image sets NCE stalls where InfoNCE learns: the untrained net embeds every image alike,
+the bank follows, and then each of the K near-identical negatives pushes at the full 1/T while the positive's pull
+vanishes (measured in RESULTS.md, "PIRL's loss on small image sets").
 
 Negatives: K = min(--pirl-negatives, N) bank entries drawn uniformly with replacement (VISSL's sampler) on the
 stream (seed, 17, iteration), one set shared by the batch and both terms (VISSL draws a set per sample: at
@@ -22,19 +26,23 @@ import torch.nn.functional as F
 from tools.run.runtime import generator, seed_of, stream
 
 EPS = float(torch.finfo(torch.float32).eps)  # VISSL's NCECriterion adds it to each denominator
+LOSS_TYPES = ("nce", "infonce")
 
 
 class MemoryBank:
     """Unit embeddings of the N training images, the fixed Z, and the loss's settings."""
 
     def __init__(self, n_items, dim, seed, temperature=0.07, momentum=0.5, negatives=32000, weight=0.5,
-                 device="cpu"):
+                 device="cpu", loss_type="nce"):
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"PIRL loss {loss_type!r}: expected one of {', '.join(LOSS_TYPES)}")
         stdv = 1.0 / math.sqrt(dim / 3)  # VISSL's initial uniform range, then normalised
         init = torch.rand(n_items, dim, generator=generator(seed_of(seed, 19))) * 2 * stdv - stdv
         self.memory = F.normalize(init, dim=1).to(device)
         self.z = -1.0  # fixed at the first step
         self.temperature, self.momentum, self.weight, self.seed = temperature, momentum, weight, seed
         self.negatives = min(negatives, n_items)
+        self.loss_type = loss_type
 
     def draw_negatives(self, k):
         return torch.randint(0, len(self.memory), (self.negatives,), generator=stream(self.seed, 17, k))
@@ -46,10 +54,11 @@ class MemoryBank:
         positive, negative = self.memory[rows], self.memory[negatives.to(self.memory.device)]
         own = negatives.to(rows.device)[None, :] == rows[:, None]  # (B, K): a sample's own entry drawn as negative
         scores_g = self._scores(g, positive, negative)
-        if self.z < 0:
+        if self.z < 0 and self.loss_type == "nce":
             self.z = float(scores_g.detach().div(self.temperature).exp().mean()) * len(self.memory)
         scores_f = self._scores(f, positive, negative)
-        loss = self.weight * self.nce(scores_g, own) + (1 - self.weight) * self.nce(scores_f, own)
+        term = self.nce if self.loss_type == "nce" else self.info_nce
+        loss = self.weight * term(scores_g, own) + (1 - self.weight) * term(scores_f, own)
         hits = (scores_f[:, 0] > scores_f[:, 1:].masked_fill(own, -2.0).max(1).values).sum()
         return loss, hits, f.detach()
 
@@ -68,6 +77,13 @@ class MemoryBank:
             neg = neg.masked_fill(own, 0.0)
         return -(pos + neg.sum(1)).mean()
 
+    def info_nce(self, scores, own=None):
+        """Cross entropy of the positive (column 0) among (B, 1 + K) scores / T; `own` negatives left out."""
+        logits = scores / self.temperature
+        if own is not None:
+            logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(own, float("-inf"))], 1)
+        return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
     @torch.no_grad()
     def update(self, rows, f):
         """m_I <- momentum m_I + (1 - momentum) f(I), renormalised (VISSL: update_mem_with_emb_index the image's)."""
@@ -76,10 +92,12 @@ class MemoryBank:
 
     def state_dict(self):
         return dict(memory=self.memory.cpu(), z=self.z, temperature=self.temperature, momentum=self.momentum,
-                    negatives=self.negatives, weight=self.weight, seed=self.seed)
+                    negatives=self.negatives, weight=self.weight, seed=self.seed, loss_type=self.loss_type)
 
     def load_state_dict(self, state):
         if tuple(state["memory"].shape) != tuple(self.memory.shape):
             raise ValueError(f"memory bank {tuple(state['memory'].shape)}, expected {tuple(self.memory.shape)}")
         self.memory = state["memory"].to(self.memory.device, torch.float32).clone()
         self.z = float(state["z"])
+        if state.get("loss_type", "nce") != self.loss_type:
+            raise ValueError(f"memory bank of a {state.get('loss_type', 'nce')} run, expected {self.loss_type}")

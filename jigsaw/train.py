@@ -267,7 +267,8 @@ MIN_VAL_IMAGES = 100
 
 def _pretext(run: _Run):
     if run.cfg.method == "pirl":
-        return f"PIRL (memory bank of {len(run.method.bank.memory)}, {run.method.bank.negatives} negatives)"
+        bank = run.method.bank
+        return f"PIRL ({bank.loss_type}, memory bank of {len(bank.memory)}, {bank.negatives} negatives)"
     return f"{len(run.perms_np)} permutations"
 
 

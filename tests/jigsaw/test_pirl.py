@@ -1,6 +1,7 @@
 """PIRL: the loss against a float64 transcription of the paper's formula, the bank, the views, exact resume."""
 import math
 
+import pytest
 import torch
 
 from jigsaw.pirl import EPS, MemoryBank
@@ -89,3 +90,28 @@ def test_a_uniform_image_gives_uniform_tiles_whatever_the_draws():
     image, tiles = pirl_views(images, ViewConfig(image_size=32, cell=40, tile=32), torch.Generator().manual_seed(0))
     flat = tiles.flatten(3)  # per tile and channel: the jitter changes colours, not places
     assert torch.allclose(flat, flat[..., :1].expand_as(flat), atol=1e-5)
+
+
+def test_infonce_is_the_softmax_of_the_positive_among_the_negatives_without_z():
+    """VISSL's loss_type cross_entropy: -log(e^{s0/T} / (e^{s0/T} + sum_k e^{sk/T})), own entries left out."""
+    torch.manual_seed(1)
+    n_items, dim, batch, k, t, lam = 30, 5, 4, 9, 0.1, 0.25
+    bank = MemoryBank(n_items, dim, seed=4, temperature=t, negatives=k, weight=lam, loss_type="infonce")
+    bank.memory = bank.memory.double()
+    g, f = torch.randn(batch, dim, dtype=torch.float64), torch.randn(batch, dim, dtype=torch.float64)
+    rows, negs = torch.tensor([2, 5, 11, 29]), torch.randint(0, n_items, (k,))
+    negs[0] = 5
+    loss, _, _ = bank.loss(g, f, rows, negs)
+    m = bank.memory.tolist()
+
+    def info_nce(v, r):
+        s = lambda j: math.exp(sum(a * b for a, b in zip(v, m[j])) / t)  # noqa: E731
+        return -math.log(s(r) / (s(r) + sum(s(j) for j in negs.tolist() if j != r)))
+    expect = sum(lam * info_nce(gv, r) + (1 - lam) * info_nce(fv, r) for gv, fv, r in
+                 zip([_unit(x) for x in g.tolist()], [_unit(x) for x in f.tolist()], rows.tolist())) / batch
+    assert abs(float(loss) - expect) <= 1e-12 * max(1.0, expect)
+    assert bank.z < 0  # no normalising constant
+    state = bank.state_dict()
+    nce_bank = MemoryBank(n_items, dim, seed=4)
+    with pytest.raises(ValueError, match="infonce"):
+        nce_bank.load_state_dict(state)

@@ -2,7 +2,12 @@
 transfer reads back, and the settings they refuse."""
 import csv
 import os
+import signal
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +15,7 @@ from jigsaw.cli import main
 from jigsaw.permutations import make_permutations, save_permutations
 
 pytestmark = pytest.mark.needs_torchvision
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ["--batch-size", "8", "--width", "0.125", "--val-fraction", "0.25", "--test-iter", "1", "--no-progress",
         "--device", "cpu", "--solver", "cfn_solver_short", "--test-interval", "0"]
 METHODS = {"jigsaw": ["--trunk", "resnet18"], "pirl": ["--trunk", "resnet18", "--method", "pirl",
@@ -88,8 +94,10 @@ def test_the_monitor_measures_the_trunks_stages(tmp_path, photo_store):
     assert all(0 <= float(r[f"knn_{s}"]) <= 1 for r in rows for s in ("stem", "layer1", "layer2", "layer3", "layer4"))
 
 
-def test_convert_writes_the_trunk_as_torchvision_weights_and_refuses_caffe(tmp_path, photo_store, perms, capsys):
+def test_convert_writes_the_trunk_as_torchvision_weights_or_caffes_form(tmp_path, photo_store, perms, capsys):
     import torchvision
+    from tools.caffe.net import load_caffe_net
+    from jigsaw.checkpoint import read_trunk
     out = tmp_path / "r"
     assert main(["train", "--data", photo_store, "--permutations", perms, *FAST, *METHODS["jigsaw"], "--width", "1",
                  "--out", str(out), "--max-iter", "1"]) in (0, None)
@@ -97,10 +105,16 @@ def test_convert_writes_the_trunk_as_torchvision_weights_and_refuses_caffe(tmp_p
     missing, unexpected = torchvision.models.resnet18().load_state_dict(
         torch.load(tmp_path / "r18.pth", weights_only=True), strict=False)
     assert missing == ["fc.weight", "fc.bias"] and not unexpected
-    assert main(["convert", str(out / "last.pt"), "-o", str(tmp_path / "r18")]) == 2
+    assert main(["convert", str(out / "last.pt"), "-o", str(tmp_path / "r18")]) == 0  # Caffe's form, checked
+    assert "the resnet18 trunk for 64 px input" in capsys.readouterr().out
+    trunk, _ = read_trunk(str(out / "last.pt"))
+    net = load_caffe_net(str(tmp_path / "r18.prototxt"), str(tmp_path / "r18.caffemodel"))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net(data=x, outputs=["pool"])["pool"].flatten(1), trunk(x), rtol=1e-4, atol=1e-5)
     assert main(["evaluate", "--weights", str(out / "last.pt"), "--data", photo_store]) == 2
     err = capsys.readouterr().err
-    assert "converts to a torchvision state_dict" in err and "not a CFN's" in err and "Traceback" not in err
+    assert "not a CFN's" in err and "Traceback" not in err
 
 
 def test_a_trunk_checkpoint_with_a_foreign_record_is_one_line(tmp_path, photo_store, perms):
@@ -115,3 +129,83 @@ def test_a_trunk_checkpoint_with_a_foreign_record_is_one_line(tmp_path, photo_st
         torch.save(dict(ck, **change), tmp_path / "bad.pt")
         with pytest.raises(UserError):
             build_backbone("resnet18", str(tmp_path / "bad.pt"))
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "jigsaw.cli", "train", *args]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+
+
+def test_kill_9_of_a_pirl_run_then_resume_is_the_uninterrupted_run(tmp_path, photo_store):
+    """The bank, Z and the negatives' stream survive a SIGKILL at any moment: only what last.pt holds is kept."""
+    args = ["--data", photo_store, *FAST, *METHODS["pirl"], "--max-iter", "12", "--snapshot", "2"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    subprocess.run(_cli(*args, "--out", str(full)), env=_env(), check=True, capture_output=True)
+    proc = subprocess.Popen(_cli(*args, "--out", str(cut)), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not ((cut / "log.csv").exists() and len(_losses(cut)) >= 4):
+        time.sleep(0.05)  # the event waited for: four logged iterations (two snapshots)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (cut / "last.pt").exists() and len(_losses(cut)) < 12
+    subprocess.run(_cli(*args, "--out", str(cut), "--resume"), env=_env(), check=True, capture_output=True)
+    assert _losses(cut) == _losses(full)
+    a, b = (torch.load(d / "last.pt", weights_only=True) for d in (full, cut))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert torch.equal(a["method_state"]["bank"]["memory"], b["method_state"]["bank"]["memory"])
+
+
+def _half_batch_losses(photo_store, perms):
+    """Iteration 0's loss of each rank's half batch, every BatchNorm normalising over that half alone."""
+    from types import SimpleNamespace
+    from jigsaw.batches import batch_indices, split_indices
+    from jigsaw.config import TrainConfig
+    from jigsaw.methods import JigsawMethod, build_model
+    from jigsaw.permutations import load_permutations
+    from jigsaw.recipes import recipe_record
+    from jigsaw.store import open_images
+    cfg = TrainConfig(data=photo_store, permutations=perms, out="unused", trunk="resnet18", width=0.125,
+                      batch_size=8, val_fraction=0.25)
+    pcfg, _ = recipe_record(cfg.recipe)
+    perms_np = load_permutations(perms)
+    model = build_model(cfg, len(perms_np), pcfg.tile, cfg.seed).train()
+    source = open_images(photo_store)
+    train_pool, _ = split_indices(len(source), cfg.val_fraction, cfg.seed)
+    images = torch.from_numpy(source.read(batch_indices(train_pool, 8, 0, cfg.seed)))
+    losses = {}
+    for rank, part in ((None, slice(None)), (0, slice(0, 4)), (1, slice(4, 8))):
+        run = SimpleNamespace(cfg=cfg, perms_np=perms_np, perms=torch.from_numpy(perms_np), pcfg=pcfg,
+                              device=torch.device("cpu"), rank=rank or 0, fast=False)
+        with torch.no_grad():
+            losses[rank] = float(JigsawMethod(run, model).loss(model, images[part], 0, part)[0])
+    return losses
+
+
+def test_two_process_ddp_batchnorm_is_per_rank_and_the_pirl_bank_takes_every_ranks_rows(tmp_path, photo_store,
+                                                                                         perms):
+    """BatchNorm is not synchronised (plain DDP, as VISSL's configs): each rank normalises its half of the batch,
+    so the logged loss is the mean of the halves' losses, not the whole batch's. The bank gathers all ranks."""
+    from jigsaw.batches import batch_indices, split_indices
+    from jigsaw.pirl import MemoryBank
+    from jigsaw.store import open_images
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "jigsaw.cli", "train", "--data", photo_store, *FAST]
+    r = subprocess.run(ddp + [*METHODS["jigsaw"], "--permutations", perms, "--out", str(tmp_path / "j"),
+                              "--max-iter", "1"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    logged = float(_losses(tmp_path / "j")[0][1])
+    halves = _half_batch_losses(photo_store, perms)
+    assert abs(logged - (halves[0] + halves[1]) / 2) < 1e-4, (logged, halves)
+    assert abs(logged - halves[None]) > 1e-3  # a synchronised BatchNorm would give the whole batch's loss
+    r = subprocess.run(ddp + [*METHODS["pirl"], "--out", str(tmp_path / "p"), "--max-iter", "2"], env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    bank = torch.load(tmp_path / "p" / "last.pt", weights_only=True)["method_state"]["bank"]["memory"]
+    pool, _ = split_indices(len(open_images(photo_store)), 0.25, 0)
+    start = MemoryBank(len(pool), bank.shape[1], seed=0).memory
+    moved = set((bank != start).any(1).nonzero().flatten().tolist())
+    rows = {int(np.searchsorted(pool, i)) for k in range(2) for i in batch_indices(pool, 8, k, 0)}
+    assert moved == rows  # both ranks' rows, from both iterations, and nothing else
