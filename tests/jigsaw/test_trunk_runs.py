@@ -34,9 +34,10 @@ def _losses(out):
         return [(r["iter"], r["loss"]) for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_a_resumed_trunk_run_is_the_uninterrupted_one(tmp_path, photo_store, perms, method):
-    args = ["--data", photo_store, "--permutations", perms, *FAST, *METHODS[method], "--snapshot", "2"]
+@pytest.mark.parametrize("method,loss", [("jigsaw", None), ("pirl", "nce"), ("pirl", "infonce")])
+def test_a_resumed_trunk_run_is_the_uninterrupted_one(tmp_path, photo_store, perms, method, loss):
+    chosen = ["--pirl-loss", loss] if loss else []
+    args = ["--data", photo_store, "--permutations", perms, *FAST, *METHODS[method], *chosen, "--snapshot", "2"]
     assert main(["train", *args, "--out", str(tmp_path / "full"), "--max-iter", "4"]) in (0, None)
     assert main(["train", *args, "--out", str(tmp_path / "cut"), "--max-iter", "2"]) in (0, None)
     assert main(["train", *args, "--out", str(tmp_path / "cut"), "--max-iter", "4", "--resume"]) in (0, None)
@@ -46,7 +47,11 @@ def test_a_resumed_trunk_run_is_the_uninterrupted_one(tmp_path, photo_store, per
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     if method == "pirl":  # the bank and its Z come back as they were
         assert torch.equal(a["method_state"]["bank"]["memory"], b["method_state"]["bank"]["memory"])
-        assert a["method_state"]["bank"]["z"] == b["method_state"]["bank"]["z"] > 0
+        assert a["method_state"]["bank"]["z"] == b["method_state"]["bank"]["z"]
+        assert (a["method_state"]["bank"]["z"] > 0) == (loss == "nce")  # InfoNCE has no Z
+        other = "infonce" if loss == "nce" else "nce"
+        assert main(["train", *args, "--out", str(tmp_path / "cut"), "--max-iter", "6", "--resume", "--pirl-loss",
+                     other]) == 2
     # another trunk or method cannot resume this run
     code = main(["train", *args, "--out", str(tmp_path / "cut"), "--max-iter", "6", "--resume", "--trunk",
                  "resnet50"])
