@@ -8,6 +8,8 @@ from typing import Callable, Tuple
 
 import numpy as np
 
+from tests.reliability.fuzz_trunks import has_torchvision, read_backbone, trunk_checkpoint, vissl_checkpoint
+
 MiB = 1 << 20
 
 
@@ -308,48 +310,6 @@ def _read_checkpoint(root):
     return perms.shape, model.num_permutations
 
 
-def _trunk_checkpoint(folder):
-    """A `jigsaw train --trunk resnet18 --width 0.125` run's last.pt, as transfer reads it."""
-    from types import SimpleNamespace
-    from jigsaw.checkpoint import trunk_payload
-    from jigsaw.methods import build_model
-    from jigsaw.permutations import make_permutations
-    from tools.run.checkpoint import save_checkpoint
-    cfg = SimpleNamespace(trunk="resnet18", width=0.125, method="jigsaw", seed=0, dropout=0.0, init="caffe")
-    model = build_model(cfg, 4, 32, 0)
-    save_checkpoint(os.path.join(folder, "last.pt"), trunk_payload(
-        cfg, model, make_permutations(4, seed=0), dict(recipe="paper", recipe_options={}), 3, {}, {}, 32))
-    return folder, ("last.pt",)
-
-
-def _vissl_checkpoint(folder):
-    """VISSL's training checkpoint layout (classy_state_dict -> base_model -> model -> trunk, `_feature_blocks.`)."""
-    from tools.nets.trunks import build_trunk
-    from tools.run.checkpoint import save_checkpoint
-    trunk = {f"_feature_blocks.{k}": v for k, v in build_trunk("resnet18", seed=0).torchvision_state().items()}
-    save_checkpoint(os.path.join(folder, "model.pth"), dict(
-        iteration=5, classy_state_dict=dict(base_model=dict(model=dict(trunk=trunk, heads={})))))
-    return folder, ("model.pth",)
-
-
-def _read_backbone(name, arch):
-    def read(root):
-        from transfer.backbones import build_backbone
-        backbone = build_backbone(arch, os.path.join(root, name))
-        return backbone.feature_dim, backbone.input_size
-    return read
-
-
-def _has_torchvision():
-    from tools.run.errors import UserError
-    from tools.run.runtime import import_torchvision
-    try:
-        import_torchvision()
-        return True
-    except UserError:
-        return False
-
-
 def _settings(ext):
     def make(folder):
         settings = dict(seed=3, batch_size=16, max_iter=50, recipe="jps", val_fraction=0.1, width=0.5,
@@ -408,10 +368,10 @@ READERS = {
     "settings-yaml": Reader(_settings(".yaml"), _read_settings(".yaml"), text=True),
     "run-record": Reader(_record, _read_record, text=True),
 }
-if _has_torchvision():  # torchvision trunks: where torchvision loads beside this torch
+if has_torchvision():  # torchvision trunks: where torchvision loads beside this torch
     READERS.update({
-        "trunk-checkpoint": Reader(_trunk_checkpoint, _read_backbone("last.pt", "resnet18"), torch_free=False,
+        "trunk-checkpoint": Reader(trunk_checkpoint, read_backbone("last.pt", "resnet18"), torch_free=False,
                                    allowance=768 * MiB),
-        "vissl-checkpoint": Reader(_vissl_checkpoint, _read_backbone("model.pth", "resnet18"), torch_free=False,
+        "vissl-checkpoint": Reader(vissl_checkpoint, read_backbone("model.pth", "resnet18"), torch_free=False,
                                    allowance=768 * MiB),
     })
