@@ -52,6 +52,9 @@ def load_checkpoint(path: str, what: str = "a loadable checkpoint") -> Any:
         with decoding(path, "torch", what), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols say nothing to a user
             return torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:  # torch's legacy (bare pickle) format allocates the lengths its records declare
+        raise UserError(f"{path}: not {what} (a damaged record declares more bytes than memory allows; the file has "
+                        f"{size})") from None
     except UserError as e:
         if "Weights only load failed" not in str(e):
             raise
