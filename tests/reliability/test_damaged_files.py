@@ -140,6 +140,19 @@ def oversized_zip(folder):
     return path
 
 
+def oversized_legacy_pickle(folder):
+    """A checkpoint in torch's legacy format (a bare pickle, no zip directory) whose first record, a string,
+    declares 4 GB: torch's unpickler reads what it declares (the fuzzer's vissl-checkpoint case 47, seed
+    2270645604, found it as a MemoryError traceback)."""
+    import io
+    import torch
+    path = os.path.join(str(folder), "legacy.pt")
+    legacy = io.BytesIO()
+    torch.save({"w": torch.zeros(4)}, legacy, _use_new_zipfile_serialization=False)
+    open(path, "wb").write(b"\x80\x02X" + struct.pack("<I", 0xFFFFFFF0) + legacy.getvalue())
+    return path
+
+
 # --- the readers ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make", [bad_deflate_idx, wrapping_idx, cut_header_idx])
@@ -228,6 +241,21 @@ def test_a_checkpoint_whose_zip_declares_a_huge_record_is_refused_before_torch_r
         load_checkpoint(path)
 
 
+def test_a_legacy_checkpoint_whose_record_declares_4_gb_is_one_line_in_a_bounded_address_space(tmp_path):
+    """In a child whose address space ends 1 GiB above what it holds, as the fuzzer runs its cases."""
+    path = oversized_legacy_pickle(tmp_path)
+    code = ("import resource, sys, torch\n"  # torch mapped before the limit, as the commands have it
+            "from tools.run.checkpoint import load_checkpoint\n"
+            "from tools.run.errors import UserError\n"
+            "vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize')][0]\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))\n"
+            "try:\n    load_checkpoint(sys.argv[1])\n"
+            "except UserError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code, path], env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stderr, r.stderr[-2000:]
+    assert r.stdout.startswith(path + ": not a loadable checkpoint") and r.stdout.count("\n") == 1, r.stdout
+
+
 def test_new_stores_keep_their_layout_outside_hdf5s_global_heap(tmp_path):
     """A variable-length string attribute lives in the global heap, and a damaged global heap makes libhdf5
     spin forever reading it (the fuzzer's runaway loop): stores write the layout fixed-length."""
@@ -273,6 +301,8 @@ CLI_CASES = {
         ["prepare", truncated_lmdb(t), "-o", t / "s.h5", "--min-side", "16"], "data.mdb: not a readable LMDB")),
     "evaluate a checkpoint whose zip declares 4 GB": ("jigsaw.cli", lambda t: (
         ["evaluate", "--weights", oversized_zip(t), "--data", t / "s.h5"], "declares 4294967280 bytes")),
+    "evaluate a legacy-format checkpoint whose first record declares 4 GB": ("jigsaw.cli", lambda t: (
+        ["evaluate", "--weights", oversized_legacy_pickle(t), "--data", t / "s.h5"], "legacy.pt: not ")),
 }
 
 
