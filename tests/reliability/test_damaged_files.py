@@ -155,6 +155,20 @@ def oversized_legacy_pickle(folder):
 
 # --- the readers ----------------------------------------------------------------------------------------------
 
+def _in_bounded_child(imports: str, call: str, arg) -> str:
+    """What `call` prints of the one-line error it raises, in a child whose address space ends 1 GiB above what
+    it holds once torch and `imports` are loaded: an allocation sized by what the file declares fails there."""
+    code = (f"import resource, sys, torch\n{imports}\n"
+            "from tools.run.errors import UserError\n"
+            "vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize')][0]\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))\n"
+            f"try:\n    {call}\n"
+            "except UserError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(arg)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stderr, r.stderr[-2000:]
+    return r.stdout
+
+
 @pytest.mark.parametrize("make", [bad_deflate_idx, wrapping_idx, cut_header_idx])
 def test_damaged_idx_files_are_one_line(tmp_path, make):
     from transfer.datasets import load_dataset
@@ -168,16 +182,9 @@ def test_damaged_idx_files_are_one_line(tmp_path, make):
 def test_damaged_cifar_pickles_are_one_line_without_a_header_sized_allocation(tmp_path, damage):
     """In a child whose address space ends 1 GiB above what it holds: an allocation the file declares fails."""
     root, path = damaged_cifar(tmp_path, damage)
-    code = ("import resource, sys\n"
-            "from transfer.datasets import load_dataset\n"
-            "from tools.run.errors import DatasetError\n"
-            "vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize')][0]\n"
-            "resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))\n"
-            "try:\n    load_dataset('cifar100', sys.argv[1])\n"
-            "except DatasetError as e:\n    print(e)\n")
-    r = subprocess.run([sys.executable, "-c", code, root], env=ENV, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and not r.stderr, r.stderr[-2000:]
-    assert r.stdout.startswith(path) and r.stdout.count("\n") == 1, r.stdout
+    out = _in_bounded_child("from transfer.datasets import load_dataset", "load_dataset('cifar100', sys.argv[1])",
+                            root)
+    assert out.startswith(path) and out.count("\n") == 1, out
 
 
 @pytest.mark.parametrize("make", [undecodable_cub, bad_label_cub_lists])
@@ -244,16 +251,8 @@ def test_a_checkpoint_whose_zip_declares_a_huge_record_is_refused_before_torch_r
 def test_a_legacy_checkpoint_whose_record_declares_4_gb_is_one_line_in_a_bounded_address_space(tmp_path):
     """In a child whose address space ends 1 GiB above what it holds, as the fuzzer runs its cases."""
     path = oversized_legacy_pickle(tmp_path)
-    code = ("import resource, sys, torch\n"  # torch mapped before the limit, as the commands have it
-            "from tools.run.checkpoint import load_checkpoint\n"
-            "from tools.run.errors import UserError\n"
-            "vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize')][0]\n"
-            "resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))\n"
-            "try:\n    load_checkpoint(sys.argv[1])\n"
-            "except UserError as e:\n    print(e)\n")
-    r = subprocess.run([sys.executable, "-c", code, path], env=ENV, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and not r.stderr, r.stderr[-2000:]
-    assert r.stdout.startswith(path + ": not a loadable checkpoint") and r.stdout.count("\n") == 1, r.stdout
+    out = _in_bounded_child("from tools.run.checkpoint import load_checkpoint", "load_checkpoint(sys.argv[1])", path)
+    assert out.startswith(path + ": not a loadable checkpoint") and out.count("\n") == 1, out
 
 
 def test_new_stores_keep_their_layout_outside_hdf5s_global_heap(tmp_path):
