@@ -3,7 +3,8 @@ pretrained net and every random twin is scored by the standardised kNN at its ow
 validation draws from the training split, never on the test set; then pretrained seeds against twins and
 against the other methods, at each budget, in points and SE over nets.
 
-    python benchmarks/compare_methods.py pirl=/work/runs/pirl_r18 jigsaw=/work/runs/jig_r18 cfn=/work/ssl12k
+    python benchmarks/compare_methods.py pirl=/work/runs/pirl_r18 jigsaw=/work/runs/jig_r18 cfn=/work/ssl12k \
+        --out /work/runs/compare      # also compare.csv and compare.png (gain over own twins, one colour a method)
 
 Every net is read from its probe's feature cache (PROBE/cache/*/net.json): nothing is recomputed on images.
 Validation: the probe's labelled training images are split once (seeded) into a bank pool and 2,000 validation
@@ -12,6 +13,7 @@ T 0.07, the training split's statistics) on the queries; the stage with the best
 that budget. Test: the probe's own low-shot draws (transfer.lowshot.draw_labelled, the probe's seed) from every
 training image, scored on the test split at that stage, averaged over draws. The same draws for every net."""
 import argparse
+import csv
 import glob
 import json
 import math
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tools.run.atomic import atomic_open  # noqa: E402
 from tools.run.runtime import numpy_rng  # noqa: E402
 from transfer.knn import view, vote  # noqa: E402
 from transfer.lowshot import draw_labelled  # noqa: E402
@@ -87,12 +90,36 @@ def gap(a, b):
     return 100 * (a[0] - b[0]), (a[0] - b[0]) / se if se > 0 else float("inf")
 
 
+def write_outputs(prefix, summary, counts, budgets):
+    """PREFIX.csv (each method's pretrained nets and twins at each budget) and PREFIX.png: each method's gain over
+    its own twins' chosen stages, ± the SE of the difference, one colour a method (transfer.plots.plot_gain)."""
+    from transfer.plots import plot_gain
+    series, rows = {}, []
+    for name in dict.fromkeys(n for n, _ in summary):
+        series[name] = []
+        for b in budgets:
+            (p, p_se), (r, r_se) = summary[(name, "pretrained")][b], summary[(name, "random")][b]
+            points, n_se = gap((p, p_se), (r, r_se))
+            rows.append(dict(method=name, labels_per_class=b, pretrained=p, pretrained_se=p_se,
+                             pretrained_nets=counts[(name, "pretrained")], random_mean=r, random_se=r_se,
+                             random_nets=counts[(name, "random")], gain_points=points, gain_se=n_se))
+            series[name].append(dict(protocol="standardised kNN, stage chosen on validation", per_class=b,
+                                     budget=str(b), pretrained=p, pretrained_se=p_se, random_mean=r, random_se=r_se))
+    with atomic_open(prefix + ".csv", "w") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_gain(series, prefix + ".png", "methods side by side")
+    print(f"wrote {prefix}.csv, {prefix}.png")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="NAME=FOLDER: an ssl_probe output folder per method")
     ap.add_argument("--budgets", type=int, nargs="+", default=[1, 10], help="labels per class (1 10)")
     ap.add_argument("--draws", type=int, default=5, help="draws per budget, validation and test (5)")
     ap.add_argument("--seed", type=int, default=0, help="the probe's seed: its test draws (0)")
+    ap.add_argument("--out", help="PREFIX: also write PREFIX.csv and PREFIX.png (gain over own twins per method)")
     args = ap.parse_args()
     runs = dict(r.split("=", 1) for r in args.runs)
     table = {}
@@ -117,6 +144,8 @@ def main():
             row = [gap(summary[(name, "pretrained")][b], summary[(other, kind)][b]) for b in args.budgets]
             print(f"{name:10s} vs {other + ' ' + kind:22s}" + "".join(f"{p:>+10.1f} pt {s:>+6.1f} SE"
                                                                         for p, s in row))
+    if args.out:
+        write_outputs(args.out, summary, {k: len(v) for k, v in table.items()}, args.budgets)
 
 
 if __name__ == "__main__":
