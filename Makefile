@@ -25,8 +25,9 @@ caffe-oracle: $(STAMP)
 	@test -n "$$CAFFE_PY" && test -n "$$CAFFE_PYTHON" || { echo "set CAFFE_PY and CAFFE_PYTHON (../shared/caffe/build.sh prints them)"; exit 2; }
 	$(PY) -m pytest -q tests/tools -k real_caffe
 
+# DEMO_ARGS: e.g. --data-root FOLDER (Fashion-MNIST's idx files), --no-download, --labelled photos
 demo: $(STAMP)
-	$(PY) demo.py --out demo-out
+	$(PY) demo.py --out demo-out $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/convert.py

@@ -196,11 +196,11 @@ def test_the_cfn_checkpoint_is_read_only_through_jigsaw_checkpoint_py():
 
 def test_files_are_replaced_only_through_tools_atomic():
     """One way to write a file as a unit: no module but tools/run/atomic.py renames a temporary file into place
-    (jigsaw prepare's resumable .partial store, the probe's float16 memmaps, ssl_probe's folders of PNGs,
-    the proto generator and export's traced file aside, each renamed once by design)."""
+    (jigsaw prepare's resumable .partial store, a download's resumable .part, the probe's float16 memmaps,
+    ssl_probe's folders of PNGs, the proto generator and export's traced file aside, each renamed once by design)."""
     import re
     allowed = {"tools/run/atomic.py", "jigsaw/store.py", "transfer/features.py", "tools/caffe/protogen.py",
-               "tools/caffe/export.py", "benchmarks/ssl_probe.py"}
+               "tools/caffe/export.py", "benchmarks/ssl_probe.py", "transfer/downloads.py"}
     sources = _sources()
     assert "tools/caffe/layers/output.py" in sources and len(sources) > 80
     for rel in sources:
@@ -298,6 +298,8 @@ OWNERS = {
                  r"lmdb\.Error|JSONDecodeError|UnicodeDecodeError)\b|\bzlib\.error\b|\bTokenError\b",
                  ["tools/run/decoding.py"], ("tools", "jigsaw", "transfer")),
     "lmdb-pages": (r"^MAGIC, VERSION = 0xBEEFC0DE|import lmdb\b", ["jigsaw/lmdb_pages.py"], ("tools", "jigsaw", "transfer")),
+    "downloads": (r"\burllib\b|\burlopen\b|\bhttp\.client\b|^FASHION_MNIST_(URL|DEBIAN) =", ["transfer/downloads.py"],
+                  ("tools", "jigsaw", "transfer", "prototxt")),
 }
 
 

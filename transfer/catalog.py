@@ -1,6 +1,5 @@
 """What `transfer` knows, as the tables `transfer list` prints; one recipe's full settings (`transfer show`);
 and settings read from a JSON or YAML file (`--config`, which also takes a run's own config.json back)."""
-import os
 from dataclasses import asdict
 
 from tools.run.errors import unknown
@@ -20,13 +19,16 @@ def _table(header, rows):
 
 def list_text():
     from .backbones import BACKBONES
-    from .datasets import DATASETS, EXPECTED, FASHION_MNIST_DEBIAN
+    from .datasets import DATASETS, EXPECTED
+    from .downloads import ENV_FOLDER, FASHION_MNIST_DEBIAN, found_folder
     from .recipes import RECIPES
     data = []
     for name in sorted(DATASETS):
         if name == "fashion-mnist":
-            here = "yes" if os.path.isdir(FASHION_MNIST_DEBIAN) else "no (apt-get install dataset-fashion-mnist)"
-            data.append([name, f"{FASHION_MNIST_DEBIAN} or --data-root: {EXPECTED[name]}", here])
+            found = found_folder()
+            here = f"yes: {found[0]}" if found else "no (make demo downloads it; or apt-get install dataset-fashion-mnist)"
+            data.append([name, f"--data-root, ${ENV_FOLDER}, {FASHION_MNIST_DEBIAN} or the download cache: "
+                               f"{EXPECTED[name]}", here])
         else:
             data.append([name, f"--data-root: {EXPECTED[name]}", "give --data-root"])
     models = [[name, meta.get("input_size", ""), meta.get("what", "")]

@@ -18,8 +18,8 @@ from tools.run.errors import DatasetError, UserError, unknown  # noqa: F401 (Dat
 from tools.run.decoding import decoding
 from tools.run.paths import inside, is_regular, user_file
 from tools.run.runtime import numpy_rng
+from .downloads import FASHION_MNIST_DEBIAN, HOW_TO_GET, found_folder  # noqa: F401 (the Debian path: others' name too)
 
-FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
 MAX_IDX_BYTES = 1 << 31
 
 
@@ -81,11 +81,12 @@ def _find(root, *names):
 
 
 def load_idx_dataset(root, kind="fashion-mnist"):
-    root = root or (FASHION_MNIST_DEBIAN if kind == "fashion-mnist" else None)
+    if not root and kind == "fashion-mnist":  # $JIGSAW_FASHION_MNIST, Debian's package or an earlier download
+        root = (found_folder() or (None, ""))[0]
+        if not root:
+            raise DatasetError(f"Fashion-MNIST: not on this machine and no --data-root given; {HOW_TO_GET}")
     if not root or not os.path.isdir(root):
-        hint = " (apt-get install dataset-fashion-mnist puts it in /usr/share/datasets/fashion-mnist)" \
-            if kind == "fashion-mnist" else ""
-        raise DatasetError(f"{root}: no such folder for {kind}{hint}")
+        raise DatasetError(f"{root}: no such folder for {kind}")
     prefix = "emnist-letters-" if kind == "emnist-letters" else ""
     out = {}
     for split, stem in (("train", "train"), ("test", "t10k" if not prefix else "test")):

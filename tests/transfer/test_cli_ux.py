@@ -23,11 +23,10 @@ def test_list_has_headers_and_says_where_each_dataset_is(capsys):
         assert unshipped not in out, unshipped
     assert "the original report of that experiment" in out
     assert "the CNN of the blood-cell experiment" in out
-    import os
-
-    from transfer.datasets import FASHION_MNIST_DEBIAN
+    from transfer.downloads import FASHION_MNIST_DEBIAN, found_folder
     fashion = next(line for line in out.splitlines() if line.startswith("fashion-mnist "))
-    here = "yes" if os.path.isdir(FASHION_MNIST_DEBIAN) else "no (apt-get install dataset-fashion-mnist)"
+    here = f"yes: {found_folder()[0]}" if found_folder() else "no (make demo downloads it; or apt-get install " \
+        "dataset-fashion-mnist)"
     assert FASHION_MNIST_DEBIAN in fashion and fashion.rstrip().endswith(here), fashion
     assert next(line for line in out.splitlines() if line.startswith("cub200 ")).rstrip().endswith("give --data-root")
 
