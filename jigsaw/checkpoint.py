@@ -157,7 +157,7 @@ def is_trunk_checkpoint(ck) -> bool:
 def _check_trunk_record(ck: dict, path: str) -> None:
     """One line for a trunk checkpoint whose record does not say a net we build (a damaged or foreign file)."""
     from tools.nets import TRUNK_NAMES
-    from .methods import METHODS
+    from .config import METHODS
     width, size = ck.get("width"), ck.get("input_size", 64)
     if ck["trunk"] not in TRUNK_NAMES or ck["method"] not in METHODS or not isinstance(ck["model"], dict) \
             or isinstance(width, bool) or not isinstance(width, (int, float)) or not 1 / 96 <= width <= 16 \

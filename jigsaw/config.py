@@ -18,6 +18,8 @@ from .layouts import LAYOUTS
 from .recipes import DEFAULT as DEFAULT_RECIPE
 from .recipes import recipe
 
+METHODS = ("jigsaw", "pirl")  # the pretext methods by name; jigsaw/methods.py builds each
+
 MIN_SIDE = 64  # `jigsaw prepare`: images with a shorter side below this are junk unless the caller says otherwise
 DEFAULT_SOLVER = "cfn_solver"  # shipped: prototxt/cfn_solver.prototxt, found by name (prototxt.find_solver)
 RECIPE_HELP = ("puzzles: jps (the authors' released data layer), jps++ (MergeData, MVN x50), paper (per-tile "
@@ -100,7 +102,7 @@ class TrainConfig:
                         choices=("cfn",) + TRUNK_NAMES)
     method: str = option("jigsaw", "jigsaw: classify the permutation; pirl (a torchvision --trunk): an image and "
                                    "its shuffled tiles embedded alike, NCE against a memory bank (no permutation "
-                                   "set)", choices=("jigsaw", "pirl"))
+                                   "set)", choices=METHODS)
     width: float = option(1.0, "channel width multiplier (cfn, resnet18/50, mobilenet_v3_large)",
                           type=ranged(float, 1 / 96, 16))
     pirl_image_size: Optional[int] = option(None, "pirl: side of the image view (default: the tile side)",

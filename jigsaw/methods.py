@@ -20,9 +20,6 @@ from .pirl_views import ViewConfig, pirl_views
 from .tiles import draw, make_puzzles
 from .trunk_nets import PIRLNet, TrunkPuzzleNet
 
-METHODS = ("jigsaw", "pirl")
-
-
 class JigsawMethod:
     """Predict which permutation shuffled the nine tiles (cross entropy over the permutation set)."""
     name = "jigsaw"
@@ -148,4 +145,5 @@ def build_model(cfg, num_permutations: int, tile: int, seed: Optional[int]):
 
 
 def build_method(run, model):
-    return (PIRLMethod if run.cfg.method == "pirl" else JigsawMethod)(run, model)
+    """The method `run.cfg.method` names (one of config.METHODS)."""
+    return {"jigsaw": JigsawMethod, "pirl": PIRLMethod}[run.cfg.method](run, model)

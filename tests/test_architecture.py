@@ -328,3 +328,51 @@ def test_architecture_md_names_a_check_for_every_row_of_its_ownership_table():
             assert name in OWNERS or f"def {name}(" in tests, (name, line)
             named.add(name)
     assert set(OWNERS) <= named  # and no check goes unexplained in the table
+
+
+def _module(rel):
+    name = rel[:-3].replace(os.sep, ".")
+    return name[:-len(".__init__")] if name.endswith(".__init__") else name
+
+
+def test_no_import_circles():
+    """No two modules of the packages import each other, directly or around a loop (function-level imports
+    counted too): a reader follows the imports downwards only. `prototxt/`'s command line is on the graph."""
+    modules = {_module(rel): rel for rel in _sources("tools", "jigsaw", "transfer", "prototxt")}
+    graph = {}
+    for name, rel in modules.items():
+        targets = set()
+        for imported in _imports(rel):
+            parts = imported.split(".")
+            found = next((".".join(parts[:k]) for k in range(len(parts), 0, -1) if ".".join(parts[:k]) in modules),
+                         None)
+            if found and found != name and not name.startswith(found + "."):  # a package's own __init__ aside
+                targets.add(found)
+        graph[name] = targets
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert len(graph) > 100 and not circles, circles

@@ -7,9 +7,10 @@ import pickle
 import numpy as np
 
 from tools.run.decoding import decoding
+from tools.run.errors import DatasetError
 from tools.run.paths import user_file
 
-from .datasets import DatasetError, Split, _find
+from .dataset_files import Split, find_file
 
 
 class _CifarUnpickler(pickle._Unpickler):
@@ -78,10 +79,10 @@ def _cifar_split(path, n_names):
 
 def load_cifar100(root, n_classes=None):
     base = os.path.join(root, "cifar-100-python") if os.path.isdir(os.path.join(root, "cifar-100-python")) else root
-    names = _cifar_names(_find(base, "meta"))
+    names = _cifar_names(find_file(base, "meta"))
     out = {}
     for split in ("train", "test"):
-        data, labels = _cifar_split(_find(base, split), len(names))
+        data, labels = _cifar_split(find_file(base, split), len(names))
         keep = labels < n_classes if n_classes else np.ones(len(labels), bool)
         out[split] = Split(np.ascontiguousarray(data[keep]), labels[keep], names[:n_classes or len(names)])
     return out

@@ -8,7 +8,6 @@ cats-vs-dogs and blood-cells (class folders, including the Kaggle layouts) and a
 import gzip
 import math
 import os
-from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -16,27 +15,14 @@ import numpy as np
 from tools.run.images import EXTENSIONS as IMAGE_EXT
 from tools.run.errors import DatasetError, UserError, unknown  # noqa: F401 (DatasetError: transfer's name for it too)
 from tools.run.decoding import decoding
-from tools.run.paths import inside, is_regular, user_file
+from tools.run.paths import inside, is_regular
 from tools.run.runtime import numpy_rng
+from .cifar import load_cifar100
+from .dataset_files import Split, find_file, read_rows  # noqa: F401 (Split: the name the readers' users know)
 from .downloads import FASHION_MNIST_DEBIAN, HOW_TO_GET, found_folder  # noqa: F401 (the Debian path: others' name too)
+from .voc07 import load_voc2007
 
 MAX_IDX_BYTES = 1 << 31
-
-
-@dataclass
-class Split:
-    """`images`: a (N, H, W) or (N, H, W, C) uint8 array, or a list of image paths; `labels`: (N,) int64."""
-    images: object
-    labels: np.ndarray
-    classes: list = field(default_factory=list)
-
-    def __len__(self):
-        return len(self.labels)
-
-    def subset(self, idx):
-        idx = np.asarray(idx)
-        images = self.images[idx] if isinstance(self.images, np.ndarray) else [self.images[i] for i in idx]
-        return Split(images, self.labels[idx], self.classes)
 
 
 def _read_upto(f, n, chunk=1 << 24):
@@ -71,15 +57,6 @@ def read_idx(path):
     return np.frombuffer(data, np.uint8).reshape(dims)
 
 
-def _find(root, *names):
-    for name in names:
-        for candidate in (name, name + ".gz"):
-            p = os.path.join(root, candidate)
-            if os.path.exists(p):
-                return p
-    raise DatasetError(f"{root}: none of {', '.join(names)} (or .gz) found")
-
-
 def load_idx_dataset(root, kind="fashion-mnist"):
     if not root and kind == "fashion-mnist":  # $JIGSAW_FASHION_MNIST, Debian's package or an earlier download
         root = (found_folder() or (None, ""))[0]
@@ -90,8 +67,8 @@ def load_idx_dataset(root, kind="fashion-mnist"):
     prefix = "emnist-letters-" if kind == "emnist-letters" else ""
     out = {}
     for split, stem in (("train", "train"), ("test", "t10k" if not prefix else "test")):
-        images = read_idx(_find(root, f"{prefix}{stem}-images-idx3-ubyte", f"{prefix}{stem}-images.idx3-ubyte"))
-        labels = read_idx(_find(root, f"{prefix}{stem}-labels-idx1-ubyte", f"{prefix}{stem}-labels.idx1-ubyte"))
+        images = read_idx(find_file(root, f"{prefix}{stem}-images-idx3-ubyte", f"{prefix}{stem}-images.idx3-ubyte"))
+        labels = read_idx(find_file(root, f"{prefix}{stem}-labels-idx1-ubyte", f"{prefix}{stem}-labels.idx1-ubyte"))
         if len(images) != len(labels):
             raise DatasetError(f"{root}: {split} has {len(images)} images but {len(labels)} labels")
         if not len(images):
@@ -171,18 +148,7 @@ def load_folder_dataset(root, keep_every=1, max_classes=None):
     return {"train": _class_folder(root, keep_every, max_classes), "test": None}
 
 
-MAX_LIST_BYTES = 1 << 26  # a list or table of image files (CUB's images.txt is 0.5 MB); anything near this is not one
 MAX_CLASSES = 100_000
-
-
-def read_rows(path, what, limit=MAX_LIST_BYTES):
-    """The whitespace-separated fields of each non-blank line of a UTF-8 text file of at most `limit` bytes."""
-    user_file(path, what)
-    with decoding(path, "text", what, DatasetError):
-        if os.path.getsize(path) > limit:
-            raise DatasetError(f"{path}: {os.path.getsize(path)} bytes, too large for {what}")
-        with open(path, encoding="utf-8") as f:
-            return [line.split() for line in f if line.strip()]
 
 
 def _label(text, path, line, low=0):
@@ -281,25 +247,15 @@ DATASETS = {
     "fashion-mnist": lambda root, **kw: load_idx_dataset(root, "fashion-mnist"),
     "mnist": lambda root, **kw: load_idx_dataset(root, "mnist"),
     "emnist-letters": lambda root, **kw: load_idx_dataset(root, "emnist-letters"),
-    "cifar100": lambda root, **kw: _cifar100(root),
-    "cifar100-25": lambda root, **kw: _cifar100(root, 25),
+    "cifar100": lambda root, **kw: load_cifar100(root),
+    "cifar100-25": lambda root, **kw: load_cifar100(root, 25),
     "fruits360": lambda root, keep_every=4, max_classes=81, **kw: load_folder_dataset(root, keep_every, max_classes),
     "cub200": lambda root, **kw: load_cub200(root),
     "cats-vs-dogs": lambda root, **kw: load_folder_dataset(root),
     "blood-cells": lambda root, **kw: load_folder_dataset(root),
     "folder": lambda root, **kw: load_folder_dataset(root),
-    "voc2007": lambda root, **kw: _voc2007(root),
+    "voc2007": lambda root, **kw: load_voc2007(root),
 }
-
-
-def _cifar100(root, n_classes=None):
-    from .cifar import load_cifar100  # it builds on this module
-    return load_cifar100(root, n_classes)
-
-
-def _voc2007(root):
-    from .voc07 import load_voc2007  # it builds on this module
-    return load_voc2007(root)
 
 
 def _check_sizes(name, root, train, test):

@@ -6,7 +6,9 @@ import re
 
 import numpy as np
 
-from .datasets import DatasetError, Split, read_rows
+from tools.run.errors import DatasetError
+
+from .dataset_files import Split, read_rows
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
            "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
