@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tools.caffe import caffe_pb2 as pb
-from tools.caffe.fillers import fill
+from tools.caffe.fillers import Filler, fill
 from tools.caffe.ops import caffe_pool2d, lrn_across
 from tools.run.runtime import generator
 
@@ -71,9 +70,7 @@ class CFN(nn.Module):
         for name, (std, bias) in FILLERS.items():
             layer = getattr(self, name)
             w = torch.empty(layer.weight.shape)
-            filler = pb.FillerParameter(type="gaussian", std=std) if init == "caffe" else \
-                pb.FillerParameter(type="msra")
-            fill(w, filler, g)
+            fill(w, Filler("gaussian", std=std) if init == "caffe" else Filler("msra"), g)
             layer.weight.copy_(w)
             layer.bias.fill_(bias if init == "caffe" else 0.0)
 

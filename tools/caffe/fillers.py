@@ -1,5 +1,6 @@
 """Caffe's weight fillers (constant, uniform, gaussian, positive_unitball, xavier, msra, bilinear)."""
 import math
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -16,10 +17,24 @@ def _fan(shape, norm):
     return {0: fan_in, 1: fan_out, 2: (fan_in + fan_out) / 2}[norm]
 
 
+@dataclass(frozen=True)
+class Filler:
+    """A FillerParameter without protobuf, with caffe.proto's defaults: what a model built in code (the CFN) hands
+    to `fill`. `variance_norm` 0, 1, 2: FAN_IN, FAN_OUT, AVERAGE."""
+    type: str = "constant"
+    value: float = 0.0
+    min: float = 0.0
+    max: float = 1.0
+    mean: float = 0.0
+    std: float = 1.0
+    sparse: int = -1
+    variance_norm: int = 0
+
+
 @torch.no_grad()
 def fill(tensor: torch.Tensor, filler: Any, generator: Optional[torch.Generator] = None,
          where: str = "layer") -> torch.Tensor:
-    """Fill `tensor` in place as Caffe's filler described by FillerParameter `filler` would."""
+    """Fill `tensor` in place as Caffe's filler described by `filler` (a FillerParameter, or a Filler) would."""
     kind = filler.type
     shape = tuple(tensor.shape)
     g = dict(generator=generator)
