@@ -99,7 +99,8 @@ def _plain(value, work, code):
 
 def digest(folder, work, code):
     """{relative path: comparable content} of every output under `folder` (written as `work`) but the inputs."""
-    import torch
+    sys.path.insert(0, ROOT)
+    from tools.run.checkpoint import load_checkpoint
     out = {}
     for part in ("pretrain", "finetune", "probe"):
         for base, _, names in os.walk(os.path.join(folder, part)):
@@ -109,7 +110,7 @@ def digest(folder, work, code):
                 if name.endswith(SKIPPED) or name.startswith(("events.", ".")):
                     continue
                 if name.endswith(".pt"):
-                    out[rel] = _plain(torch.load(path, map_location="cpu", weights_only=True), work, code)
+                    out[rel] = _plain(load_checkpoint(path), work, code)
                 elif name.endswith(".json"):
                     with open(path) as f:
                         out[rel] = _plain(json.load(f), work, code)

@@ -78,11 +78,31 @@ def check_names(cfg):
 
 
 @dataclass
-class FinetuneConfig:
+class LabelledRun:
+    """The options `transfer finetune` (and `run`) and `transfer probe` share, declared once: the labelled data and
+    its splits, the backbone's name, the output folder, the seed and the machine."""
     dataset: str = option(help="dataset name (see `transfer list`)")
     model: str = option(help="backbone name (see `transfer list`)")
-    out: str = option(help="run folder: summary.json, history.csv, plots, checkpoints")
+    out: str = option(help="output folder: finetune's summary.json, history.csv, plots and checkpoints; probe's tables "
+                           "(probe.csv, knn.csv, label_efficiency.csv, voc07.csv), plots, config.json and feature cache")
     data_root: Optional[str] = option(None, FASHION_HELP)
+    limit_train: Optional[int] = split_limit("train")
+    limit_val: Optional[int] = split_limit("val")
+    limit_test: Optional[int] = split_limit("test")
+    val_fraction: float = setting(0.15, type=FRACTION)
+    seed: int = option(0, "seed for everything random", type=SEED)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = option("auto", "auto: bf16 autocast + channels_last on CUDA (as jigsaw train), fp32 elsewhere; "
+                                    "fp32 everywhere: full precision", choices=PRECISIONS)
+    progress: bool = option(True, "no progress bar")
+
+    def __post_init__(self):
+        check_settings(self)  # however the settings came: options, a file, a record
+        check_names(self)
+
+
+@dataclass
+class FinetuneConfig(LabelledRun):
     weights: Optional[str] = option(None, "backbone weights: jigsaw checkpoint / CFN .caffemodel (cfn), a local "
                                           ".pth or a torchvision weight name, or 'none' for random initialisation")
     phase: str = option("both", "head (backbone frozen), finetune (all unfrozen) or both, one after the other",
@@ -101,9 +121,6 @@ class FinetuneConfig:
     weight_decay: Optional[float] = solver_override("weight_decay", "every phase's solver's")
     momentum: Optional[float] = solver_override("momentum", "every phase's solver's")
     batch_size: int = option(128, "batch size", type=positive(int, hi=MAX_BATCH))
-    limit_train: Optional[int] = split_limit("train")
-    limit_val: Optional[int] = split_limit("val")
-    limit_test: Optional[int] = split_limit("test")
     labels_per_class: Optional[str] = option(None, "semi-supervised: train on a seeded class-balanced draw of N "
                                                    "labelled images per class (or a fraction of each class: 0.01, "
                                                    "1%%) of the training split; validation and test are untouched",
@@ -120,7 +137,6 @@ class FinetuneConfig:
                                       type=SEED)
     twin_init: str = option("msra", "the twin's init: msra (He, scaled to the input as `jigsaw train --init msra` "
                                     "does) or caffe (a CFN's fillers)", choices=("caffe", "msra"))
-    val_fraction: float = setting(0.15, type=FRACTION)
     input_size: Optional[int] = option(None, "resize images to this side (default: the model's)",
                                        type=positive(int, hi=MAX_SIDE))
     augment: dict = option(help="training augmentations, e.g. rotation=10,hflip,shift=0.2,shear=0.3,zoom=0.2",
@@ -130,19 +146,13 @@ class FinetuneConfig:
                                          "standardisation; dataset: that standardisation for every model "
                                          "(the CIFAR-100 / Fruits-360 CFN experiments)",
                              choices=("backbone", "dataset"))
-    seed: int = option(0, "seed for everything random", type=SEED)
     workers: int = option(0, "DataLoader workers", type=positive(int, zero=True, hi=MAX_WORKERS))
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    precision: str = option("auto", "auto: bf16 autocast + channels_last on CUDA (as jigsaw train), fp32 elsewhere; "
-                                    "fp32 everywhere: full precision", choices=PRECISIONS)
     tensorboard: bool = option(False, "also log the scalars for TensorBoard in OUT/tensorboard")
     resume: Optional[str] = option(None, RESUME_HELP, nargs="?", const="yes", choices=RESUME_CHOICES,
                                    metavar="auto")
-    progress: bool = option(True, "no progress bar")
 
     def __post_init__(self):
-        check_settings(self)  # however the settings came: options, a file, a record
-        check_names(self)
+        super().__post_init__()
         check_augment(self.augment)
 
 
@@ -163,14 +173,9 @@ RUN_OPTIONS = ("out", "data_root", "weights", "epochs", "base_lr", "weight_decay
 
 
 @dataclass
-class ProbeConfig:
-    dataset: str = option(help="dataset name (see `transfer list`)")
-    model: str = option(help="backbone name (see `transfer list`)")
-    out: str = option(help="folder: the tables (probe.csv, knn.csv, label_efficiency.csv, voc07.csv), plots, "
-                           "timing.csv, the feature cache")
+class ProbeConfig(LabelledRun):
     weights: Optional[object] = option(None, "the pretrained weights (as for finetune); several runs that differ "
                                              "only in their seed give the pretrained column as mean ± SE", nargs="+")
-    data_root: Optional[str] = option(None, FASHION_HELP)
     random_seeds: int = option(3, "random-init twins (seeded 1000, 1001, ...)", type=positive(int, hi=1000))
     twin_seeds: tuple = option((), "the twins' seeds instead (fresh twins: new seeds); recorded in config.json",
                                type=SEED, nargs="+")
@@ -208,19 +213,6 @@ class ProbeConfig:
     weight_decays: tuple = option((1e-3, 1e-2, 1e-1, 1.0, 10.0), "candidates, chosen on the validation split",
                                   type=positive(float, zero=True), nargs="+")
     lbfgs_iters: int = option(60, "L-BFGS iterations per fit", type=positive(int, hi=10 ** 5))
-    limit_train: Optional[int] = split_limit("train")
-    limit_val: Optional[int] = split_limit("val")
-    limit_test: Optional[int] = split_limit("test")
-    val_fraction: float = setting(0.15, type=FRACTION)
     batch_size: int = option(256, "images per forward pass", type=positive(int, hi=MAX_BATCH))
     input_size: Optional[int] = option(None, "side the images are resized to (default: the backbone's, a CFN's "
                                              "tile size)", type=positive(int, hi=MAX_SIDE))
-    seed: int = option(0, "seed for everything random", type=SEED)
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    precision: str = option("auto", "auto: bf16 autocast + channels_last on CUDA (as jigsaw train), fp32 elsewhere; "
-                                    "fp32 everywhere: full precision", choices=PRECISIONS)
-    progress: bool = option(True, "no progress bar")
-
-    def __post_init__(self):
-        check_settings(self)  # however the settings came: options, a file, a record
-        check_names(self)
