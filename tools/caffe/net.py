@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from . import caffe_pb2 as pb
-from ..run.errors import CaffeError
+from ..run.errors import CaffeError, did_you_mean
 from ..run.runtime import generator
 from .fillers import fill
 from .objective import check_sources, loss_weights_of, place_loss_weights, split_counts
@@ -168,8 +168,9 @@ class CaffeNet(nn.Module):
                 continue
             cls = LAYERS.get(lp.type)
             if cls is None:
-                raise CaffeError(f"{path}: layer '{lp.name}' has type '{lp.type}', which is not "
-                                 f"supported (supported: {', '.join(sorted(LAYERS))})")
+                raise CaffeError(f"{path}: layer '{lp.name}' has type '{lp.type}', which is not supported"
+                                 f"{did_you_mean(lp.type, LAYERS)} (the {len(LAYERS)} supported types: "
+                                 "tools.caffe.layers.LAYERS)")
             for b in lp.bottom:
                 if b not in shapes:
                     raise CaffeError(f"{path}: layer '{lp.name}' needs bottom blob '{b}', which no "
@@ -182,6 +183,10 @@ class CaffeNet(nn.Module):
                 raise CaffeError(f"{path}: layer '{lp.name}' ({lp.type}) makes {len(tops)} top(s), "
                                  f"the net names {len(lp.top)}")
             for t, s in zip(lp.top, tops):
+                if math.prod(s) > MAX_BLOB_ELEMENTS:  # blob.cpp Reshape: CHECK_LE(shape[i], INT_MAX / count_)
+                    raise CaffeError(f"{path}: layer '{lp.name}' ({lp.type}) makes top '{t}' of shape {tuple(s)}, "
+                                     f"{math.prod(s):,} elements: Caffe refuses a blob over INT_MAX "
+                                     f"({MAX_BLOB_ELEMENTS:,})")
                 shapes[t] = s
             key = _safe_name(lp.name, taken)
             weights_given.append((loss_weights_of(lp, path), bool(lp.loss_weight), lp.type.endswith("Loss")))

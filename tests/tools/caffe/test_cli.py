@@ -47,7 +47,8 @@ def _bad(tmp_path, name, content):
 
 
 @pytest.mark.parametrize("case", ["truncated", "not_protobuf", "syntax", "unknown_type", "shape_mismatch",
-                                  "missing_bottom", "missing_file", "pickle_pt", "nothing_to_do"])
+                                  "missing_bottom", "missing_file", "pickle_pt", "nothing_to_do", "huge_tile",
+                                  "huge_tile_summary"])
 def test_bad_input_exits_2_with_one_line(tmp_path, case, capsys):
     proto, model, _ = write_random_net(tmp_path, NET)
     out = tmp_path / "out.pt"
@@ -62,14 +63,22 @@ def test_bad_input_exits_2_with_one_line(tmp_path, case, capsys):
         "missing_file": [tmp_path / "absent.prototxt"],
         "pickle_pt": [_bad(tmp_path, "evil.pt", b"")],
         "nothing_to_do": [proto],
+        "huge_tile": [_bad(tmp_path, "h.prototxt", NET + 'layer { name: "t" type: "Tile" bottom: "fc" top: "t" '
+                           'tile_param { tiles: 2000000000 } }')],
+        "huge_tile_summary": [_bad(tmp_path, "h.prototxt", NET + 'layer { name: "t" type: "Tile" bottom: "fc" '
+                                   'top: "t" tile_param { tiles: 2000000000 } }'), "--summary"],
     }[case]
     if case == "pickle_pt":
         torch.save({"format": "caffe-convert/1", "net": object()}, args[0])  # a pickled object
-    code = main([str(a) for a in args] + ([] if case == "nothing_to_do" else ["-o", str(out)]))
+    code = main([str(a) for a in args] + ([] if case in ("nothing_to_do", "huge_tile_summary") else ["-o", str(out)]))
     err = capsys.readouterr().err
     assert code == 2, err
     errors = [l for l in err.splitlines() if "error:" in l]
     assert len(errors) == 1 and "Traceback" not in err, err
+    if case.startswith("huge_tile"):  # blob.cpp refuses a blob over INT_MAX elements, and so does the builder
+        assert "makes top 't' of shape (1, 10000000000), 10,000,000,000 elements: Caffe refuses" in errors[0], err
+    if case == "unknown_type":
+        assert "type 'Pool', which is not supported; did you mean 'Pooling'?" in errors[0] and len(errors[0]) < 300
     assert not out.exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 

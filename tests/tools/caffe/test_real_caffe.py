@@ -214,6 +214,10 @@ REFUSED = {
         X, _layer("TanH", name="t", tops=("y",)) + _layer("Power", name="p", bottoms=("y",), tops=("z",))
         + _layer("ReLU", name="r", bottoms=("y",), tops=("y",))),
     "a top made twice": (X, _layer("TanH", name="t", tops=("y",)) + _layer("Sigmoid", name="s", tops=("y",))),
+    # blob.cpp Reshape: "blob size exceeds INT_MAX"
+    "a Tile top over INT_MAX elements": (X, _layer("Tile", name="t", extra="tile_param { axis: 1 tiles: 2000000000 }")),
+    "a Deconvolution top over INT_MAX elements": (X, _layer("Deconvolution", name="d", extra="convolution_param { "
+                                                           "num_output: 2 kernel_size: 3 stride: 100000 }")),
 }
 
 

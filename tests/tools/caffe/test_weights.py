@@ -72,6 +72,17 @@ def test_blob_count_mismatch(tmp_path):
      'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }', "open shape"),
     (input_layer({"data": (1, 3)}) + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "f" '
      'inner_product_param { num_output: 4000000000 } }', "limit"),
+    (input_layer({"data": (1, 3, 4, 4)}) + 'layer { name: "c" type: "Convoluton" bottom: "data" top: "c" }',
+     r"^<net>: layer 'c' has type 'Convoluton', which is not supported; did you mean 'Convolution'\? \(the \d+ "
+     r"supported types: tools.caffe.layers.LAYERS\)$"),
+    # blob.cpp's Reshape refuses a blob of more than INT_MAX elements, a top as much as a parameter
+    (input_layer({"data": (1, 3, 8, 8)}) + 'layer { name: "t" type: "Tile" bottom: "data" top: "t" '
+     'tile_param { axis: 1 tiles: 2000000000 } }',
+     r"layer 't' \(Tile\) makes top 't' of shape \(1, 6000000000, 8, 8\), 384,000,000,000 elements: Caffe refuses a "
+     r"blob over INT_MAX \(2,147,483,647\)"),
+    (input_layer({"data": (1, 3, 8, 8)}) + 'layer { name: "d" type: "Deconvolution" bottom: "data" top: "d" '
+     'convolution_param { num_output: 2 kernel_size: 3 stride: 100000 } }',
+     r"layer 'd' \(Deconvolution\) makes top 'd' of shape \(1, 2, 700003, 700003\), .* over INT_MAX"),
 ])
 def test_bad_nets_fail_with_one_line_naming_the_layer(text, expect):
     with warnings.catch_warnings():
