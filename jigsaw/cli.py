@@ -56,7 +56,8 @@ def build_parser():
     return add_version(ap)
 
 
-def _run(args):
+def _run(args, held=None):
+    """Run one command; `held` (a dict) receives what main() must see after it: prepare's StoreWrites."""
     if args.command == "permutations":
         from .permutations import hamming_stats, make_permutations, save_permutations
         cfg = PermutationsConfig(**given(PermutationsConfig, args))
@@ -65,10 +66,11 @@ def _run(args):
         mean, low = hamming_stats(perms)
         print(f"wrote {cfg.output}: {len(perms)} permutations, Hamming distance mean {mean:.3f}, min {low}")
     elif args.command == "prepare":
-        from .store import prepare
+        from .store import StoreWrites, prepare
         cfg = PrepareConfig(**given(PrepareConfig, args))
+        writes = (held if held is not None else {}).setdefault("writes", StoreWrites())
         count, skipped = prepare(cfg.source, cfg.output, cfg.size, cfg.workers, cfg.list, progress=cfg.progress,
-                                 layout=cfg.layout, min_side=cfg.min_side)
+                                 layout=cfg.layout, min_side=cfg.min_side, writes=writes)
         for path, reason in skipped:
             print(f"skipped {path}: {reason}", file=sys.stderr)
         print(f"wrote {cfg.output}: {count} images ({len(skipped)} skipped)")
@@ -131,9 +133,9 @@ def _convert(cfg):
 
 
 def main(argv=None):
-    code = run_cli("jigsaw", _run, build_parser().parse_args(argv))
-    store = sys.modules.get("jigsaw.store")
-    if store is not None and store.WRITE_FAILED and argv is None:  # the command line, not a caller's process
+    held = {}  # prepare's StoreWrites: a failed write leaves HDF5 objects that must never be closed
+    code = run_cli("jigsaw", lambda args: _run(args, held), build_parser().parse_args(argv))
+    if "writes" in held and held["writes"].failed and argv is None:  # the command line, not a caller's process
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)  # HDF5's exit handler would crash on the file whose write failed

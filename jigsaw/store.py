@@ -49,13 +49,30 @@ def _init_worker():
     torch.set_num_threads(1)
 
 
+class StoreWrites:
+    """What a prepare's writes leave for its caller. After a failed write (a full disk, a file-size limit),
+    `failed` is the error and `objects` keeps the store's HDF5 objects referenced: closing them, even by garbage
+    collection, crashes HDF5 (SIGSEGV in its exit handler), so a command line leaves by os._exit instead
+    (jigsaw.cli.main); what was written stays resumable."""
+
+    def __init__(self) -> None:
+        self.objects: list = []
+        self.failed: Optional[BaseException] = None
+
+
+_LIBRARY_WRITES = StoreWrites()  # a caller that passes none: the objects of a failed write live as long as it
+
+
 def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = None, list_file: Optional[str] = None,
-            progress: bool = True, layout: str = "jps", min_side: int = MIN_SIDE) -> Tuple[int, List[Tuple[str, str]]]:
+            progress: bool = True, layout: str = "jps", min_side: int = MIN_SIDE,
+            writes: Optional[StoreWrites] = None) -> Tuple[int, List[Tuple[str, str]]]:
     """Decode every image under `source` (a folder, or a Caffe LMDB of Datums) into `out` (HDF5:
     images (N, side, side, 3) uint8 RGB in `layout`, one chunk per image; names; skipped + reasons).
     Images with a shorter side below `min_side` are skipped as junk (lower it for small-image sets,
     e.g. 28 px Fashion-MNIST upscaled with --size).
-    Resumable: an interrupted run continues from `out`.partial; the store appears at `out` by rename."""
+    Resumable: an interrupted run continues from `out`.partial; the store appears at `out` by rename.
+    `writes` (a StoreWrites) says whether a write failed, and holds what must not be closed then."""
+    writes = writes if writes is not None else _LIBRARY_WRITES
     if min_side < 1:
         raise UserError(f"min_side {min_side}: expected a positive number of pixels")
     if layout not in LAYOUTS:
@@ -86,7 +103,7 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
             raise UserError(f"{out}: cannot write the store ({e})") from None
         folder.begun()  # the .partial store is this run's state: an interrupted run continues from it
         images, paths = f["images"], f["paths"]
-        LIVE[:] = [f, images, paths]  # until closed cleanly: see LIVE
+        writes.objects[:] = [f, images, paths]  # until closed cleanly: see StoreWrites
         start, count = int(f.attrs["next"]), int(f.attrs["count"])
         skipped = [(p.decode(), r.decode()) for p, r in zip(f["skipped_paths"][()], f["skipped_reasons"][()])]
         workers = workers or max(1, (os.cpu_count() or 1))
@@ -104,7 +121,7 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
                         break
                     for rel, arr, reason in pool.map(_decode, chunk, chunksize=8):
                         i += 1
-                        with _writing(partial):
+                        with _writing(partial, writes):
                             if arr is None:
                                 skipped.append((rel, reason))
                             else:
@@ -117,18 +134,18 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
         except KeyboardInterrupt:
             _checkpoint(f, i, count, skipped)
             f.close()
-            LIVE.clear()
+            writes.objects.clear()
             raise
         finally:
             bar.close()
             if records is not None:
                 records.close()
-        with _writing(partial):
+        with _writing(partial, writes):
             images.resize(count, axis=0)
             paths.resize(count, axis=0)
             f.attrs["complete"] = True
             f.close()
-        LIVE.clear()
+        writes.objects.clear()
         if count == 0:  # finished, with nothing to keep: no .partial is left to "resume"
             os.unlink(partial)
             raise UserError(f"{source}: none of the {len(names)} images could be used "
@@ -137,26 +154,17 @@ def prepare(source: str, out: str, size: int = 256, workers: Optional[int] = Non
         return count, skipped
 
 
-# the error of a write to a store that failed: HDF5's own exit handler then crashes (SIGSEGV) flushing
-# that file, so the command line leaves without it (jigsaw.cli.main); what was written stays resumable
-WRITE_FAILED = None
-# the store's HDF5 objects while prepare writes. After a failed write they stay referenced here, so nothing
-# closes them (which crashes HDF5, even at garbage collection) before the command line leaves by os._exit
-LIVE = []
-
-
 @contextlib.contextmanager
-def _writing(partial):
+def _writing(partial, writes):
     """A write to the store that fails (a full disk, a file-size limit) ends the prepare with one line."""
-    global WRITE_FAILED
     try:
         yield
     except (OSError, RuntimeError) as e:  # h5py reports a failed flush as a RuntimeError
         if isinstance(e, RuntimeError) and "write failed" not in str(e) and "errno" not in str(e):
             raise
-        # neither closed nor released (LIVE keeps the store's HDF5 objects): HDF5 crashes or fails noisily
-        # closing a file whose write failed
-        WRITE_FAILED = e
+        # neither closed nor released (writes.objects keeps the store's HDF5 objects): HDF5 crashes or fails
+        # noisily closing a file whose write failed
+        writes.failed = e
         errno = getattr(e, "errno", None) or next((int(w) for w in re.findall(r"errno = (\d+)", str(e))), None)
         why = os.strerror(errno) if errno else str(e).splitlines()[0]
         raise UserError(f"{partial}: cannot write the store ({why}); free space and run the same command "
