@@ -302,6 +302,21 @@ def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:
     validation with (model, recipe, device) and returns accuracies for val.csv."""
     if bool(cfg.monitor) != (monitor is not None):
         raise ValueError("cfg.monitor and the monitor passed must go together (jigsaw.cli builds it)")
+    run, logs, net, batches, part = _start(cfg, monitor)
+    stop = StopFlag()
+    bar = tqdm(total=run.sp.max_iter, initial=run.start, unit="it", desc="train",
+               disable=not cfg.progress or run.rank)
+    try:
+        return _loop(run, logs, net, batches, part, bar, stop)
+    finally:
+        bar.close()
+        stop.restore()
+        _close(run, logs, batches)
+
+
+def _start(cfg, monitor):
+    """The run set up in its folder (resumed or new), its logs, the net as it steps (DDP, compiled), the batch
+    stream from the run's iteration on, and this rank's part of each batch."""
     # the record works from any folder; a shipped solver's name becomes its file
     cfg = replace(cfg, solver=prototxt.find_solver(cfg.solver))
     cfg = replace(cfg, **{f: os.path.abspath(getattr(cfg, f)) for f in ("data", "permutations", "solver",
@@ -311,7 +326,6 @@ def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:
     run.monitor = monitor if run.rank == 0 else None
     if monitor is not None and hasattr(monitor, "watch"):
         monitor.watch(run.model)  # which layers: the CFN's convs or the trunk's stages
-    sp = run.sp
     logs = TrainLogs(run, [f"knn_{layer}" for layer in monitor.layers] + ["monitor_s"] if monitor else ())
     if run.rank == 0:
         _header(run)
@@ -324,50 +338,55 @@ def train(cfg: TrainConfig, monitor=None) -> Optional[dict]:
     if mode:
         net = torch.compile(net, mode=None if mode == "default" else mode)
     part = slice(run.rank * cfg.batch_size // run.world, (run.rank + 1) * cfg.batch_size // run.world)
-    batches = BatchStream(run.source, run.train_pool, cfg.batch_size, cfg.seed, run.start * sp.iter_size,
+    batches = BatchStream(run.source, run.train_pool, cfg.batch_size, cfg.seed, run.start * run.sp.iter_size,
                           part=part, device=run.device)
-    stop = StopFlag()
-    it, metrics = run.start, None
-    bar = tqdm(total=sp.max_iter, initial=it, unit="it", desc="train", disable=not cfg.progress or run.rank)
-    try:
-        while it < sp.max_iter:
-            # the monitor always measures the initial net: the baseline its curve starts from
-            if sp.test_interval and it % sp.test_interval == 0 and (it > 0 or sp.test_initialization or monitor):
-                logs.flush()
-                metrics = _validate(run, logs, it)
-                logs.window = time.perf_counter()  # validation time is not training throughput
-                logs.trained_s = 0.0
-            logs.pending.append((it, *_step(run, net, batches, part)))
-            it += 1
-            bar.update(1)
-            if it % max(1, cfg.log_every) == 0:
-                logs.flush()
-            if sp.snapshot and it % sp.snapshot == 0:
-                logs.flush()
-                _snapshot(run, it)
-            if stop.signum is not None:
-                logs.flush()
-                _snapshot(run, it)
-                if run.rank == 0:
-                    tqdm.write(f"jigsaw train: {stop.name} at iteration {it}; {run.last} "
-                               f"holds it; resume with: jigsaw train --out {cfg.out} --resume", file=sys.stderr)
-                raise SystemExit(128 + stop.signum)
-        logs.flush()
-        if sp.snapshot_after_train and not (sp.snapshot and it % sp.snapshot == 0):
-            _snapshot(run, it)
-        if sp.test_interval and it % sp.test_interval == 0:
+    return run, logs, net, batches, part
+
+
+def _loop(run, logs, net, batches, part, bar, stop):
+    """Step from the run's iteration to max_iter: validate, log, snapshot at their intervals; on Ctrl-C or
+    SIGTERM, snapshot and leave with the command that resumes. Returns the last validation's metrics."""
+    sp, it, metrics = run.sp, run.start, None
+    while it < sp.max_iter:
+        # the monitor always measures the initial net: the baseline its curve starts from
+        if sp.test_interval and it % sp.test_interval == 0 and (it > 0 or sp.test_initialization or run.cfg.monitor):
+            logs.flush()
             metrics = _validate(run, logs, it)
-    finally:
-        bar.close()
-        stop.restore()
-        batches.close()
-        run.board.close()
-        if run.rank == 0 and os.path.exists(logs.paths["train"]):
-            from .plots import plot_training
-            plot_training(cfg.out, chance=run.method.chance, window=sp.average_loss,
-                          test_interval=sp.test_interval)
-        if run.world > 1:
-            dist.barrier()
-            dist.destroy_process_group()
-        run.folder.close()
+            logs.window = time.perf_counter()  # validation time is not training throughput
+            logs.trained_s = 0.0
+        logs.pending.append((it, *_step(run, net, batches, part)))
+        it += 1
+        bar.update(1)
+        if it % max(1, run.cfg.log_every) == 0:
+            logs.flush()
+        if sp.snapshot and it % sp.snapshot == 0:
+            logs.flush()
+            _snapshot(run, it)
+        if stop.signum is not None:
+            logs.flush()
+            _snapshot(run, it)
+            if run.rank == 0:
+                tqdm.write(f"jigsaw train: {stop.name} at iteration {it}; {run.last} "
+                           f"holds it; resume with: jigsaw train --out {run.cfg.out} --resume", file=sys.stderr)
+            raise SystemExit(128 + stop.signum)
+    logs.flush()
+    if sp.snapshot_after_train and not (sp.snapshot and it % sp.snapshot == 0):
+        _snapshot(run, it)
+    if sp.test_interval and it % sp.test_interval == 0:
+        metrics = _validate(run, logs, it)
     return metrics
+
+
+def _close(run, logs, batches):
+    """Whatever happened: the batch stream and TensorBoard closed, the curves drawn (rank 0), the ranks
+    joined, the run folder closed."""
+    batches.close()
+    run.board.close()
+    if run.rank == 0 and os.path.exists(logs.paths["train"]):
+        from .plots import plot_training
+        plot_training(run.cfg.out, chance=run.method.chance, window=run.sp.average_loss,
+                      test_interval=run.sp.test_interval)
+    if run.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    run.folder.close()
