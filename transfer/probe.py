@@ -189,16 +189,49 @@ def probe(cfg: ProbeConfig):
     stage), config.json and the feature cache. Returns {table name: rows}."""
     seeds, budgets = _check(cfg)
     device = resolve_device(cfg.device)
+    weights, pretrained = _pretrained(cfg)
+    backbone = pretrained[0]
+    size = cfg.input_size or backbone.input_size
+    splits, data, preprocess = _labelled_data(cfg, backbone, size, budgets)
+    classes = splits["train"].classes
+    # two probes writing one folder would race on its caches and tables
+    with RunFolder(cfg.out, "transfer probe", state=()) as folder:
+        common, nets = _net_caches(cfg, backbone, size, device, weights, pretrained, seeds)
+        folder.open()  # a probe re-run in its folder reuses the feature caches; its record is rewritten
+        folder.write(dict(asdict(cfg), twin_seeds=seeds, classes=classes, input_size=size, backbone=backbone.record,
+                          input="the backbone's own" if preprocess else "standardised by the training split",
+                          features={t: os.path.relpath(c, cfg.out) for t, _, _, c in nets}))
+        sample = next(iter(data["train"]))[0]  # a CFN's He twins start at the scale its pretraining did
+        results = _Results()
+        for k, (tag, net, ident, cache) in enumerate(nets):
+            if net is None:  # built only now: a twin's weights are not kept in memory beside the others'
+                net = make_twin(backbone, ident["twin"], cfg.twin_init, cfg.model, sample)
+            _probe_one(cfg, f"[{k + 1}/{len(nets)}] {tag}", tag, net, dict(common, **ident), cache, splits, data,
+                       backbone.blocks, len(classes), budgets, device, results)
+        write_csv(os.path.join(cfg.out, "timing.csv"), results.timing)
+        tags = [tag for tag, _, ident, _ in nets if "twin" not in ident]
+        twins = [tag for tag, _, ident, _ in nets if "twin" in ident]
+        lowshot = {tag: got for tag, got in results.lowshot.items() if got}
+        return _report(cfg, backbone.blocks, len(classes), tags, twins, results.dims, results.linear,
+                       results.fit_rows, results.knn, lowshot, results.svm)
+
+
+def _pretrained(cfg):
+    """(weights files, their backbones): the runs of one probe must share the architecture and the recipe."""
     kw = {"upto": "fc6"} if cfg.model == "cfn" else {}
     weights = list(cfg.weights) if isinstance(cfg.weights, (list, tuple)) else [cfg.weights]
     pretrained = [build_backbone(cfg.model, w, **kw) for w in weights]
-    backbone = pretrained[0]
     for w, other in zip(weights[1:], pretrained[1:]):
-        if other.record.get("recipe") != backbone.record.get("recipe") or \
-                [p.shape for p in other.parameters()] != [p.shape for p in backbone.parameters()]:
+        if other.record.get("recipe") != pretrained[0].record.get("recipe") or \
+                [p.shape for p in other.parameters()] != [p.shape for p in pretrained[0].parameters()]:
             raise UserError(f"{w}: not the same architecture and recipe as {weights[0]}; the pretrained "
                              "runs of one probe must differ only in their seed")
-    size = cfg.input_size or backbone.input_size
+    return weights, pretrained
+
+
+def _labelled_data(cfg, backbone, size, budgets):
+    """(splits, their loaders, the backbone's own preprocessing or None), after what no protocol could run on
+    is said: low-shot budgets on a multi-label set, or more labels per class than the smallest class holds."""
     splits = load_dataset(cfg.dataset, cfg.data_root, cfg.val_fraction, cfg.seed, cfg.limit_train, cfg.limit_test,
                           cfg.limit_val)
     classes = splits["train"].classes
@@ -212,68 +245,69 @@ def probe(cfg: ProbeConfig):
         raise UserError(f"--labels-per-class {max(per_class)}: the training split has {fewest} images of its "
                         "smallest class; ask for fewer or raise --limit-train")
     preprocess = getattr(backbone, "preprocess", None)
-    data, stats = loaders(splits, size, backbone.in_channels, cfg.batch_size, seed=cfg.seed, preprocess=preprocess)
+    data, _ = loaders(splits, size, backbone.in_channels, cfg.batch_size, seed=cfg.seed, preprocess=preprocess)
     data["train"] = torch.utils.data.DataLoader(data["train"].dataset, batch_size=cfg.batch_size)  # in order
     if "linear" not in cfg.protocols and not multilabel:
         del data["val"]  # only the full-label linear probe reads it: its features are not extracted
-    # two probes writing one folder would race on its caches and tables
-    with RunFolder(cfg.out, "transfer probe", state=()) as folder:
-        # a net's features depend on it and on all of these: another setting gets its own cache, never a stale one
-        # (limit_test and limit_val only when given: the caches made before they existed stay valid)
-        common = dict(model=cfg.model, size=size, target_dim=cfg.target_dim, limit_train=cfg.limit_train,
-                      **{k: getattr(cfg, k) for k in ("limit_test", "limit_val") if getattr(cfg, k)},
-                      **({"bf16": True} if use_bf16(cfg.precision, device) else {}),
-                      val_fraction=cfg.val_fraction, seed=cfg.seed, dataset=cfg.dataset, data_root=cfg.data_root,
-                      version=3, **({"bn_images": cfg.bn_images} if has_batchnorm(backbone) else {}))
-        # a twin depends on the architecture and the input it is scaled to, not on which weights file gave them
-        shape = dict(shapes=[list(p.shape) for p in backbone.parameters()],
-                     record={k: v for k, v in backbone.record.items() if k != "recipe_source"})
-        tags = ["pretrained"] if len(pretrained) == 1 else [f"pretrained{i}" for i in range(len(pretrained))]
-        twins = [f"random{i}" for i in range(len(seeds))]
-        identities = [dict(weights=str(w), stamp=stamp(w)) for w in weights]
-        identities += [dict(twin=s, init=cfg.twin_init, **shape) for s in seeds]
-        caches = {tag: os.path.join(cfg.out, "cache", _digest(dict(common, **ident)))
-                  for tag, ident in zip(tags + twins, identities)}
-        folder.open()  # a probe re-run in its folder reuses the feature caches; its record is rewritten
-        folder.write(dict(asdict(cfg), twin_seeds=seeds, classes=classes, input_size=size, backbone=backbone.record,
-                          input="the backbone's own" if preprocess else "standardised by the training split",
-                          features={t: os.path.relpath(c, cfg.out) for t, c in caches.items()}))
-        sample = next(iter(data["train"]))[0]  # a CFN's He twins start at the scale its pretraining did
-        nets = list(zip(tags, pretrained)) + [(t, None) for t in twins]
-        layers, n_classes = backbone.blocks, len(classes)
-        linear, fit_rows, knn, lowshot, dims, svm, timing = {}, [], {}, {}, {}, {}, []
-        for (tag, net), ident in zip(nets, identities):
-            cache = ensure_dir(caches[tag])
-            if not os.path.exists(os.path.join(cache, "net.json")):
-                with atomic_open(os.path.join(cache, "net.json"), "w") as f:  # what this folder holds, for people
-                    json.dump(dict(common, **ident), f, indent=2)
-            if net is None:  # built only now: a twin's weights are not kept in memory beside the others'
-                net = make_twin(backbone, ident["twin"], cfg.twin_init, cfg.model, sample)
-            clock = [time.perf_counter()]
-            step = f"[{len(timing) + 1}/{len(nets)}] {tag}"
-            say(f"{step}: features of {len(layers)} layers ({', '.join(f'{len(splits[s])} {s}' for s in data)} "
-                "images; kept ones are read from its cache)")
-            feats = extract(net, cfg.model, data, cache, tag, cfg, device)
-            clock.append(time.perf_counter())
-            say(f"{step}: features ready ({clock[-1] - clock[-2]:.1f} s)")
-            dims.update({layer: int(feats[(layer, "train")].shape[1]) for layer in layers})
-            if multilabel:
-                svm.update({(tag, layer): got for layer, got in _svm_net(feats, layers, cfg, cache).items()})
-            if "linear" in cfg.protocols and not multilabel:
-                for layer, got in _probe_net(feats, layers, n_classes, cfg, cache, tag).items():
-                    linear[(tag, layer)] = _best(got["fits"])
-                    fit_rows += [dict(model=tag, layer=layer, **f) for f in got["fits"]]
-            clock.append(time.perf_counter())
-            if ("knn" in cfg.protocols or budgets) and not multilabel:
-                full, lowshot[tag] = _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets, tag)
-                knn.update({(tag, layer): a for layer, a in full.items()})
-            clock.append(time.perf_counter())
-            seconds = [round(b - a, 1) for a, b in zip(clock, clock[1:])]  # a kept result costs ~0
-            timing.append(dict(net=tag, features_s=seconds[0], linear_or_svm_s=seconds[1],
+    return splits, data, preprocess
+
+
+def _net_caches(cfg, backbone, size, device, weights, pretrained, seeds):
+    """(what every net's features depend on, [(tag, net or None for a twin, its identity, its cache folder)])."""
+    # a net's features depend on it and on all of these: another setting gets its own cache, never a stale one
+    # (limit_test and limit_val only when given: the caches made before they existed stay valid)
+    common = dict(model=cfg.model, size=size, target_dim=cfg.target_dim, limit_train=cfg.limit_train,
+                  **{k: getattr(cfg, k) for k in ("limit_test", "limit_val") if getattr(cfg, k)},
+                  **({"bf16": True} if use_bf16(cfg.precision, device) else {}),
+                  val_fraction=cfg.val_fraction, seed=cfg.seed, dataset=cfg.dataset, data_root=cfg.data_root,
+                  version=3, **({"bn_images": cfg.bn_images} if has_batchnorm(backbone) else {}))
+    # a twin depends on the architecture and the input it is scaled to, not on which weights file gave them
+    shape = dict(shapes=[list(p.shape) for p in backbone.parameters()],
+                 record={k: v for k, v in backbone.record.items() if k != "recipe_source"})
+    tags = ["pretrained"] if len(pretrained) == 1 else [f"pretrained{i}" for i in range(len(pretrained))]
+    nets = [(tag, net, dict(weights=str(w), stamp=stamp(w))) for tag, net, w in zip(tags, pretrained, weights)]
+    nets += [(f"random{i}", None, dict(twin=s, init=cfg.twin_init, **shape)) for i, s in enumerate(seeds)]
+    return common, [(tag, net, ident, os.path.join(cfg.out, "cache", _digest(dict(common, **ident))))
+                    for tag, net, ident in nets]
+
+
+class _Results:
+    """What the nets' probes add up to: linear, kNN, low-shot and SVM results by (net, layer), each layer's
+    dimensions, every linear fit's row, and each net's seconds per stage."""
+
+    def __init__(self):
+        self.linear, self.fit_rows, self.knn, self.lowshot, self.dims, self.svm, self.timing = \
+            {}, [], {}, {}, {}, {}, []
+
+
+def _probe_one(cfg, step, tag, net, identity, cache, splits, data, layers, n_classes, budgets, device, results):
+    """One net: its features (cached), then each protocol asked for on them, added to `results`."""
+    ensure_dir(cache)
+    if not os.path.exists(os.path.join(cache, "net.json")):
+        with atomic_open(os.path.join(cache, "net.json"), "w") as f:  # what this folder holds, for people
+            json.dump(identity, f, indent=2)
+    multilabel = np.ndim(splits["train"].labels) == 2
+    clock = [time.perf_counter()]
+    say(f"{step}: features of {len(layers)} layers ({', '.join(f'{len(splits[s])} {s}' for s in data)} "
+        "images; kept ones are read from its cache)")
+    feats = extract(net, cfg.model, data, cache, tag, cfg, device)
+    clock.append(time.perf_counter())
+    say(f"{step}: features ready ({clock[-1] - clock[-2]:.1f} s)")
+    results.dims.update({layer: int(feats[(layer, "train")].shape[1]) for layer in layers})
+    if multilabel:
+        results.svm.update({(tag, layer): got for layer, got in _svm_net(feats, layers, cfg, cache).items()})
+    if "linear" in cfg.protocols and not multilabel:
+        for layer, got in _probe_net(feats, layers, n_classes, cfg, cache, tag).items():
+            results.linear[(tag, layer)] = _best(got["fits"])
+            results.fit_rows += [dict(model=tag, layer=layer, **f) for f in got["fits"]]
+    clock.append(time.perf_counter())
+    if ("knn" in cfg.protocols or budgets) and not multilabel:
+        full, results.lowshot[tag] = _knn_lowshot_net(feats, layers, n_classes, cfg, cache, budgets, tag)
+        results.knn.update({(tag, layer): a for layer, a in full.items()})
+    clock.append(time.perf_counter())
+    seconds = [round(b - a, 1) for a, b in zip(clock, clock[1:])]  # a kept result costs ~0
+    results.timing.append(dict(net=tag, features_s=seconds[0], linear_or_svm_s=seconds[1],
                                knn_and_lowshot_s=seconds[2]))
-        write_csv(os.path.join(cfg.out, "timing.csv"), timing)
-        lowshot = {tag: got for tag, got in lowshot.items() if got}
-        return _report(cfg, layers, n_classes, tags, twins, dims, linear, fit_rows, knn, lowshot, svm)
 
 
 def _svm_net(feats, layers, cfg, cache):
