@@ -174,6 +174,23 @@ def choose_decay(gram, y, n_classes, decays, folds, seed):
     return choose_decays(gram[None], y[None], n_classes, list(decays), folds, [seed])[0]
 
 
+def _knn_similarities(full, train_labels, test, test_labels, union, n_classes, k, temperature, features, full_knn):
+    """(the test images' cosines to the drawn images `union`, in the view `features` of the whole training
+    split's statistics; the kNN accuracy with the whole split as the bank when `full_knn`, else None): one
+    similarity matrix serves both where it fits in memory."""
+    to_unit = view(full, features)  # the whole training split's statistics, as the linear probe's
+    unit_test = to_unit(test)
+    every = None
+    if full_knn and len(full) * len(unit_test) <= MAX_SHARED_SIMILARITIES:
+        knn_sim = similarities(unit_test, to_unit(full))
+        bank_labels = torch.from_numpy(train_labels)
+        every = float((vote(knn_sim, bank_labels, n_classes, k, temperature) == test_labels).double().mean())
+        return knn_sim[:, torch.from_numpy(union)], every
+    if full_knn:  # too large to hold: the whole-bank vote in chunks of its own
+        every = knn_accuracy(full, train_labels, test, test_labels, n_classes, k, temperature, features)
+    return similarities(unit_test, to_unit(full[union])), every
+
+
 def lowshot_layer(train, train_labels, test, test_labels, n_classes, budgets, draws, seed, decays, folds=3,
                   k=20, temperature=0.07, features="centred", full_knn=False):
     """{budget name: [per draw {linear, weight_decay, knn, labels}]} for one layer's cached features; with
@@ -192,19 +209,9 @@ def lowshot_layer(train, train_labels, test, test_labels, n_classes, budgets, dr
     drawn = torch.from_numpy((full[union] - mean) / std)
     std_test = torch.from_numpy((np.asarray(test, dtype=np.float32) - mean) / std)
     gram = drawn @ drawn.T
-    to_unit = view(full, features)  # the whole training split's statistics, as the linear probe's
-    unit_test = to_unit(test)
-    every = None
-    if full_knn and len(full) * len(unit_test) <= MAX_SHARED_SIMILARITIES:
-        knn_sim = similarities(unit_test, to_unit(full))
-        bank_labels = torch.from_numpy(train_labels)
-        every = float((vote(knn_sim, bank_labels, n_classes, k, temperature) == test_labels).double().mean())
-        knn_sim = knn_sim[:, torch.from_numpy(union)]
-    else:
-        if full_knn:  # too large to hold: the whole-bank vote in chunks of its own
-            every = knn_accuracy(full, train_labels, test, test_labels, n_classes, k, temperature, features)
-        knn_sim = similarities(unit_test, to_unit(full[union]))
-    del full, unit_test
+    knn_sim, every = _knn_similarities(full, train_labels, test, test_labels, union, n_classes, k, temperature,
+                                       features, full_knn)
+    del full
     y_all = torch.as_tensor(train_labels[union], dtype=torch.long)
     out, decays = {}, list(decays)
     for budget in budgets:
