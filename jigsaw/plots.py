@@ -43,28 +43,9 @@ def plot_training(out, chance=None, window=None, test_interval=None):
     titles = ["pretext loss", "pretext accuracy"] + ["learning rate"] * with_lr + \
         ["features: kNN accuracy (--monitor)"] * bool(monitored)
     fig, axes = plt.subplots(1, len(titles), figsize=(5.2 * len(titles) + 0.5, 4))
-    if train:
-        its = [int(r["iter"]) for r in train]
-        w = window if window and window > 1 else max(1, len(train) // 50)
-        for ax, key, label in ((axes[0], "loss", "train"), (axes[1], "top1", "train top-1")):
-            values = [float(r[key]) for r in train]
-            ax.plot(its, values, lw=0.5, alpha=0.3, color="C0")
-            ax.plot(its, smooth(values, w), lw=1.5, color="C0", label=f"{label} (mean of {w} iterations)")
-        if with_lr:
-            axes[2].semilogy(its, lrs)
-            axes[2].set_ylabel("learning rate")
-    if val:
-        its = [int(r["iter"]) for r in val]
-        every = f" (every {test_interval} iterations)" if test_interval else ""
-        axes[0].plot(its, [float(r["loss"]) for r in val], "o-", color="C1", label="validation" + every)
-        axes[1].plot(its, [float(r["top1"]) for r in val], "o-", color="C1", label="validation top-1" + every)
-        axes[1].plot(its, [float(r["top5"]) for r in val], "s-", color="C2", label="validation top-5")
+    _draw_runs(axes, train, val, lrs if with_lr else None, window, test_interval)
     if monitored:
-        ax, rows = axes[-1], [r for r in val if r.get(monitored[0])]  # rows of a resume without it: blank
-        for k, key in enumerate(monitored):
-            ax.plot([int(r["iter"]) for r in rows], [float(r[key]) for r in rows], "o-", ms=3,
-                    color=plt.cm.viridis(0.85 * k / max(1, len(monitored) - 1)), label=key[4:])
-        ax.set_ylabel("kNN top-1 on the monitor's labelled set")
+        _draw_monitor(axes[-1], val, monitored)
     if chance:
         n = round(1 / chance)
         axes[0].axhline(math.log(n), color="gray", ls="--", label=f"ln {n} = {math.log(n):.2f} (chance)")
@@ -83,3 +64,33 @@ def plot_training(out, chance=None, window=None, test_interval=None):
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return path
+
+
+def _draw_runs(axes, train, val, lrs, window, test_interval):
+    """The training curves (faint, with their trailing mean), the learning rate when it changes (`lrs`), and
+    validation point to point."""
+    if train:
+        its = [int(r["iter"]) for r in train]
+        w = window if window and window > 1 else max(1, len(train) // 50)
+        for ax, key, label in ((axes[0], "loss", "train"), (axes[1], "top1", "train top-1")):
+            values = [float(r[key]) for r in train]
+            ax.plot(its, values, lw=0.5, alpha=0.3, color="C0")
+            ax.plot(its, smooth(values, w), lw=1.5, color="C0", label=f"{label} (mean of {w} iterations)")
+        if lrs:
+            axes[2].semilogy(its, lrs)
+            axes[2].set_ylabel("learning rate")
+    if val:
+        its = [int(r["iter"]) for r in val]
+        every = f" (every {test_interval} iterations)" if test_interval else ""
+        axes[0].plot(its, [float(r["loss"]) for r in val], "o-", color="C1", label="validation" + every)
+        axes[1].plot(its, [float(r["top1"]) for r in val], "o-", color="C1", label="validation top-1" + every)
+        axes[1].plot(its, [float(r["top5"]) for r in val], "s-", color="C2", label="validation top-5")
+
+
+def _draw_monitor(ax, val, monitored):
+    """The monitor's kNN accuracy per layer, one colour each (rows of a resume without it are blank)."""
+    rows = [r for r in val if r.get(monitored[0])]
+    for k, key in enumerate(monitored):
+        ax.plot([int(r["iter"]) for r in rows], [float(r[key]) for r in rows], "o-", ms=3,
+                color=plt.cm.viridis(0.85 * k / max(1, len(monitored) - 1)), label=key[4:])
+    ax.set_ylabel("kNN top-1 on the monitor's labelled set")
