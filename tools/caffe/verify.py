@@ -30,7 +30,7 @@ def verify(prototxt: str, weights: Optional[str] = None, seed: int = 0, toleranc
         import cv2
     except ImportError:
         raise CaffeError("--verify needs OpenCV's Caffe reader: pip install 'opencv-python-headless<5'") from None
-    from .. import load_caffe_net, save_caffe_net
+    from .. import load_caffe_net
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         net = load_caffe_net(prototxt, weights, seed=seed, input_shapes=input_shapes).without_side_effects()
@@ -40,27 +40,7 @@ def verify(prototxt: str, weights: Optional[str] = None, seed: int = 0, toleranc
     g = generator(seed)
     inputs = {k: torch.randn(tuple(s), generator=g) for k, s in net.input_shapes.items()}
     ours = layer_outputs(net, inputs)
-    with tempfile.TemporaryDirectory() as tmp:
-        # both sides read the same files: ours as written back, so fillers and weights agree exactly
-        proto, model = os.path.join(tmp, "net.prototxt"), os.path.join(tmp, "net.caffemodel")
-        save_caffe_net(net, proto, model)
-        try:
-            cvnet = cv2.dnn.readNetFromCaffe(proto, model)
-        except cv2.error as e:
-            raise CaffeError(f"--verify: OpenCV cannot build this net ({str(e).strip().splitlines()[-1][:200]})") from None
-    cvnet.enableFusion(False)
-    known = set(cvnet.getLayerNames())
-    missing = [name for name, _ in ours if name not in known]
-    if missing:
-        raise CaffeError(f"--verify: OpenCV has no layer '{missing[0]}' (it merged or skipped it); "
-                         "nothing to compare it with")
-    for name, x in inputs.items():
-        cvnet.setInput(np.ascontiguousarray(x.numpy()), name)
-    names = [name for name, _ in ours]
-    try:  # OpenCV builds its layers when it first runs them: an unknown type surfaces only here
-        theirs = cvnet.forward(names)
-    except cv2.error as e:
-        raise CaffeError(f"--verify: OpenCV cannot run this net ({str(e).strip().splitlines()[-1][:200]})") from None
+    theirs = _opencv_outputs(cv2, net, inputs, [name for name, _ in ours])
     rows = []
     for (name, mine), other in zip(ours, theirs):
         layer = net.layer(name)
@@ -76,6 +56,31 @@ def verify(prototxt: str, weights: Optional[str] = None, seed: int = 0, toleranc
             return rows, (f"--verify: layer '{name}' ({layer.layer_type}) differs from OpenCV by {diff:.3g} "
                           f"(allowed {allowed:.3g})")
     return rows, None
+
+
+def _opencv_outputs(cv2, net, inputs, names):
+    """OpenCV's outputs of the layers `names` on `inputs`, reading `net` as written back by save_caffe_net (so
+    fillers and weights agree exactly); a net or layer it cannot build or run is one CaffeError line."""
+    from .. import save_caffe_net
+    with tempfile.TemporaryDirectory() as tmp:
+        proto, model = os.path.join(tmp, "net.prototxt"), os.path.join(tmp, "net.caffemodel")
+        save_caffe_net(net, proto, model)
+        try:
+            cvnet = cv2.dnn.readNetFromCaffe(proto, model)
+        except cv2.error as e:
+            raise CaffeError(f"--verify: OpenCV cannot build this net ({str(e).strip().splitlines()[-1][:200]})") from None
+    cvnet.enableFusion(False)
+    known = set(cvnet.getLayerNames())
+    missing = [name for name in names if name not in known]
+    if missing:
+        raise CaffeError(f"--verify: OpenCV has no layer '{missing[0]}' (it merged or skipped it); "
+                         "nothing to compare it with")
+    for name, x in inputs.items():
+        cvnet.setInput(np.ascontiguousarray(x.numpy()), name)
+    try:  # OpenCV builds its layers when it first runs them: an unknown type surfaces only here
+        return cvnet.forward(names)
+    except cv2.error as e:
+        raise CaffeError(f"--verify: OpenCV cannot run this net ({str(e).strip().splitlines()[-1][:200]})") from None
 
 
 def format_rows(rows: List[Dict[str, Any]]) -> str:
