@@ -86,6 +86,41 @@ def _unescape(body, loc):
     return bytes(out)
 
 
+def _enum_value(field, kind, text):
+    """An enum field's number, from its name or its number; KeyError when the enum has neither."""
+    if kind == "number":
+        number = int(text, 0)
+        if field.enum_type.values_by_number.get(number) is None:
+            raise KeyError(text)
+        return number
+    value = field.enum_type.values_by_name.get(text)
+    if value is None:
+        raise KeyError(text)
+    return value.number
+
+
+def _number(field, kind, text, loc):
+    """A float or integer field's value as protobuf's text format reads it (inf / nan, hex, octal, a trailing
+    f on floats); ValueError when it is not one, one line when an integer is out of its type's range."""
+    t = field.type
+    if t in _FLOATS:
+        low = text.lower().lstrip("+")
+        if kind == "ident" and low in ("inf", "-inf", "infinity", "-infinity", "nan", "-nan"):
+            return float(low)
+        if kind != "number":
+            raise ValueError(text)
+        if "x" in text.lower():
+            return float(int(text, 16))
+        return float(text.rstrip("fF"))
+    if kind != "number" or ("x" not in text.lower() and text[-1] in "fF"):
+        raise ValueError(text)
+    value = int(text, 8) if re.fullmatch(r"[-+]?0[0-7]+", text) else int(text, 0)
+    low, high = _INT_RANGES[t]
+    if not low <= value <= high:
+        raise CaffeError(f"{loc}: '{field.name}' = {value} is out of range [{low}, {high}]")
+    return value
+
+
 class _Parser:
     def __init__(self, text, path):
         self.tokens = _tokenize(text, path)
@@ -211,31 +246,8 @@ class _Parser:
                     return False
                 raise CaffeError(f"{loc}: '{field.name}' expects true or false, found {text!r}")
             if t == FD.TYPE_ENUM:
-                if kind == "number":
-                    number = int(text, 0)
-                    if field.enum_type.values_by_number.get(number) is None:
-                        raise KeyError(text)
-                    return number
-                value = field.enum_type.values_by_name.get(text)
-                if value is None:
-                    raise KeyError(text)
-                return value.number
-            if t in _FLOATS:
-                low = text.lower().lstrip("+")
-                if kind == "ident" and low in ("inf", "-inf", "infinity", "-infinity", "nan", "-nan"):
-                    return float(low)
-                if kind != "number":
-                    raise ValueError(text)
-                if "x" in text.lower():
-                    return float(int(text, 16))
-                return float(text.rstrip("fF"))
-            if kind != "number" or ("x" not in text.lower() and text[-1] in "fF"):
-                raise ValueError(text)
-            value = int(text, 8) if re.fullmatch(r"[-+]?0[0-7]+", text) else int(text, 0)
-            low, high = _INT_RANGES[t]
-            if not low <= value <= high:
-                raise CaffeError(f"{loc}: '{field.name}' = {value} is out of range [{low}, {high}]")
-            return value
+                return _enum_value(field, kind, text)
+            return _number(field, kind, text, loc)
         except CaffeError:
             raise
         except KeyError:
