@@ -380,3 +380,23 @@ def test_no_import_circles():
         if v not in index:
             visit(v)
     assert len(graph) > 100 and not circles, circles
+
+
+# the functions still over 50 lines (issue 35 asks for none), each at most as long as it is now: the list shrinks
+LONG_FUNCTIONS = {("jigsaw/store.py", "prepare"): 89, ("tools/caffe/net.py", "__init__"): 83,
+                  ("transfer/finetune.py", "_finetune"): 70, ("tools/caffe/upgrade.py", "_v0_to_v1"): 67,
+                  ("transfer/finetune.py", "_run_phases"): 57}
+
+
+def test_no_function_grows_past_50_lines():
+    """A function reads in one screen: no new one over 50 lines, and the known ones no longer than they are."""
+    import ast
+    found = {}
+    for rel in _sources("tools", "jigsaw", "transfer"):
+        if rel.endswith("caffe_pb2.py"):
+            continue
+        for node in ast.walk(ast.parse(_read(rel))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50:
+                found[(rel, node.name)] = node.end_lineno - node.lineno + 1
+    assert set(found) <= set(LONG_FUNCTIONS), sorted(set(found) - set(LONG_FUNCTIONS))
+    assert all(found[k] <= LONG_FUNCTIONS[k] for k in found), {k: found[k] for k in found if found[k] > LONG_FUNCTIONS[k]}
