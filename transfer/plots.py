@@ -351,7 +351,8 @@ def plot_gain(series, path, title):
     one colour per series (`series`: {name: label_efficiency rows}, e.g. a probe's layers, or several methods'
     chosen stages)."""
     protocols = list(dict.fromkeys(r["protocol"] for rows in series.values() for r in rows))
-    fig, axes = plt.subplots(1, len(protocols), figsize=(4.6 * len(protocols), 3.6), squeeze=False)
+    # wide enough for the title whatever the number of panels
+    fig, axes = plt.subplots(1, len(protocols), figsize=(max(7.0, 4.6 * len(protocols)), 3.8), squeeze=False)
     for ax, protocol in zip(axes.flat, protocols):
         for i, (name, rows) in enumerate(series.items()):
             mine = [r for r in rows if r["protocol"] == protocol]
